@@ -1,0 +1,120 @@
+"""`alignkit data inspect PATH...`: validate data files and print their statistics."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+from typing import Any
+
+from alignkit.data.formats import FORMATS, load_records
+from alignkit.data.inspect import format_report, inspect_records
+from alignkit.errors import AlignkitError
+
+_FORMAT_HELP = (
+    "format of the records (default: auto, detected per record from its fields): "
+    "hh = {chosen, rejected} HH-RLHF transcripts; trl-pair = {prompt, chosen, rejected} "
+    "or {chosen, rejected} chat lists; point = {prompt, completion, label}; "
+    "demonstration = {prompt, completion} or {messages}; multi = {prompt, responses, scores}"
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="check and describe data files",
+        description="Check data files and describe them.",
+    )
+    parser.set_defaults(func=lambda args: _usage(parser))
+    verbs = parser.add_subparsers(dest="data_command", metavar="SUBVERB")
+    inspect = verbs.add_parser(
+        "inspect",
+        help="validate data files and print statistics",
+        description="Validate every record of the given files (all problems are listed with "
+        "their file:line) and print counts, lengths, labels and duplicates. Exit code 0 "
+        "when the data is valid, 2 when it is not.",
+    )
+    inspect.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help=".jsonl, .json, .parquet file or a folder written by datasets' save_to_disk; "
+        "several files (of different formats) are inspected together",
+    )
+    inspect.add_argument(
+        "--format", default="auto", choices=("auto", *FORMATS), dest="fmt", help=_FORMAT_HELP
+    )
+    inspect.add_argument(
+        "--tokenizer",
+        metavar="MODEL_OR_PATH",
+        help="also report lengths in tokens of this tokenizer (a local folder, a Hugging Face "
+        "model id, or 'default' for the embedded model); off by default",
+    )
+    inspect.add_argument(
+        "--json", metavar="OUT.json", help="also write the statistics to this JSON file"
+    )
+    inspect.add_argument(
+        "--max-errors",
+        type=int,
+        default=20,
+        metavar="N",
+        help="list at most N invalid records (all are counted; default: 20)",
+    )
+    inspect.set_defaults(func=run_inspect)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    records, summary = load_records(args.paths, args.fmt, args.max_errors)
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    stats = inspect_records(records, summary, tokenizer)
+    print(format_report(stats))
+    if args.json:
+        write_json_atomic(args.json, stats)
+        print(f"statistics written to {args.json}")
+    return 0
+
+
+def load_tokenizer(name: str) -> Any:
+    """`alignkit.models.load_tokenizer` when available, else `AutoTokenizer`."""
+    try:
+        models = importlib.import_module("alignkit.models")
+    except ModuleNotFoundError as exc:
+        if exc.name != "alignkit.models":
+            raise
+        models = None
+    loader = getattr(models, "load_tokenizer", None)
+    if loader is not None:
+        return loader(name)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write `data` as JSON so that `path` is either the old file or the complete new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise AlignkitError(f"cannot write {path}: folder {folder} does not exist")
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=folder, prefix=".tmp-", suffix=".json", delete=False
+    )
+    try:
+        with handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise

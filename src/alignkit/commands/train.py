@@ -1,0 +1,51 @@
+"""`alignkit train`: align a model with any objective, from flags and/or a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from alignkit.config import add_dataclass_arguments, build_config
+from alignkit.train_config import TrainConfig
+
+
+def _methods_epilog() -> str:
+    from alignkit.objectives import METHODS
+
+    lines = ["methods (--method):"]
+    lines += [f"  {m.name:<14} [{m.kind}] {m.description}" for m in METHODS.values()]
+    lines += [
+        "",
+        "examples:",
+        "  alignkit train --method dpo --data pairs.jsonl --output runs/dpo",
+        "  alignkit train --method ulma --data demos.jsonl prefs.jsonl --lora --output runs/ulma",
+        "  torchrun --nproc_per_node 2 -m alignkit train --config run.yaml",
+    ]
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="align a model with an objective (dpo, ulma, sft, ...)",
+        description="Train a model with one objective. Options come from --config (YAML), "
+        "overridden by flags.",
+        epilog=_methods_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
+    add_dataclass_arguments(parser, TrainConfig)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignkit.objectives import get_method
+    from alignkit.trainer import Trainer
+
+    config = build_config(TrainConfig, args, args.config)
+    get_method(config.method)  # unknown method: a usage error before any loading
+    result = Trainer(config).run()
+    if result.eval_after:
+        print(json.dumps({"eval_before": result.eval_before, "eval_after": result.eval_after}, indent=2))
+    print(f"done: {result.steps} steps, run directory {result.output}")
+    return 0

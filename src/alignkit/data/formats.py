@@ -1,0 +1,607 @@
+"""Recognise the format of each row, validate every field and build records.
+
+Formats (the key sets a row must contain; extra keys are ignored):
+
+- `hh`: chosen, rejected as Anthropic HH-RLHF transcripts (strings). The prompt is their
+  longest common prefix cut back to (and including) its last "\\n\\nAssistant:".
+- `trl-pair`: prompt, chosen, rejected (strings, or chat messages), or TRL's implicit-prompt
+  form: only chosen, rejected as full conversations sharing their leading messages.
+- `point`: prompt, completion, label (bool or 0/1 -> binary, other number -> score) and an
+  optional high_quality bool.
+- `demonstration`: prompt, completion, or messages (a chat ending in an assistant answer).
+- `multi`: prompt, responses (k >= 2 strings), scores (k numbers).
+
+A prompt is a string or a tuple of messages `{"role", "content"}`; a response given as chat
+messages must be exactly one assistant message, whose content becomes the response text.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from alignkit.data.loading import iter_rows
+from alignkit.data.records import (
+    LoadSummary,
+    Message,
+    Multi,
+    Pair,
+    Point,
+    Prompt,
+    Record,
+    pair_to_points,
+)
+from alignkit.errors import AlignkitError, DataError
+
+FORMATS = ("hh", "trl-pair", "point", "demonstration", "multi")
+KINDS = ("pair", "point", "multi")
+ROLES = ("system", "user", "assistant")
+HH_ASSISTANT = "\n\nAssistant:"
+
+# Key sets each format accepts, in detection order (the first one a row contains wins).
+_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("multi", ("prompt", "responses", "scores")),
+    ("trl-pair", ("prompt", "chosen", "rejected")),
+    ("hh", ("chosen", "rejected")),  # or trl-pair with an implicit prompt (message lists)
+    ("point", ("prompt", "completion", "label")),
+    ("demonstration", ("prompt", "completion")),
+    ("demonstration", ("messages",)),
+)
+RECOGNISED = (
+    "hh {chosen, rejected} (transcripts); "
+    "trl-pair {prompt, chosen, rejected} or {chosen, rejected} (message lists); "
+    "point {prompt, completion, label}; "
+    "demonstration {prompt, completion} or {messages}; "
+    "multi {prompt, responses, scores}"
+)
+_BOOL_LIKE = {"true", "false", "yes", "no", "0", "1", "t", "f", "y", "n"}
+
+
+class InvalidDataError(AlignkitError):
+    """Several data problems reported at once (the first `max_errors` of them are listed)."""
+
+    def __init__(self, errors: list[DataError], invalid_records: int, bad_files: int) -> None:
+        self.errors = errors
+        self.invalid_records = invalid_records
+        self.bad_files = bad_files
+        found = []
+        if invalid_records:
+            found.append(_plural(invalid_records, "invalid record"))
+        if bad_files:
+            found.append(_plural(bad_files, "unusable file"))
+        head = " and ".join(found) + " found"
+        if len(errors) < invalid_records + bad_files:
+            head += f" (showing the first {len(errors)})"
+        lines = [head + ":"] + [f"  {error}" for error in errors]
+        lines.append(
+            "Fix or remove them and run again (`alignkit data inspect PATH...` checks data)."
+        )
+        super().__init__("\n".join(lines))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------- detection
+
+
+def detect_format(row: Any, where: str = "row") -> str:
+    """The name of the format `row` is in (one of `FORMATS`), from its keys.
+
+    Raises `DataError` when the row is not an object or matches no format (naming the
+    missing field when the row looks like one format, else listing the recognised key sets).
+    """
+    _require_object(row, where)
+    for name, keys in _SIGNATURES:
+        if all(key in row for key in keys):
+            if name == "hh" and isinstance(row["chosen"], list):
+                return "trl-pair"  # implicit prompt: full conversations
+            return name
+    raise _unknown_format(row, where)
+
+
+def _require_object(row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise DataError(
+            where,
+            f"record is a JSON {_type_name(row)}, not an object",
+            'write one object per record, e.g. {"prompt": ..., "chosen": ..., "rejected": ...}',
+        )
+
+
+def _unknown_format(row: dict, where: str) -> DataError:
+    """Name the missing fields of the format the row resembles most, if any."""
+    best: tuple[int, int, tuple[str, ...], str] | None = None
+    for name, keys in _SIGNATURES:
+        overlap = [key for key in keys if key in row and key != "prompt"]
+        missing = [key for key in keys if key not in row]
+        if overlap and (best is None or (len(overlap), -len(missing)) > best[:2]):
+            best = (len(overlap), -len(missing), keys, name)
+    if best is None:
+        fields = ", ".join(sorted(map(str, row))) or "none"
+        return DataError(where, f"unknown format (fields: {fields})", f"recognised: {RECOGNISED}")
+    return _missing(where, best[2], best[3], row)
+
+
+def _missing(where: str, keys: tuple[str, ...], fmt: str, row: dict) -> DataError:
+    names = ", ".join(f"'{key}'" for key in keys if key not in row)
+    return DataError(
+        where,
+        f"missing field {names} (the record looks like format '{fmt}')",
+        f"format '{fmt}' needs the fields {', '.join(keys)}",
+    )
+
+
+def _check_explicit(row: Any, fmt: str, where: str) -> str:
+    """Check a row has the fields of the format the user named."""
+    _require_object(row, where)
+    options = [keys for name, keys in _SIGNATURES if name == fmt]
+    if fmt == "trl-pair":
+        options.append(("chosen", "rejected"))
+    if any(all(key in row for key in keys) for keys in options):
+        return fmt
+    raise _missing(where, options[0], fmt, row)
+
+
+# ---------------------------------------------------------------- fields
+
+
+def _text(value: Any, field: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(
+            where, f"field '{field}' must be a string, got {_type_name(value)}", "quote the text"
+        )
+    return value
+
+
+def _nonempty(text: str, field: str, where: str) -> str:
+    if not text.strip():
+        raise DataError(
+            where,
+            f"field '{field}' is empty (whitespace only)",
+            "give a real response or remove the record",
+        )
+    return text
+
+
+def _messages(value: Any, field: str, where: str) -> tuple[Message, ...]:
+    """Validate a chat: a list of {"role", "content"} objects (other keys are dropped)."""
+    if not isinstance(value, list | tuple):
+        raise DataError(
+            where,
+            f"field '{field}' must be a list of messages, got {_type_name(value)}",
+            'write [{"role": "user", "content": "..."}, ...]',
+        )
+    return tuple(_message(item, f"{field}[{i}]", where) for i, item in enumerate(value))
+
+
+def _message(item: Any, field: str, where: str) -> Message:
+    hint = 'a message is {"role": "system"|"user"|"assistant", "content": "text"}'
+    if not isinstance(item, dict) or "role" not in item or "content" not in item:
+        raise DataError(where, f"message {field} needs 'role' and 'content'", hint)
+    if item["role"] not in ROLES:
+        raise DataError(
+            where, f"message {field} has role {item['role']!r}, not one of {', '.join(ROLES)}", hint
+        )
+    return {"role": item["role"], "content": _text(item["content"], f"{field}.content", where)}
+
+
+def _prompt(value: Any, where: str) -> Prompt:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        messages = _messages(value, "prompt", where)
+        if not messages:
+            raise DataError(where, "field 'prompt' has no messages", "give at least one message")
+        return messages
+    raise DataError(
+        where,
+        f"field 'prompt' must be a string or a list of messages, got {_type_name(value)}",
+        "quote the text or write a list of chat messages",
+    )
+
+
+def _response(value: Any, field: str, where: str) -> str:
+    """A response: a string, or a list of exactly one assistant message."""
+    if isinstance(value, list | tuple):
+        messages = _messages(value, field, where)
+        if len(messages) != 1:
+            raise DataError(
+                where,
+                f"field '{field}' has {len(messages)} messages; next to a 'prompt' it must be "
+                "only the assistant answer",
+                "move earlier turns into 'prompt', or drop 'prompt' and give full "
+                "conversations in chosen/rejected (TRL's implicit-prompt form)",
+            )
+        return _answer(messages, field, where)
+    return _nonempty(_text(value, field, where), field, where)
+
+
+def _answer(messages: tuple[Message, ...], field: str, where: str) -> str:
+    """The content of the last message, which must be a non-empty assistant message."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise DataError(
+            where,
+            f"field '{field}' must end with an assistant message",
+            "the last message is the response to learn from",
+        )
+    return _nonempty(messages[-1]["content"], field, where)
+
+
+def _number(value: Any, field: str, where: str) -> float:
+    if isinstance(value, str) and value.strip().lower() in _BOOL_LIKE:
+        raise DataError(
+            where,
+            f"field '{field}' is the string {value!r}; bool-like strings are not accepted",
+            "write true/false or 1/0 without quotes",
+        )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DataError(
+            where,
+            f"field '{field}' must be a number, got {_type_name(value)} {value!r}",
+            "write a JSON number without quotes",
+        )
+    if not math.isfinite(value):
+        raise DataError(
+            where, f"field '{field}' is {value}", "scores must be finite numbers (no NaN/inf)"
+        )
+    return float(value)
+
+
+def _label(value: Any, where: str) -> tuple[float, bool]:
+    """(label, binary): bool or integer 0/1 -> binary, any other finite number -> score."""
+    if isinstance(value, bool):
+        return float(value), True
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return float(value), True
+    return _number(value, "label", where), False
+
+
+def _optional_bool(row: dict, field: str, default: bool, where: str) -> bool:
+    value = row.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise DataError(
+            where,
+            f"field '{field}' must be true or false, got {_type_name(value)} {value!r}",
+            "write true/false without quotes, or leave the field out",
+        )
+    return value
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def _pair(prompt: Prompt, chosen: str, rejected: str, where: str) -> Pair:
+    _nonempty(chosen, "chosen", where)
+    _nonempty(rejected, "rejected", where)
+    if chosen == rejected:
+        raise _identical(where)
+    return Pair(prompt, chosen, rejected, where)
+
+
+def _identical(where: str) -> DataError:
+    return DataError(
+        where,
+        "chosen and rejected responses are identical",
+        "a preference pair needs two different responses; remove the record",
+    )
+
+
+def _parse_hh(row: dict, where: str) -> Pair:
+    chosen = _text(row["chosen"], "chosen", where)
+    rejected = _text(row["rejected"], "rejected", where)
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(HH_ASSISTANT)
+    if cut < 0:
+        raise DataError(
+            where,
+            "chosen and rejected transcripts do not share a prompt ending in '\\n\\nAssistant:'",
+            "both transcripts must start with the same '\\n\\nHuman: ...\\n\\nAssistant:' turns",
+        )
+    end = cut + len(HH_ASSISTANT)
+    return _pair(chosen[:end], chosen[end:], rejected[end:], where)
+
+
+def _parse_trl_pair(row: dict, where: str) -> Pair:
+    if "prompt" not in row:
+        return _parse_implicit_pair(row, where)
+    prompt = _prompt(row["prompt"], where)
+    chosen = _response(row["chosen"], "chosen", where)
+    return _pair(prompt, chosen, _response(row["rejected"], "rejected", where), where)
+
+
+def _parse_implicit_pair(row: dict, where: str) -> Pair:
+    """TRL's implicit prompt: the leading messages chosen and rejected share."""
+    if not isinstance(row["chosen"], list):
+        raise DataError(
+            where,
+            "without a 'prompt' field, chosen and rejected must be lists of messages",
+            "string transcripts are the 'hh' format; or add a 'prompt' field",
+        )
+    chosen = _messages(row["chosen"], "chosen", where)
+    rejected = _messages(row["rejected"], "rejected", where)
+    if chosen == rejected:
+        raise _identical(where)
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0:
+        raise DataError(
+            where,
+            "chosen and rejected conversations share no leading messages (the prompt)",
+            "both must start with the same prompt messages",
+        )
+    chosen_answer = _implicit_answer(chosen[shared:], "chosen", where)
+    rejected_answer = _implicit_answer(rejected[shared:], "rejected", where)
+    return _pair(chosen[:shared], chosen_answer, rejected_answer, where)
+
+
+def _implicit_answer(rest: tuple[Message, ...], field: str, where: str) -> str:
+    if len(rest) != 1:
+        raise DataError(
+            where,
+            f"field '{field}' continues with {len(rest)} messages after the shared prompt; "
+            "expected exactly one assistant answer",
+            "give chosen and rejected conversations that differ only in the last message",
+        )
+    return _answer(rest, field, where)
+
+
+def _parse_point(row: dict, where: str) -> Point:
+    prompt = _prompt(row["prompt"], where)
+    completion = _response(row["completion"], "completion", where)
+    label, binary = _label(row["label"], where)
+    high_quality = _optional_bool(row, "high_quality", binary and label == 1.0, where)
+    return Point(prompt, completion, label, binary, high_quality, where)
+
+
+def _parse_demonstration(row: dict, where: str) -> Point:
+    if "prompt" in row and "completion" in row:
+        prompt = _prompt(row["prompt"], where)
+        completion = _response(row["completion"], "completion", where)
+    else:
+        messages = _messages(row["messages"], "messages", where)
+        completion = _answer(messages, "messages", where)
+        prompt = messages[:-1]
+        if not prompt:
+            raise DataError(
+                where, "field 'messages' has no prompt before the answer", "add the user turn"
+            )
+    return Point(prompt, completion, 1.0, True, True, where)
+
+
+def _parse_multi(row: dict, where: str) -> Multi:
+    prompt = _prompt(row["prompt"], where)
+    responses, scores = row["responses"], row["scores"]
+    for field, value in (("responses", responses), ("scores", scores)):
+        if not isinstance(value, list | tuple):
+            raise DataError(where, f"field '{field}' must be a list, got {_type_name(value)}")
+    if len(responses) < 2 or len(responses) != len(scores):
+        raise DataError(
+            where,
+            f"{len(responses)} responses and {len(scores)} scores",
+            "give k >= 2 responses and exactly one score per response",
+        )
+    texts = tuple(
+        _nonempty(_text(text, f"responses[{i}]", where), f"responses[{i}]", where)
+        for i, text in enumerate(responses)
+    )
+    values = tuple(_number(score, f"scores[{i}]", where) for i, score in enumerate(scores))
+    return Multi(prompt, texts, values, where)
+
+
+_PARSERS: dict[str, Callable[[dict, str], Record]] = {
+    "hh": _parse_hh,
+    "trl-pair": _parse_trl_pair,
+    "point": _parse_point,
+    "demonstration": _parse_demonstration,
+    "multi": _parse_multi,
+}
+
+
+def _check_format_name(fmt: str) -> None:
+    if fmt != "auto" and fmt not in FORMATS:
+        raise AlignkitError(f"unknown data format {fmt!r}; choose auto, {', '.join(FORMATS)}")
+
+
+def _parse(row: Any, where: str, fmt: str) -> tuple[str, Record]:
+    name = detect_format(row, where) if fmt == "auto" else _check_explicit(row, fmt, where)
+    return name, _PARSERS[name](row, where)
+
+
+def parse_row(row: dict, where: str, fmt: str = "auto") -> Record:
+    """Validate one row and build its record (`source` = `where`).
+
+    `fmt` is "auto" (detect from the keys) or one of `FORMATS`. Raises `DataError` naming
+    `where`. Note: `load_records` also makes the labels of one file consistent (see there).
+    """
+    _check_format_name(fmt)
+    return _parse(row, where, fmt)[1]
+
+
+# ---------------------------------------------------------------- files
+
+
+def kind_of(record: Record) -> str:
+    """ "pair", "point" or "multi"."""
+    if isinstance(record, Pair):
+        return "pair"
+    return "point" if isinstance(record, Point) else "multi"
+
+
+class _Problems:
+    """Collects errors across files; keeps the first `limit` and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.shown: list[DataError] = []
+        self.records = 0
+        self.files = 0
+
+    @property
+    def total(self) -> int:
+        return self.records + self.files
+
+    def add(self, error: DataError, file_level: bool = False) -> None:
+        if file_level:
+            self.files += 1
+        else:
+            self.records += 1
+        if len(self.shown) < self.limit:
+            self.shown.append(error)
+
+    def add_all(self, errors: list[DataError]) -> None:
+        for error in errors:
+            self.add(error)
+        errors.clear()
+
+    def raise_if_any(self) -> None:
+        if self.shown:
+            raise InvalidDataError(self.shown, self.records, self.files)
+
+
+def load_records(
+    paths: Sequence[str], fmt: str = "auto", max_errors: int = 20
+) -> tuple[list[Record], LoadSummary]:
+    """Load and validate every record of `paths` (files of different kinds may be mixed).
+
+    All files are read to the end; if anything is invalid, one `InvalidDataError` lists the
+    first `max_errors` problems and says how many there are. An empty file is an error.
+    Within one file, points with integer labels 0/1 are read as scores (not binary) when
+    another point of the file has a non-0/1 score, so that a 0..4 rating column is not
+    split into binary and continuous points.
+    """
+    _check_format_name(fmt)
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise AlignkitError("no data files given")
+    if max_errors < 1:
+        raise AlignkitError(f"max_errors must be >= 1, got {max_errors}")
+    records: list[Record] = []
+    summary = LoadSummary()
+    problems = _Problems(max_errors)
+    for path in paths:
+        summary.files.append(path)
+        records.extend(_load_file(path, fmt, summary, problems))
+    problems.raise_if_any()
+    return records, summary
+
+
+def _load_file(path: str, fmt: str, summary: LoadSummary, problems: _Problems) -> list[Record]:
+    records: list[Record] = []
+    int_labels: list[tuple[int, bool | None]] = []  # points labelled with an integer 0/1
+    bad_lines: list[DataError] = []  # jsonl lines that are not JSON, filled by iter_rows
+    problems_before = problems.total
+    try:
+        for where, row in iter_rows(path, bad_lines):
+            problems.add_all(bad_lines)
+            try:
+                name, record = _parse(row, where, fmt)
+            except DataError as error:
+                problems.add(error)
+                continue
+            if isinstance(record, Point) and record.binary and name == "point":
+                if not isinstance(row["label"], bool):
+                    int_labels.append((len(records), row.get("high_quality")))
+            _count(summary, name, record)
+            records.append(record)
+    except DataError as error:
+        problems.add(error, file_level=True)
+    problems.add_all(bad_lines)
+    if not records and problems.total == problems_before:
+        problems.add(DataError(path, "no records found", "the file is empty"), file_level=True)
+    return _scores_if_mixed(records, int_labels)
+
+
+def _count(summary: LoadSummary, name: str, record: Record) -> None:
+    summary.counts[name] = summary.counts.get(name, 0) + 1
+    kind = kind_of(record)
+    summary.kinds[kind] = summary.kinds.get(kind, 0) + 1
+
+
+def _scores_if_mixed(
+    records: list[Record], int_labels: list[tuple[int, bool | None]]
+) -> list[Record]:
+    has_scores = any(isinstance(r, Point) and not r.binary for r in records)
+    if not (has_scores and int_labels):
+        return records
+    for index, high_quality in int_labels:
+        records[index] = replace(records[index], binary=False, high_quality=bool(high_quality))
+    return records
+
+
+# ---------------------------------------------------------------- conversion
+
+_NEEDS = {
+    "pair": "preference pairs (prompt, chosen, rejected)",
+    "point": "point-wise examples (prompt, completion, label) or pairs",
+    "multi": "ranked responses (prompt, responses, scores) or pairs",
+}
+
+
+def as_kind(records: Sequence[Record], kind: str) -> list[Record]:
+    """Convert records to the shape a method trains on.
+
+    "point": a pair becomes two points (chosen 1, rejected 0), points stay.
+    "pair": only pairs are accepted. "multi": a pair becomes Multi((chosen, rejected),
+    (1.0, 0.0)), multi records stay. Anything else raises `AlignkitError` naming the records.
+    """
+    if kind not in KINDS:
+        raise AlignkitError(f"unknown record kind {kind!r}; choose {', '.join(KINDS)}")
+    accepted = {"pair": ("pair",), "point": ("pair", "point"), "multi": ("pair", "multi")}[kind]
+    bad = [record for record in records if kind_of(record) not in accepted]
+    if bad:
+        raise _wrong_kind(len(records), bad, kind)
+    converted: list[Record] = []
+    for record in records:
+        converted.extend(_convert(record, kind))
+    return converted
+
+
+def _convert(record: Record, kind: str) -> tuple[Record, ...]:
+    if not isinstance(record, Pair) or kind == "pair":
+        return (record,)
+    if kind == "point":
+        return pair_to_points(record)
+    pair = record
+    return (Multi(pair.prompt, (pair.chosen, pair.rejected), (1.0, 0.0), pair.source),)
+
+
+def _wrong_kind(total: int, bad: list[Record], kind: str) -> AlignkitError:
+    listed = "; ".join(f"{record.source or '?'} is a {kind_of(record)}" for record in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    hint = {
+        "pair": "give pair data (hh or trl-pair), or use a point-wise method such as ULMA",
+        "point": "multi-response scores are only comparable within a prompt; use a method "
+        "for ranked responses or convert them to pairs",
+        "multi": "point-wise data has no second response to rank against; give pairs or "
+        "multi-response data",
+    }[kind]
+    return AlignkitError(
+        f"this method needs {_NEEDS[kind]}, but {len(bad)} of {total} records are not: "
+        f"{listed}{more}. Hint: {hint}"
+    )

@@ -1,0 +1,232 @@
+"""Per-sequence log-probs of K responses per prompt in ONE packed forward pass.
+
+Each example becomes one row `prompt | response_1 | ... | response_K`. A block attention mask
+lets every response see the prompt and its own earlier tokens only, and the position ids of
+every response restart right after the prompt, so each response is scored exactly as if it
+were its own sequence — but the shared prompt (most of the tokens in HH-style data) is
+encoded once instead of K times. The first token of every response is predicted from the
+hidden state of the last prompt position.
+
+Only the hidden states that predict response tokens go through the LM head, and the
+log-softmax is a float32 gather minus logsumexp over those rows: no `[batch, seq, vocab]`
+tensor is ever materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alignkit.encoding import Encoded
+from alignkit.models import backbone_and_head
+from alignkit.objectives.base import SeqLogps
+
+PROMPT_SEGMENT = 0
+PAD_SEGMENT = -1
+
+
+@dataclass
+class PackedBatch:
+    """A collated batch of B examples with K response slots each.
+
+    input_ids, position_ids, segments: (B, L); segments 0 = prompt, k+1 = response k, -1 = pad
+    pred_index: (N,) flat index into B*L of the positions whose hidden state predicts a
+                response token; targets: (N,) those tokens
+    seq_id:     (N,) the sequence (b*K + k) of each target; tok_pos: (N,) its index in it
+    counts:     (B, K) response lengths (0 = no such response)
+    labels:     (B, K) float; high_quality, mask: (B, K) bool; binary: (B,) bool
+    index:      (B,) the examples' positions in the encoded dataset
+    """
+
+    input_ids: Tensor
+    position_ids: Tensor
+    segments: Tensor
+    pred_index: Tensor
+    targets: Tensor
+    seq_id: Tensor
+    tok_pos: Tensor
+    counts: Tensor
+    labels: Tensor
+    high_quality: Tensor
+    binary: Tensor
+    mask: Tensor
+    index: Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.counts.shape)  # type: ignore[return-value]
+
+    def to(self, device: torch.device) -> PackedBatch:
+        return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    def n_tokens(self) -> int:
+        """Tokens an unpacked implementation would process: sum over k of |prompt| + |y_k|."""
+        prompt_len = (self.segments == PROMPT_SEGMENT).sum(1, keepdim=True)
+        return int(((prompt_len + self.counts) * self.mask).sum())
+
+
+def collate(examples: Sequence[Encoded], pad_id: int, k: int | None = None) -> PackedBatch:
+    """Pack examples into rows `prompt|y_1|...|y_K`, right-padded to the longest row."""
+    k = k or max(len(e.responses) for e in examples)
+    length = max(e.length for e in examples)
+    b = len(examples)
+    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((b, length), dtype=torch.long)
+    segments = torch.full((b, length), PAD_SEGMENT, dtype=torch.long)
+    counts = torch.zeros((b, k), dtype=torch.long)
+    labels = torch.zeros((b, k))
+    high_quality = torch.zeros((b, k), dtype=torch.bool)
+    pred, targets, seq_id, tok_pos = [], [], [], []
+    for row, ex in enumerate(examples):
+        p = len(ex.prompt)
+        input_ids[row, :p] = torch.tensor(ex.prompt)
+        position_ids[row, :p] = torch.arange(p)
+        segments[row, :p] = PROMPT_SEGMENT
+        start = p
+        for j, resp in enumerate(ex.responses):
+            n = len(resp)
+            input_ids[row, start : start + n] = torch.tensor(resp)
+            position_ids[row, start : start + n] = torch.arange(p, p + n)
+            segments[row, start : start + n] = j + 1
+            # token t of the response is predicted at the position of token t-1 (or the
+            # last prompt token for t = 0)
+            positions = [p - 1] + list(range(start, start + n - 1))
+            pred.extend(row * length + q for q in positions)
+            targets.extend(resp)
+            seq_id.extend([row * k + j] * n)
+            tok_pos.extend(range(n))
+            counts[row, j] = n
+            labels[row, j] = ex.labels[j]
+            high_quality[row, j] = ex.high_quality[j]
+            start += n
+    return PackedBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        segments=segments,
+        pred_index=torch.tensor(pred, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        seq_id=torch.tensor(seq_id, dtype=torch.long),
+        tok_pos=torch.tensor(tok_pos, dtype=torch.long),
+        counts=counts,
+        labels=labels,
+        high_quality=high_quality,
+        binary=torch.tensor([e.binary for e in examples], dtype=torch.bool),
+        mask=counts > 0,
+        index=torch.tensor([e.index for e in examples], dtype=torch.long),
+    )
+
+
+def block_attention_mask(segments: Tensor, additive_dtype: torch.dtype | None = None) -> Tensor:
+    """(B, 1, L, L) mask: causal, and a response sees only the prompt and itself.
+
+    Boolean (True = may attend) for SDPA; an additive float mask when `additive_dtype` is
+    given (eager attention). Padding queries attend to themselves so no softmax row is empty.
+    """
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    q_seg = segments[:, :, None]
+    k_seg = segments[:, None, :]
+    visible = (k_seg == PROMPT_SEGMENT) | (q_seg == k_seg)
+    valid = (q_seg != PAD_SEGMENT) & (k_seg != PAD_SEGMENT)
+    eye = torch.eye(length, dtype=torch.bool, device=segments.device)
+    allowed = (causal & visible & valid) | eye
+    allowed = allowed[:, None]
+    if additive_dtype is None:
+        return allowed
+    zero = torch.zeros((), dtype=additive_dtype, device=segments.device)
+    return torch.where(allowed, zero, torch.finfo(additive_dtype).min)
+
+
+class SequenceScorer(nn.Module):
+    """Wraps a causal LM; `forward(batch)` returns the log-probs of every packed response.
+
+    It is a module (not a function) so that DDP/FSDP wrappers see the call and synchronise
+    gradients. `q_diff` (V,) enables the DEFT reward `mean_t <Q_diff, logits_t>`, computed as
+    `h_t . (W^T Q_diff)` — one d-vector, no vocabulary matmul.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        batch: PackedBatch,
+        q_diff: Tensor | None = None,
+        with_tokens: bool = False,
+        autocast: torch.dtype | None = None,
+    ) -> SeqLogps:
+        decoder, head = backbone_and_head(self.model)
+        device = batch.input_ids.device
+        attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
+        mask_dtype = None if attn_impl in ("sdpa", "flex_attention") else (autocast or torch.float32)
+        mask = block_attention_mask(batch.segments, mask_dtype)
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            hidden = decoder(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).last_hidden_state
+            hidden = hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]  # (N, d)
+            logits = head(hidden)  # (N, V), response positions only
+        token_logps = _gather_logps(logits.float(), batch.targets)
+        b, k = batch.shape
+        sums = torch.zeros(b * k, dtype=token_logps.dtype, device=device)
+        sums = sums.index_add(0, batch.seq_id, token_logps).view(b, k)
+        tokens = None
+        if with_tokens:
+            width = int(batch.counts.max())
+            tokens = torch.zeros(b * k, width, dtype=token_logps.dtype, device=device)
+            tokens = tokens.index_put((batch.seq_id, batch.tok_pos), token_logps).view(b, k, width)
+        r_q = None
+        if q_diff is not None:
+            r_q = _distribution_reward(hidden.float(), head, q_diff, batch)
+        return SeqLogps(sum=sums, count=batch.counts, tokens=tokens, r_q=r_q)
+
+
+def _gather_logps(logits: Tensor, targets: Tensor) -> Tensor:
+    """(N,) log p(target) = logit[target] - logsumexp(logits), in float32."""
+    picked = logits.gather(1, targets[:, None]).squeeze(1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def _distribution_reward(hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch) -> Tensor:
+    """(B, K) R_Q = mean over response positions of <Q_diff, logits_t> = h_t . (W^T Q_diff).
+
+    Because Q_diff sums to 0 the log-partition cancels, so this equals
+    mean_t sum_v Q_diff[v] log p(v | x, y_<t) without any softmax.
+    """
+    weight = head.weight.float()  # (V, d)
+    direction = q_diff.to(weight.dtype) @ weight  # (d,)
+    per_token = hidden @ direction  # (N,)
+    if getattr(head, "bias", None) is not None:
+        per_token = per_token + q_diff.to(weight.dtype) @ head.bias.float()
+    b, k = batch.shape
+    sums = torch.zeros(b * k, dtype=per_token.dtype, device=per_token.device)
+    sums = sums.index_add(0, batch.seq_id, per_token).view(b, k)
+    return sums / batch.counts.clamp(min=1)
+
+
+def naive_sequence_logps(model: nn.Module, batch: PackedBatch) -> Tensor:
+    """(B, K) reference implementation: every response as its own unpacked sequence with a
+    full-vocabulary float32 log-softmax. Used by tests and the parity benchmark."""
+    b, k = batch.shape
+    out = torch.zeros(b, k)
+    for row in range(b):
+        prompt = batch.input_ids[row][batch.segments[row] == PROMPT_SEGMENT]
+        for j in range(k):
+            if not batch.mask[row, j]:
+                continue
+            resp = batch.input_ids[row][batch.segments[row] == j + 1]
+            ids = torch.cat([prompt, resp])[None]
+            logits = model(input_ids=ids).logits.float()
+            logps = F.log_softmax(logits[0, :-1], dim=-1)
+            tgt = ids[0, 1:]
+            token = logps.gather(1, tgt[:, None]).squeeze(1)
+            out[row, j] = token[len(prompt) - 1 :].sum()
+    return out

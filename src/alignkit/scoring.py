@@ -1,0 +1,61 @@
+"""Inference-time scoring of an encoded dataset, sharded over processes.
+
+Used to precompute the reference log-probs once before training (the reference never changes,
+so it is never run again — and with full fine-tuning no frozen copy is kept in memory), and by
+evaluation. Each process scores every `world`-th length-sorted batch; results are gathered
+back into dataset order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from alignkit.batching import sorted_chunks
+from alignkit.encoding import Encoded
+from alignkit.forward import PackedBatch, SequenceScorer, collate
+from alignkit.objectives.base import SeqLogps
+
+
+def score_dataset(
+    scorer: SequenceScorer,
+    encoded: Sequence[Encoded],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    rank: int = 0,
+    world: int = 1,
+    gather: Callable[[list], list] | None = None,
+    desc: str = "scoring",
+    k: int | None = None,
+) -> Tensor:
+    """(n, K) summed response log-probs of every example, in the order of `encoded`."""
+    k = k or max(len(e.responses) for e in encoded)
+    chunks = sorted_chunks([e.length for e in encoded], batch_size)
+    mine = chunks[rank::world]
+    results: list[tuple[list[int], Tensor]] = []
+    was_training = scorer.training
+    scorer.eval()
+    with torch.no_grad():
+        for idx in tqdm(mine, desc=desc, disable=rank != 0, leave=False):
+            batch = collate([encoded[i] for i in idx], pad_id, k).to(device)
+            out = scorer(batch, autocast=autocast)
+            results.append((idx, out.sum.float().cpu()))
+    scorer.train(was_training)
+    if gather is not None and world > 1:
+        results = [item for part in gather([results]) for item in part]
+    table = torch.zeros(len(encoded), k)
+    for idx, sums in results:
+        table[torch.tensor(idx)] = sums
+    return table
+
+
+def reference_for(batch: PackedBatch, table: Tensor) -> SeqLogps:
+    """The precomputed reference log-probs of the examples in `batch`."""
+    sums = table[batch.index.cpu()][:, : batch.shape[1]].to(batch.counts.device)
+    return SeqLogps(sum=sums, count=batch.counts)

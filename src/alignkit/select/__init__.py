@@ -1,0 +1,1 @@
+"""Data selection before training: DEFT distribution-reward filtering, REAL pair selection."""

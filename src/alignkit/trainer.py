@@ -1,0 +1,406 @@
+"""One training loop for every objective (accelerate: CPU, one or many GPUs, DDP/FSDP/ZeRO).
+
+The objective is a parameter (`alignkit.objectives.registry`); the loop does data, reference
+log-probs (precomputed once and cached with the tokenized dataset), packed forward passes,
+gradient accumulation, schedules, checkpoints with exact resume, logging and saving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from alignkit.batching import epoch_batches, rank_slice
+from alignkit.config import to_dict
+from alignkit.data import as_kind, load_records
+from alignkit.encoding import Encoded, encode_records
+from alignkit.forward import PackedBatch, SequenceScorer, collate
+from alignkit.io import atomic_write_text
+from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer, reference_context
+from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, compute_loss, get_method
+from alignkit.objectives.registry import Method
+from alignkit.scoring import reference_for, score_dataset
+from alignkit.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A tokenized dataset with its precomputed reference log-probs."""
+
+    encoded: list[Encoded]
+    ref: torch.Tensor | None
+    k: int
+    summary: str = ""
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    steps: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains `config.method` on `config.data`; `run()` does the whole job."""
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None) -> None:
+        self.config = config
+        self.method: Method = get_method(config.method)
+        self.objective = ObjectiveConfig(
+            beta=config.beta,
+            reduction=config.reduction,  # type: ignore[arg-type]
+            logz=config.logz,
+            unlikelihood_form=config.unlikelihood_form,  # type: ignore[arg-type]
+            rrhf_sft_weight=config.rrhf_sft_weight,
+            deft_lambda=config.deft_lambda,
+        )
+        trackers = [t for t in config.report_to if t != "none"]
+        self.accelerator = accelerator or Accelerator(log_with=trackers or None)
+        self.output = Path(config.output)
+        self.device = self.accelerator.device
+        self.autocast = autocast_dtype(config.precision, self.device)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- data
+    def prepare(self, paths: list[str], tokenizer, scorer: SequenceScorer) -> Prepared:
+        """Load, validate, tokenize and (if the method needs it) score the reference."""
+        cfg = self.config
+        records, _ = load_records(paths, cfg.data_format)
+        records = as_kind(records, self.method.kind)
+        encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)  # type: ignore[arg-type]
+        k = max(len(e.responses) for e in encoded)
+        ref = None
+        if self.method.needs_ref:
+            with reference_context(scorer.model):
+                ref = score_dataset(
+                    scorer,
+                    encoded,
+                    batch_size=cfg.batch_size * 2,
+                    pad_id=tokenizer.pad_token_id,
+                    device=self.device,
+                    autocast=self.autocast,
+                    rank=self.accelerator.process_index,
+                    world=self.accelerator.num_processes,
+                    gather=gather_object,
+                    desc="reference log-probs",
+                    k=k,
+                )
+        return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))  # type: ignore[arg-type]
+
+    def _cached_prepare(self, tokenizer, scorer: SequenceScorer) -> Prepared:
+        """`prepare` the training data, reusing `OUTPUT/cache/train.pt` when it matches."""
+        cache = self.output / "cache" / "train.pt"
+        key = _data_key(self.config, self.method)
+        if cache.exists():
+            saved = torch.load(cache, weights_only=False)
+            if saved.get("key") == key:
+                log.info("reusing tokenized data and reference log-probs from %s", cache)
+                return saved["prepared"]
+        prepared = self.prepare(self.config.data, tokenizer, scorer)
+        if self.accelerator.is_main_process:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            torch.save({"key": key, "prepared": prepared}, tmp)
+            os.replace(tmp, cache)
+        return prepared
+
+    # ---------------------------------------------------------------- steps
+    def objective_batch(self, scorer, batch: PackedBatch, ref_table, q_diff) -> ObjectiveBatch:
+        policy = scorer(
+            batch,
+            q_diff=q_diff,
+            with_tokens=self.method.needs_tokens(self.objective),
+            autocast=self.autocast,
+        )
+        ref = reference_for(batch, ref_table) if ref_table is not None else None
+        return ObjectiveBatch(
+            kind=self.method.kind,
+            policy=policy,
+            labels=batch.labels,
+            binary=batch.binary,
+            high_quality=batch.high_quality,
+            mask=batch.mask,
+            ref=ref,
+        )
+
+    def evaluate(self, scorer, data: Prepared, pad_id: int, q_diff) -> dict[str, float]:
+        """Mean objective metrics on held-out data (no gradients), prefixed `eval/`."""
+        acc = self.accelerator
+        totals: dict[str, float] = {}
+        n = 0
+        scorer.eval()
+        with torch.no_grad():
+            idx = list(range(len(data.encoded)))[acc.process_index :: acc.num_processes]
+            for start in range(0, len(idx), self.config.batch_size):
+                part = [data.encoded[i] for i in idx[start : start + self.config.batch_size]]
+                batch = collate(part, pad_id, data.k).to(self.device)
+                ob = self.objective_batch(scorer, batch, data.ref, q_diff)
+                loss, metrics = compute_loss(self.method, ob, self.objective)
+                for name, value in metrics.items():
+                    totals[name] = totals.get(name, 0.0) + float(value) * len(part)
+                n += len(part)
+        scorer.train()
+        gathered = gather_object([(totals, n)])
+        count = sum(c for _, c in gathered)
+        merged: dict[str, float] = {}
+        for part_totals, _ in gathered:
+            for name, value in part_totals.items():
+                merged[name] = merged.get(name, 0.0) + value
+        return {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        cfg, acc = self.config, self.accelerator
+        set_seed(cfg.seed)
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        model = load_causal_lm(
+            cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
+        )
+        scorer = SequenceScorer(model).to(self.device)
+        pad_id = tokenizer.pad_token_id
+        self.output.mkdir(parents=True, exist_ok=True)
+
+        train = self._cached_prepare(tokenizer, scorer)
+        log.info("training data: %s", train.summary)
+        evald = self.prepare(cfg.eval_data, tokenizer, scorer) if cfg.eval_data else None
+        q_diff = self._q_diff(train, tokenizer, len(tokenizer)) if cfg.deft_lambda else None
+
+        world = acc.num_processes
+        global_batch = cfg.batch_size * world
+        n_batches = math.ceil(len(train.encoded) / global_batch)
+        steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+        total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+        params = [p for p in scorer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
+        scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
+        start_step = self._maybe_resume()
+        if acc.is_main_process:
+            atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
+            _truncate_metrics(self.output / "metrics.jsonl", start_step)
+        if acc.log_with:
+            acc.init_trackers("alignkit", config=_flat_config(cfg))
+
+        result = TrainResult(self.output, total_steps)
+        if evald is not None:
+            result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff)
+            self._log(0, result.eval_before)
+
+        bar = tqdm(
+            total=total_steps, initial=start_step, desc=f"train {cfg.method}",
+            disable=not acc.is_main_process,
+        )
+        t0, tokens = time.perf_counter(), 0
+        metrics: dict[str, float] = {}
+        for step in range(start_step, total_steps):
+            metrics, n_tok = self._train_step(scorer, optimizer, scheduler, train, step, pad_id, q_diff)
+            tokens += n_tok
+            bar.update(1)
+            done = step + 1
+            if done % cfg.logging_steps == 0 or done == total_steps:
+                elapsed = time.perf_counter() - t0
+                metrics.update(
+                    lr=scheduler.get_last_lr()[0],
+                    epoch=done / steps_per_epoch,
+                    tokens_per_s=tokens / elapsed,
+                    elapsed_s=elapsed,
+                )
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                self._log(done, metrics)
+            if evald is not None and cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
+                self._log(done, self.evaluate(scorer, evald, pad_id, q_diff))
+            if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
+                self._save_checkpoint(done)
+        bar.close()
+        result.final_metrics = metrics
+        if evald is not None:
+            result.eval_after = self.evaluate(scorer, evald, pad_id, q_diff)
+            self._log(total_steps, result.eval_after)
+        if cfg.save_model:
+            self._save_final(scorer, tokenizer, result)
+        acc.end_training()
+        return result
+
+    def _train_step(self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff):
+        """One optimizer step over `grad_accum` micro-batches; returns (metrics, tokens)."""
+        cfg, acc = self.config, self.accelerator
+        world, rank = acc.num_processes, acc.process_index
+        global_batch = cfg.batch_size * world
+        lengths = [e.length for e in train.encoded]
+        n_batches = math.ceil(len(lengths) / global_batch)
+        sums: dict[str, float] = {}
+        tokens = 0
+        for micro in range(cfg.grad_accum):
+            g = step * cfg.grad_accum + micro
+            epoch, within = divmod(g, n_batches)
+            order = self._epoch_order(lengths, global_batch, epoch)
+            idx = rank_slice(order[within], rank, world)
+            batch = collate([train.encoded[i] for i in idx], pad_id, train.k).to(self.device)
+            tokens += batch.n_tokens() * world
+            sync = micro == cfg.grad_accum - 1
+            ctx = acc.no_sync(scorer) if not sync else _null()
+            with ctx:
+                ob = self.objective_batch(scorer, batch, train.ref, q_diff)
+                loss, metrics = compute_loss(self.method, ob, self.objective)
+                acc.backward(loss / cfg.grad_accum)
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(scorer.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if world > 1:
+            keys = sorted(sums)
+            vec = torch.tensor([sums[k] for k in keys], device=self.device)
+            vec = acc.reduce(vec, reduction="mean")
+            sums = dict(zip(keys, vec.tolist(), strict=True))
+        return sums, tokens
+
+    _order_cache: tuple[int, list[list[int]]] | None = None
+
+    def _epoch_order(self, lengths, global_batch, epoch) -> list[list[int]]:
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            batches = epoch_batches(lengths, global_batch, self.config.seed, epoch)
+            self._order_cache = (epoch, batches)
+        return self._order_cache[1]
+
+    def _q_diff(self, train: Prepared, tokenizer, vocab: int) -> torch.Tensor:
+        from alignkit.select.deft import q_diff_from_encoded
+
+        return q_diff_from_encoded(train.encoded, vocab, tokenizer.all_special_ids).to(self.device)
+
+    # ------------------------------------------------------- logs and saving
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        acc = self.accelerator
+        if not acc.is_main_process:
+            return
+        row = {"step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        with open(self.output / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if acc.log_with:
+            acc.log(metrics, step=step)
+
+    def _checkpoints(self) -> list[Path]:
+        root = self.output / "checkpoints"
+        found = [p for p in root.glob("step-*") if (p / "alignkit_state.json").exists()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def _save_checkpoint(self, step: int) -> None:
+        """accelerate state (weights, optimizer, scheduler, RNG) written atomically."""
+        acc = self.accelerator
+        root = self.output / "checkpoints"
+        final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            atomic_write_text(tmp / "alignkit_state.json", json.dumps({"step": step}))
+            os.replace(tmp, final)
+            for old in self._checkpoints()[: -self.config.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _maybe_resume(self) -> int:
+        if not self.config.resume:
+            return 0
+        found = self._checkpoints()
+        if not found:
+            log.info("--resume: no checkpoint in %s, starting from scratch", self.output)
+            return 0
+        latest = found[-1]
+        self.accelerator.load_state(str(latest))
+        step = json.loads((latest / "alignkit_state.json").read_text())["step"]
+        log.info("resumed from %s (step %d)", latest, step)
+        return step
+
+    def _save_final(self, scorer, tokenizer, result: TrainResult) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        model = acc.unwrap_model(scorer).model
+        if acc.is_main_process:
+            tmp = self.output / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            final = self.output / "model"
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            summary = {
+                "steps": result.steps,
+                "final_metrics": result.final_metrics,
+                "eval_before": result.eval_before,
+                "eval_after": result.eval_after,
+                "base_model": self.config.model,
+                "lora": self.config.lora,
+            }
+            atomic_write_text(self.output / "summary.json", json.dumps(summary, indent=2))
+        acc.wait_for_everyone()
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _data_key(cfg: TrainConfig, method: Method) -> dict[str, Any]:
+    """What the cached tokenized data depends on (file identity by size and mtime)."""
+    files = []
+    for path in cfg.data:
+        st = os.stat(path)
+        files.append((os.path.abspath(path), st.st_size, int(st.st_mtime_ns)))
+    return {
+        "files": files,
+        "model": cfg.model,
+        "lora": cfg.lora,
+        "format": cfg.data_format,
+        "kind": method.kind,
+        "needs_ref": method.needs_ref,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+        "precision": cfg.precision,
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget logged rows past the checkpoint; on a fresh run, start empty."""
+    if not path.exists():
+        return
+    keep = []
+    if step > 0:
+        for line in path.read_text().splitlines():
+            if line.strip() and json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in to_dict(cfg).items()}
