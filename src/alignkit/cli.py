@@ -19,6 +19,13 @@ COMMAND_MODULES = [
     "alignkit.commands.train",
     "alignkit.commands.data",
     "alignkit.commands.demo",
+    "alignkit.commands.select",
+    "alignkit.commands.eval",
+    "alignkit.commands.train_rm",
+    "alignkit.commands.judge",
+    "alignkit.commands.serve",
+    "alignkit.commands.compare",
+    "alignkit.commands.online",
 ]
 
 

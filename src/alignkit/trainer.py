@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -121,6 +122,22 @@ class Trainer:
         return prepared
 
     # ---------------------------------------------------------------- steps
+    def build_scorer(self, tokenizer) -> nn.Module:
+        """The module trained: wraps the model (`.model`) and scores PackedBatches.
+
+        Subclasses (e.g. reward-model training) return another scorer with the same contract.
+        """
+        cfg = self.config
+        model = load_causal_lm(
+            cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
+        )
+        return SequenceScorer(model)
+
+    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
+        """Loss and metrics of one micro-batch (subclasses may replace the objective)."""
+        ob = self.objective_batch(scorer, batch, ref_table, q_diff)
+        return compute_loss(self.method, ob, self.objective)
+
     def objective_batch(self, scorer, batch: PackedBatch, ref_table, q_diff) -> ObjectiveBatch:
         policy = scorer(
             batch,
@@ -150,8 +167,7 @@ class Trainer:
             for start in range(0, len(idx), self.config.batch_size):
                 part = [data.encoded[i] for i in idx[start : start + self.config.batch_size]]
                 batch = collate(part, pad_id, data.k).to(self.device)
-                ob = self.objective_batch(scorer, batch, data.ref, q_diff)
-                loss, metrics = compute_loss(self.method, ob, self.objective)
+                _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
                 for name, value in metrics.items():
                     totals[name] = totals.get(name, 0.0) + float(value) * len(part)
                 n += len(part)
@@ -169,10 +185,7 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-        model = load_causal_lm(
-            cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
-        )
-        scorer = SequenceScorer(model).to(self.device)
+        scorer = self.build_scorer(tokenizer).to(self.device)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
 
@@ -262,8 +275,7 @@ class Trainer:
             sync = micro == cfg.grad_accum - 1
             ctx = acc.no_sync(scorer) if not sync else _null()
             with ctx:
-                ob = self.objective_batch(scorer, batch, train.ref, q_diff)
-                loss, metrics = compute_loss(self.method, ob, self.objective)
+                loss, metrics = self.step_loss(scorer, batch, train.ref, q_diff)
                 acc.backward(loss / cfg.grad_accum)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum
