@@ -549,3 +549,31 @@ def test_cli_format_option_and_usage(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["data", "inspect", data, "--format", "demonstration", "--max-errors", "1"]) == 0
     assert main(["data"]) == 2
     assert "inspect" in capsys.readouterr().out
+
+
+def test_cli_bad_tokenizer_and_json_folder_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}])
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "inspect", data, "--tokenizer", str(tmp_path / "empty")]) == 2
+    assert "cannot load a tokenizer" in capsys.readouterr().err
+    assert main(["data", "inspect", data, "--json", str(tmp_path / "no" / "s.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+class ChatTokenizer(WordTokenizer):
+    chat_template = "set"
+
+    def apply_chat_template(
+        self, messages: list, tokenize: bool, add_generation_prompt: bool
+    ) -> str:
+        assert not tokenize and add_generation_prompt
+        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + " <assistant>"
+
+
+def test_inspect_chat_prompt_tokens_use_the_chat_template() -> None:
+    records = [Point((msg("system", "be nice"), msg("user", "hi")), "ok", 1.0, True, True, "f:1")]
+    stats = inspect_records(records, LoadSummary(files=["f"]), tokenizer=ChatTokenizer())
+    assert stats["prompt_chars"]["max"] == 9  # "be nice" + "hi"
+    assert stats["prompt_tokens"]["max"] == 6  # <system> be nice <user> hi <assistant>

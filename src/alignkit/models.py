@@ -126,7 +126,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     path = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -73,7 +73,10 @@ class Trainer:
             deft_lambda=config.deft_lambda,
         )
         trackers = [t for t in config.report_to if t != "none"]
-        self.accelerator = accelerator or Accelerator(log_with=trackers or None)
+        # cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks
+        self.accelerator = accelerator or Accelerator(
+            log_with=trackers or None, cpu=not torch.cuda.is_available()
+        )
         self.output = Path(config.output)
         self.device = self.accelerator.device
         self.autocast = autocast_dtype(config.precision, self.device)  # type: ignore[arg-type]
@@ -208,7 +211,10 @@ class Trainer:
             num_warmup_steps=int(cfg.warmup_ratio * total_steps),
             num_training_steps=total_steps,
         )
-        scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
+        # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
+        # optimizer step (accelerate would step it once per process)
+        scorer, optimizer = acc.prepare(scorer, optimizer)
+        acc.register_for_checkpointing(scheduler)
         start_step = self._maybe_resume()
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))

@@ -9,8 +9,9 @@ import os
 import tempfile
 from typing import Any
 
-from alignkit.data.formats import FORMATS, load_records
+from alignkit.data.formats import FORMATS
 from alignkit.data.inspect import format_report, inspect_records
+from alignkit.data.loading import load_records
 from alignkit.errors import AlignkitError
 
 _FORMAT_HELP = (
@@ -90,13 +91,13 @@ def load_tokenizer(name: str) -> Any:
             raise
         models = None
     loader = getattr(models, "load_tokenizer", None)
-    if loader is not None:
-        return loader(name)
-    from transformers import AutoTokenizer
+    if loader is None:
+        from transformers import AutoTokenizer
 
+        loader = AutoTokenizer.from_pretrained
     try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
+        return loader(name)
+    except (OSError, ValueError) as exc:  # a folder without tokenizer files raises ValueError
         raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
 
 

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(TrainConfig, args, args.config)
     get_method(config.method)  # unknown method: a usage error before any loading
-    result = Trainer(config).run()
+    trainer = Trainer(config)
+    result = trainer.run()
+    if not trainer.accelerator.is_main_process:
+        return 0
     if result.eval_after:
         print(json.dumps({"eval_before": result.eval_before, "eval_after": result.eval_after}, indent=2))
     print(f"done: {result.steps} steps, run directory {result.output}")

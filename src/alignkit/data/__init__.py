@@ -3,15 +3,13 @@
 from alignkit.data.formats import (
     FORMATS,
     KINDS,
-    InvalidDataError,
     as_kind,
     detect_format,
     kind_of,
-    load_records,
     parse_row,
 )
 from alignkit.data.inspect import format_report, inspect_records
-from alignkit.data.loading import iter_rows
+from alignkit.data.loading import InvalidDataError, iter_rows, load_records
 from alignkit.data.records import (
     LoadSummary,
     Message,

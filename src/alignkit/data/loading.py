@@ -1,23 +1,28 @@
-"""Read the raw rows of a data file: jsonl, json, parquet or a `datasets.save_to_disk` folder.
+"""Read data files into validated records: `iter_rows` (one file) and `load_records` (many).
 
-Every row comes with a `where` string that error messages use to point at it:
-"path:LINE" (1-based) for jsonl, "path[record N]" (0-based) for everything else.
-Rows are passed on as they are (even when they are not JSON objects): judging them is the
-job of `alignkit.data.formats`, which collects every problem before reporting.
+`iter_rows` reads jsonl, json (a list, or {"data": [...]}), parquet or a
+`datasets.save_to_disk` folder. Every row comes with a `where` string that error messages
+use: "path:LINE" (1-based) for jsonl, "path[record N]" (0-based) for everything else.
+Rows are passed on as they are (even when not objects): `alignkit.data.formats` judges them.
 
-A folder saved from a `DatasetDict` (several splits) is refused unless it holds exactly one
-split: silently training on "train" while a "test" split sits next to it is a surprise, and
+A folder saved from a `DatasetDict` is refused unless it holds exactly one split: silently
+training on "train" while a "test" split sits next to it would be a surprise, and
 `PATH/<split>` is itself a loadable folder, so the error names those paths.
+
+`load_records` reads every file to the end and reports all problems at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from alignkit.errors import DataError
+from alignkit.data.formats import check_format_name, kind_of, parse_named
+from alignkit.data.records import LoadSummary, Point, Record
+from alignkit.errors import AlignkitError, DataError
 
 SUPPORTED = (".jsonl", ".json", ".parquet", "a folder written by datasets' save_to_disk")
 _PARQUET_BATCH_ROWS = 1024
@@ -124,3 +129,134 @@ def _single_split(path: str, splits: Any) -> Any:
         f"this dataset has {len(names)} splits ({', '.join(names)})",
         f"pass the folder of the split to use: {choices}",
     )
+
+
+# ---------------------------------------------------------------- records
+
+
+class InvalidDataError(AlignkitError):
+    """Several data problems reported at once (the first `max_errors` of them are listed)."""
+
+    def __init__(self, errors: list[DataError], invalid_records: int, bad_files: int) -> None:
+        self.errors = errors
+        self.invalid_records = invalid_records
+        self.bad_files = bad_files
+        found = []
+        if invalid_records:
+            found.append(_plural(invalid_records, "invalid record"))
+        if bad_files:
+            found.append(_plural(bad_files, "unusable file"))
+        head = " and ".join(found) + " found"
+        if len(errors) < invalid_records + bad_files:
+            head += f" (showing the first {len(errors)})"
+        lines = [head + ":"] + [f"  {error}" for error in errors]
+        lines.append(
+            "Fix or remove them and run again (`alignkit data inspect PATH...` checks data)."
+        )
+        super().__init__("\n".join(lines))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+class _Problems:
+    """Collects errors across files; keeps the first `limit` and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.shown: list[DataError] = []
+        self.records = 0
+        self.files = 0
+
+    @property
+    def total(self) -> int:
+        return self.records + self.files
+
+    def add(self, error: DataError, file_level: bool = False) -> None:
+        if file_level:
+            self.files += 1
+        else:
+            self.records += 1
+        if len(self.shown) < self.limit:
+            self.shown.append(error)
+
+    def add_all(self, errors: list[DataError]) -> None:
+        for error in errors:
+            self.add(error)
+        errors.clear()
+
+    def raise_if_any(self) -> None:
+        if self.shown:
+            raise InvalidDataError(self.shown, self.records, self.files)
+
+
+def load_records(
+    paths: Sequence[str], fmt: str = "auto", max_errors: int = 20
+) -> tuple[list[Record], LoadSummary]:
+    """Load and validate every record of `paths` (files of different kinds may be mixed).
+
+    All files are read to the end; if anything is invalid, one `InvalidDataError` lists the
+    first `max_errors` problems and says how many there are. An empty file is an error.
+    Within one file, points with integer labels 0/1 are read as scores (not binary) when
+    another point of the file has a non-0/1 score, so that a 0..4 rating column is not
+    split into binary and continuous points.
+    """
+    check_format_name(fmt)
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise AlignkitError("no data files given")
+    if max_errors < 1:
+        raise AlignkitError(f"max_errors must be >= 1, got {max_errors}")
+    records: list[Record] = []
+    summary = LoadSummary()
+    problems = _Problems(max_errors)
+    for path in paths:
+        summary.files.append(path)
+        records.extend(_load_file(path, fmt, summary, problems))
+    problems.raise_if_any()
+    return records, summary
+
+
+def _load_file(path: str, fmt: str, summary: LoadSummary, problems: _Problems) -> list[Record]:
+    records: list[Record] = []
+    int_labels: list[tuple[int, bool | None]] = []  # points labelled with an integer 0/1
+    bad_lines: list[DataError] = []  # jsonl lines that are not JSON, filled by iter_rows
+    problems_before = problems.total
+    try:
+        for where, row in iter_rows(path, bad_lines):
+            problems.add_all(bad_lines)
+            try:
+                name, record = parse_named(row, where, fmt)
+            except DataError as error:
+                problems.add(error)
+                continue
+            if isinstance(record, Point) and record.binary and name == "point":
+                if not isinstance(row["label"], bool):
+                    int_labels.append((len(records), row.get("high_quality")))
+            _count(summary, name, record)
+            records.append(record)
+    except DataError as error:
+        problems.add(error, file_level=True)
+    problems.add_all(bad_lines)
+    if not records and problems.total == problems_before:
+        problems.add(DataError(path, "no records found", "the file is empty"), file_level=True)
+    return _scores_if_mixed(records, int_labels)
+
+
+def _count(summary: LoadSummary, name: str, record: Record) -> None:
+    summary.counts[name] = summary.counts.get(name, 0) + 1
+    kind = kind_of(record)
+    summary.kinds[kind] = summary.kinds.get(kind, 0) + 1
+
+
+def _scores_if_mixed(
+    records: list[Record], int_labels: list[tuple[int, bool | None]]
+) -> list[Record]:
+    has_scores = any(isinstance(r, Point) and not r.binary for r in records)
+    if not (has_scores and int_labels):
+        return records
+    for index, high_quality in int_labels:
+        records[index] = replace(records[index], binary=False, high_quality=bool(high_quality))
+    return records
