@@ -82,11 +82,14 @@ class Trainer:
         self.autocast = autocast_dtype(config.precision, self.device)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- data
-    def prepare(self, paths: list[str], tokenizer, scorer: SequenceScorer) -> Prepared:
-        """Load, validate, tokenize and (if the method needs it) score the reference."""
+    def load(self, paths: list[str]) -> list:
+        """Read and validate records (before any model is loaded: bad data fails fast)."""
+        records, _ = load_records(paths, self.config.data_format)
+        return as_kind(records, self.method.kind)
+
+    def prepare(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
+        """Tokenize and (if the method needs it) score the reference policy once."""
         cfg = self.config
-        records, _ = load_records(paths, cfg.data_format)
-        records = as_kind(records, self.method.kind)
         encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)  # type: ignore[arg-type]
         k = max(len(e.responses) for e in encoded)
         ref = None
@@ -107,7 +110,7 @@ class Trainer:
                 )
         return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))  # type: ignore[arg-type]
 
-    def _cached_prepare(self, tokenizer, scorer: SequenceScorer) -> Prepared:
+    def _cached_prepare(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
         """`prepare` the training data, reusing `OUTPUT/cache/train.pt` when it matches."""
         cache = self.output / "cache" / "train.pt"
         key = _data_key(self.config, self.method)
@@ -116,7 +119,7 @@ class Trainer:
             if saved.get("key") == key:
                 log.info("reusing tokenized data and reference log-probs from %s", cache)
                 return saved["prepared"]
-        prepared = self.prepare(self.config.data, tokenizer, scorer)
+        prepared = self.prepare(records, tokenizer, scorer)
         if self.accelerator.is_main_process:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
@@ -187,14 +190,16 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
+        train_records = self.load(cfg.data)
+        eval_records = self.load(cfg.eval_data) if cfg.eval_data else None
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         scorer = self.build_scorer(tokenizer).to(self.device)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
 
-        train = self._cached_prepare(tokenizer, scorer)
+        train = self._cached_prepare(train_records, tokenizer, scorer)
         log.info("training data: %s", train.summary)
-        evald = self.prepare(cfg.eval_data, tokenizer, scorer) if cfg.eval_data else None
+        evald = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
         q_diff = self._q_diff(train, tokenizer, len(tokenizer)) if cfg.deft_lambda else None
 
         world = acc.num_processes

@@ -1,0 +1,531 @@
+"""`alignkit eval`: compute the evaluation metrics of a model on test data and write a report.
+
+Steps: load the test records; resolve the model (a run directory, its `model/` dir — full
+weights or a LoRA adapter — an HF id or "default") and its reference; decide which metrics
+apply; score reference responses and test pairs with `SequenceScorer` (packed forward,
+`score_dataset`); generate for a seeded sample of test prompts; score the generations with a
+reward model and BLEU; write report.json (atomically), report.md and
+report.generations.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from alignkit.config import opt
+from alignkit.data import FORMATS, Pair, Point, Prompt, Record, load_records
+from alignkit.encoding import Encoded
+from alignkit.errors import AlignkitError
+from alignkit.evaluation import metrics as M
+from alignkit.io import atomic_write_jsonl, atomic_write_text
+
+METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
+DEFAULT_BETA = 0.1
+
+
+@dataclass
+class EvalConfig:
+    """Options of `alignkit eval` (also readable from a YAML file)."""
+
+    model: str = opt(
+        "",
+        "model to evaluate: a run directory of `alignkit train`, its model/ dir (full "
+        "weights or LoRA adapter), an HF id or local path, or 'default'",
+    )
+    data: list[str] = opt([], "test data files (any format alignkit reads)", metavar="PATH")
+    output: str = opt(
+        "", "report path (.json); REPORT.md and REPORT.generations.jsonl are written next to it"
+    )
+    ref: str = opt(
+        "",
+        "reference model of the implicit reward (default: the run's base model; for a "
+        "LoRA adapter: the same model with the adapter disabled)",
+    )
+    metrics: list[str] = opt(
+        [],
+        f"metrics, comma- or space-separated, from {','.join(METRIC_NAMES)} "
+        "(default: every metric the data and models support)",
+        metavar="NAME",
+    )
+    reward_model: str = opt(
+        "",
+        "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
+        "an HF id, or package.module:function",
+    )
+    data_format: str = opt("auto", "format of the data files", choices=["auto", *FORMATS])
+    num_prompts: int = opt(100, "test prompts to generate for (a seeded random sample; 0 = all)")
+    max_new_tokens: int = opt(128, "max new tokens per generated response")
+    do_sample: bool = opt(False, "sample instead of greedy decoding")
+    temperature: float = opt(1.0, "sampling temperature (with --do-sample)")
+    beta: float = opt(0.0, f"beta of the implicit reward (0 = the run's beta, else {DEFAULT_BETA})")
+    batch_size: int = opt(8, "sequences per forward pass / generation batch")
+    max_length: int = opt(
+        1024, "max tokens of prompt + response when scoring (truncated as in training)"
+    )
+    precision: str = opt("auto", "compute precision", choices=["auto", "bf16", "fp32"])
+    seed: int = opt(0, "seed of the prompt sample and of sampling")
+
+    def validate(self) -> None:
+        for name in ("model", "output"):
+            if not getattr(self, name):
+                raise AlignkitError(f"give --{name}")
+        if not self.data:
+            raise AlignkitError("no test data: give --data PATH")
+        if not self.output.endswith(".json"):
+            raise AlignkitError(f"--output must be a .json path, got {self.output!r}")
+        self.requested_metrics()
+        checks = {
+            "--batch-size must be > 0": self.batch_size > 0,
+            "--max-new-tokens must be > 0": self.max_new_tokens > 0,
+            "--num-prompts must be >= 0": self.num_prompts >= 0,
+            "--max-length must be >= 8": self.max_length >= 8,
+            "--beta must be >= 0": self.beta >= 0,
+            "--temperature must be > 0": self.temperature > 0,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise AlignkitError(message)
+
+    def requested_metrics(self) -> list[str]:
+        """The --metrics names (comma or space separated); [] = all applicable."""
+        names = [n.strip() for item in self.metrics for n in item.split(",") if n.strip()]
+        unknown = [n for n in names if n not in METRIC_NAMES]
+        if unknown:
+            raise AlignkitError(
+                f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_NAMES)}"
+            )
+        return names
+
+    def paths(self) -> dict[str, Path]:
+        """report.json, report.md, report.generations.jsonl."""
+        report = Path(self.output)
+        stem = report.with_suffix("")
+        return {
+            "json": report,
+            "markdown": report.with_suffix(".md"),
+            "generations": stem.with_name(stem.name + ".generations.jsonl"),
+        }
+
+
+# ------------------------------------------------------------ models
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from. `path`: weights dir or id (LoRA: the adapter dir);
+    `base`: a LoRA adapter's base, or the base_model a full-weights run started from."""
+
+    name: str
+    path: str
+    base: str | None = None
+    adapter: bool = False
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_source(name: str) -> ModelSource:
+    """A run directory, its model/ dir (full or adapter), or an id/path passed through."""
+    path = Path(name)
+    if (path / "model").is_dir() and (path / "summary.json").is_file():
+        path = path / "model"
+    if not path.is_dir():
+        return ModelSource(name, name)
+    in_run = (path.parent / "summary.json").is_file()
+    summary = _read_json(path.parent / "summary.json") if in_run else {}
+    run_config = _read_json(path.parent / "config.json") if in_run else {}
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        base = summary.get("base_model") or _read_json(adapter_config).get(
+            "base_model_name_or_path"
+        )
+        if not base:
+            raise AlignkitError(f"{path}: a LoRA adapter whose base model is unknown")
+        return ModelSource(name, str(path), str(base), True, run_config)
+    return ModelSource(name, str(path), summary.get("base_model"), False, run_config)
+
+
+def _has_tokenizer(path: str) -> bool:
+    return any((Path(path) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
+
+
+def load_source(source: ModelSource) -> tuple[nn.Module, Any]:
+    """(causal LM in eval mode, tokenizer) of a source."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    if source.adapter:
+        model = load_causal_lm(str(source.base), adapter=source.path)
+    else:
+        model = load_causal_lm(source.path)
+    tok_path = source.path if not source.adapter or _has_tokenizer(source.path) else source.base
+    return model.eval(), load_tokenizer(str(tok_path))
+
+
+def reference_name(config: EvalConfig, source: ModelSource) -> str | None:
+    """What the implicit reward is measured against (None: nothing known)."""
+    if config.ref:
+        return config.ref
+    if source.adapter:
+        return f"{source.base} (the adapter disabled)"
+    return source.base
+
+
+def _check_same_vocab(tokenizer, other, name: str) -> None:
+    if tokenizer.get_vocab() != other.get_vocab():
+        raise AlignkitError(
+            f"the reference {name!r} has another tokenizer than the model; implicit rewards "
+            "need the same vocabulary (give --ref with the model's base)"
+        )
+
+
+# ------------------------------------------------------------ data
+
+
+@dataclass
+class PromptItem:
+    """A distinct test prompt and its reference response (pair: chosen), if any."""
+
+    prompt: Prompt
+    reference: str | None
+
+
+def reference_response(record: Record) -> str | None:
+    """Pair: chosen; point: the completion of a high-quality point; multi: the best."""
+    if isinstance(record, Pair):
+        return record.chosen
+    if isinstance(record, Point):
+        return record.completion if record.high_quality else None
+    best = max(range(len(record.scores)), key=lambda i: record.scores[i])
+    return record.responses[best]
+
+
+def distinct_prompts(records: list[Record]) -> list[PromptItem]:
+    """The distinct prompts in data order, each with the first reference response seen."""
+    items: dict[str, PromptItem] = {}
+    for record in records:
+        key = json.dumps(record.prompt)
+        item = items.setdefault(key, PromptItem(record.prompt, None))
+        item.reference = item.reference or reference_response(record)
+    return list(items.values())
+
+
+def sample_prompts(items: list[PromptItem], n: int, seed: int) -> list[PromptItem]:
+    """A seeded random sample of n items in data order (n = 0 or >= len: all)."""
+    if n == 0 or n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+# ------------------------------------------------------------ planning
+
+
+def unsupported(
+    config: EvalConfig, records: list[Record], source: ModelSource, prompts: list[PromptItem]
+) -> dict[str, str | None]:
+    """metric -> None when it can be computed, else why not."""
+    n_pairs = sum(isinstance(r, Pair) for r in records)
+    margins = None
+    if not n_pairs:
+        margins = f"needs preference pairs (prompt, chosen, rejected); none of the {len(records)} test records is a pair"
+    elif reference_name(config, source) is None:
+        margins = (
+            "needs a reference model: give --ref (the model is neither a LoRA adapter nor the "
+            "model of an `alignkit train` run whose summary.json names base_model)"
+        )
+    has_reference = any(reference_response(r) is not None for r in records)
+    return {
+        "perplexity": None
+        if has_reference
+        else "the data has no reference responses "
+        "(chosen answers, demonstrations or high-quality points)",
+        "margins": margins,
+        "generate": None,
+        "reward": None if config.reward_model else "needs --reward-model",
+        "bleu": None
+        if any(p.reference for p in prompts)
+        else "the sampled prompts have no reference (chosen) response to compare with",
+    }
+
+
+def plan_metrics(requested: list[str], why_not: dict[str, str | None]) -> list[str]:
+    """The metrics to compute: the requested ones (reward and bleu imply generate), each of
+    which must be supported, or by default every supported one."""
+    if not requested:
+        return [m for m in METRIC_NAMES if why_not[m] is None]
+    wanted = set(requested)
+    if wanted & {"reward", "bleu"}:
+        wanted.add("generate")
+    for name in METRIC_NAMES:
+        if name in wanted and why_not[name]:
+            raise AlignkitError(f"metric {name!r} {why_not[name]}")
+    return [m for m in METRIC_NAMES if m in wanted]
+
+
+# ------------------------------------------------------------ scoring
+
+
+@dataclass
+class Context:
+    """What every stage needs: the config, the model, its tokenizer, device, precision."""
+
+    config: EvalConfig
+    model: nn.Module
+    tokenizer: Any
+    device: torch.device
+    autocast: torch.dtype | None
+
+
+def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: str) -> Tensor:
+    """(n, K) summed response log-probs under `model` (packed forward)."""
+    from alignkit.forward import SequenceScorer
+    from alignkit.scoring import score_dataset
+
+    return score_dataset(
+        SequenceScorer(model),
+        encoded,
+        batch_size=ctx.config.batch_size,
+        pad_id=ctx.tokenizer.pad_token_id,
+        device=ctx.device,
+        autocast=ctx.autocast,
+        desc=desc,
+        k=k,
+    )
+
+
+def response_counts(encoded: list[Encoded], k: int) -> Tensor:
+    """(n, K) response lengths in tokens (0 = no such response)."""
+    counts = torch.zeros(len(encoded), k)
+    for i, e in enumerate(encoded):
+        counts[i, : len(e.responses)] = torch.tensor(
+            [len(r) for r in e.responses], dtype=torch.float
+        )
+    return counts
+
+
+def perplexity_of(encoded: list[Encoded], table: Tensor) -> tuple[dict, dict]:
+    """Perplexity of the high-quality (reference) responses: (metrics, counts)."""
+    k = table.shape[1]
+    hq = torch.zeros(len(encoded), k, dtype=torch.bool)
+    for i, e in enumerate(encoded):
+        hq[i, : len(e.high_quality)] = torch.tensor(e.high_quality)
+    counts = response_counts(encoded, k)
+    value = M.perplexity(table[hq], counts[hq])
+    return {"perplexity": value}, {
+        "perplexity_responses": int(hq.sum()),
+        "perplexity_tokens": int(counts[hq].sum()),
+    }
+
+
+def reference_table(ctx: Context, source: ModelSource, pairs: list[Encoded]) -> Tensor:
+    """(n, 2) log-probs of the test pairs under the reference: --ref, else the adapter
+    disabled (LoRA), else the run's base model."""
+    from alignkit.models import reference_context
+
+    if not ctx.config.ref and source.adapter:
+        with reference_context(ctx.model):
+            return score(ctx, ctx.model, pairs, 2, "reference log-probs")
+    ref = resolve_source(ctx.config.ref or str(source.base))
+    model, tokenizer = load_source(ref)
+    _check_same_vocab(ctx.tokenizer, tokenizer, ref.name)
+    model.to(ctx.device)
+    return score(ctx, model, pairs, 2, "reference log-probs")
+
+
+def beta_of(config: EvalConfig, source: ModelSource) -> float:
+    """--beta, else the beta the run was trained with, else 0.1."""
+    return config.beta or float(source.run_config.get("beta") or DEFAULT_BETA)
+
+
+def margins_of(
+    ctx: Context, records: list[Record], encoded: list[Encoded], table: Tensor, source: ModelSource
+) -> tuple[dict, dict]:
+    """Implicit-reward margin, accuracy and DPO loss on the test pairs: (metrics, counts)."""
+    rows = [i for i, e in enumerate(encoded) if isinstance(records[e.index], Pair)]
+    ref = reference_table(ctx, source, [encoded[i] for i in rows])
+    policy = table[rows]
+    beta = beta_of(ctx.config, source)
+    values = M.implicit_reward_metrics(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
+    return values, {"pairs": len(rows)}
+
+
+# ------------------------------------------------------------ generation
+
+
+def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]]:
+    """Rows {"prompt", "response", "chosen"?} for the sampled prompts (batched)."""
+    from alignkit.generation import SamplingConfig, generate
+
+    config = ctx.config
+    sampling = SamplingConfig(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        temperature=config.temperature,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    texts = generate(ctx.model, ctx.tokenizer, [p.prompt for p in prompts], sampling, ctx.autocast)
+    rows = []
+    for item, text in zip(prompts, texts, strict=True):
+        row: dict[str, Any] = {"prompt": item.prompt, "response": text}
+        if item.reference is not None:
+            row["chosen"] = item.reference
+        rows.append(row)
+    return rows
+
+
+def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and std of the reward-model score of the generations (adds "reward" to rows)."""
+    from alignkit.reward import load_reward_model
+
+    config = ctx.config
+    model = load_reward_model(
+        config.reward_model, batch_size=config.batch_size, precision=config.precision
+    )
+    scores = model.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    for row, value in zip(rows, scores, strict=True):
+        row["reward"] = value
+    mean, std = M.mean_std(scores)
+    return {"reward_mean": mean, "reward_std": std}
+
+
+def bleu_of(rows: list[dict[str, Any]]) -> tuple[dict, dict]:
+    """Corpus BLEU of the generations against the chosen responses."""
+    scored = [r for r in rows if "chosen" in r]
+    value = M.corpus_bleu([r["response"] for r in scored], [r["chosen"] for r in scored])
+    return {"bleu": value}, {"bleu_pairs": len(scored)}
+
+
+# ------------------------------------------------------------ run
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate, write the report files, and return the report."""
+    from alignkit.models import autocast_dtype
+
+    config.validate()
+    records, _ = load_records(config.data, config.data_format)
+    source = resolve_source(config.model)
+    prompts = sample_prompts(distinct_prompts(records), config.num_prompts, config.seed)
+    plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
+    model, tokenizer = load_source(source)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    ctx = Context(config, model, tokenizer, device, autocast_dtype(config.precision, device))  # type: ignore[arg-type]
+    values: dict[str, float] = {}
+    counts: dict[str, Any] = {}
+    _score_metrics(ctx, plan, records, source, values, counts)
+    rows = _generation_metrics(ctx, plan, prompts, values, counts)
+    report = _report(config, source, plan, values, counts, rows)
+    write_report(config, report, rows)
+    return report
+
+
+def _score_metrics(
+    ctx: Context,
+    plan: list[str],
+    records: list[Record],
+    source: ModelSource,
+    values: dict[str, float],
+    counts: dict[str, Any],
+) -> None:
+    """Perplexity and implicit-reward margins (one policy scoring pass)."""
+    from alignkit.encoding import encode_records
+
+    if "perplexity" not in plan and "margins" not in plan:
+        return
+    encoded, _ = encode_records(records, ctx.tokenizer, ctx.config.max_length, "truncate")
+    k = max(len(e.responses) for e in encoded)
+    table = score(ctx, ctx.model, encoded, k, "policy log-probs")
+    results = []
+    if "perplexity" in plan:
+        results.append(perplexity_of(encoded, table))
+    if "margins" in plan:
+        results.append(margins_of(ctx, records, encoded, table, source))
+    for metric_values, metric_counts in results:
+        values.update(metric_values)
+        counts.update(metric_counts)
+
+
+def _generation_metrics(
+    ctx: Context,
+    plan: list[str],
+    prompts: list[PromptItem],
+    values: dict[str, float],
+    counts: dict[str, Any],
+) -> list[dict[str, Any]]:
+    if "generate" not in plan:
+        return []
+    rows = generate_for(ctx, prompts)
+    counts["prompts"] = len(rows)
+    if "reward" in plan:
+        values.update(reward_of(ctx, rows))
+    if "bleu" in plan:
+        bleu, bleu_counts = bleu_of(rows)
+        values.update(bleu)
+        counts.update(bleu_counts)
+    return rows
+
+
+def _report(
+    config: EvalConfig,
+    source: ModelSource,
+    plan: list[str],
+    values: dict[str, float],
+    counts: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    paths = config.paths()
+    return {
+        "model": config.model,
+        "reference": reference_name(config, source) if "margins" in plan else None,
+        "reward_model": config.reward_model or None,
+        "data": list(config.data),
+        "computed": plan,
+        "metrics": values,
+        "counts": counts,
+        "settings": {
+            "beta": beta_of(config, source) if "margins" in plan else None,
+            "max_new_tokens": config.max_new_tokens,
+            "do_sample": config.do_sample,
+            "temperature": config.temperature if config.do_sample else None,
+            "num_prompts": config.num_prompts,
+            "seed": config.seed,
+            "max_length": config.max_length,
+            "precision": config.precision,
+        },
+        "generations": str(paths["generations"]) if rows else None,
+    }
+
+
+def write_report(config: EvalConfig, report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """report.json (atomic), report.md and, if anything was generated, the generations."""
+    paths = config.paths()
+    if rows:
+        atomic_write_jsonl(paths["generations"], rows)
+    atomic_write_text(paths["markdown"], markdown(report))
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table of metrics, then the counts."""
+    lines = [f"# alignkit eval: `{report['model']}`", ""]
+    lines.append(f"- data: {', '.join(f'`{d}`' for d in report['data'])}")
+    for key in ("reference", "reward_model", "generations"):
+        if report.get(key):
+            lines.append(f"- {key.replace('_', ' ')}: `{report[key]}`")
+    lines += ["", "| metric | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    if report["counts"]:
+        lines += ["", "| count | value |", "|---|---:|"]
+        lines += [f"| {name} | {value} |" for name, value in report["counts"].items()]
+    return "\n".join(lines) + "\n"

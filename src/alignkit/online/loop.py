@@ -1,0 +1,491 @@
+"""The online loop shared by PLE, RAFT and online RRHF: generate -> score -> build -> train.
+
+`OnlineTrainer` subclasses the core `Trainer` and reuses its pieces rather than copying them:
+model loading (`build_scorer`), the optimizer step with gradient accumulation, DDP no-sync
+and metric reduction (`_train_step`, which calls our `step_loss`), checkpoints with exact
+resume (`_save_checkpoint` / `_maybe_resume`), metrics.jsonl (`_log`) and the final
+`save_pretrained` (`_save_final`). Records are built as `Pair`/`Multi`/`Point` and tokenized by
+`encode_records`, so a batch is the same `PackedBatch` (K responses in one packed row) as in
+offline training. A strategy (`alignkit.online.strategies`) supplies what differs per method.
+
+Per iteration i (1-based in files and logs): the queries of the iteration are split over the
+processes, each samples and scores its share, the samples are gathered so every process
+holds the same training set, and the policy takes ceil(examples / global batch / grad_accum)
+optimizer steps on it. Then the strategy's state advances (PLE: tau <- alpha * tau) and a
+checkpoint (model, optimizer, scheduler, RNG, tau, replay buffer) is saved, so a killed run
+resumes at the iteration it was in. In metrics.jsonl, `step` is the number of completed
+iterations (0 = the evaluation before training).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from torch import nn
+from transformers import get_scheduler
+
+from alignkit.batching import rank_slice
+from alignkit.config import to_dict
+from alignkit.encoding import encode_records
+from alignkit.errors import AlignkitError
+from alignkit.forward import PackedBatch, SequenceScorer
+from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.models import load_causal_lm, load_tokenizer, resolve_model
+from alignkit.objectives import ObjectiveConfig
+from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
+from alignkit.online.generators import (
+    Generator,
+    HFGenerator,
+    VLLMGenerator,
+    choose_backend,
+    engine_kwargs,
+    greedy,
+    vllm_available,
+)
+from alignkit.online.principles import load_principle
+from alignkit.online.queries import Query, QuerySet, iteration_indices, load_queries
+from alignkit.online.strategies import (
+    PLEStrategy,
+    RAFTStrategy,
+    RRHFStrategy,
+    Sampled,
+    Strategy,
+    prompt_json,
+)
+from alignkit.reward import RewardModel, ScoreFn, load_reward_model
+from alignkit.trainer import Prepared, Trainer, TrainResult, _flat_config, _truncate_metrics
+
+log = logging.getLogger(__name__)
+
+RewardSpec = str | ScoreFn | RewardModel
+
+
+def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
+    """The strategy of a config's method, with its options."""
+    if isinstance(config, PLEConfig):
+        return PLEStrategy(
+            load_principle(config.principle),
+            config.principle_mode,  # type: ignore[arg-type]
+            config.tau0,
+            config.alpha,
+            config.rank_form,  # type: ignore[arg-type]
+            config.reduction,  # type: ignore[arg-type]
+        )
+    if isinstance(config, RAFTConfig):
+        return RAFTStrategy(
+            config.num_samples,
+            config.selection,
+            config.top_fraction,
+            objective,  # type: ignore[arg-type]
+        )
+    if isinstance(config, RRHFOnlineConfig):
+        return RRHFStrategy(config.num_samples, objective)
+    raise AlignkitError(f"no online method for {type(config).__name__}")
+
+
+def sample_seed(seed: int, iteration: int, rank: int) -> int:
+    """The sampling seed of one process in one iteration (a resumed run repeats it)."""
+    return seed + 100_003 * (iteration + 1) + rank
+
+
+class LoopState:
+    """What a checkpoint must hold besides weights and optimizer: registered with accelerate
+    (`register_for_checkpointing`), so it is saved inside the same atomic checkpoint."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self.iteration = 0  # iterations completed
+        self.optimizer_steps = 0
+        self.buffer: list[dict[str, Any]] = []  # --replay all: earlier iterations' samples
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "optimizer_steps": self.optimizer_steps,
+            "buffer": list(self.buffer),
+            "strategy": self.strategy.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.optimizer_steps = int(state["optimizer_steps"])
+        self.buffer = list(state["buffer"])
+        self.strategy.load_state_dict(state["strategy"])
+
+
+@dataclass
+class Session:
+    """Everything an iteration uses, set up once per run."""
+
+    tokenizer: Any
+    scorer: nn.Module  # prepared by accelerate (possibly DDP-wrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: Generator
+    reward: RewardModel
+    queries: QuerySet
+    eval_queries: list[Query]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+
+class _KeepProcessGroup(Accelerator):
+    """An accelerator whose `end_training` leaves the process group alone: the initial SFT
+    runs the core Trainer in the middle of our run, and its teardown would end the run's
+    process group under torchrun."""
+
+    def end_training(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+class _PolicyTrainer(Trainer):
+    """The core Trainer loading the policy as the online config says (LoRA 'all-linear')."""
+
+    def __init__(self, config, online: OnlineConfig, accelerator: Accelerator | None = None):
+        super().__init__(config, accelerator)
+        self.online = online
+
+    def build_scorer(self, tokenizer) -> nn.Module:
+        return SequenceScorer(load_policy(self.online, self.online.model, None))
+
+
+def load_policy(config: OnlineConfig, model: str, adapter: str | None) -> nn.Module:
+    """The policy: `model`, plus the saved `adapter` or (with --lora) a fresh one."""
+    return load_causal_lm(
+        model,
+        lora=None if adapter else config.lora_settings(),
+        adapter=adapter,
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
+class OnlineTrainer(Trainer):
+    """Runs an online method; `run()` does the whole job (initial SFT included)."""
+
+    def __init__(
+        self,
+        config: OnlineConfig,
+        reward: RewardSpec | None = None,
+        generator: Generator | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        if reward is None and not config.reward_model:
+            raise AlignkitError("no reward model: give --reward-model DIR|HF_ID|module:function")
+        super().__init__(config.train_config(), accelerator)
+        self.online = config
+        self.reward_spec: RewardSpec = reward if reward is not None else config.reward_model
+        self.strategy = make_strategy(config, self.objective)
+        self.state = LoopState(self.strategy)
+        self._injected_generator = generator
+
+    # ------------------------------------------------------------- the policy
+    @property
+    def sft_dir(self) -> Path:
+        return self.output / "sft"
+
+    def policy_source(self) -> tuple[str, str | None]:
+        """(model, adapter) the loop starts from: the initial SFT's result when there is one."""
+        if not self.online.sft_data:
+            return self.online.model, None
+        saved = str(self.sft_dir / "model")
+        return (self.online.model, saved) if self.online.lora else (saved, None)
+
+    def build_scorer(self, tokenizer) -> nn.Module:
+        model, adapter = self.policy_source()
+        return SequenceScorer(load_policy(self.online, model, adapter))
+
+    def initial_sft(self) -> None:
+        """SFT on --sft-data with the core Trainer into OUTPUT/sft (once; skipped when done)."""
+        if (self.sft_dir / "summary.json").exists():
+            log.info("initial SFT already done in %s", self.sft_dir)
+            return
+        config = self.online.train_config(
+            output=str(self.sft_dir),
+            epochs=self.online.sft_epochs,
+            resume=False,
+            save_model=True,
+            report_to=["none"],
+        )
+        config.validate()
+        log.info("initial SFT on %s", ", ".join(config.data))
+        _PolicyTrainer(config, self.online, _KeepProcessGroup()).run()
+
+    # ------------------------------------------------------------------ setup
+    def planned_steps(self) -> int:
+        """Optimizer steps of the whole run (for the learning-rate schedule)."""
+        cfg = self.online
+        total = 0
+        for it in range(cfg.iterations):
+            n_queries = cfg.queries_per_iteration * (it + 1 if cfg.replay == "all" else 1)
+            total += self.steps_for(self.strategy.examples(n_queries))
+        return total
+
+    def steps_for(self, n_examples: int) -> int:
+        """Optimizer steps of one pass over `n_examples` (the last batch is topped up)."""
+        global_batch = self.config.batch_size * self.accelerator.num_processes
+        return math.ceil(math.ceil(n_examples / global_batch) / self.config.grad_accum)
+
+    def build_optimizer(self, scorer: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW + schedule exactly as the core Trainer builds them."""
+        cfg = self.config
+        total = self.planned_steps()
+        params = [p for p in scorer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=int(cfg.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return optimizer, scheduler
+
+    def build_generator(self, scorer: nn.Module, tokenizer) -> Generator:
+        if self._injected_generator is not None:
+            return self._injected_generator
+        acc, cfg = self.accelerator, self.online
+        policy = acc.unwrap_model(scorer).model
+        backend = choose_backend(
+            cfg.generator, acc.num_processes, torch.cuda.is_available(), vllm_available()
+        )
+        log.info("generation backend: %s", backend)
+        if backend == "hf":
+            return HFGenerator(policy, tokenizer, self.autocast, acc.is_main_process)
+        base, _ = self.policy_source()
+        engine = engine_kwargs(
+            str(resolve_model(base)),
+            cfg.vllm_gpu_memory_utilization,
+            cfg.seed,
+            cfg.max_length + cfg.max_new_tokens,
+        )
+        return VLLMGenerator(tokenizer, engine)  # weights pushed by `sync` in `run`
+
+    def setup(self) -> Session:
+        """Load everything, prepare with accelerate, register the loop state, resume."""
+        cfg, acc = self.online, self.accelerator
+        if cfg.queries_per_iteration % acc.num_processes:
+            raise AlignkitError(
+                f"--queries-per-iteration ({cfg.queries_per_iteration}) must be a multiple of "
+                f"the number of processes ({acc.num_processes})"
+            )
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        queries = load_queries(cfg.queries, tokenizer, cfg.chat, cfg.max_prompt_tokens)
+        log.info("queries: %s", queries.describe(cfg.max_prompt_tokens))
+        eval_queries: list[Query] = []
+        if cfg.eval_queries:
+            eval_queries = load_queries(cfg.eval_queries, tokenizer, cfg.chat, 0).queries
+        reward = load_reward_model(
+            self.reward_spec,
+            batch_size=cfg.reward_batch_size,
+            device=self.device,
+            precision=cfg.precision,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+        scorer = self.build_scorer(tokenizer).to(self.device)
+        optimizer, scheduler = self.build_optimizer(scorer)
+        scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
+        acc.register_for_checkpointing(self.state)
+        generator = self.build_generator(scorer, tokenizer)
+        return Session(
+            tokenizer, scorer, optimizer, scheduler, generator, reward, queries, eval_queries
+        )
+
+    # ------------------------------------------------------------- the steps
+    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
+        """The strategy's loss of one micro-batch (called by the core `_train_step`)."""
+        policy = scorer(batch, autocast=self.autocast)
+        return self.strategy.loss(policy, batch)
+
+    def sample(self, session: Session, iteration: int) -> list[Sampled]:
+        """This iteration's queries, sampled and scored on every process, gathered."""
+        cfg, acc = self.online, self.accelerator
+        idx = iteration_indices(
+            len(session.queries.queries), cfg.queries_per_iteration, cfg.seed, iteration
+        )
+        mine = [
+            session.queries.queries[i].prompt
+            for i in rank_slice(idx, acc.process_index, acc.num_processes)
+        ]
+        sampling = cfg.sampling(sample_seed(cfg.seed, iteration, acc.process_index))
+        responses = self.strategy.generate(mine, session.generator, sampling)
+        flat_prompts = [p for p, group in zip(mine, responses, strict=True) for _ in group]
+        flat = [r for group in responses for r in group]
+        scores = iter(session.reward.score(flat_prompts, flat))
+        samples = [
+            Sampled(p, list(group), [next(scores) for _ in group])
+            for p, group in zip(mine, responses, strict=True)
+        ]
+        return list(gather_object(samples))
+
+    def train_on(self, session: Session, samples: Sequence[Sampled]) -> dict[str, float]:
+        """One pass of optimizer steps over the records built from `samples`."""
+        records, metrics = self.strategy.build(samples)
+        encoded, summary = encode_records(
+            records, session.tokenizer, self.config.max_length, "truncate"
+        )
+        if summary.prompt_truncated or summary.response_truncated:
+            log.info("training data: %s", summary.describe(self.config.max_length, "truncate"))
+        data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
+        self._order_cache = None  # new data: the core recomputes its batch order
+        steps = self.steps_for(len(encoded))
+        per_step = []
+        for step in range(steps):
+            step_metrics, _ = self._train_step(
+                session.scorer,
+                session.optimizer,
+                session.scheduler,
+                data,
+                step,
+                session.pad_id,
+                None,
+            )
+            per_step.append(step_metrics)
+        self.state.optimizer_steps += steps
+        metrics.update(_average(per_step))
+        metrics.update({"train/steps": float(steps), "lr": session.scheduler.get_last_lr()[0]})
+        return metrics
+
+    def run_iteration(self, session: Session, iteration: int) -> dict[str, float]:
+        """Sample, log the generations, train, advance the strategy; returns the metrics."""
+        t0 = time.perf_counter()
+        samples = self.sample(session, iteration)
+        t1 = time.perf_counter()
+        self._write(f"generations/iter-{iteration + 1:04d}.jsonl", self.strategy.rows(samples))
+        metrics = self.strategy.sample_metrics(samples)
+        past = [Sampled.from_dict(row) for row in self.state.buffer]
+        metrics.update(self.train_on(session, past + samples))
+        if self.online.replay == "all":
+            self.state.buffer.extend(x.to_dict() for x in samples)
+        session.generator.sync(self.accelerator.unwrap_model(session.scorer).model)
+        self.strategy.end_iteration()
+        self.state.iteration = iteration + 1
+        metrics.update(
+            {
+                "time/generate_s": t1 - t0,
+                "time/train_s": time.perf_counter() - t1,
+                "optimizer_steps": float(self.state.optimizer_steps),
+                "queries/kept": float(len(session.queries.queries)),
+                "queries/dropped": float(session.queries.dropped),
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------- evaluation
+    def evaluate_reward(self, session: Session, step: int) -> dict[str, float]:
+        """Mean reward of greedy, unguided responses to the held-out queries."""
+        acc = self.accelerator
+        mine = session.eval_queries[acc.process_index :: acc.num_processes]
+        prompts = [q.prompt for q in mine]
+        responses = [
+            g[0] for g in session.generator.generate(prompts, greedy(self.online.sampling()), 1)
+        ]
+        scores = session.reward.score(prompts, responses) if prompts else []
+        rows = [
+            {"prompt": prompt_json(q.prompt), "category": q.category, "response": r, "reward": s}
+            for q, r, s in zip(mine, responses, scores, strict=True)
+        ]
+        rows = list(gather_object(rows))
+        self._write(f"eval/iter-{step:04d}.jsonl", rows)
+        return _eval_metrics(rows)
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        cfg, acc = self.online, self.accelerator
+        set_seed(cfg.seed)
+        self.output.mkdir(parents=True, exist_ok=True)
+        if cfg.sft_data:
+            self.initial_sft()
+        session = self.setup()
+        start = self._maybe_resume()
+        if start != self.state.iteration:
+            raise AlignkitError(
+                f"checkpoint of iteration {start} holds the state of iteration {self.state.iteration}"
+            )
+        session.generator.sync(acc.unwrap_model(session.scorer).model)  # resumed weights
+        if acc.is_main_process:
+            atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
+            _truncate_metrics(self.output / "metrics.jsonl", start)
+        if acc.log_with:
+            acc.init_trackers("alignkit", config=_flat_config(cfg))  # type: ignore[arg-type]
+        result = TrainResult(self.output, 0)
+        result.eval_before = self._eval_before(session, start)
+        for it in range(start, cfg.iterations):
+            metrics = self.run_iteration(session, it)
+            done = it + 1
+            if (
+                session.eval_queries
+                and cfg.eval_every
+                and done % cfg.eval_every == 0
+                and done < cfg.iterations
+            ):
+                metrics.update(self.evaluate_reward(session, done))
+            self._log(done, metrics)
+            result.final_metrics = metrics
+            if cfg.save_every and done % cfg.save_every == 0 and done < cfg.iterations:
+                self._save_checkpoint(done)
+        result.steps = self.state.optimizer_steps
+        if session.eval_queries:
+            result.eval_after = self.evaluate_reward(session, cfg.iterations)
+            self._log(cfg.iterations, result.eval_after)
+        if cfg.save_model:
+            self._save_final(session.scorer, session.tokenizer, result)
+        acc.end_training()
+        return result
+
+    def _eval_before(self, session: Session, start: int) -> dict[str, float]:
+        if not session.eval_queries:
+            return {}
+        if start == 0:
+            metrics = self.evaluate_reward(session, 0)
+            self._log(0, metrics)
+            return metrics
+        return _logged_row(self.output / "metrics.jsonl", 0)
+
+    def _write(self, relative: str, rows: list[dict[str, Any]]) -> None:
+        if self.accelerator.is_main_process:
+            atomic_write_jsonl(self.output / relative, rows)
+
+
+def _average(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the rows that have it (a loss part may be absent in a step)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+            counts[key] = counts.get(key, 0) + 1
+    return {key: sums[key] / counts[key] for key in sums}
+
+
+def _eval_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """eval/reward over all held-out queries, and eval/reward/<category> per category."""
+    if not rows:
+        return {}
+    metrics = {"eval/reward": sum(r["reward"] for r in rows) / len(rows)}
+    for cat in sorted({r["category"] for r in rows if r["category"]}):
+        group = [r["reward"] for r in rows if r["category"] == cat]
+        metrics[f"eval/reward/{cat}"] = sum(group) / len(group)
+    return metrics
+
+
+def _logged_row(path: Path, step: int) -> dict[str, float]:
+    """The metrics logged at `step` (the evaluation before training, on resume)."""
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("step") == step:
+            return {k: v for k, v in row.items() if k != "step"}
+    return {}

@@ -1,0 +1,389 @@
+"""What PLE, RAFT and online RRHF do differently inside the one online loop.
+
+The loop (`alignkit.online.loop`) generates, scores, trains and checkpoints; a strategy says
+which responses to sample for a query, which records to train on, and which loss to use:
+
+- PLE (PLE paper): per query one unguided `y ~ pi(.|x)` and one principle-guided
+  `y_p ~ pi(.|[p, x])`, both scored against `x`. Examples with `s_p - s > tau` get the ranking
+  loss on length-normalised log-probs, the others the reward-weighted SFT with
+  `w = 2e^s/(e^s+e^{s_p}) - 1`, `w_p = -w`; total = rank part + weighted-SFT part, each summed
+  over its examples and divided by the batch size. `tau <- alpha * tau` after each iteration.
+- RAFT (Dong et al. 2023): K samples per query; SFT on the best one per query, or on the top
+  fraction of all samples of the iteration (the core `sft` objective).
+- Online RRHF (Yuan et al. 2023): K scored samples per query trained with the core `rrhf`
+  objective (ranking over length-normalised log-probs + SFT on the best).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from alignkit.data.records import Multi, Point, Prompt, Record
+from alignkit.forward import PackedBatch
+from alignkit.generation import SamplingConfig
+from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
+from alignkit.objectives.base import Reduction
+from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
+from alignkit.online.generators import Generator
+from alignkit.online.principles import PrincipleMode, apply_principle
+
+RankForm = Literal["paper", "hinge"]
+Selection = Literal["per-prompt", "global"]
+Metrics = dict[str, float]
+
+
+def prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
+    """A prompt as it is written to JSON (chat messages as a list)."""
+    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+
+
+@dataclass
+class Sampled:
+    """One query's generations and their rewards (scored against the query without `p`).
+
+    PLE: responses = [y, y_p]; RAFT and RRHF: the K samples.
+    """
+
+    prompt: Prompt
+    responses: list[str]
+    scores: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": prompt_json(self.prompt),
+            "responses": list(self.responses),
+            "scores": list(self.scores),
+        }
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Sampled:
+        prompt = row["prompt"]
+        prompt = prompt if isinstance(prompt, str) else tuple(dict(m) for m in prompt)
+        return cls(prompt, list(row["responses"]), [float(s) for s in row["scores"]])
+
+
+class Strategy(Protocol):
+    name: str
+
+    def generate(
+        self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
+    ) -> list[list[str]]:
+        """The responses sampled for each query (every one of them is scored and used)."""
+        ...
+
+    def examples(self, n_queries: int) -> int:
+        """Training examples `build` makes from the samples of `n_queries` queries."""
+        ...
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        """Training records (prompt = the query without the principle) and their metrics."""
+        ...
+
+    def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
+        """One JSON row per query for the iteration's generations file."""
+        ...
+
+    def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
+        """Reward statistics of one iteration's new samples."""
+        ...
+
+    def loss(self, policy: SeqLogps, batch: PackedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss and detached metrics of one micro-batch of `build`'s records."""
+        ...
+
+    def end_iteration(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+# ----------------------------------------------------------------------------- PLE
+
+
+def ple_branch(s: Tensor, s_p: Tensor, tau: float) -> Tensor:
+    """(B,) bool: True where the ranking loss applies (`s_p - s > tau`), else weighted SFT.
+
+    Decided on float32 tensors everywhere (records, metrics and loss), so they agree.
+    """
+    return (s_p.float() - s.float()) > tau
+
+
+def ple_objective(
+    policy: SeqLogps, scores: Tensor, tau: float, form: RankForm, reduction: Reduction
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PLE loss of B examples (response 0 = y, 1 = y_p); scores (B, 2) = (s, s_p).
+
+    Rank part: `ple_rank_loss` on length-normalised log-probs of the examples with
+    s_p - s > tau. Weighted-SFT part: `ple_weighted_sft_loss` with `ple_weights` on
+    log-probs reduced by `reduction` (the paper: sum) for the others. Each part is summed over
+    its examples and divided by B, so loss = rank part + weighted-SFT part (paper eq. 6).
+    """
+    s, s_p = scores[:, 0], scores[:, 1]
+    rank = ple_branch(s, s_p, tau)
+    avg = policy.reduced("mean")
+    logps = policy.reduced(reduction)
+    b = max(scores.shape[0], 1)
+    rank_part = ple_rank_loss(avg[rank, 0], avg[rank, 1], form).sum() / b
+    keep = ~rank
+    w, w_p = ple_weights(s[keep].float(), s_p[keep].float())
+    sft_part = ple_weighted_sft_loss(logps[keep, 0], logps[keep, 1], w, w_p).sum() / b
+    metrics = {
+        "loss/rank": rank_part.detach(),
+        "loss/sft": sft_part.detach(),
+        "logps/y_avg": avg[:, 0].mean().detach(),
+        "logps/y_p_avg": avg[:, 1].mean().detach(),
+    }
+    return rank_part + sft_part, metrics
+
+
+class PLEStrategy:
+    """Principle-guided sampling, reward scoring and the decaying threshold tau."""
+
+    name = "ple"
+
+    def __init__(
+        self,
+        principle: str,
+        mode: PrincipleMode,
+        tau0: float,
+        alpha: float,
+        form: RankForm,
+        reduction: Reduction,
+    ) -> None:
+        self.principle = principle
+        self.mode = mode
+        self.tau = tau0
+        self.alpha = alpha
+        self.form = form
+        self.reduction = reduction
+
+    def guided(self, prompt: Prompt) -> Prompt:
+        return apply_principle(prompt, self.principle, self.mode)
+
+    def generate(
+        self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
+    ) -> list[list[str]]:
+        both = list(prompts) + [self.guided(p) for p in prompts]
+        out = generator.generate(both, sampling, 1)
+        n = len(prompts)
+        return [[out[i][0], out[n + i][0]] for i in range(n)]
+
+    def examples(self, n_queries: int) -> int:
+        return n_queries
+
+    def _branches(self, samples: Sequence[Sampled]) -> Tensor:
+        scores = torch.tensor([x.scores for x in samples], dtype=torch.float32).view(-1, 2)
+        return ple_branch(scores[:, 0], scores[:, 1], self.tau)
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        records: list[Record] = [
+            Multi(x.prompt, (x.responses[0], x.responses[1]), (x.scores[0], x.scores[1]))
+            for x in samples
+        ]
+        n_rank = int(self._branches(samples).sum()) if samples else 0
+        metrics = {
+            "train/examples": float(len(records)),
+            "train/n_rank": float(n_rank),
+            "train/n_sft": float(len(records) - n_rank),
+        }
+        return records, metrics
+
+    def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
+        branches = self._branches(samples).tolist() if samples else []
+        out = []
+        for x, rank in zip(samples, branches, strict=True):
+            s, s_p = x.scores
+            w, w_p = (None, None) if rank else _weights(s, s_p)
+            out.append(
+                {
+                    "prompt": prompt_json(x.prompt),
+                    "y": x.responses[0],
+                    "y_p": x.responses[1],
+                    "s": s,
+                    "s_p": s_p,
+                    "gap": s_p - s,
+                    "tau": self.tau,
+                    "branch": "rank" if rank else "sft",
+                    "w": w,
+                    "w_p": w_p,
+                }
+            )
+        return out
+
+    def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
+        s = [x.scores[0] for x in samples]
+        s_p = [x.scores[1] for x in samples]
+        n_rank = int(self._branches(samples).sum()) if samples else 0
+        return {
+            "reward/mean": _mean(s),
+            "ple/s": _mean(s),
+            "ple/s_p": _mean(s_p),
+            "ple/gap": _mean(s_p) - _mean(s),
+            "ple/tau": self.tau,
+            "ple/n_rank": float(n_rank),
+            "ple/n_sft": float(len(samples) - n_rank),
+        }
+
+    def loss(self, policy: SeqLogps, batch: PackedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, metrics = ple_objective(policy, batch.labels, self.tau, self.form, self.reduction)
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def end_iteration(self) -> None:
+        self.tau = self.alpha * self.tau
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tau = float(state["tau"])
+
+
+def _weights(s: float, s_p: float) -> tuple[float, float]:
+    w, w_p = ple_weights(torch.tensor([s], dtype=torch.float32), torch.tensor([s_p]))
+    return float(w[0]), float(w_p[0])
+
+
+# ------------------------------------------------------------------ RAFT and RRHF
+
+
+class _KSamples:
+    """Shared by RAFT and RRHF: K unguided samples per query."""
+
+    name = ""
+
+    def __init__(self, k: int, objective: ObjectiveConfig) -> None:
+        self.k = k
+        self.objective = objective
+
+    def generate(
+        self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
+    ) -> list[list[str]]:
+        return generator.generate(prompts, sampling, self.k)
+
+    def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
+        flat = [s for x in samples for s in x.scores]
+        best = [max(x.scores) for x in samples]
+        spread = [max(x.scores) - min(x.scores) for x in samples]
+        return {
+            "reward/mean": _mean(flat),
+            f"{self.name}/best_reward": _mean(best),
+            f"{self.name}/spread": _mean(spread),
+        }
+
+    def end_iteration(self) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def _compute(self, method: str, policy: SeqLogps, batch: PackedBatch, kind: str):
+        ob = ObjectiveBatch(
+            kind=kind,  # type: ignore[arg-type]
+            policy=policy,
+            labels=batch.labels,
+            binary=batch.binary,
+            high_quality=batch.high_quality,
+            mask=batch.mask,
+        )
+        return compute_loss(method, ob, self.objective)
+
+
+def n_selected(total: int, fraction: float) -> int:
+    """How many of `total` samples a global top `fraction` keeps (at least one)."""
+    return max(1, math.ceil(fraction * total - 1e-9))
+
+
+def raft_select(scores: Sequence[Sequence[float]], selection: Selection, fraction: float):
+    """(query, sample) indices kept by RAFT, in query order.
+
+    per-prompt: the best sample of every query (first one on ties); global: the top
+    `fraction` of all samples of the iteration by reward (ties: earlier first).
+    """
+    if selection == "per-prompt":
+        return [
+            (i, max(range(len(row)), key=lambda j: (row[j], -j))) for i, row in enumerate(scores)
+        ]
+    flat = [(i, j) for i, row in enumerate(scores) for j in range(len(row))]
+    ranked = sorted(flat, key=lambda ij: (-scores[ij[0]][ij[1]], ij))
+    return sorted(ranked[: n_selected(len(flat), fraction)])
+
+
+class RAFTStrategy(_KSamples):
+    """Reward-ranked fine-tuning: SFT on the best samples."""
+
+    name = "raft"
+
+    def __init__(
+        self, k: int, selection: Selection, fraction: float, objective: ObjectiveConfig
+    ) -> None:
+        super().__init__(k, objective)
+        self.selection = selection
+        self.fraction = fraction
+
+    def examples(self, n_queries: int) -> int:
+        if self.selection == "per-prompt":
+            return n_queries
+        return n_selected(n_queries * self.k, self.fraction)
+
+    def _selected(self, samples: Sequence[Sampled]) -> list[tuple[int, int]]:
+        return raft_select([x.scores for x in samples], self.selection, self.fraction)
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        chosen = self._selected(samples)
+        records: list[Record] = [
+            Point(samples[i].prompt, samples[i].responses[j], 1.0, True, True) for i, j in chosen
+        ]
+        reward = _mean([samples[i].scores[j] for i, j in chosen])
+        return records, {"train/examples": float(len(records)), "raft/selected_reward": reward}
+
+    def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
+        chosen = set(self._selected(samples))
+        return [
+            {
+                **x.to_dict(),
+                "selected": [(i, j) in chosen for j in range(len(x.responses))],
+            }
+            for i, x in enumerate(samples)
+        ]
+
+    def loss(self, policy: SeqLogps, batch: PackedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        return self._compute("sft", policy, batch, "point")
+
+
+class RRHFStrategy(_KSamples):
+    """Online RRHF: the core rrhf objective on K freshly scored samples per query."""
+
+    name = "rrhf"
+
+    def examples(self, n_queries: int) -> int:
+        return n_queries
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        records: list[Record] = [
+            Multi(x.prompt, tuple(x.responses), tuple(x.scores)) for x in samples
+        ]
+        return records, {"train/examples": float(len(records))}
+
+    def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
+        return [
+            {**x.to_dict(), "best": max(range(len(x.scores)), key=lambda j: (x.scores[j], -j))}
+            for x in samples
+        ]
+
+    def loss(self, policy: SeqLogps, batch: PackedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        return self._compute("rrhf", policy, batch, "multi")

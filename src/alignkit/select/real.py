@@ -1,0 +1,713 @@
+"""REAL: choose preference pairs by the similarity of their responses' embeddings.
+
+Embedding of a response: the base model run on the response text alone (after the BOS the
+tokenizer adds to plain text, if any), last hidden layer, mean over the response tokens,
+L2-normalised. Embeddings are cached on disk per text under a fingerprint of the model, so
+an interrupted run continues where it stopped and other strategies reuse them.
+
+Pair data: cosine similarity of chosen vs rejected; easy = the least similar fraction, hard =
+the most similar, random = a seeded sample of the same size. Multi-response data: one pair
+per prompt (easy / hard / random / centroid = the responses nearest the two 2-means centres),
+oriented by score (higher = chosen), ties dropped. Per-prompt selection is vectorised over
+prompts with the same number of responses and needs only each prompt's k x k Gram matrix
+(2-means runs in that space), so it is linear in the number of prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from alignkit.batching import sorted_chunks
+from alignkit.config import opt
+from alignkit.errors import AlignkitError
+from alignkit.models import backbone_and_head
+
+STRATEGIES = ("easy", "hard", "random", "centroid")
+_EMBED_VERSION = 1  # bump when the definition of an embedding changes (invalidates caches)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def response_prefix(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before plain text (e.g. [BOS]); not part of the mean."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return list(with_special[: len(with_special) - len(plain)]) if plain else []
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings of texts, on disk as atomically written parts `part-*.pt` of
+    {"keys": [sha1 of text], "emb": (n, d) float32}. Several processes may add parts."""
+
+    def __init__(self, root: str | Path, fingerprint: str) -> None:
+        self.dir = Path(root) / fingerprint[:24]
+
+    def load(self) -> dict[str, Tensor]:
+        """key -> (d,) embedding of every text stored so far."""
+        found: dict[str, Tensor] = {}
+        for part in sorted(self.dir.glob("part-*.pt")):
+            saved = torch.load(part, weights_only=True)
+            found.update(zip(saved["keys"], saved["emb"], strict=True))
+        return found
+
+    def save(self, keys: list[str], emb: Tensor, rank: int = 0) -> None:
+        if not keys:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns()}-{rank}-{uuid.uuid4().hex[:8]}.pt"
+        tmp = self.dir / f".tmp-{name}"
+        torch.save({"keys": list(keys), "emb": emb.contiguous()}, tmp)
+        os.replace(tmp, self.dir / name)
+
+
+def model_fingerprint(model: nn.Module, tokenizer: Any, autocast: torch.dtype | None) -> str:
+    """A hash of what an embedding depends on: config, weights (checksums), tokenizer,
+    the text prefix and the compute precision."""
+    h = hashlib.sha1()
+    meta = {
+        "version": _EMBED_VERSION,
+        "class": type(model).__name__,
+        "config": json.loads(model.config.to_json_string(use_diff=False)),
+        "prefix": response_prefix(tokenizer),
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "autocast": str(autocast),
+    }
+    meta["config"].pop("_name_or_path", None)
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            x = p.detach().double()
+            h.update(
+                f"{name}:{tuple(p.shape)}:{x.sum().item():.10e}:{x.norm().item():.10e}".encode()
+            )
+    return h.hexdigest()
+
+
+def embed_batch(
+    model: nn.Module,
+    ids: Sequence[Sequence[int]],
+    prefix: Sequence[int],
+    pad_id: int,
+    autocast: torch.dtype | None = None,
+) -> Tensor:
+    """(b, d) L2-normalised mean of the last hidden layer over each response's tokens.
+
+    ids: b responses' token ids (no special tokens); each row is prefix + ids, right-padded.
+    """
+    decoder, _ = backbone_and_head(model)
+    device = next(model.parameters()).device
+    length = len(prefix) + max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(ids), length), dtype=torch.long)
+    response = torch.zeros((len(ids), length), dtype=torch.float32)
+    for row, resp in enumerate(ids):
+        n = len(prefix) + len(resp)
+        input_ids[row, :n] = torch.tensor([*prefix, *resp])
+        attention[row, :n] = 1
+        response[row, len(prefix) : n] = 1
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        hidden = decoder(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
+        ).last_hidden_state
+    weights = response.to(device)[..., None]
+    mean = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return F.normalize(mean, dim=-1)
+
+
+@dataclass
+class Embeddings:
+    """matrix: (U, d) one row per distinct text; rows: (n,) row of each input text;
+    lengths: (n,) tokens of each text (tokenized alone)."""
+
+    matrix: Tensor
+    rows: Tensor
+    lengths: Tensor
+
+    def of(self, index: Tensor) -> Tensor:
+        """(..., d) embeddings of the texts at `index`."""
+        return self.matrix[self.rows[index]]
+
+
+def embed_texts(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    autocast: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    state: Any = None,
+    flush_every: int = 1024,
+) -> Embeddings:
+    """Embed every distinct text once, length-sorted batches, sharded over processes.
+
+    With `cache_dir`, finished embeddings are saved every `flush_every` texts (and when the
+    run is interrupted) and reused: a second run computes only what is missing.
+    """
+    from alignkit.select.deft import distributed_state
+
+    state = state or distributed_state()
+    keys = [text_key(t) for t in texts]
+    unique = list(dict.fromkeys(keys))
+    row_of = {k: i for i, k in enumerate(unique)}
+    first = {k: t for k, t in zip(keys, texts, strict=True)}
+    token_ids = _tokenize(tokenizer, [first[k] for k in unique])
+    cache = (
+        EmbeddingCache(cache_dir, model_fingerprint(model, tokenizer, autocast))
+        if cache_dir
+        else None
+    )
+    known = cache.load() if cache else {}
+    state.wait_for_everyone()  # every process has read the cache before any writes to it
+    missing = [i for i, k in enumerate(unique) if k not in known]
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+    prefix = response_prefix(tokenizer)
+    new = _embed_shard(
+        model,
+        [unique[i] for i in missing],
+        [token_ids[i][: limit - len(prefix)] for i in missing],
+        prefix=prefix,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+        autocast=autocast,
+        cache=cache,
+        state=state,
+        flush_every=flush_every,
+    )
+    known.update(new)
+    matrix = torch.stack([known[k] for k in unique]) if unique else torch.zeros(0, 0)
+    rows = torch.tensor([row_of[k] for k in keys], dtype=torch.long)
+    lengths = torch.tensor([len(token_ids[row_of[k]]) for k in keys], dtype=torch.long)
+    return Embeddings(matrix.float(), rows, lengths)
+
+
+def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return [list(r) for r in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _embed_shard(
+    model: nn.Module,
+    keys: list[str],
+    ids: list[list[int]],
+    *,
+    prefix: list[int],
+    pad_id: int,
+    batch_size: int,
+    autocast: torch.dtype | None,
+    cache: EmbeddingCache | None,
+    state: Any,
+    flush_every: int,
+) -> dict[str, Tensor]:
+    """Embed this process's share of `keys` and gather everybody's: key -> (d,)."""
+    from accelerate.utils import gather_object
+
+    chunks = sorted_chunks([len(r) for r in ids], batch_size)
+    mine = chunks[state.process_index :: state.num_processes]
+    done_keys: list[str] = []
+    done: list[Tensor] = []
+    flushed = 0
+
+    def flush() -> None:
+        nonlocal flushed
+        if cache is not None and len(done_keys) > flushed:
+            cache.save(done_keys[flushed:], torch.stack(done[flushed:]), state.process_index)
+            flushed = len(done_keys)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            bar = tqdm(mine, desc="embeddings", disable=not state.is_main_process, leave=False)
+            for idx in bar:
+                emb = embed_batch(model, [ids[i] for i in idx], prefix, pad_id, autocast).cpu()
+                done_keys.extend(keys[i] for i in idx)
+                done.extend(emb)
+                if len(done_keys) - flushed >= flush_every:
+                    flush()
+    finally:
+        flush()  # an interrupted run keeps what it finished
+        model.train(was_training)
+    local = {"keys": done_keys, "emb": torch.stack(done) if done else None}
+    parts = gather_object([local]) if state.num_processes > 1 else [local]
+    return {
+        k: e
+        for part in parts
+        if part["emb"] is not None
+        for k, e in zip(part["keys"], part["emb"], strict=True)
+    }
+
+
+# ------------------------------------------------------------------------ pair subsets
+
+
+def subset_size(n: int, fraction: float) -> int:
+    """round(fraction * n), at least 1; fraction must be in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise AlignkitError(f"--fraction must be in (0, 1], got {fraction}")
+    return max(1, math.floor(fraction * n + 0.5))
+
+
+def select_pair_subset(sim: Tensor, strategy: str, fraction: float, seed: int = 0) -> Tensor:
+    """(m,) sorted indices of the pairs to keep. sim: (n,) cosine(chosen, rejected).
+
+    easy = the m least similar, hard = the m most similar (ties: lower index first),
+    random = a seeded uniform sample of m.
+    """
+    n = len(sim)
+    if n == 0:
+        raise AlignkitError("no pairs to select from")
+    m = subset_size(n, fraction)
+    if strategy == "easy":
+        order = torch.sort(sim, stable=True).indices
+    elif strategy == "hard":
+        order = torch.sort(sim, descending=True, stable=True).indices
+    elif strategy == "random":
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    elif strategy == "centroid":
+        raise AlignkitError(
+            "--strategy centroid needs multi-response data (prompt, responses, scores): "
+            "with pairs there is only one pair per prompt to choose"
+        )
+    else:
+        raise AlignkitError(f"unknown --strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    return order[:m].sort().values
+
+
+# ------------------------------------------------------------------- per-prompt pairs
+
+
+@dataclass
+class PromptPairs:
+    """One oriented pair per selected prompt (flat response indices).
+
+    prompt, chosen, rejected, similarity: (M,); candidates: similarities of every valid
+    pair of every prompt (for the report); counts: prompts / too_few_responses /
+    no_valid_pair / centroid_pair_filtered / selected.
+    """
+
+    prompt: Tensor
+    chosen: Tensor
+    rejected: Tensor
+    similarity: Tensor
+    candidates: Tensor
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def select_per_prompt(
+    emb: Tensor,
+    offsets: Tensor,
+    scores: Tensor,
+    strategy: str,
+    *,
+    rows: Tensor | None = None,
+    lengths: Tensor | None = None,
+    max_length: int = 0,
+    min_score_ratio: float = 0.0,
+    seed: int = 0,
+    chunk: int = 16384,
+) -> PromptPairs:
+    """Pick one pair per prompt from multi-response data.
+
+    emb: (U, d) unit embeddings; rows: (R,) embedding row of each flat response (default
+    identity); offsets: (P+1,) prompt p owns responses offsets[p]:offsets[p+1]; scores,
+    lengths: (R,). A pair is valid when both responses have <= max_length tokens (0 = no
+    limit), their scores differ and (if min_score_ratio) high >= ratio * low.
+    """
+    if strategy not in STRATEGIES:
+        raise AlignkitError(f"unknown --strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    sizes = offsets[1:] - offsets[:-1]
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[dict[str, Tensor]] = []
+    counts = dict.fromkeys(("too_few_responses", "no_valid_pair", "centroid_pair_filtered"), 0)
+    for k in sorted(set(sizes.tolist())):
+        prompts = (sizes == k).nonzero().squeeze(1)
+        for start in range(0, len(prompts), chunk):
+            p = prompts[start : start + chunk]
+            idx = offsets[p, None] + torch.arange(k)  # (c, k) flat response indices
+            eligible = torch.ones_like(idx, dtype=torch.bool)
+            if max_length and lengths is not None:
+                eligible = lengths[idx] <= max_length
+            part = _select_chunk(
+                _chunk_embeddings(emb, idx if rows is None else rows[idx]),
+                scores[idx].double(),
+                eligible,
+                strategy,
+                min_score_ratio,
+                gen,
+            )
+            for name in counts:
+                counts[name] += int(part.pop(name))
+            part.update(prompt=p, idx=idx)
+            parts.append(part)
+    return _merge(parts, counts, len(sizes))
+
+
+def _chunk_embeddings(emb: Tensor, rows: Tensor) -> Tensor:
+    """(c, k, d) float32 embeddings of the matrix rows `rows` (c, k): a view (no copy of a
+    float32 matrix) when the rows are consecutive, as in data stored prompt by prompt."""
+    c, k = rows.shape
+    first = int(rows[0, 0])
+    if bool((rows.flatten() == torch.arange(first, first + c * k)).all()):
+        return emb[first : first + c * k].view(c, k, -1).float()
+    return emb[rows].float()
+
+
+def _select_chunk(
+    e: Tensor, s: Tensor, eligible: Tensor, strategy: str, min_ratio: float, gen: torch.Generator
+) -> dict[str, Tensor]:
+    """e: (c, k, d), s: (c, k), eligible: (c, k) -> the chosen pair (i, j) of each prompt."""
+    c, k, _ = e.shape
+    gram = e @ e.transpose(1, 2)  # (c, k, k) cosine similarities
+    valid = _valid_pairs(s, eligible, min_ratio)  # (c, k, k), i < j
+    enough = eligible.sum(1) >= 2
+    if strategy == "centroid":
+        i, j = _centroid_pairs(gram, eligible)
+        ar = torch.arange(c)
+        ok = enough & (valid | valid.transpose(1, 2))[ar, i, j]
+        filtered = enough & valid.flatten(1).any(1) & ~ok
+    else:
+        key = {"easy": gram, "hard": -gram}.get(strategy)
+        if key is None:  # random: a uniform key per valid pair
+            key = torch.rand(gram.shape, generator=gen)
+        flat = key.masked_fill(~valid, math.inf).flatten(1).argmin(1)
+        i, j = flat // k, flat % k
+        ok = valid.flatten(1).any(1)
+        filtered = torch.zeros(c, dtype=torch.bool)
+    ar = torch.arange(c)
+    si, sj = s[ar, i], s[ar, j]
+    chosen, rejected = torch.where(si > sj, i, j), torch.where(si > sj, j, i)
+    return {
+        "ok": ok,
+        "chosen": chosen,
+        "rejected": rejected,
+        "similarity": gram[ar, i, j],
+        "candidates": gram[valid],
+        "too_few_responses": (~enough).sum(),
+        "no_valid_pair": (enough & ~valid.flatten(1).any(1)).sum(),
+        "centroid_pair_filtered": filtered.sum(),
+    }
+
+
+def _valid_pairs(s: Tensor, eligible: Tensor, min_ratio: float) -> Tensor:
+    """(c, k, k) bool: i < j, both eligible, different scores, ratio high/low reached."""
+    k = s.shape[1]
+    si, sj = s[:, :, None], s[:, None, :]
+    ok = torch.ones(k, k, dtype=torch.bool).triu(1) & (si != sj)
+    ok = ok & eligible[:, :, None] & eligible[:, None, :]
+    if min_ratio > 0:
+        ok &= torch.maximum(si, sj) >= min_ratio * torch.minimum(si, sj)
+    return ok
+
+
+def _centroid_pairs(gram: Tensor, eligible: Tensor, iters: int = 20) -> tuple[Tensor, Tensor]:
+    """(c,), (c,): per prompt, the eligible responses nearest the two 2-means centres.
+
+    Lloyd's algorithm in the Gram space: a centre is a weighted mean sum_j a_j e_j, so
+    ||e_i - c||^2 = G_ii - 2 (G a)_i + a^T G a. Seeded with the least similar pair; a
+    cluster that empties falls back to that pair.
+    """
+    c, k, _ = gram.shape
+    ar = torch.arange(c)
+    pair_ok = (
+        torch.ones(k, k, dtype=torch.bool).triu(1) & eligible[:, :, None] & eligible[:, None, :]
+    )
+    far = gram.masked_fill(~pair_ok, math.inf).flatten(1).argmin(1)
+    a, b = far // k, far % k
+    second = gram[ar, :, b] > gram[ar, :, a]  # (c, k): in the cluster of b
+    for _ in range(iters):
+        dist = _centre_distances(gram, second, eligible)
+        moved = dist[..., 1] < dist[..., 0]
+        if torch.equal(moved, second):
+            break
+        second = moved
+    dist = _centre_distances(gram, second, eligible)
+    first_m, second_m = eligible & ~second, eligible & second
+    i = dist[..., 0].masked_fill(~first_m, math.inf).argmin(1)
+    j = dist[..., 1].masked_fill(~second_m, math.inf).argmin(1)
+    empty = (first_m.sum(1) == 0) | (second_m.sum(1) == 0)
+    return torch.where(empty, a, i), torch.where(empty, b, j)
+
+
+def _centre_distances(gram: Tensor, second: Tensor, eligible: Tensor) -> Tensor:
+    """(c, k, 2) squared distance of every response to the centre of each cluster."""
+    member = torch.stack([eligible & ~second, eligible & second], dim=1).to(gram.dtype)
+    coef = member / member.sum(-1, keepdim=True).clamp(min=1)  # (c, 2, k)
+    g_a = gram @ coef.transpose(1, 2)  # (c, k, 2)
+    quad = (coef * g_a.transpose(1, 2)).sum(-1)  # (c, 2)
+    return gram.diagonal(dim1=1, dim2=2)[..., None] - 2 * g_a + quad[:, None, :]
+
+
+def _merge(parts: list[dict[str, Tensor]], counts: dict[str, int], n_prompts: int) -> PromptPairs:
+    """Concatenate chunk results, keep the prompts with a pair, in prompt order."""
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.long)
+        return PromptPairs(
+            empty,
+            empty,
+            empty,
+            torch.zeros(0),
+            torch.zeros(0),
+            {"prompts": n_prompts, **counts, "selected": 0},
+        )
+    cat = {
+        name: torch.cat([p[name] for p in parts])
+        for name in ("ok", "chosen", "rejected", "similarity", "prompt", "candidates")
+    }
+    base = torch.cat([p["idx"][:, 0] for p in parts])  # flat index of each prompt's first response
+    ok = cat["ok"]
+    order = torch.sort(cat["prompt"][ok]).indices
+    pick = {name: cat[name][ok][order] for name in ("chosen", "rejected", "similarity", "prompt")}
+    start = base[ok][order]
+    return PromptPairs(
+        prompt=pick["prompt"],
+        chosen=start + pick["chosen"],
+        rejected=start + pick["rejected"],
+        similarity=pick["similarity"],
+        candidates=cat["candidates"],
+        counts={"prompts": n_prompts, **counts, "selected": int(ok.sum())},
+    )
+
+
+# ------------------------------------------------------------------------- the command
+
+
+@dataclass
+class RealConfig:
+    """Options of `alignkit select real` (field help texts are the CLI's --help)."""
+
+    data: list[str] = opt([], "pair or multi-response data files", metavar="PATH")
+    output: str = opt("", "output directory: subset.jsonl, scores.jsonl, report.json/.md, PNG")
+    model: str = opt(
+        "default", "base model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
+    )
+    strategy: str = opt("easy", "which pairs to keep", choices=list(STRATEGIES))
+    data_format: str = opt(
+        "auto",
+        "format of the data files",
+        choices=["auto", "hh", "trl-pair", "point", "demonstration", "multi"],
+    )
+    fraction: float | None = opt(
+        None,
+        "pair data: fraction of pairs to keep (default: 0.5); multi-response data "
+        "keeps one pair per prompt",
+    )
+    seed: int = opt(0, "seed of the random strategy")
+    min_score_ratio: float = opt(
+        0.0,
+        "multi-response data: keep a pair only if high score >= ratio * low score "
+        "(scores must be > 0; the paper used 1.5; 0 = off)",
+    )
+    max_length: int = opt(0, "drop responses longer than this many tokens (0 = no limit)")
+    batch_size: int = opt(16, "responses per forward pass")
+    precision: str = opt("auto", "bf16 autocast, fp32, or auto", choices=["auto", "bf16", "fp32"])
+    cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
+    trust_remote_code: bool = opt(False, "allow model code from the model repository")
+
+    def validate(self) -> None:
+        if not self.data:
+            raise AlignkitError("no data: give --data PATH")
+        if not self.output:
+            raise AlignkitError("no output directory: give --output DIR")
+        if self.strategy not in STRATEGIES:
+            raise AlignkitError(
+                f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"
+            )
+        if self.fraction is not None:
+            subset_size(1, self.fraction)  # range check
+        if self.min_score_ratio and self.min_score_ratio < 1:
+            raise AlignkitError(
+                f"--min-score-ratio must be >= 1 (or 0 = off), got {self.min_score_ratio}"
+            )
+        if self.max_length < 0 or self.batch_size <= 0:
+            raise AlignkitError("--max-length must be >= 0 and --batch-size > 0")
+
+    def embedding_cache(self) -> Path:
+        from alignkit.models import cache_dir
+
+        return Path(self.cache_dir) if self.cache_dir else cache_dir() / "embeddings"
+
+
+@dataclass
+class RealSelection:
+    """The outcome, for the report. Pair mode: `sim`/`eligible` (n,) per pair and `subsets`
+    strategy -> pair indices. Multi mode: `subsets` strategy -> PromptPairs."""
+
+    mode: str
+    records: list[Any]
+    texts: list[str]
+    emb: Embeddings
+    subsets: dict[str, Any]
+    sim: Tensor | None = None
+    eligible: Tensor | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RealResult:
+    output: Path
+    subset: Path
+    selected: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def real_mode(records: Sequence[Any]) -> str:
+    """ "pair" or "multi"; an error for empty, one-response or mixed data."""
+    from alignkit.data import kind_of
+
+    if not records:
+        raise AlignkitError("REAL: the data has no records")
+    kinds = {kind_of(r) for r in records}
+    if "point" in kinds:
+        bad = next(r for r in records if kind_of(r) == "point")
+        raise AlignkitError(
+            f"REAL needs two or more responses per prompt (pairs or prompt/responses/scores), "
+            f"but {bad.source or 'a record'} has one response only"
+        )
+    if len(kinds) > 1:
+        raise AlignkitError(
+            "the data mixes pairs and multi-response records; select them separately"
+        )
+    return kinds.pop()
+
+
+def select_real(config: RealConfig, state: Any = None) -> RealSelection:
+    """Load, embed (cached), and compute every strategy's subset (for the report)."""
+    from alignkit.data import load_records
+    from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
+    from alignkit.select.deft import check_vocab, distributed_state
+
+    config.validate()
+    start = time.perf_counter()
+    state = state or distributed_state()
+    records, _ = load_records(config.data, config.data_format)
+    mode = real_mode(records)
+    _check_mode_options(config, mode, records)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    model = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
+    check_vocab(model, tokenizer)
+    model.to(state.device)
+    if mode == "pair":
+        texts = [t for r in records for t in (r.chosen, r.rejected)]
+    else:
+        texts = [t for r in records for t in r.responses]
+    emb = embed_texts(
+        model,
+        tokenizer,
+        texts,
+        batch_size=config.batch_size,
+        autocast=autocast_dtype(config.precision, state.device),  # type: ignore[arg-type]
+        cache_dir=config.embedding_cache(),
+        state=state,
+    )
+    sel = RealSelection(mode, list(records), texts, emb, {})
+    if mode == "pair":
+        _pair_subsets(sel, config)
+    else:
+        _prompt_subsets(sel, config)
+    sel.seconds = time.perf_counter() - start
+    return sel
+
+
+def _check_mode_options(config: RealConfig, mode: str, records: Sequence[Any]) -> None:
+    if mode == "pair" and config.min_score_ratio:
+        raise AlignkitError(
+            "--min-score-ratio needs multi-response data with scores; pairs have none"
+        )
+    if mode == "multi" and config.fraction is not None:
+        raise AlignkitError(
+            "--fraction applies to pair data; multi-response data yields one pair per prompt"
+        )
+    if (
+        mode == "multi"
+        and config.min_score_ratio
+        and any(s <= 0 for r in records for s in r.scores)
+    ):
+        raise AlignkitError("--min-score-ratio needs scores > 0 (a ratio of votes); some are <= 0")
+
+
+def _pair_subsets(sel: RealSelection, config: RealConfig) -> None:
+    n = len(sel.records)
+    chosen, rejected = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
+    sel.sim = (sel.emb.of(chosen) * sel.emb.of(rejected)).sum(-1)
+    lengths = sel.emb.lengths
+    sel.eligible = torch.ones(n, dtype=torch.bool)
+    if config.max_length:
+        sel.eligible = (lengths[chosen] <= config.max_length) & (
+            lengths[rejected] <= config.max_length
+        )
+    pool = sel.eligible.nonzero().squeeze(1)
+    if len(pool) == 0:
+        raise AlignkitError(f"no pair has both responses within --max-length {config.max_length}")
+    fraction = 0.5 if config.fraction is None else config.fraction
+    for strategy in ("easy", "hard", "random"):
+        sel.subsets[strategy] = pool[
+            select_pair_subset(sel.sim[pool], strategy, fraction, config.seed)
+        ]
+    if config.strategy not in sel.subsets:
+        select_pair_subset(sel.sim, config.strategy, fraction)  # raises the explanation
+
+
+def _prompt_subsets(sel: RealSelection, config: RealConfig) -> None:
+    sizes = torch.tensor([len(r.responses) for r in sel.records])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    scores = torch.tensor([s for r in sel.records for s in r.scores], dtype=torch.float64)
+    for strategy in STRATEGIES:
+        sel.subsets[strategy] = select_per_prompt(
+            sel.emb.matrix,
+            offsets,
+            scores,
+            strategy,
+            rows=sel.emb.rows,
+            lengths=sel.emb.lengths,
+            max_length=config.max_length,
+            min_score_ratio=config.min_score_ratio,
+            seed=config.seed,
+        )
+    picked: PromptPairs = sel.subsets[config.strategy]
+    if not len(picked.prompt):
+        c = picked.counts
+        raise AlignkitError(
+            f"no pair is left from {c['prompts']} prompts: {c['too_few_responses']} have fewer "
+            f"than 2 responses within --max-length, {c['no_valid_pair']} have only tied scores "
+            f"(or pairs below --min-score-ratio), {c['centroid_pair_filtered']} centroid pairs "
+            "were tied or below the ratio"
+        )
+
+
+def run_real(config: RealConfig) -> RealResult | None:
+    """`alignkit select real`: select, then write the subset, scores and report (main
+    process only; the others return None)."""
+    from alignkit.select import report
+    from alignkit.select.deft import distributed_state
+
+    state = distributed_state()
+    selection = select_real(config, state)
+    result = None
+    if state.is_main_process:
+        summary = report.write_real(Path(config.output), config, selection)
+        result = RealResult(
+            Path(config.output), Path(config.output) / report.SUBSET, summary["selected"], summary
+        )
+    state.wait_for_everyone()
+    return result

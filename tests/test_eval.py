@@ -1,0 +1,360 @@
+"""Evaluation: metric functions on hand-computed numbers, and `alignkit eval` end to end on
+the tiny model with tiny trained runs (full weights and LoRA)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import pair_rows, write_jsonl
+
+from alignkit.cli import main
+from alignkit.data import load_records
+from alignkit.encoding import encode_records
+from alignkit.errors import AlignkitError
+from alignkit.evaluation import metrics as M
+from alignkit.evaluation.runner import (
+    EvalConfig,
+    PromptItem,
+    distinct_prompts,
+    plan_metrics,
+    run_eval,
+    sample_prompts,
+)
+from alignkit.forward import collate, naive_sequence_logps
+from alignkit.generation import SamplingConfig
+from alignkit.models import load_causal_lm, load_tokenizer
+
+# ------------------------------------------------------------ metric functions
+
+
+def test_perplexity_of_a_known_distribution():
+    # every token has p = 1/4 -> perplexity 4, whatever the split into responses
+    assert M.perplexity(10 * math.log(0.25), 10) == pytest.approx(4.0)
+    sums = torch.tensor([3 * math.log(0.25), 7 * math.log(0.25)])
+    assert M.perplexity(sums, torch.tensor([3, 7])) == pytest.approx(4.0)
+    # token-weighted, not response-weighted: p=1/2 on 1 token and 1/8 on 3 tokens
+    mixed = torch.tensor([math.log(0.5), 3 * math.log(0.125)])
+    assert M.perplexity(mixed, torch.tensor([1, 3])) == pytest.approx(2 ** (10 / 4))
+    with pytest.raises(ValueError):
+        M.perplexity(0.0, 0)
+
+
+def test_implicit_reward_metrics_by_hand():
+    beta = 0.5
+    policy_c, policy_r = torch.tensor([-1.0, -4.0, -2.0]), torch.tensor([-3.0, -2.0, -2.0])
+    ref_c, ref_r = torch.tensor([-2.0, -2.0, -2.0]), torch.tensor([-2.0, -2.0, -2.0])
+    # rewards chosen [0.5, -1, 0], rejected [-0.5, 0, 0]; margins [1, -1, 0]
+    out = M.implicit_reward_metrics(policy_c, policy_r, ref_c, ref_r, beta)
+    assert out["margin"] == pytest.approx(0.0)
+    assert out["accuracy"] == pytest.approx(1 / 3)  # the tie counts as wrong
+    expected = [math.log1p(math.exp(-1)), math.log1p(math.exp(1)), math.log(2)]
+    assert out["dpo_loss"] == pytest.approx(sum(expected) / 3)
+    assert out["reward_chosen"] == pytest.approx(-0.5 / 3)
+    assert out["reward_rejected"] == pytest.approx(-0.5 / 3)
+    flipped = M.implicit_reward_metrics(policy_r, policy_c, ref_r, ref_c, beta)
+    assert flipped["margin"] == pytest.approx(0.0) and flipped["accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        M.implicit_reward_metrics(*[torch.zeros(0)] * 4, beta)
+
+
+def test_bleu_and_mean_std():
+    text = ["the cat sat on the mat today", "a dog can not help it is danger"]
+    assert M.corpus_bleu(text, text) == pytest.approx(100.0)
+    assert M.corpus_bleu(["zzz qqq xxx yyy"], ["the cat sat on the mat"]) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        M.corpus_bleu(["a"], [])
+    assert M.mean_std([1.0, 3.0]) == pytest.approx((2.0, 1.0))
+    with pytest.raises(ValueError):
+        M.mean_std([])
+
+
+def test_sample_prompts_and_references(tmp_path):
+    rows = [
+        {"prompt": "a", "completion": "bad", "label": 0},
+        {"prompt": "a", "completion": "good", "label": 1},
+        {"prompt": "b", "chosen": "yes", "rejected": "no"},
+        {"prompt": "c", "responses": ["x", "y"], "scores": [1, 3]},
+    ]
+    records, _ = load_records([write_jsonl(tmp_path / "mixed.jsonl", rows)])
+    items = distinct_prompts(records)
+    assert [(i.prompt, i.reference) for i in items] == [("a", "good"), ("b", "yes"), ("c", "y")]
+    many = [PromptItem(str(i), None) for i in range(20)]
+    one, two = sample_prompts(many, 5, 0), sample_prompts(many, 5, 1)
+    assert len(one) == 5 and one != two and one == sample_prompts(many, 5, 0)
+    assert [int(p.prompt) for p in one] == sorted(int(p.prompt) for p in one)  # data order
+    assert sample_prompts(many, 0, 0) == many and sample_prompts(many, 50, 0) == many
+
+
+def test_plan_metrics():
+    ok = dict.fromkeys(("perplexity", "margins", "generate", "reward", "bleu"))
+    assert plan_metrics([], ok) == list(ok)
+    no_rm = {**ok, "reward": "needs --reward-model"}
+    assert plan_metrics([], no_rm) == ["perplexity", "margins", "generate", "bleu"]
+    assert plan_metrics(["bleu"], ok) == ["generate", "bleu"]  # bleu scores generations
+    with pytest.raises(AlignkitError, match="'reward' needs --reward-model"):
+        plan_metrics(["reward"], no_rm)
+
+
+# ------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("eval-data")
+    negatives = [{"prompt": f"q{i}", "completion": "no", "label": 0} for i in range(3)]
+    return {
+        "train": write_jsonl(root / "train.jsonl", pair_rows(16)),
+        "test": write_jsonl(root / "test.jsonl", pair_rows(6, seed=3)),
+        "points": write_jsonl(
+            root / "points.jsonl", [{"prompt": "q", "completion": "y", "label": 1}]
+        ),
+        "negatives": write_jsonl(root / "negatives.jsonl", negatives),
+        "root": str(root),
+    }
+
+
+def train_run(tiny_model: str, files: dict[str, str], out: Path, *extra: str) -> Path:
+    args = ["train", "--data", files["train"], "--model", tiny_model, "--output", str(out)]
+    assert main(args + ["--max-steps", "2", "--lr", "1e-3", "--batch-size", "4", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model, files, tmp_path_factory) -> Path:
+    return train_run(tiny_model, files, tmp_path_factory.mktemp("full") / "run")
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model, files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lora") / "run"
+    return train_run(tiny_model, files, out, "--lora", "--lora-dropout", "0", "--lr", "1e-2")
+
+
+def length_reward(prompts, responses):
+    """A reward function for --reward-model module:function."""
+    return [float(len(r)) for r in responses]
+
+
+def evaluate(*args: str) -> int:
+    return main(["eval", *args])
+
+
+def report_of(out: Path, *args: str) -> dict:
+    """Run `alignkit eval ARGS --output OUT` (fp32, 4 new tokens); the report it wrote."""
+    fast = ["--max-new-tokens", "4", "--precision", "fp32"]
+    assert evaluate(*args, "--output", str(out), *fast) == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_cli_end_to_end(full_run, files, tmp_path, capsys):
+    reward = f"{__name__}:length_reward"
+    args = ["--data", files["test"], "--reward-model", reward, "--num-prompts", "4"]
+    report = report_of(tmp_path / "report.json", "--model", str(full_run / "model"), *args)
+    assert report["computed"] == ["perplexity", "margins", "generate", "reward", "bleu"]
+    names = {"perplexity", "margin", "accuracy", "dpo_loss", "reward_mean", "reward_std", "bleu"}
+    assert names <= set(report["metrics"])
+    assert report["counts"]["pairs"] == 6 and report["counts"]["prompts"] == 4
+    rows = [json.loads(x) for x in (tmp_path / "report.generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and set(rows[0]) == {"prompt", "response", "chosen", "reward"}
+    mean, std = M.mean_std([float(len(r["response"])) for r in rows])
+    assert report["metrics"]["reward_mean"] == pytest.approx(mean)
+    assert report["metrics"]["reward_std"] == pytest.approx(std)
+    bleu = M.corpus_bleu([r["response"] for r in rows], [r["chosen"] for r in rows])
+    assert report["metrics"]["bleu"] == pytest.approx(bleu)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| perplexity |" in markdown and "| margin |" in markdown
+    assert "| perplexity |" in capsys.readouterr().out
+    # the run directory itself is accepted too
+    args = ["--model", str(full_run), "--data", files["test"], "--metrics", "perplexity,margins"]
+    again = report_of(tmp_path / "again.json", *args)["metrics"]
+    assert again["perplexity"] == pytest.approx(report["metrics"]["perplexity"])
+    assert again["margin"] == pytest.approx(report["metrics"]["margin"])
+
+
+def naive_metrics(policy, ref, tokenizer, path: str, beta: float) -> dict[str, float]:
+    """Unpacked full-vocabulary log-probs, independently of the runner."""
+    records, _ = load_records([path])
+    encoded, _ = encode_records(records, tokenizer, 1024)
+    batch = collate(encoded, tokenizer.pad_token_id)
+    with torch.no_grad():
+        pol, rf = naive_sequence_logps(policy, batch), naive_sequence_logps(ref, batch)
+    out = M.implicit_reward_metrics(pol[:, 0], pol[:, 1], rf[:, 0], rf[:, 1], beta)
+    out["perplexity"] = math.exp(-float(pol[:, 0].sum()) / float(batch.counts[:, 0].sum()))
+    return out
+
+
+@pytest.mark.parametrize("which", ["full", "lora"])
+def test_eval_numbers_match_an_unpacked_computation(
+    which, full_run, lora_run, files, tiny_model, tmp_path
+):
+    run = full_run if which == "full" else lora_run
+    args = ["--model", str(run / "model"), "--data", files["test"]]
+    report = report_of(tmp_path / "r.json", *args, "--metrics", "perplexity", "margins")
+    tok = load_tokenizer(tiny_model)
+    ref = load_causal_lm(tiny_model).eval()
+    if which == "full":
+        policy = load_causal_lm(str(run / "model")).eval()
+        assert report["reference"] == tiny_model  # summary.json's base_model
+    else:
+        policy = load_causal_lm(tiny_model, adapter=str(run / "model")).eval()
+        assert report["reference"] == f"{tiny_model} (the adapter disabled)"
+    expected = naive_metrics(policy, ref, tok, files["test"], beta=0.1)
+    assert report["settings"]["beta"] == 0.1  # the run's beta
+    for name in ("perplexity", "margin", "accuracy", "dpo_loss"):
+        assert report["metrics"][name] == pytest.approx(expected[name], rel=1e-4, abs=1e-5), name
+    assert abs(report["metrics"]["margin"]) > 1e-4  # training moved the policy
+
+
+def test_eval_perplexity_of_a_uniform_model_is_the_vocabulary_size(tiny_model, files, tmp_path):
+    model = load_causal_lm(tiny_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # all logits 0: p = 1/V for every token
+    model.save_pretrained(tmp_path / "uniform")
+    load_tokenizer(tiny_model).save_pretrained(tmp_path / "uniform")
+    args = [
+        "--model",
+        str(tmp_path / "uniform"),
+        "--data",
+        files["test"],
+        "--metrics",
+        "perplexity",
+    ]
+    report = report_of(tmp_path / "u.json", *args)
+    assert report["metrics"]["perplexity"] == pytest.approx(model.config.vocab_size, rel=1e-5)
+    assert report["computed"] == ["perplexity"]
+    assert not (tmp_path / "u.generations.jsonl").exists()
+
+
+def test_ref_and_beta_flags(full_run, files, tmp_path):
+    model = str(full_run / "model")
+    args = ["--model", model, "--data", files["test"], "--metrics", "margins"]
+    # the policy as its own reference: every implicit reward is 0
+    metrics = report_of(tmp_path / "self.json", *args, "--ref", model)["metrics"]
+    assert metrics["margin"] == 0 and metrics["accuracy"] == 0
+    assert metrics["dpo_loss"] == pytest.approx(math.log(2))
+    margins = {
+        b: report_of(tmp_path / "b.json", *args, "--beta", b)["metrics"] for b in ("0.1", "0.3")
+    }
+    assert margins["0.3"]["margin"] == pytest.approx(3 * margins["0.1"]["margin"], rel=1e-4)
+    assert margins["0.3"]["accuracy"] == margins["0.1"]["accuracy"]
+
+
+def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypatch):
+    """--max-new-tokens, --do-sample, --temperature, --batch-size, --seed, --num-prompts; a
+    generator that answers with the chosen response gets BLEU 100."""
+    seen: list[SamplingConfig] = []
+    items = distinct_prompts(load_records([files["test"]])[0])
+    chosen = {json.dumps(i.prompt): i.reference for i in items}
+
+    def fake_generate(model, tokenizer, prompts, sampling, autocast=None, progress=True):
+        seen.append(sampling)
+        return [chosen[json.dumps(p)] for p in prompts]
+
+    monkeypatch.setattr("alignkit.generation.generate", fake_generate)
+    out = tmp_path / "g.json"
+    args = ["--model", str(full_run), "--data", files["test"], "--output", str(out)]
+    args += ["--metrics", "bleu", "--max-new-tokens", "7", "--do-sample", "--temperature", "0.5"]
+    assert evaluate(*args, "--batch-size", "3", "--seed", "5", "--num-prompts", "2") == 0
+    assert seen[0] == SamplingConfig(7, True, 0.5, batch_size=3, seed=5)
+    report = json.loads(out.read_text())
+    assert report["metrics"]["bleu"] == pytest.approx(100.0)
+    assert report["counts"]["prompts"] == 2 and report["settings"]["temperature"] == 0.5
+
+
+def test_max_length_and_precision(full_run, files, tmp_path):
+    def perplexity(*extra: str) -> dict:
+        out = tmp_path / "p.json"
+        args = ["--model", str(full_run), "--data", files["test"], "--output", str(out)]
+        assert evaluate(*args, "--metrics", "perplexity", *extra) == 0
+        return json.loads(out.read_text())
+
+    full = perplexity("--precision", "fp32")
+    short = perplexity("--precision", "fp32", "--max-length", "16")
+    assert short["counts"]["perplexity_tokens"] < full["counts"]["perplexity_tokens"]
+    bf16 = perplexity("--precision", "bf16")
+    assert bf16["settings"]["precision"] == "bf16"
+    assert bf16["metrics"]["perplexity"] != full["metrics"]["perplexity"]
+    assert bf16["metrics"]["perplexity"] == pytest.approx(full["metrics"]["perplexity"], rel=0.05)
+
+
+def test_eval_with_a_trained_reward_model(tiny_model, full_run, files, tmp_path):
+    rm_dir = tmp_path / "rm"
+    train = ["train-rm", "--data", files["train"], "--model", tiny_model, "--output", str(rm_dir)]
+    assert main([*train, "--max-steps", "1"]) == 0
+    args = ["--model", str(full_run), "--data", files["test"], "--metrics", "reward"]
+    report = report_of(tmp_path / "r.json", *args, "--reward-model", str(rm_dir / "model"))
+    rows = [json.loads(x) for x in (tmp_path / "r.generations.jsonl").read_text().splitlines()]
+    from alignkit.reward import HFReward
+
+    scores = HFReward(str(rm_dir / "model"), precision="fp32").score(
+        [r["prompt"] for r in rows], [r["response"] for r in rows]
+    )
+    assert [r["reward"] for r in rows] == pytest.approx(scores, abs=1e-5)
+    assert report["metrics"]["reward_mean"] == pytest.approx(sum(scores) / len(scores), abs=1e-5)
+    assert report["reward_model"] == str(rm_dir / "model")
+
+
+def test_default_metrics_skip_what_does_not_apply(tiny_model, files, tmp_path):
+    args = ["--model", tiny_model, "--data", files["test"], "--num-prompts", "2"]
+    report = report_of(tmp_path / "d.json", *args)
+    assert report["computed"] == ["perplexity", "generate", "bleu"]  # no reference, no RM
+    assert report["reference"] is None
+
+
+def test_config_file(full_run, files, tmp_path):
+    cfg = tmp_path / "eval.yaml"
+    out = tmp_path / "c.json"
+    text = f"model: {full_run}\ndata: [{files['test']}]\nmetrics: [perplexity]\noutput: {out}\n"
+    cfg.write_text(text + "precision: fp32\n")
+    assert evaluate("--config", str(cfg), "--metrics", "margins") == 0
+    assert json.loads(out.read_text())["computed"] == ["margins"]  # the flag overrides
+
+
+def test_run_eval_api(full_run, files, tmp_path):
+    out = str(tmp_path / "a.json")
+    config = EvalConfig(str(full_run), [files["test"]], out, metrics=["perplexity"])
+    report = run_eval(config)
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(report))
+
+
+@pytest.fixture(scope="module")
+def other_vocab(tiny_model, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("other-vocab") / "m"
+    shutil.copytree(tiny_model, path)
+    tok = load_tokenizer(tiny_model)
+    tok.add_tokens(["zebra"])
+    tok.save_pretrained(path)
+    return str(path)
+
+
+BAD_INPUTS = [
+    ("--model {full} --data {points} --metrics margins", "needs preference pairs"),
+    ("--model {tiny} --data {test} --metrics margins", "needs a reference model"),
+    ("--model {full} --data {test} --metrics reward", "needs --reward-model"),
+    ("--model {full} --data {negatives} --metrics bleu", "no reference (chosen)"),
+    ("--model {full} --data {negatives} --metrics perplexity", "no reference responses"),
+    ("--model {full} --data {test} --metrics ppl", "unknown metric(s) ppl"),
+    ("--model {full} --data {test} --data-format point", "test.jsonl"),
+    ("--model {full} --data {test} --num-prompts -1", "--num-prompts must be >= 0"),
+    ("--model {full} --data {root}/nope.jsonl", "nope.jsonl"),
+    ("--model {full} --data {test} --ref {other} --metrics margins", "another tokenizer"),
+    ("--model {root}/no-model --data {test}", "cannot load"),
+    ("--data {test}", "give --model"),
+    ("--model {full} --data {test} --output {root}/r.md", "must be a .json path"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_inputs_exit_2(args, message, files, full_run, tiny_model, other_vocab, capsys):
+    paths = dict(files, full=full_run, tiny=tiny_model, other=other_vocab)
+    argv = args.format(**paths).split()
+    if "--output" not in argv:
+        argv += ["--output", f"{files['root']}/x.json"]
+    assert evaluate(*argv) == 2
+    assert message in capsys.readouterr().err

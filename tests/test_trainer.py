@@ -1,0 +1,184 @@
+"""The one training loop: every method, LoRA, DEFT guidance, resume after SIGKILL, multi-process,
+config files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import pair_rows, write_jsonl
+from safetensors.torch import load_file
+
+from alignkit.cli import main
+from alignkit.objectives import METHODS
+
+BIN = Path(sys.executable).parent
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(tmp_path: Path, tiny_model: str, *extra: str, name: str = "run") -> Path:
+    out = tmp_path / name
+    args = ["train", "--model", tiny_model, "--output", str(out), "--precision", "fp32"]
+    assert main(args + list(extra)) == 0
+    return out
+
+
+@pytest.fixture
+def multi_file(tmp_path) -> str:
+    data = [
+        {"prompt": f"q {i}?", "responses": [" good cat", " bad dog", " ok"], "scores": [2.0, 0.0, 1.0]}
+        for i in range(8)
+    ]
+    return write_jsonl(tmp_path / "multi.jsonl", data)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains(tmp_path, tiny_model, pairs_file, multi_file, method):
+    data = multi_file if METHODS[method].kind == "multi" else pairs_file
+    out = train(tmp_path, tiny_model, "--method", method, "--data", data, "--max-steps", "2", "--lr", "1e-3")
+    logged = rows(out / "metrics.jsonl")
+    assert [r["step"] for r in logged] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in logged)
+    assert logged[-1]["tokens_per_s"] > 0
+    assert (out / "model" / "config.json").exists()
+
+
+def test_dpo_learns_held_out_preference(tmp_path, tiny_model, pairs_file):
+    held = write_jsonl(tmp_path / "held.jsonl", pair_rows(8, seed=1))
+    out = train(
+        tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--eval-data", held,
+        "--epochs", "4", "--lr", "2e-3", "--batch-size", "4",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    before, after = summary["eval_before"], summary["eval_after"]
+    assert before["eval/rewards/margins"] == 0.0  # policy == reference before training
+    assert after["eval/rewards/margins"] > 0.5
+    assert after["eval/rewards/accuracies"] == 1.0
+    assert after["eval/loss"] < before["eval/loss"] - 0.1
+    assert summary["steps"] == 16  # 16 pairs / batch 4 * 4 epochs
+
+
+def test_lora_reference_is_adapter_disabled(tmp_path, tiny_model, pairs_file):
+    out = train(
+        tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--lora",
+        "--lora-r", "4", "--max-steps", "3", "--lr", "1e-2", "--lora-targets", "q_proj", "v_proj",
+    )
+    logged = rows(out / "metrics.jsonl")
+    assert logged[0]["rewards/margins"] == 0.0  # LoRA B starts at 0: policy == reference
+    assert logged[-1]["rewards/margins"] != 0.0
+    config = json.loads((out / "model" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    assert not (out / "model" / "model.safetensors").exists()  # only the adapter is saved
+
+
+def test_deft_guidance_logs_r_q_and_changes_training(tmp_path, tiny_model, pairs_file):
+    common = ["--method", "dpo", "--data", pairs_file, "--max-steps", "3", "--lr", "1e-3"]
+    plain = train(tmp_path, tiny_model, *common, name="plain")
+    deft = train(tmp_path, tiny_model, *common, "--deft-lambda", "0.5", name="deft")
+    p, d = rows(plain / "metrics.jsonl"), rows(deft / "metrics.jsonl")
+    assert "deft/r_q" not in p[0] and "deft/r_q" in d[0]
+    # same first forward: the DEFT run's loss is the DPO loss - 0.5 * R_Q
+    assert d[0]["loss"] == pytest.approx(p[0]["loss"] - 0.5 * d[0]["deft/r_q"], abs=1e-5)
+    assert d[-1]["deft/r_q"] > d[0]["deft/r_q"]  # guidance raises R_Q
+
+
+def test_reference_cached_with_tokenized_data(tmp_path, tiny_model, pairs_file):
+    out = train(tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--max-steps", "1")
+    saved = torch.load(out / "cache" / "train.pt", weights_only=False)
+    prepared = saved["prepared"]
+    assert prepared.ref.shape == (16, 2) and len(prepared.encoded) == 16
+    assert (prepared.ref < 0).all()
+
+
+def test_yaml_config_and_flag_override(tmp_path, tiny_model, pairs_file):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"method: sft\ndata: {pairs_file}\nmax-steps: 5\nlr: 0.001\nbatch_size: 2\n")
+    out = train(tmp_path, tiny_model, "--config", str(cfg), "--max-steps", "2")
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["method"] == "sft" and saved["max_steps"] == 2 and saved["batch_size"] == 2
+    assert saved["lr"] == 0.001
+
+
+def test_bad_inputs_exit_2(tmp_path, tiny_model, pairs_file, capsys):
+    base = ["train", "--model", tiny_model, "--output", str(tmp_path / "x")]
+    assert main(base + ["--method", "nope", "--data", pairs_file]) == 2
+    assert "nope" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b", "rejected": 3}\n')
+    assert main(base + ["--method", "dpo", "--data", str(bad)]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err
+    assert main(base + ["--method", "dpo", "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert main(base + ["--method", "dpo", "--data", pairs_file, "--batch-size", "0"]) == 2
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 1\n")
+    assert main(base + ["--config", str(cfg), "--data", pairs_file]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "model").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [str(BIN / "alignkit"), *args]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "model.safetensors")
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pairs_file):
+    common = [
+        "train", "--method", "dpo", "--data", pairs_file, "--model", tiny_model,
+        "--precision", "fp32", "--max-steps", "400", "--save-steps", "5", "--lr", "1e-4",
+        "--batch-size", "2",
+    ]
+    full = tmp_path / "full"
+    subprocess.run(_cli(*common, "--output", str(full)), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((killed / "checkpoints").glob("step-*")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "model").exists()  # it really died before the end
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) < 400
+
+    subprocess.run(_cli(*common, "--output", str(killed), "--resume"), check=True, capture_output=True)
+    a, b = _weights(full), _weights(killed)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    logged = rows(killed / "metrics.jsonl")
+    assert [r["step"] for r in logged] == list(range(1, 401))  # no gap, no duplicate
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pairs_file):
+    common = [
+        "-m", "alignkit", "train", "--method", "dpo", "--data", pairs_file, "--model",
+        tiny_model, "--precision", "fp32", "--max-steps", "4", "--lr", "1e-3",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two, one = tmp_path / "two", tmp_path / "one"
+    subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", *common, "--batch-size", "2", "--output", str(two)],
+        check=True, capture_output=True, env=env,
+    )
+    subprocess.run(
+        [sys.executable, *common, "--batch-size", "4", "--output", str(one)],
+        check=True, capture_output=True, env=env,
+    )
+    a, b = _weights(two), _weights(one)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    last2, last1 = rows(two / "metrics.jsonl")[-1], rows(one / "metrics.jsonl")[-1]
+    assert last2["loss"] == pytest.approx(last1["loss"], abs=1e-5)
