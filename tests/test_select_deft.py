@@ -168,7 +168,9 @@ def test_packed_r_q_equals_the_naive_formula(tiny_model, tokenizer, form):
     records = [Pair(r["chosen"][:30], r["chosen"][30:], r["rejected"][30:]) for r in pair_rows(5)]
     encoded, _ = encode_records(records, tokenizer)
     q = q_diff_from_encoded(encoded, len(tokenizer), tokenizer.all_special_ids)
-    table = score_r_q(model, encoded, q, pad_id=tokenizer.pad_token_id, form=form, score_on="margin")
+    table = score_r_q(
+        model, encoded, q, pad_id=tokenizer.pad_token_id, form=form, score_on="margin"
+    )
     with torch.no_grad():
         naive = _naive_r_q(model, collate(encoded, tokenizer.pad_token_id), q, form)
     assert torch.allclose(table, naive, atol=1e-5)
@@ -230,7 +232,9 @@ def test_cli_select_deft_then_train_dpo(tmp_path, tiny_model, capsys):
     report = json.loads((out / "report.json").read_text())
     assert len(subset) == 4 and set(subset[0]) == {"prompt", "chosen", "rejected"}
     assert len(scores) == 16 and sum(s["kept"] for s in scores) == 4
-    assert max(s["score"] for s in scores if s["kept"]) <= min(s["score"] for s in scores if not s["kept"])
+    assert max(s["score"] for s in scores if s["kept"]) <= min(
+        s["score"] for s in scores if not s["kept"]
+    )
     assert report["kept"] == 4 and report["q_diff_top"]["positive"]
     image = plt_imread(out / "r_q_hist.png")
     assert image.ndim == 3 and image.shape[0] > 100
@@ -261,7 +265,9 @@ def test_chat_prompts_and_margin_scores(tmp_path, tiny_model):
 
 
 def test_cli_errors_exit_2(tmp_path, tiny_model, capsys):
-    points = write_jsonl(tmp_path / "points.jsonl", [{"prompt": "p", "completion": "y", "label": 1}])
+    points = write_jsonl(
+        tmp_path / "points.jsonl", [{"prompt": "p", "completion": "y", "label": 1}]
+    )
     assert main(_deft_args(points, tiny_model, tmp_path / "o")) == 2
     assert "needs preference pairs" in capsys.readouterr().err
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))

@@ -121,18 +121,23 @@ def _brute_force(emb, offsets, scores, strategy):
 def test_vectorised_selection_matches_brute_force(strategy):
     rng = random.Random(0)
     sizes = [rng.randint(2, 6) for _ in range(300)]
-    emb = F.normalize(torch.randn(sum(sizes), 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    emb = F.normalize(
+        torch.randn(sum(sizes), 8, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     scores = torch.tensor([float(rng.randint(0, 3)) for _ in emb], dtype=torch.float64)
     got = select_per_prompt(emb, offsets_of(sizes), scores, strategy, chunk=37)
     want = _brute_force(emb, offsets_of(sizes), scores, strategy)
-    assert dict(zip(got.prompt.tolist(), zip(got.chosen.tolist(), got.rejected.tolist()))) == want
+    pairs = zip(got.chosen.tolist(), got.rejected.tolist(), strict=True)
+    assert dict(zip(got.prompt.tolist(), pairs, strict=True)) == want
 
 
 def test_centroid_is_nearest_to_2_means_centres():
     """Against plain 2-means (sklearn-free): 3 prompts of 6 responses in 2 clear groups."""
     gen = torch.Generator().manual_seed(1)
     centres = F.normalize(torch.randn(6, 16, generator=gen), dim=-1)
-    emb = F.normalize(centres.repeat_interleave(3, 0) + 0.1 * torch.randn(18, 16, generator=gen), dim=-1)
+    emb = F.normalize(
+        centres.repeat_interleave(3, 0) + 0.1 * torch.randn(18, 16, generator=gen), dim=-1
+    )
     scores = torch.arange(18, dtype=torch.float64)
     got = select_per_prompt(emb, offsets_of([6, 6, 6]), scores, "centroid")
     for p in range(3):
@@ -164,7 +169,9 @@ def test_embeddings_are_normalised_means_of_the_last_hidden_layer(model_and_toke
             out = model(input_ids=torch.tensor([prefix + ids]), output_hidden_states=True)
         expected = F.normalize(out.hidden_states[-1][0, len(prefix) :].mean(0), dim=0)
         assert torch.allclose(row, expected, atol=1e-5)
-    assert emb.lengths.tolist() == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert emb.lengths.tolist() == [
+        len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts
+    ]
 
 
 def test_interrupted_embedding_resumes_from_the_cache(model_and_tokenizer, tmp_path, monkeypatch):
@@ -185,7 +192,9 @@ def test_interrupted_embedding_resumes_from_the_cache(model_and_tokenizer, tmp_p
         embed_texts(model, tok, texts, batch_size=2, cache_dir=tmp_path, flush_every=100)
     monkeypatch.setattr(real, "embed_batch", original)
     counted = []
-    monkeypatch.setattr(real, "embed_batch", lambda *a, **k: counted.append(len(a[1])) or original(*a, **k))
+    monkeypatch.setattr(
+        real, "embed_batch", lambda *a, **k: counted.append(len(a[1])) or original(*a, **k)
+    )
     resumed = embed_texts(model, tok, texts, batch_size=2, cache_dir=tmp_path)
     assert sum(counted) == 12 - 4  # the two finished batches were saved when interrupted
     assert torch.allclose(resumed.of(resumed.rows), fresh.of(fresh.rows), atol=1e-6)

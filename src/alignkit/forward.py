@@ -141,6 +141,26 @@ def block_attention_mask(segments: Tensor, additive_dtype: torch.dtype | None = 
     return torch.where(allowed, zero, torch.finfo(additive_dtype).min)
 
 
+def packed_hidden_states(
+    decoder: nn.Module, batch: PackedBatch, autocast: torch.dtype | None = None
+) -> Tensor:
+    """(B, L, d) final hidden states of the packed rows (block mask, restarted positions).
+
+    Runs under autocast when `autocast` is a dtype; the output stays in that dtype.
+    """
+    device = batch.input_ids.device
+    attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
+    mask_dtype = None if attn_impl in ("sdpa", "flex_attention") else (autocast or torch.float32)
+    mask = block_attention_mask(batch.segments, mask_dtype)
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        return decoder(
+            input_ids=batch.input_ids,
+            attention_mask=mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+
+
 class SequenceScorer(nn.Module):
     """Wraps a causal LM; `forward(batch)` returns the log-probs of every packed response.
 
@@ -162,17 +182,9 @@ class SequenceScorer(nn.Module):
     ) -> SeqLogps:
         decoder, head = backbone_and_head(self.model)
         device = batch.input_ids.device
-        attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
-        mask_dtype = None if attn_impl in ("sdpa", "flex_attention") else (autocast or torch.float32)
-        mask = block_attention_mask(batch.segments, mask_dtype)
+        hidden = packed_hidden_states(decoder, batch, autocast)
+        hidden = hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]  # (N, d)
         with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            hidden = decoder(
-                input_ids=batch.input_ids,
-                attention_mask=mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            ).last_hidden_state
-            hidden = hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]  # (N, d)
             logits = head(hidden)  # (N, V), response positions only
         token_logps = _gather_logps(logits.float(), batch.targets)
         b, k = batch.shape

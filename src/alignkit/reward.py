@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from alignkit.data.records import Point, Prompt
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch, block_attention_mask
+from alignkit.forward import PackedBatch, packed_hidden_states
 from alignkit.models import LoraSettings, is_peft
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
@@ -115,21 +115,9 @@ class RewardScorer(nn.Module):
     def forward(self, batch: PackedBatch, autocast: torch.dtype | None = None) -> Tensor:
         decoder, head = backbone_and_score(self.model)
         device = batch.input_ids.device
-        attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
-        mask_dtype = (
-            None if attn_impl in ("sdpa", "flex_attention") else (autocast or torch.float32)
-        )
-        mask = block_attention_mask(batch.segments, mask_dtype)
         b, k = batch.shape
         last = last_token_positions(batch.segments, k)  # (B, K)
-        enabled = autocast is not None
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=enabled):
-            hidden = decoder(
-                input_ids=batch.input_ids,
-                attention_mask=mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            ).last_hidden_state  # (B, L, d)
+        hidden = packed_hidden_states(decoder, batch, autocast)  # (B, L, d)
         rows = torch.arange(b, device=device)[:, None]
         picked = hidden[rows, last].float()  # (B, K, d)
         # the head in float32: a d -> 1 map costs nothing, and bf16 rewards would be coarse

@@ -28,7 +28,7 @@ from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compu
 from alignkit.objectives.registry import Method
 from alignkit.reward import MARKER_FILE, MARKER_FORMAT, RewardScorer, load_sequence_classifier
 from alignkit.train_config import TrainConfig
-from alignkit.trainer import Trainer, TrainResult
+from alignkit.trainer import Trainer
 
 BRADLEY_TERRY = "bradley-terry"
 
@@ -123,11 +123,7 @@ class RewardTrainer(Trainer):
     """
 
     def __init__(self, config: RewardTrainConfig, accelerator: Accelerator | None = None) -> None:
-        # Trainer.__init__ looks the method up in METHODS, which has no reward objective:
-        # give it a registered name, then put the real config and method back.
-        super().__init__(dataclasses.replace(config, method="sft"), accelerator)
-        self.config = config
-        self.method = BT_METHOD
+        super().__init__(config, accelerator, method=BT_METHOD)
 
     def build_scorer(self, tokenizer) -> nn.Module:
         cfg = self.config
@@ -152,18 +148,15 @@ class RewardTrainer(Trainer):
         )
         return compute_loss(self.method, ob, self.objective)
 
-    def _save_final(self, scorer, tokenizer, result: TrainResult) -> None:
-        super()._save_final(scorer, tokenizer, result)
-        if self.accelerator.is_main_process:
-            marker = {
-                "format": MARKER_FORMAT,
-                "method": BRADLEY_TERRY,
-                "base_model": resolve_model(self.config.model),
-                "lora": self.config.lora,
-                "max_length": self.config.max_length,
-            }
-            atomic_write_text(self.output / "model" / MARKER_FILE, json.dumps(marker, indent=2))
-        self.accelerator.wait_for_everyone()
+    def save_extra(self, model_dir: Path) -> None:
+        marker = {
+            "format": MARKER_FORMAT,
+            "method": BRADLEY_TERRY,
+            "base_model": resolve_model(self.config.model),
+            "lora": self.config.lora,
+            "max_length": self.config.max_length,
+        }
+        atomic_write_text(model_dir / MARKER_FILE, json.dumps(marker, indent=2))
 
 
 def pair_accuracy(metrics: dict[str, float]) -> float | None:

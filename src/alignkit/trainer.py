@@ -61,9 +61,15 @@ class TrainResult:
 class Trainer:
     """Trains `config.method` on `config.data`; `run()` does the whole job."""
 
-    def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        accelerator: Accelerator | None = None,
+        method: Method | None = None,
+    ) -> None:
         self.config = config
-        self.method: Method = get_method(config.method)
+        # `method` lets a subclass train an objective that is not in METHODS (reward models)
+        self.method: Method = method or get_method(config.method)
         self.objective = ObjectiveConfig(
             beta=config.beta,
             reduction=config.reduction,  # type: ignore[arg-type]
@@ -316,6 +322,9 @@ class Trainer:
         return q_diff_from_encoded(train.encoded, vocab, tokenizer.all_special_ids).to(self.device)
 
     # ------------------------------------------------------- logs and saving
+    def save_extra(self, model_dir: Path) -> None:
+        """Hook: write extra files into the model directory before it is moved into place."""
+
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         acc = self.accelerator
         if not acc.is_main_process:
@@ -371,6 +380,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            self.save_extra(tmp)
             final = self.output / "model"
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -379,7 +389,7 @@ class Trainer:
                 "final_metrics": result.final_metrics,
                 "eval_before": result.eval_before,
                 "eval_after": result.eval_after,
-                "base_model": self.config.model,
+                "base_model": _absolute_if_local(self.config.model),
                 "lora": self.config.lora,
             }
             atomic_write_text(self.output / "summary.json", json.dumps(summary, indent=2))
@@ -411,6 +421,11 @@ def _data_key(cfg: TrainConfig, method: Method) -> dict[str, Any]:
         "truncation": cfg.truncation,
         "precision": cfg.precision,
     }
+
+
+def _absolute_if_local(name: str) -> str:
+    """A local model path made absolute (so run directories work from anywhere)."""
+    return os.path.abspath(name) if os.path.exists(name) else name
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

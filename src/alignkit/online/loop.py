@@ -273,7 +273,8 @@ class OnlineTrainer(Trainer):
         return VLLMGenerator(tokenizer, engine)  # weights pushed by `sync` in `run`
 
     def setup(self) -> Session:
-        """Load everything, prepare with accelerate, register the loop state, resume."""
+        """Load queries, reward, policy and generator; prepare with accelerate; register the
+        loop state for checkpoints (`run` then resumes from the newest one)."""
         cfg, acc = self.online, self.accelerator
         if cfg.queries_per_iteration % acc.num_processes:
             raise AlignkitError(

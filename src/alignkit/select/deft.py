@@ -236,8 +236,9 @@ class DistributionRewardScorer(nn.Module):
             raise AlignkitError(f"unknown R_Q form {form!r}; choose logprob or prob")
         self.model = model
         self.form = form
-        rows = check_vocab(model, _VocabOnly(len(q_diff)))
-        self.register_buffer("q_diff", fit_q_diff(q_diff.float(), rows), persistent=False)
+        _, head = backbone_and_head(model)
+        q_diff = fit_q_diff(q_diff.float(), int(head.weight.shape[0]))
+        self.register_buffer("q_diff", q_diff, persistent=False)
 
     def forward(
         self,
@@ -254,16 +255,6 @@ class DistributionRewardScorer(nn.Module):
         else:
             r_q = probability_reward(hidden, head, q, batch, autocast)
         return SeqLogps(sum=r_q, count=batch.counts, r_q=r_q)
-
-
-@dataclass
-class _VocabOnly:
-    """Stands in for a tokenizer in `check_vocab` (only its length is used)."""
-
-    size: int
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def distributed_state() -> Any:
@@ -307,7 +298,7 @@ def score_r_q(
         encoded,
         batch_size=batch_size,
         pad_id=pad_id,
-        device=state.device,
+        device=next(model.parameters()).device,
         autocast=autocast,
         rank=state.process_index,
         world=state.num_processes,

@@ -45,9 +45,12 @@ _EMBED_VERSION = 1  # bump when the definition of an embedding changes (invalida
 
 def response_prefix(tokenizer: Any) -> list[int]:
     """The ids the tokenizer puts before plain text (e.g. [BOS]); not part of the mean."""
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    return list(with_special[: len(with_special) - len(plain)]) if plain else []
+    with_special = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    for start in range(len(with_special) - len(plain) + 1):
+        if plain and with_special[start : start + len(plain)] == plain:
+            return with_special[:start]
+    return []
 
 
 def text_key(text: str) -> str:

@@ -318,8 +318,20 @@ def _real_prompts(sel: RealSelection, config: RealConfig) -> tuple[list, list, d
     return rows, scores, groups, subsets
 
 
+_COUNT_ORDER = (
+    "pairs",
+    "eligible",
+    "prompts",
+    "too_few_responses",
+    "no_valid_pair",
+    "centroid_pair_filtered",
+    "selected",
+)
+
+
 def _real_markdown(s: dict[str, Any]) -> str:
-    count_keys = sorted({k for v in s["subsets"].values() for k in v if k != "similarity"})
+    present = {k for v in s["subsets"].values() for k in v}
+    count_keys = [k for k in _COUNT_ORDER if k in present]
     rows = [
         [
             name,
