@@ -719,3 +719,20 @@ def test_help_explains_every_option(verb, cls, capsys) -> None:
         assert "--" + f.name.replace("_", "-") in text, f.name
         assert f.metadata["help"].split()[0] in text
     assert "generations/iter-NNNN.jsonl" in text
+
+
+@pytest.mark.slow
+def test_ple_on_the_embedded_model(tmp_path) -> None:
+    """Two PLE iterations on SmolLM2-135M-Instruct with the scripted reward (a smoke run:
+    real text, the chat template, a system-message principle)."""
+    from alignkit.commands.demo import demo_file
+
+    out = tmp_path / "ple"
+    config = small(
+        PLEConfig, demo_file("heldout_prompts.jsonl"), out, "default", queries_per_iteration=2,
+        max_new_tokens=12, lr=1e-5, precision="auto", save_model=False, save_every=0,
+    )  # fmt: skip
+    OnlineTrainer(config, reward=keyword_reward).run()
+    rows = read_jsonl(out / "generations" / "iter-0002.jsonl")
+    assert len(rows) == 2 and all(r["y"] and r["y_p"] for r in rows)
+    assert [m["ple/tau"] for m in read_jsonl(out / "metrics.jsonl")] == [0.2, 0.18]

@@ -247,7 +247,7 @@ def test_cli_select_deft_then_train_dpo(tmp_path, tiny_model, capsys):
     assert (run / "metrics.jsonl").exists()
 
 
-def test_chat_prompts_and_margin_scores(tmp_path, tiny_model):
+def test_chat_prompts_margin_and_probability_form(tmp_path, tiny_model):
     rows = [
         {"prompt": [{"role": "user", "content": f"question {i}"}],
          "chosen": [{"role": "assistant", "content": "sorry I can not help"}],
@@ -256,8 +256,11 @@ def test_chat_prompts_and_margin_scores(tmp_path, tiny_model):
     ]  # fmt: skip
     data = write_jsonl(tmp_path / "chat.jsonl", rows)
     out = tmp_path / "deft"
-    args = _deft_args(data, tiny_model, out, "--keep-count", "6", "--score", "margin")
+    args = _deft_args(data, tiny_model, out, "--keep-count", "6", "--score", "margin",
+                      "--form", "prob", "--top-tokens", "2")  # fmt: skip
     assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["form"] == "prob" and len(report["q_diff_top"]["positive"]) == 2
     subset = [json.loads(line) for line in (out / "subset.jsonl").read_text().splitlines()]
     assert subset[0]["prompt"] == rows[0]["prompt"]  # message lists kept, original order
     score = json.loads((out / "scores.jsonl").read_text().splitlines()[0])

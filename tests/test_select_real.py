@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import pair_rows, write_jsonl
+from conftest import make_tiny_model, make_tokenizer, pair_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import Multi, Pair, Point
@@ -206,7 +206,7 @@ def test_interrupted_embedding_resumes_from_the_cache(model_and_tokenizer, tmp_p
 # ---------------------------------------------------------------------------- bad inputs
 
 
-def test_bad_inputs_fail_clearly():
+def test_bad_inputs_fail_clearly(tmp_path):
     with pytest.raises(AlignkitError, match="has no records"):
         real_mode([])
     with pytest.raises(AlignkitError, match="one response only"):
@@ -221,6 +221,20 @@ def test_bad_inputs_fail_clearly():
     ]:
         with pytest.raises(AlignkitError, match=match):
             RealConfig(data=["d"], output="o", **kwargs).validate()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(AlignkitError, match="no records found"):
+        real.select_real(RealConfig(data=[str(empty)], output=str(tmp_path / "o")))
+
+
+def test_model_tokenizer_mismatch_fails_clearly(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    make_tiny_model(broken, len(make_tokenizer(broken)) - 100)
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
+    config = RealConfig(data=[data], output=str(tmp_path / "o"), model=str(broken))
+    with pytest.raises(AlignkitError, match="do not belong together"):
+        real.select_real(config)
 
 
 def _real_args(data: str, model: str, out: Path, cache: Path, *extra: str) -> list[str]:

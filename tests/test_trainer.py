@@ -182,3 +182,13 @@ def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pa
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     last2, last1 = rows(two / "metrics.jsonl")[-1], rows(one / "metrics.jsonl")[-1]
     assert last2["loss"] == pytest.approx(last1["loss"], abs=1e-5)
+
+
+def test_report_to_tensorboard_writes_events(tmp_path, tiny_model, pairs_file):
+    pytest.importorskip("tensorboard")
+    out = train(
+        tmp_path, tiny_model, "--method", "sft", "--data", pairs_file, "--max-steps", "2",
+        "--report-to", "tensorboard", "--no-save-model",
+    )
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

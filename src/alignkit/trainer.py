@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from alignkit.batching import epoch_batches, rank_slice
+from alignkit.batching import epoch_batches, rank_slice, sorted_chunks
 from alignkit.config import to_dict
 from alignkit.data import as_kind, load_records
 from alignkit.encoding import Encoded, encode_records
@@ -81,7 +81,9 @@ class Trainer:
         trackers = [t for t in config.report_to if t != "none"]
         # cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks
         self.accelerator = accelerator or Accelerator(
-            log_with=trackers or None, cpu=not torch.cuda.is_available()
+            log_with=trackers or None,
+            project_dir=str(config.output) if config.output else None,
+            cpu=not torch.cuda.is_available(),
         )
         self.output = Path(config.output)
         self.device = self.accelerator.device
@@ -175,9 +177,12 @@ class Trainer:
         n = 0
         scorer.eval()
         with torch.no_grad():
-            idx = list(range(len(data.encoded)))[acc.process_index :: acc.num_processes]
-            for start in range(0, len(idx), self.config.batch_size):
-                part = [data.encoded[i] for i in idx[start : start + self.config.batch_size]]
+            # the same length-sorted chunks as the reference pass: before any update the policy
+            # reproduces the reference bit for bit (margins exactly 0)
+            lengths = [e.length for e in data.encoded]
+            chunks = sorted_chunks(lengths, self.config.batch_size * 2)
+            for chunk in chunks[acc.process_index :: acc.num_processes]:
+                part = [data.encoded[i] for i in chunk]
                 batch = collate(part, pad_id, data.k).to(self.device)
                 _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
                 for name, value in metrics.items():

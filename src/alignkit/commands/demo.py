@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--output", default="runs/demo", help="run directory (default: runs/demo)")
     parser.add_argument("--method", default="dpo", help="objective to train with (default: dpo)")
-    parser.add_argument("--epochs", type=float, default=2.0, help="passes over the data (default: 2)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default: 1)")
     parser.add_argument("--lr", type=float, default=2e-5, help="learning rate (default: 2e-5)")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (default: 0.1)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (default: 8)")

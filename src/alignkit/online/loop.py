@@ -40,18 +40,19 @@ from alignkit.encoding import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.forward import PackedBatch, SequenceScorer
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import load_causal_lm, load_tokenizer, resolve_model
+from alignkit.models import load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
+from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.generators import (
     Generator,
     HFGenerator,
     VLLMGenerator,
     choose_backend,
     engine_kwargs,
-    greedy,
     vllm_available,
 )
+from alignkit.online.policy import initial_sft, load_policy, policy_source
 from alignkit.online.principles import load_principle
 from alignkit.online.queries import Query, QuerySet, iteration_indices, load_queries
 from alignkit.online.strategies import (
@@ -60,7 +61,6 @@ from alignkit.online.strategies import (
     RRHFStrategy,
     Sampled,
     Strategy,
-    prompt_json,
 )
 from alignkit.reward import RewardModel, ScoreFn, load_reward_model
 from alignkit.trainer import Prepared, Trainer, TrainResult, _flat_config, _truncate_metrics
@@ -141,37 +141,6 @@ class Session:
         return self.tokenizer.pad_token_id
 
 
-class _KeepProcessGroup(Accelerator):
-    """An accelerator whose `end_training` leaves the process group alone: the initial SFT
-    runs the core Trainer in the middle of our run, and its teardown would end the run's
-    process group under torchrun."""
-
-    def end_training(self) -> None:
-        for tracker in self.trackers:
-            tracker.finish()
-
-
-class _PolicyTrainer(Trainer):
-    """The core Trainer loading the policy as the online config says (LoRA 'all-linear')."""
-
-    def __init__(self, config, online: OnlineConfig, accelerator: Accelerator | None = None):
-        super().__init__(config, accelerator)
-        self.online = online
-
-    def build_scorer(self, tokenizer) -> nn.Module:
-        return SequenceScorer(load_policy(self.online, self.online.model, None))
-
-
-def load_policy(config: OnlineConfig, model: str, adapter: str | None) -> nn.Module:
-    """The policy: `model`, plus the saved `adapter` or (with --lora) a fresh one."""
-    return load_causal_lm(
-        model,
-        lora=None if adapter else config.lora_settings(),
-        adapter=adapter,
-        trust_remote_code=config.trust_remote_code,
-    )
-
-
 class OnlineTrainer(Trainer):
     """Runs an online method; `run()` does the whole job (initial SFT included)."""
 
@@ -192,36 +161,13 @@ class OnlineTrainer(Trainer):
         self._injected_generator = generator
 
     # ------------------------------------------------------------- the policy
-    @property
-    def sft_dir(self) -> Path:
-        return self.output / "sft"
-
     def policy_source(self) -> tuple[str, str | None]:
-        """(model, adapter) the loop starts from: the initial SFT's result when there is one."""
-        if not self.online.sft_data:
-            return self.online.model, None
-        saved = str(self.sft_dir / "model")
-        return (self.online.model, saved) if self.online.lora else (saved, None)
+        """(model, adapter) the loop starts from (the initial SFT's result if any)."""
+        return policy_source(self.online, self.output)
 
     def build_scorer(self, tokenizer) -> nn.Module:
         model, adapter = self.policy_source()
         return SequenceScorer(load_policy(self.online, model, adapter))
-
-    def initial_sft(self) -> None:
-        """SFT on --sft-data with the core Trainer into OUTPUT/sft (once; skipped when done)."""
-        if (self.sft_dir / "summary.json").exists():
-            log.info("initial SFT already done in %s", self.sft_dir)
-            return
-        config = self.online.train_config(
-            output=str(self.sft_dir),
-            epochs=self.online.sft_epochs,
-            resume=False,
-            save_model=True,
-            report_to=["none"],
-        )
-        config.validate()
-        log.info("initial SFT on %s", ", ".join(config.data))
-        _PolicyTrainer(config, self.online, _KeepProcessGroup()).run()
 
     # ------------------------------------------------------------------ setup
     def planned_steps(self) -> int:
@@ -385,21 +331,13 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------- evaluation
     def evaluate_reward(self, session: Session, step: int) -> dict[str, float]:
-        """Mean reward of greedy, unguided responses to the held-out queries."""
+        """Held-out reward of greedy unguided responses (queries split over processes)."""
         acc = self.accelerator
         mine = session.eval_queries[acc.process_index :: acc.num_processes]
-        prompts = [q.prompt for q in mine]
-        responses = [
-            g[0] for g in session.generator.generate(prompts, greedy(self.online.sampling()), 1)
-        ]
-        scores = session.reward.score(prompts, responses) if prompts else []
-        rows = [
-            {"prompt": prompt_json(q.prompt), "category": q.category, "response": r, "reward": s}
-            for q, r, s in zip(mine, responses, scores, strict=True)
-        ]
+        rows = heldout_rows(mine, session.generator, session.reward, self.online.sampling())
         rows = list(gather_object(rows))
         self._write(f"eval/iter-{step:04d}.jsonl", rows)
-        return _eval_metrics(rows)
+        return heldout_metrics(rows)
 
     # ------------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -407,7 +345,7 @@ class OnlineTrainer(Trainer):
         set_seed(cfg.seed)
         self.output.mkdir(parents=True, exist_ok=True)
         if cfg.sft_data:
-            self.initial_sft()
+            initial_sft(cfg, self.output)
         session = self.setup()
         start = self._maybe_resume()
         if start != self.state.iteration:
@@ -468,17 +406,6 @@ def _average(rows: Sequence[dict[str, float]]) -> dict[str, float]:
             sums[key] = sums.get(key, 0.0) + float(value)
             counts[key] = counts.get(key, 0) + 1
     return {key: sums[key] / counts[key] for key in sums}
-
-
-def _eval_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """eval/reward over all held-out queries, and eval/reward/<category> per category."""
-    if not rows:
-        return {}
-    metrics = {"eval/reward": sum(r["reward"] for r in rows) / len(rows)}
-    for cat in sorted({r["category"] for r in rows if r["category"]}):
-        group = [r["reward"] for r in rows if r["category"] == cat]
-        metrics[f"eval/reward/{cat}"] = sum(group) / len(group)
-    return metrics
 
 
 def _logged_row(path: Path, step: int) -> dict[str, float]:

@@ -8,7 +8,6 @@ can serve as a query set.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,8 +118,3 @@ def iteration_indices(n_queries: int, per_iteration: int, seed: int, iteration: 
         random.Random(seed * 1_000_003 + pass_no).shuffle(order)
         out.extend(order[offset : offset + per_iteration - len(out)])
     return out
-
-
-def passes(n_queries: int, per_iteration: int, iterations: int) -> float:
-    """How many times the schedule goes over the query set."""
-    return math.ceil(per_iteration * iterations / n_queries * 100) / 100

@@ -240,13 +240,7 @@ class DistributionRewardScorer(nn.Module):
         q_diff = fit_q_diff(q_diff.float(), int(head.weight.shape[0]))
         self.register_buffer("q_diff", q_diff, persistent=False)
 
-    def forward(
-        self,
-        batch: PackedBatch,
-        q_diff: Tensor | None = None,
-        with_tokens: bool = False,
-        autocast: torch.dtype | None = None,
-    ) -> SeqLogps:
+    def forward(self, batch: PackedBatch, autocast: torch.dtype | None = None) -> SeqLogps:
         _, head = backbone_and_head(self.model)
         hidden = response_hidden(self.model, batch, autocast)
         q = self.q_diff.to(hidden.device)

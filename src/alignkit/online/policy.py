@@ -1,0 +1,82 @@
+"""The policy of an online run: where it starts from, and the optional initial SFT.
+
+The PLE paper starts from an SFT model. With --sft-data the core `Trainer` (method `sft`)
+trains it once into OUTPUT/sft; the online loop then starts from OUTPUT/sft/model (full
+weights) or from the base model plus that adapter (--lora), and keeps training it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from accelerate import Accelerator
+from torch import nn
+
+from alignkit.forward import SequenceScorer
+from alignkit.models import load_causal_lm
+from alignkit.online.config import OnlineConfig
+from alignkit.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(config: OnlineConfig, model: str, adapter: str | None) -> nn.Module:
+    """The policy: `model`, plus the saved `adapter` or (with --lora) a fresh one."""
+    return load_causal_lm(
+        model,
+        lora=None if adapter else config.lora_settings(),
+        adapter=adapter,
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
+def policy_source(config: OnlineConfig, output: Path) -> tuple[str, str | None]:
+    """(model, adapter) the loop starts from: the initial SFT's result when there is one."""
+    if not config.sft_data:
+        return config.model, None
+    saved = str(sft_dir(output) / "model")
+    return (config.model, saved) if config.lora else (saved, None)
+
+
+def sft_dir(output: Path) -> Path:
+    return output / "sft"
+
+
+class _KeepProcessGroup(Accelerator):
+    """An accelerator whose `end_training` leaves the process group alone: the initial SFT
+    runs the core Trainer in the middle of our run, and the core's teardown would end the
+    run's process group under torchrun."""
+
+    def end_training(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+class _SFTTrainer(Trainer):
+    """The core Trainer, loading the policy as the online config says (LoRA all-linear)."""
+
+    def __init__(self, config, online: OnlineConfig, accelerator: Accelerator) -> None:
+        super().__init__(config, accelerator)
+        self.online = online
+
+    def build_scorer(self, tokenizer) -> nn.Module:
+        return SequenceScorer(load_policy(self.online, self.online.model, None))
+
+
+def initial_sft(config: OnlineConfig, output: Path) -> None:
+    """SFT on --sft-data into OUTPUT/sft with the core Trainer (once; skipped when done)."""
+    target = sft_dir(output)
+    if (target / "summary.json").exists():
+        log.info("initial SFT already done in %s", target)
+        return
+    train = config.train_config(
+        output=str(target),
+        epochs=config.sft_epochs,
+        resume=False,
+        save_model=True,
+        report_to=["none"],
+    )
+    train.validate()
+    log.info("initial SFT on %s", ", ".join(train.data))
+    _SFTTrainer(train, config, _KeepProcessGroup()).run()
