@@ -147,6 +147,19 @@ class Trainer:
         )
         return SequenceScorer(model)
 
+    def build_optimizer(self, scorer: nn.Module, total_steps: int):
+        """AdamW over the trainable parameters and the configured warm-up + decay schedule."""
+        cfg = self.config
+        params = [p for p in scorer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
+        return optimizer, scheduler
+
     def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
         """Loss and metrics of one micro-batch (subclasses may replace the objective)."""
         ob = self.objective_batch(scorer, batch, ref_table, q_diff)
@@ -219,14 +232,7 @@ class Trainer:
         steps_per_epoch = max(1, n_batches // cfg.grad_accum)
         total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-        params = [p for p in scorer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(
-            cfg.lr_scheduler,
-            optimizer,
-            num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-            num_training_steps=total_steps,
-        )
+        optimizer, scheduler = self.build_optimizer(scorer, total_steps)
         # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
         # optimizer step (accelerate would step it once per process)
         scorer, optimizer = acc.prepare(scorer, optimizer)

@@ -287,6 +287,7 @@ def score_r_q(
     elif score_on != "margin":
         raise AlignkitError(f"unknown --score {score_on!r}; choose chosen or margin")
     scorer = DistributionRewardScorer(model, q_diff, form)
+    scorer.train(model.training)  # score_dataset restores this mode afterwards
     return score_dataset(
         scorer,
         encoded,
