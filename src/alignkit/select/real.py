@@ -64,12 +64,14 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, fingerprint: str) -> None:
         self.dir = Path(root) / fingerprint[:24]
 
-    def load(self) -> dict[str, Tensor]:
-        """key -> (d,) embedding of every text stored so far."""
+    def load(self, wanted: set[str]) -> dict[str, Tensor]:
+        """key -> (d,) embedding of the `wanted` texts stored so far."""
         found: dict[str, Tensor] = {}
         for part in sorted(self.dir.glob("part-*.pt")):
             saved = torch.load(part, weights_only=True)
-            found.update(zip(saved["keys"], saved["emb"], strict=True))
+            for key, emb in zip(saved["keys"], saved["emb"], strict=True):
+                if key in wanted:
+                    found[key] = emb.clone()  # not a view that keeps the whole part alive
         return found
 
     def save(self, keys: list[str], emb: Tensor, rank: int = 0) -> None:
@@ -179,7 +181,7 @@ def embed_texts(
         if cache_dir
         else None
     )
-    known = cache.load() if cache else {}
+    known = cache.load(set(unique)) if cache else {}
     state.wait_for_everyone()  # every process has read the cache before any writes to it
     missing = [i for i, k in enumerate(unique) if k not in known]
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
