@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/alignkit demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/alignkit demo
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -731,6 +731,7 @@ def test_ple_on_the_embedded_model(tmp_path) -> None:
     config = small(
         PLEConfig, demo_file("heldout_prompts.jsonl"), out, "default", queries_per_iteration=2,
         max_new_tokens=12, lr=1e-5, precision="auto", save_model=False, save_every=0,
+        replay="none",
     )  # fmt: skip
     OnlineTrainer(config, reward=keyword_reward).run()
     rows = read_jsonl(out / "generations" / "iter-0002.jsonl")

@@ -197,7 +197,7 @@ class SequenceScorer(nn.Module):
             tokens = tokens.index_put((batch.seq_id, batch.tok_pos), token_logps).view(b, k, width)
         r_q = None
         if q_diff is not None:
-            r_q = _distribution_reward(hidden.float(), head, q_diff, batch)
+            r_q = distribution_reward(hidden.float(), head, q_diff, batch)
         return SeqLogps(sum=sums, count=batch.counts, tokens=tokens, r_q=r_q)
 
 
@@ -207,13 +207,14 @@ def _gather_logps(logits: Tensor, targets: Tensor) -> Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _distribution_reward(hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch) -> Tensor:
+def distribution_reward(hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch) -> Tensor:
     """(B, K) R_Q = mean over response positions of <Q_diff, logits_t> = h_t . (W^T Q_diff).
 
     Because Q_diff sums to 0 the log-partition cancels, so this equals
     mean_t sum_v Q_diff[v] log p(v | x, y_<t) without any softmax.
     """
     weight = head.weight.float()  # (V, d)
+    q_diff = _fit_vocab(q_diff, weight.shape[0])
     direction = q_diff.to(weight.dtype) @ weight  # (d,)
     per_token = hidden @ direction  # (N,)
     if getattr(head, "bias", None) is not None:
@@ -222,6 +223,16 @@ def _distribution_reward(hidden: Tensor, head: nn.Module, q_diff: Tensor, batch:
     sums = torch.zeros(b * k, dtype=per_token.dtype, device=per_token.device)
     sums = sums.index_add(0, batch.seq_id, per_token).view(b, k)
     return sums / batch.counts.clamp(min=1)
+
+
+def _fit_vocab(q_diff: Tensor, rows: int) -> Tensor:
+    """Q_diff over the tokenizer's vocabulary, zero-padded to the LM head's (possibly padded)
+    number of rows (e.g. Qwen pads its embedding matrix beyond the tokenizer)."""
+    if q_diff.shape[0] == rows:
+        return q_diff
+    if q_diff.shape[0] > rows:
+        raise ValueError(f"Q_diff has {q_diff.shape[0]} entries but the LM head only {rows} rows")
+    return torch.cat([q_diff, q_diff.new_zeros(rows - q_diff.shape[0])])
 
 
 def naive_sequence_logps(model: nn.Module, batch: PackedBatch) -> Tensor:

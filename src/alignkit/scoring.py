@@ -39,7 +39,8 @@ def score_dataset(
     chunks = sorted_chunks([e.length for e in encoded], batch_size)
     mine = chunks[rank::world]
     results: list[tuple[list[int], Tensor]] = []
-    was_training = scorer.training
+    # restore the wrapped model's own mode afterwards (a fresh wrapper is in train mode)
+    was_training = getattr(scorer, "model", scorer).training
     scorer.eval()
     with torch.no_grad():
         for idx in tqdm(mine, desc=desc, disable=rank != 0, leave=False):

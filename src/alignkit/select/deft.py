@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from alignkit.config import opt
 from alignkit.encoding import Encoded
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch, _distribution_reward, block_attention_mask
+from alignkit.forward import PackedBatch, distribution_reward, packed_hidden_states
 from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
 
@@ -175,22 +175,10 @@ def fit_q_diff(q_diff: Tensor, rows: int) -> Tensor:
 
 
 def response_hidden(model: nn.Module, batch: PackedBatch, autocast: torch.dtype | None) -> Tensor:
-    """(N, d) final hidden states at the N positions that predict response tokens.
-
-    The same packed, block-masked forward as `SequenceScorer`, without the LM head.
-    """
+    """(N, d) final hidden states at the N positions that predict response tokens: the
+    packed, block-masked forward of `SequenceScorer` without the LM head."""
     decoder, _ = backbone_and_head(model)
-    device = batch.input_ids.device
-    attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
-    mask_dtype = None if attn_impl in ("sdpa", "flex_attention") else (autocast or torch.float32)
-    mask = block_attention_mask(batch.segments, mask_dtype)
-    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-        hidden = decoder(
-            input_ids=batch.input_ids,
-            attention_mask=mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).last_hidden_state
+    hidden = packed_hidden_states(decoder, batch, autocast)
     return hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]
 
 
@@ -245,7 +233,7 @@ class DistributionRewardScorer(nn.Module):
         hidden = response_hidden(self.model, batch, autocast)
         q = self.q_diff.to(hidden.device)
         if self.form == "logprob":
-            r_q = _distribution_reward(hidden.float(), head, q, batch)
+            r_q = distribution_reward(hidden.float(), head, q, batch)
         else:
             r_q = probability_reward(hidden, head, q, batch, autocast)
         return SeqLogps(sum=r_q, count=batch.counts, r_q=r_q)
