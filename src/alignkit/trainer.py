@@ -249,6 +249,7 @@ class Trainer:
             result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff)
             self._log(0, result.eval_before)
 
+        scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
         bar = tqdm(
             total=total_steps, initial=start_step, desc=f"train {cfg.method}",
             disable=not acc.is_main_process,
