@@ -43,7 +43,15 @@ def register(subparsers) -> None:
     parser.add_argument("--output", default="runs/demo", help="run directory (default: runs/demo)")
     parser.add_argument("--method", default="dpo", help="objective to train with (default: dpo)")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default: 1)")
-    parser.add_argument("--lr", type=float, default=2e-5, help="learning rate (default: 2e-5)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default: 3e-4)")
+    parser.add_argument(
+        "--lora", action=argparse.BooleanOptionalAction, default=True,
+        help="train a LoRA adapter on all linear layers (default) or, with --no-lora, all weights",
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=96,
+        help="max tokens of prompt + response; longer responses are cut (default: 96)",
+    )
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (default: 0.1)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (default: 8)")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = epochs)")
@@ -90,14 +98,23 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
-        max_length=256,
+        max_length=args.max_length,
+        lora=args.lora,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         seed=args.seed,
         logging_steps=5,
     )
     config.validate()
     print(f"== training {args.method} on {config.data[0]} ...")
     result = Trainer(config).run()
-    after = _answers(str(output / "model"), prompts, args.max_new_tokens)
+    trained = str(output / "model")
+    if args.lora:  # the run saved an adapter: load it on top of the base model
+        after = _answers(base, prompts, args.max_new_tokens, adapter=trained)
+    else:
+        after = _answers(trained, prompts, args.max_new_tokens)
 
     report = _report(prompts, before, after, result.eval_before, result.eval_after)
     report["seconds"] = round(time.perf_counter() - start, 1)
