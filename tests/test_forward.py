@@ -65,7 +65,7 @@ def test_position_ids_restart_after_prompt():
     assert batch.n_tokens() == 13
 
 
-def testdistribution_reward_equals_naive_formula(model):
+def test_distribution_reward_equals_naive_formula(model):
     torch.manual_seed(0)
     vocab = model.config.vocab_size
     q = torch.rand(vocab)
