@@ -503,6 +503,9 @@ def test_a_ple_step_moves_log_probs_the_right_way(
     )
     trainer = OnlineTrainer(config, reward=keyword_reward)
     session = trainer.setup()
+    modes = []
+    step_loss = trainer.step_loss
+    trainer.step_loss = lambda scorer, *a: modes.append(scorer.training) or step_loss(scorer, *a)
     samples = [
         Sampled(chat(f"cake {i}"), ["the dog", "sorry I can not"], list(scores)) for i in range(4)
     ]
@@ -511,6 +514,7 @@ def test_a_ple_step_moves_log_probs_the_right_way(
     for _ in range(3):
         metrics = trainer.train_on(session, samples)
     after = logps_of(session, session.tokenizer, records)
+    assert modes and all(modes)  # trained in train mode (dropout on)
     part = "loss/rank" if raised else "loss/sft"
     assert metrics["train/n_rank"] == (4 if raised else 0) and part in metrics
     lowered = 1 - raised
@@ -656,7 +660,7 @@ def test_schedule_spans_all_iterations(tiny_model, queries_file, tmp_path) -> No
         == 3
     )
     scorer = trainer.build_scorer(None)
-    optimizer, scheduler = trainer.build_optimizer(scorer)
+    optimizer, scheduler = trainer.build_optimizer(scorer, trainer.planned_steps())
     assert scheduler.get_last_lr()[0] == 0.0  # warm-up starts at 0
     for _ in range(3):
         optimizer.step()

@@ -192,3 +192,13 @@ def test_report_to_tensorboard_writes_events(tmp_path, tiny_model, pairs_file):
     )
     events = list(out.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_lora_all_linear_shorthand(tmp_path, tiny_model, pairs_file):
+    out = train(
+        tmp_path, tiny_model, "--method", "sft", "--data", pairs_file, "--lora",
+        "--lora-targets", "all-linear", "--max-steps", "1",
+    )
+    config = json.loads((out / "model" / "adapter_config.json").read_text())
+    names = {t.rsplit(".", 1)[-1] for t in config["target_modules"]}
+    assert {"q_proj", "v_proj", "down_proj", "gate_proj"} <= names

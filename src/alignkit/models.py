@@ -192,7 +192,10 @@ def load_causal_lm(
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
+            # peft's shorthand "all-linear" must be passed as a string, not a list
+            target_modules=(
+                "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
+            ),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)

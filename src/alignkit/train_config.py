@@ -32,7 +32,7 @@ class TrainConfig:
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
     lora_dropout: float = opt(0.1, "LoRA dropout")
-    lora_targets: list[str] = opt(["q_proj", "v_proj"], "module names LoRA adapts", metavar="NAME")
+    lora_targets: list[str] = opt(["q_proj", "v_proj"], "module names LoRA adapts, or all-linear", metavar="NAME")
     beta: float = opt(0.1, "beta: strength of the KL constraint to the reference (DPO family)")
     reduction: str = opt(
         "sum", "sum or mean of token log-probs per response", choices=["sum", "mean"]

@@ -1,10 +1,10 @@
 """The online loop shared by PLE, RAFT and online RRHF: generate -> score -> build -> train.
 
 `OnlineTrainer` subclasses the core `Trainer` and reuses its pieces rather than copying them:
-model loading (`build_scorer`), the optimizer step with gradient accumulation, DDP no-sync
-and metric reduction (`_train_step`, which calls our `step_loss`), checkpoints with exact
-resume (`_save_checkpoint` / `_maybe_resume`), metrics.jsonl (`_log`) and the final
-`save_pretrained` (`_save_final`). Records are built as `Pair`/`Multi`/`Point` and tokenized by
+model loading (`build_scorer`), AdamW + schedule (`build_optimizer`), the optimizer step
+with gradient accumulation, DDP no-sync and metric reduction (`_train_step`, which calls
+our `step_loss`), checkpoints with exact resume (`_save_checkpoint` / `_maybe_resume`),
+metrics.jsonl (`_log`) and the final `save_pretrained` (`_save_final`). Records are built as `Pair`/`Multi`/`Point` and tokenized by
 `encode_records`, so a batch is the same `PackedBatch` (K responses in one packed row) as in
 offline training. A strategy (`alignkit.online.strategies`) supplies what differs per method.
 
@@ -32,7 +32,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from torch import nn
-from transformers import get_scheduler
 
 from alignkit.batching import rank_slice
 from alignkit.config import to_dict
@@ -184,20 +183,6 @@ class OnlineTrainer(Trainer):
         global_batch = self.config.batch_size * self.accelerator.num_processes
         return math.ceil(math.ceil(n_examples / global_batch) / self.config.grad_accum)
 
-    def build_optimizer(self, scorer: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-        """AdamW + schedule exactly as the core Trainer builds them."""
-        cfg = self.config
-        total = self.planned_steps()
-        params = [p for p in scorer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(
-            cfg.lr_scheduler,
-            optimizer,
-            num_warmup_steps=int(cfg.warmup_ratio * total),
-            num_training_steps=total,
-        )
-        return optimizer, scheduler
-
     def build_generator(self, scorer: nn.Module, tokenizer) -> Generator:
         if self._injected_generator is not None:
             return self._injected_generator
@@ -241,7 +226,7 @@ class OnlineTrainer(Trainer):
             trust_remote_code=cfg.trust_remote_code,
         )
         scorer = self.build_scorer(tokenizer).to(self.device)
-        optimizer, scheduler = self.build_optimizer(scorer)
+        optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
         scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
         acc.register_for_checkpointing(self.state)
         generator = self.build_generator(scorer, tokenizer)
@@ -285,6 +270,7 @@ class OnlineTrainer(Trainer):
         if summary.prompt_truncated or summary.response_truncated:
             log.info("training data: %s", summary.describe(self.config.max_length, "truncate"))
         data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
+        session.scorer.train()  # from_pretrained gives eval mode; dropout (LoRA's) must be on
         self._order_cache = None  # new data: the core recomputes its batch order
         steps = self.steps_for(len(encoded))
         per_step = []
