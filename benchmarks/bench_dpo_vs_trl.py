@@ -656,6 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     if a["tokens"] != t["tokens"]:
         print(f"note: the tools trained on different token counts ({a['tokens']} vs {t['tokens']})")
     busy = max(a["sync_probe_ms"], t["sync_probe_ms"])
+    share = min(r["cpu_cores_used"] / r["torch_threads"] for r in (a, t))
+    if share < 0.8:
+        print(
+            f"note: a tool got only {share:.0%} of the CPU time its {a['torch_threads']} thread(s) "
+            "could use (other processes shared the machine): compare 'tokens per CPU-second', "
+            "measured cleanly with --threads 1"
+        )
     if busy > BUSY_PROBE_MS:
         print(
             f"WARNING: the machine was busy (a small parallel op took {busy:.1f} ms, ~0.1 when "
