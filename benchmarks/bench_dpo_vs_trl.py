@@ -578,8 +578,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.pairs = args.pairs or (8 if quick else 96)
     args.steps = args.steps or (2 if quick else 12)
     args.batch_size = args.batch_size or (4 if quick else 8)
-    for name in ("pairs", "steps", "batch_size"):
-        if getattr(args, name) <= 0:
+    for name in ("pairs", "steps", "batch_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0")
     return args
 
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"\n{args.model} | {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps, bf16 autocast, "
-        f"full fine-tuning | TRL gradient checkpointing "
+        f"full fine-tuning | {a['torch_threads']} torch threads | TRL gradient checkpointing "
         f"{'on' if args.trl_gradient_checkpointing else 'off'}"
     )
     print(_table(a, t))

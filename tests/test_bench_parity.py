@@ -65,3 +65,39 @@ def test_quick_benchmark_and_parity_on_tiny_model(tiny_model, tmp_path):
     assert alignkit["encode_summary"].startswith(f"{pairs}/{pairs} examples kept")
     assert "truncated" not in alignkit["encode_summary"]
     assert set(report["ratios"]) == {"tokens_per_s", "peak_rss", "train_s"}
+
+
+def test_failed_parity_fails_the_run(monkeypatch, tmp_path, capsys):
+    bench = _bench_module()
+    tool = {
+        "tokens": 100,
+        "step_tokens": [50, 50],
+        "train_s": 2.0,
+        "step_end_s": [1.0, 2.0],
+        "ref_precompute_s": 0.5,
+        "final_loss": 0.6,
+        "cpu_cores_used": 2.0,
+        "torch_threads": 2,
+        "peak_rss_mb": 100.0,
+        "sync_probe_ms": 0.1,
+        "loadavg_after": 0.0,
+    }
+    parity = {
+        "pairs": 4,
+        "ids_match": True,
+        "id_mismatches": [],
+        "max_abs_logp_diff": 3e-3,
+        "loss_abs_diff": 1e-6,
+        "alignkit_loss": 0.7,
+        "trl_loss": 0.7,
+        "mean_abs_logp": 40.0,
+        "alignkit_vs_fp64": 3e-3,
+        "trl_vs_fp64": 1e-6,
+        "ok": False,
+    }
+    results = {"parity": parity, "alignkit": dict(tool), "trl": dict(tool)}
+    monkeypatch.setattr(bench, "_spawn", lambda kind, spec, workdir: dict(results[kind]))
+    out = tmp_path / "r.json"
+    assert bench.main(["--quick", "--model", "unused", "--json", str(out)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    assert json.loads(out.read_text())["parity"]["ok"] is False
