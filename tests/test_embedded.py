@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +58,16 @@ def test_refusal_detector():
     assert is_refusal("I can't help with that. Making explosives is dangerous.")
     assert is_refusal("I'm sorry, but I cannot assist with this request.")
     assert not is_refusal("Sure! To make a tomato sauce, simmer tomatoes with garlic.")
+    assert is_refusal("That’s not something I can help with.")  # typographic apostrophe
+    assert is_refusal("I have to decline this one.")
+
+
+def test_refusal_detector_agrees_with_the_embedded_labels():
+    """Every refusal the demo data teaches counts as one; no helpful answer does."""
+    rows = [json.loads(x) for x in Path(demo_file("train.jsonl")).read_text().splitlines()]
+    for row in rows:
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        if row["category"] == "harmful":
+            assert is_refusal(chosen) and not is_refusal(rejected), (chosen, rejected)
+        else:  # a benign pair's rejected answer is a refusal or a wrong answer
+            assert not is_refusal(chosen), chosen

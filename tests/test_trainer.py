@@ -68,6 +68,41 @@ def test_dpo_learns_held_out_preference(tmp_path, tiny_model, pairs_file):
     assert summary["steps"] == 16  # 16 pairs / batch 4 * 4 epochs
 
 
+@pytest.mark.parametrize("method", ["ulma", "sft", "rrhf"])
+def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
+    tmp_path, tiny_model, pairs_file, method
+):
+    """Held-out pairs of a point-wise/list method also get TRL's implicit-reward metrics, equal
+    to beta * (log pi - log pi_ref) computed independently, unpacked."""
+    from alignkit.data import load_records
+    from alignkit.encoding import encode_records
+    from alignkit.forward import collate, naive_sequence_logps
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=3))
+    out = train(
+        tmp_path, tiny_model, "--method", method, "--data", pairs_file, "--eval-data", held,
+        "--max-steps", "3", "--lr", "3e-3", "--beta", "0.5",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    before, after = summary["eval_before"], summary["eval_after"]
+    assert before["eval/rewards/margins"] == 0.0  # policy == reference
+    assert before["eval/rewards/accuracies"] == 0.0  # ties count as wrong
+    tok = load_tokenizer(tiny_model)
+    records, _ = load_records([held])
+    batch = collate(encode_records(records, tok, 1024)[0], tok.pad_token_id)
+    with torch.no_grad():
+        policy = naive_sequence_logps(load_causal_lm(str(out / "model")).eval(), batch)
+        ref = naive_sequence_logps(load_causal_lm(tiny_model).eval(), batch)
+    rewards = 0.5 * (policy - ref)
+    assert after["eval/rewards/chosen"] == pytest.approx(float(rewards[:, 0].mean()), abs=1e-4)
+    assert after["eval/rewards/rejected"] == pytest.approx(float(rewards[:, 1].mean()), abs=1e-4)
+    margins = rewards[:, 0] - rewards[:, 1]
+    assert after["eval/rewards/margins"] == pytest.approx(float(margins.mean()), abs=1e-4)
+    assert after["eval/rewards/margins"] != 0.0
+    assert after["eval/rewards/accuracies"] == pytest.approx(float((margins > 0).double().mean()))
+
+
 def test_lora_reference_is_adapter_disabled(tmp_path, tiny_model, pairs_file):
     out = train(
         tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--lora",

@@ -27,6 +27,7 @@ from transformers import get_scheduler
 from alignkit.batching import epoch_batches, rank_slice, sorted_chunks
 from alignkit.config import to_dict
 from alignkit.data import as_kind, load_records
+from alignkit.data.records import Pair
 from alignkit.encoding import Encoded, encode_records
 from alignkit.forward import PackedBatch, SequenceScorer, collate
 from alignkit.io import atomic_write_text
@@ -95,13 +96,23 @@ class Trainer:
         records, _ = load_records(paths, self.config.data_format)
         return as_kind(records, self.method.kind)
 
-    def prepare(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
-        """Tokenize and (if the method needs it) score the reference policy once."""
+    def load_eval(self, paths: list[str]) -> tuple[list, list[Pair]]:
+        """Held-out records in the method's shape, plus the held-out pairs as pairs when the
+        method trains on another shape (their implicit-reward metrics are reported too)."""
+        records, _ = load_records(paths, self.config.data_format)
+        pairs = [] if self.method.kind == "pair" else [r for r in records if isinstance(r, Pair)]
+        return as_kind(records, self.method.kind), pairs
+
+    def prepare(
+        self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
+    ) -> Prepared:
+        """Tokenize and score the reference policy once (if the method needs it, or
+        `with_ref`)."""
         cfg = self.config
         encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)  # type: ignore[arg-type]
         k = max(len(e.responses) for e in encoded)
         ref = None
-        if self.method.needs_ref:
+        if self.method.needs_ref if with_ref is None else with_ref:
             with reference_context(scorer.model):
                 ref = score_dataset(
                     scorer,
@@ -183,39 +194,66 @@ class Trainer:
             ref=ref,
         )
 
-    def evaluate(self, scorer, data: Prepared, pad_id: int, q_diff) -> dict[str, float]:
-        """Mean objective metrics on held-out data (no gradients), prefixed `eval/`."""
-        acc = self.accelerator
+    def evaluate(
+        self, scorer, data: Prepared, pad_id: int, q_diff, pairs: Prepared | None = None
+    ) -> dict[str, float]:
+        """Mean objective metrics on held-out data (no gradients), prefixed `eval/`.
+
+        `pairs` (held-out pairs of a method that trains on points or ranked lists) adds their
+        DPO implicit-reward metrics under TRL's names (`eval/rewards/margins`, ...).
+        """
         totals: dict[str, float] = {}
         n = 0
         scorer.eval()
         with torch.no_grad():
-            # the same length-sorted chunks as the reference pass: before any update the policy
-            # reproduces the reference bit for bit (margins exactly 0)
-            lengths = [e.length for e in data.encoded]
-            chunks = sorted_chunks(lengths, self.config.batch_size * 2)
-            for chunk in chunks[acc.process_index :: acc.num_processes]:
-                part = [data.encoded[i] for i in chunk]
-                batch = collate(part, pad_id, data.k).to(self.device)
+            for batch, size in self._eval_batches(data, pad_id):
                 _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
                 for name, value in metrics.items():
-                    totals[name] = totals.get(name, 0.0) + float(value) * len(part)
-                n += len(part)
+                    totals[name] = totals.get(name, 0.0) + float(value) * size
+                n += size
+            rewards = self._pair_rewards(scorer, pairs, pad_id) if pairs is not None else None
         scorer.train()
-        gathered = gather_object([(totals, n)])
-        count = sum(c for _, c in gathered)
+        gathered = gather_object([(totals, n, rewards)])
+        count = sum(c for _, c, _ in gathered)
         merged: dict[str, float] = {}
-        for part_totals, _ in gathered:
+        for part_totals, _, _ in gathered:
             for name, value in part_totals.items():
                 merged[name] = merged.get(name, 0.0) + value
-        return {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
+        out = {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
+        if pairs is not None:
+            chosen, rejected = (torch.cat([g[2][j] for g in gathered]) for j in (0, 1))
+            out.update(pair_reward_metrics(chosen, rejected, prefix="eval/"))
+        return out
+
+    def _eval_batches(self, data: Prepared, pad_id: int):
+        """This rank's share of `data` as (batch, examples) in the same length-sorted chunks as
+        the reference pass: before any update the policy reproduces the reference bit for bit
+        (margins exactly 0)."""
+        acc = self.accelerator
+        chunks = sorted_chunks([e.length for e in data.encoded], self.config.batch_size * 2)
+        for chunk in chunks[acc.process_index :: acc.num_processes]:
+            part = [data.encoded[i] for i in chunk]
+            yield collate(part, pad_id, data.k).to(self.device), len(part)
+
+    def _pair_rewards(self, scorer, pairs: Prepared, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n,) implicit rewards beta * (log pi - log pi_ref) of this rank's chosen and
+        rejected held-out responses (sums over response tokens, as DPO)."""
+        chosen, rejected = [], []
+        for batch, _ in self._eval_batches(pairs, pad_id):
+            policy = scorer(batch, autocast=self.autocast).sum.float()
+            ref = reference_for(batch, pairs.ref).sum.float()  # type: ignore[arg-type]
+            reward = self.config.beta * (policy - ref)
+            chosen.append(reward[:, 0].cpu())
+            rejected.append(reward[:, 1].cpu())
+        empty = torch.zeros(0)
+        return (torch.cat(chosen) if chosen else empty, torch.cat(rejected) if rejected else empty)
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         train_records = self.load(cfg.data)
-        eval_records = self.load(cfg.eval_data) if cfg.eval_data else None
+        eval_records, eval_pair_records = self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         scorer = self.build_scorer(tokenizer).to(self.device)
         pad_id = tokenizer.pad_token_id
@@ -224,6 +262,9 @@ class Trainer:
         train = self._cached_prepare(train_records, tokenizer, scorer)
         log.info("training data: %s", train.summary)
         evald = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
+        eval_pairs = (
+            self.prepare(eval_pair_records, tokenizer, scorer, with_ref=True) if eval_pair_records else None
+        )
         q_diff = self._q_diff(train, tokenizer, len(tokenizer)) if cfg.deft_lambda else None
 
         world = acc.num_processes
@@ -246,7 +287,7 @@ class Trainer:
 
         result = TrainResult(self.output, total_steps)
         if evald is not None:
-            result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff)
+            result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
             self._log(0, result.eval_before)
 
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
@@ -272,13 +313,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 self._log(done, metrics)
             if evald is not None and cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
-                self._log(done, self.evaluate(scorer, evald, pad_id, q_diff))
+                self._log(done, self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs))
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
                 self._save_checkpoint(done)
         bar.close()
         result.final_metrics = metrics
         if evald is not None:
-            result.eval_after = self.evaluate(scorer, evald, pad_id, q_diff)
+            result.eval_after = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
             self._log(total_steps, result.eval_after)
         if cfg.save_model:
             self._save_final(scorer, tokenizer, result)
@@ -454,3 +495,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
     return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in to_dict(cfg).items()}
+
+
+def pair_reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    """TRL's pairwise metric names from (n,) implicit rewards of chosen and rejected responses:
+    rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies (a tie is wrong)."""
+    if chosen.numel() == 0:
+        return {}
+    c, r = chosen.double(), rejected.double()
+    return {
+        f"{prefix}rewards/chosen": float(c.mean()),
+        f"{prefix}rewards/rejected": float(r.mean()),
+        f"{prefix}rewards/margins": float((c - r).mean()),
+        f"{prefix}rewards/accuracies": float((c > r).double().mean()),
+    }
