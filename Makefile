@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignkit-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench compare clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_dpo_vs_trl.py
+
+# two methods trained on the embedded data, compared with every evaluation tool (~25 min)
+compare: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH scripts/compare_methods.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -126,6 +126,15 @@ def test_no_r_q_curve_without_r_q(runs, tmp_path):
     assert [c["label"] for c in result["configurations"]] == ["dpo"]
 
 
+def test_demo_refusal_rates_are_final_metrics(tmp_path):
+    run = make_run(tmp_path, "demo-ulma", method="ulma")
+    rates = {"harmful": {"before": 0.0, "after": 0.5}, "benign": {"before": 0.0, "after": 0.0}}
+    (run / "demo_report.json").write_text(json.dumps({"refusal_rate": rates, "answers": []}))
+    final = load_run(run).final
+    assert final["demo/refusal_rate/harmful/after"] == 0.5
+    assert final["demo/refusal_rate/benign/before"] == 0.0
+
+
 def test_final_metrics_fall_back_to_last_logged_values(tmp_path):
     run = make_run(tmp_path, "r", steps=3)
     (run / "summary.json").unlink()

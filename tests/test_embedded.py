@@ -31,8 +31,12 @@ def test_default_model_generates_an_answer():
 
     model, tok = load_causal_lm("default"), load_tokenizer("default")
     (answer,) = generate(
-        model, tok, [as_prompt("What is the capital of France?", True)],
-        SamplingConfig(max_new_tokens=12), torch.bfloat16, progress=False,
+        model,
+        tok,
+        [as_prompt("What is the capital of France?", True)],
+        SamplingConfig(max_new_tokens=12),
+        torch.bfloat16,
+        progress=False,
     )
     assert "Paris" in answer
 
@@ -43,9 +47,24 @@ def test_lora_dpo_steps_on_demo_pairs(tmp_path):
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     args = [
-        "train", "--method", "dpo", "--data", str(data), "--model", "default", "--lora",
-        "--max-steps", "2", "--batch-size", "4", "--lr", "1e-3", "--output", str(out),
-        "--max-length", "192",
+        "train",
+        "--method",
+        "dpo",
+        "--data",
+        str(data),
+        "--model",
+        "default",
+        "--lora",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--output",
+        str(out),
+        "--max-length",
+        "192",
     ]
     assert main(args) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

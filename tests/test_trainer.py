@@ -36,7 +36,11 @@ def train(tmp_path: Path, tiny_model: str, *extra: str, name: str = "run") -> Pa
 @pytest.fixture
 def multi_file(tmp_path) -> str:
     data = [
-        {"prompt": f"q {i}?", "responses": [" good cat", " bad dog", " ok"], "scores": [2.0, 0.0, 1.0]}
+        {
+            "prompt": f"q {i}?",
+            "responses": [" good cat", " bad dog", " ok"],
+            "scores": [2.0, 0.0, 1.0],
+        }
         for i in range(8)
     ]
     return write_jsonl(tmp_path / "multi.jsonl", data)
@@ -45,7 +49,9 @@ def multi_file(tmp_path) -> str:
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains(tmp_path, tiny_model, pairs_file, multi_file, method):
     data = multi_file if METHODS[method].kind == "multi" else pairs_file
-    out = train(tmp_path, tiny_model, "--method", method, "--data", data, "--max-steps", "2", "--lr", "1e-3")
+    out = train(
+        tmp_path, tiny_model, "--method", method, "--data", data, "--max-steps", "2", "--lr", "1e-3"
+    )
     logged = rows(out / "metrics.jsonl")
     assert [r["step"] for r in logged] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in logged)
@@ -56,8 +62,20 @@ def test_every_method_trains(tmp_path, tiny_model, pairs_file, multi_file, metho
 def test_dpo_learns_held_out_preference(tmp_path, tiny_model, pairs_file):
     held = write_jsonl(tmp_path / "held.jsonl", pair_rows(8, seed=1))
     out = train(
-        tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--eval-data", held,
-        "--epochs", "4", "--lr", "2e-3", "--batch-size", "4",
+        tmp_path,
+        tiny_model,
+        "--method",
+        "dpo",
+        "--data",
+        pairs_file,
+        "--eval-data",
+        held,
+        "--epochs",
+        "4",
+        "--lr",
+        "2e-3",
+        "--batch-size",
+        "4",
     )
     summary = json.loads((out / "summary.json").read_text())
     before, after = summary["eval_before"], summary["eval_after"]
@@ -81,8 +99,20 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
 
     held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=3))
     out = train(
-        tmp_path, tiny_model, "--method", method, "--data", pairs_file, "--eval-data", held,
-        "--max-steps", "3", "--lr", "3e-3", "--beta", "0.5",
+        tmp_path,
+        tiny_model,
+        "--method",
+        method,
+        "--data",
+        pairs_file,
+        "--eval-data",
+        held,
+        "--max-steps",
+        "3",
+        "--lr",
+        "3e-3",
+        "--beta",
+        "0.5",
     )
     summary = json.loads((out / "summary.json").read_text())
     before, after = summary["eval_before"], summary["eval_after"]
@@ -105,8 +135,22 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
 
 def test_lora_reference_is_adapter_disabled(tmp_path, tiny_model, pairs_file):
     out = train(
-        tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--lora",
-        "--lora-r", "4", "--max-steps", "3", "--lr", "1e-2", "--lora-targets", "q_proj", "v_proj",
+        tmp_path,
+        tiny_model,
+        "--method",
+        "dpo",
+        "--data",
+        pairs_file,
+        "--lora",
+        "--lora-r",
+        "4",
+        "--max-steps",
+        "3",
+        "--lr",
+        "1e-2",
+        "--lora-targets",
+        "q_proj",
+        "v_proj",
     )
     logged = rows(out / "metrics.jsonl")
     assert logged[0]["rewards/margins"] == 0.0  # LoRA B starts at 0: policy == reference
@@ -171,15 +215,31 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pairs_file):
     common = [
-        "train", "--method", "dpo", "--data", pairs_file, "--model", tiny_model,
-        "--precision", "fp32", "--max-steps", "400", "--save-steps", "5", "--lr", "1e-4",
-        "--batch-size", "2",
+        "train",
+        "--method",
+        "dpo",
+        "--data",
+        pairs_file,
+        "--model",
+        tiny_model,
+        "--precision",
+        "fp32",
+        "--max-steps",
+        "400",
+        "--save-steps",
+        "5",
+        "--lr",
+        "1e-4",
+        "--batch-size",
+        "2",
     ]
     full = tmp_path / "full"
     subprocess.run(_cli(*common, "--output", str(full)), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not list((killed / "checkpoints").glob("step-*")) and time.time() < deadline:
         time.sleep(0.01)
@@ -187,10 +247,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pa
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model").exists()  # it really died before the end
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(steps) < 400
 
-    subprocess.run(_cli(*common, "--output", str(killed), "--resume"), check=True, capture_output=True)
+    subprocess.run(
+        _cli(*common, "--output", str(killed), "--resume"), check=True, capture_output=True
+    )
     a, b = _weights(full), _weights(killed)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     logged = rows(killed / "metrics.jsonl")
@@ -200,18 +264,44 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pa
 @pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pairs_file):
     common = [
-        "-m", "alignkit", "train", "--method", "dpo", "--data", pairs_file, "--model",
-        tiny_model, "--precision", "fp32", "--max-steps", "4", "--lr", "1e-3",
+        "-m",
+        "alignkit",
+        "train",
+        "--method",
+        "dpo",
+        "--data",
+        pairs_file,
+        "--model",
+        tiny_model,
+        "--precision",
+        "fp32",
+        "--max-steps",
+        "4",
+        "--lr",
+        "1e-3",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two", tmp_path / "one"
     subprocess.run(
-        [str(BIN / "torchrun"), "--nproc_per_node", "2", *common, "--batch-size", "2", "--output", str(two)],
-        check=True, capture_output=True, env=env,
+        [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            *common,
+            "--batch-size",
+            "2",
+            "--output",
+            str(two),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
     )
     subprocess.run(
         [sys.executable, *common, "--batch-size", "4", "--output", str(one)],
-        check=True, capture_output=True, env=env,
+        check=True,
+        capture_output=True,
+        env=env,
     )
     a, b = _weights(two), _weights(one)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
@@ -222,8 +312,17 @@ def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pa
 def test_report_to_tensorboard_writes_events(tmp_path, tiny_model, pairs_file):
     pytest.importorskip("tensorboard")
     out = train(
-        tmp_path, tiny_model, "--method", "sft", "--data", pairs_file, "--max-steps", "2",
-        "--report-to", "tensorboard", "--no-save-model",
+        tmp_path,
+        tiny_model,
+        "--method",
+        "sft",
+        "--data",
+        pairs_file,
+        "--max-steps",
+        "2",
+        "--report-to",
+        "tensorboard",
+        "--no-save-model",
     )
     events = list(out.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
@@ -231,8 +330,17 @@ def test_report_to_tensorboard_writes_events(tmp_path, tiny_model, pairs_file):
 
 def test_lora_all_linear_shorthand(tmp_path, tiny_model, pairs_file):
     out = train(
-        tmp_path, tiny_model, "--method", "sft", "--data", pairs_file, "--lora",
-        "--lora-targets", "all-linear", "--max-steps", "1",
+        tmp_path,
+        tiny_model,
+        "--method",
+        "sft",
+        "--data",
+        pairs_file,
+        "--lora",
+        "--lora-targets",
+        "all-linear",
+        "--max-steps",
+        "1",
     )
     config = json.loads((out / "model" / "adapter_config.json").read_text())
     names = {t.rsplit(".", 1)[-1] for t in config["target_modules"]}

@@ -125,7 +125,8 @@ def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float]:
 
 def _report_metrics(path: Path) -> dict[str, float]:
     """The `metrics` of the `report.json` files of `alignkit eval` in the run directory and
-    one folder below (all numbers of a report without a `metrics` mapping)."""
+    one folder below (all numbers of a report without a `metrics` mapping), and the refusal
+    rates of an `alignkit demo` run."""
     out: dict[str, float] = {}
     for report in sorted([path / "report.json", *path.glob("*/report.json")]):
         if report.is_file():
@@ -133,6 +134,9 @@ def _report_metrics(path: Path) -> dict[str, float]:
             data = _read_object(report)
             numbers = data["metrics"] if isinstance(data.get("metrics"), dict) else data
             out.update(flatten_numbers(numbers, where))
+    demo = path / "demo_report.json"  # `alignkit demo`: refusal rates before/after
+    if demo.is_file():
+        out.update(flatten_numbers({"refusal_rate": _read_object(demo).get("refusal_rate")}, "demo"))
     return out
 
 

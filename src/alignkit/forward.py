@@ -184,7 +184,9 @@ class SequenceScorer(nn.Module):
         device = batch.input_ids.device
         hidden = packed_hidden_states(decoder, batch, autocast)
         hidden = hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]  # (N, d)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with torch.autocast(
+            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+        ):
             logits = head(hidden)  # (N, V), response positions only
         token_logps = _gather_logps(logits.float(), batch.targets)
         b, k = batch.shape
@@ -207,7 +209,9 @@ def _gather_logps(logits: Tensor, targets: Tensor) -> Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def distribution_reward(hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch) -> Tensor:
+def distribution_reward(
+    hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch
+) -> Tensor:
     """(B, K) R_Q = mean over response positions of <Q_diff, logits_t> = h_t . (W^T Q_diff).
 
     Because Q_diff sums to 0 the log-partition cancels, so this equals

@@ -55,7 +55,9 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        chunks = [order[i : i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)]
+        chunks = [
+            order[i : i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)
+        ]
         for chunk in tqdm(chunks, desc="generating", disable=not progress, leave=False):
             # chat-rendered prompts already hold their special tokens
             templated = texts[chunk[0]][1]
@@ -72,10 +74,14 @@ def generate(
                 "eos_token_id": tokenizer.eos_token_id,
             }
             if sampling.do_sample:
-                kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+                kwargs.update(
+                    temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+                )
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            with torch.autocast(
+                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+            ):
                 ids = model.generate(**enc, **kwargs)
             new = ids[:, enc["input_ids"].shape[1] :]
             for i, row in zip(chunk, new, strict=True):

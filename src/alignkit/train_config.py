@@ -15,31 +15,39 @@ class TrainConfig:
 
     method: str = opt("dpo", "objective to train with (see `alignkit train --help` for the list)")
     data: list[str] = opt(
-        [], "training data files (jsonl/json/parquet/save_to_disk dirs); several allowed",
+        [],
+        "training data files (jsonl/json/parquet/save_to_disk dirs); several allowed",
         metavar="PATH",
     )
     output: str = opt("", "run directory: model, metrics.jsonl, checkpoints")
-    model: str = opt("default", "HF model id, local path, or 'default' (embedded SmolLM2-135M-Instruct)")
+    model: str = opt(
+        "default", "HF model id, local path, or 'default' (embedded SmolLM2-135M-Instruct)"
+    )
     data_format: str = opt(
-        "auto", "format of the data files",
+        "auto",
+        "format of the data files",
         choices=["auto", "hh", "trl-pair", "point", "demonstration", "multi"],
     )
     eval_data: list[str] = opt(
-        [], "held-out data evaluated before and after training (and every --eval-steps)",
+        [],
+        "held-out data evaluated before and after training (and every --eval-steps)",
         metavar="PATH",
     )
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
     lora_dropout: float = opt(0.1, "LoRA dropout")
-    lora_targets: list[str] = opt(["q_proj", "v_proj"], "module names LoRA adapts, or all-linear", metavar="NAME")
+    lora_targets: list[str] = opt(
+        ["q_proj", "v_proj"], "module names LoRA adapts, or all-linear", metavar="NAME"
+    )
     beta: float = opt(0.1, "beta: strength of the KL constraint to the reference (DPO family)")
     reduction: str = opt(
         "sum", "sum or mean of token log-probs per response", choices=["sum", "mean"]
     )
     logz: float = opt(0.0, "point-wise DPO constant c = beta*log Z(x)")
     unlikelihood_form: str = opt(
-        "paper", "unlikelihood form: paper (unbounded) or token (-log(1-p) per token)",
+        "paper",
+        "unlikelihood form: paper (unbounded) or token (-log(1-p) per token)",
         choices=["paper", "token"],
     )
     rrhf_sft_weight: float = opt(1.0, "weight of the SFT term on the best response (rrhf)")
@@ -59,7 +67,8 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
     max_length: int = opt(1024, "max tokens of prompt + one response")
     truncation: str = opt(
-        "truncate", "over-long examples: truncate (prompt from the left, then response) or drop",
+        "truncate",
+        "over-long examples: truncate (prompt from the left, then response) or drop",
         choices=["truncate", "drop"],
     )
     seed: int = opt(42, "random seed (data order, init of LoRA, dropout)")
@@ -69,11 +78,13 @@ class TrainConfig:
     logging_steps: int = opt(1, "log metrics every N optimizer steps")
     eval_steps: int = opt(0, "evaluate --eval-data every N steps (0 = only before and after)")
     precision: str = opt(
-        "auto", "compute precision: bf16 autocast, fp32, or auto (bf16 where supported)",
+        "auto",
+        "compute precision: bf16 autocast, fp32, or auto (bf16 where supported)",
         choices=["auto", "bf16", "fp32"],
     )
     report_to: list[str] = opt(
-        ["none"], "tracking backends for accelerate (tensorboard, wandb, ...) or none",
+        ["none"],
+        "tracking backends for accelerate (tensorboard, wandb, ...) or none",
         metavar="NAME",
     )
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
@@ -105,4 +116,6 @@ class TrainConfig:
     def lora_settings(self) -> LoraSettings | None:
         if not self.lora:
             return None
-        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_targets))
+        return LoraSettings(
+            self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_targets)
+        )

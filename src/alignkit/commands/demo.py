@@ -1,8 +1,14 @@
 """`alignkit demo`: align the embedded model on the embedded data and show before/after.
 
-Trains DPO on SmolLM2-135M-Instruct with ~250 harmlessness + helpfulness pairs written for
-alignkit, then prints held-out harmful and benign prompts answered before and after, the
-refusal rate of each group, and held-out implicit-reward accuracy before and after.
+Trains a LoRA adapter on SmolLM2-135M-Instruct with the 262 harmlessness + helpfulness pairs
+written for alignkit, by default with ULMA (SFT on the preferred answers + the point-wise DPO
+term pushing down the dispreferred ones), then prints held-out harmful and benign prompts
+answered before and after, the refusal rate of each group, and held-out implicit-reward
+accuracy and margin before and after (before training the policy is the reference, so every
+implicit reward is 0: margin 0, accuracy 0 as ties count as wrong).
+
+About 8 minutes on 2 CPU cores. `--method dpo` (or any other method) trains the same data
+with another objective; `alignkit compare` shows several demo runs side by side.
 """
 
 from __future__ import annotations
@@ -45,24 +51,40 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--output", default="runs/demo", help="run directory (default: runs/demo)")
-    parser.add_argument("--method", default="dpo", help="objective to train with (default: dpo)")
-    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default: 1)")
-    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (default: 5e-4)")
     parser.add_argument(
-        "--train-pairs", type=int, default=128,
-        help="pairs sampled (seeded) from the 262 embedded training pairs; 0 = all (default: 128,"
-        " which keeps the demo within ~10 minutes on 2 CPU cores)",
+        "--method", default="ulma", help="objective, e.g. ulma, dpo, sft (default: ulma)"
     )
     parser.add_argument(
-        "--lora", action=argparse.BooleanOptionalAction, default=True,
+        "--epochs", type=float, default=1.0, help="passes over the data (default: 1)"
+    )
+    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (default: 5e-4)")
+    parser.add_argument(
+        "--train-pairs",
+        type=int,
+        default=0,
+        help="train on a seeded sample of this many of the 262 embedded pairs (default: 0 = all)",
+    )
+    parser.add_argument(
+        "--lora",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="train a LoRA adapter on all linear layers (default) or, with --no-lora, all weights",
     )
     parser.add_argument(
-        "--max-length", type=int, default=96,
+        "--max-length",
+        type=int,
+        default=96,
         help="max tokens of prompt + response; longer responses are cut (default: 96)",
     )
-    parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (default: 0.1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (default: 8)")
+    parser.add_argument(
+        "--beta", type=float, default=0.1, help="beta of the objective (default: 0.1)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="examples per step: pairs (dpo) or answers (ulma) (default: 8)",
+    )
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = epochs)")
     parser.add_argument(
         "--max-new-tokens", type=int, default=60, help="tokens generated per answer (default: 60)"
@@ -91,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     output = Path(args.output)
-    prompts = [json.loads(line) for line in Path(demo_file("heldout_prompts.jsonl")).read_text().splitlines() if line.strip()]
+    prompts = [
+        json.loads(line)
+        for line in Path(demo_file("heldout_prompts.jsonl")).read_text().splitlines()
+        if line.strip()
+    ]
     base = resolve_model(args.model)
     print(f"== answering {len(prompts)} held-out prompts with the untrained model ...")
     before = _answers(base, prompts, args.max_new_tokens)
@@ -182,5 +208,7 @@ def _print(report: dict) -> None:
     acc, margin = report["heldout_accuracy"], report["heldout_margin"]
     if acc["before"] is not None:
         print(f"  held-out implicit-reward accuracy: {acc['before']:.3f} -> {acc['after']:.3f}")
-        print(f"  held-out implicit-reward margin:   {margin['before']:.3f} -> {margin['after']:.3f}")
+        print(
+            f"  held-out implicit-reward margin:   {margin['before']:.3f} -> {margin['after']:.3f}"
+        )
     print(f"  total time: {report['seconds']:.0f} s")

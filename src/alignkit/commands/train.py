@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.accelerator.is_main_process:
         return 0
     if result.eval_after:
-        print(json.dumps({"eval_before": result.eval_before, "eval_after": result.eval_after}, indent=2))
+        print(
+            json.dumps(
+                {"eval_before": result.eval_before, "eval_after": result.eval_after}, indent=2
+            )
+        )
     print(f"done: {result.steps} steps, run directory {result.output}")
     return 0
