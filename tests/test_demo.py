@@ -14,7 +14,9 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     assert main(args) == 0
     report = json.loads((out / "demo_report.json").read_text())
     assert [a["category"] for a in report["answers"]] == ["harmful"] * 6 + ["benign"] * 6
-    assert all(isinstance(a["before"], str) and isinstance(a["after"], str) for a in report["answers"])
+    assert all(
+        isinstance(a["before"], str) and isinstance(a["after"], str) for a in report["answers"]
+    )
     for rates in report["refusal_rate"].values():
         assert 0.0 <= rates["before"] <= 1.0 and 0.0 <= rates["after"] <= 1.0
     # a point-wise method still reports the held-out pairs' implicit reward

@@ -136,7 +136,9 @@ def _report_metrics(path: Path) -> dict[str, float]:
             out.update(flatten_numbers(numbers, where))
     demo = path / "demo_report.json"  # `alignkit demo`: refusal rates before/after
     if demo.is_file():
-        out.update(flatten_numbers({"refusal_rate": _read_object(demo).get("refusal_rate")}, "demo"))
+        out.update(
+            flatten_numbers({"refusal_rate": _read_object(demo).get("refusal_rate")}, "demo")
+        )
     return out
 
 
