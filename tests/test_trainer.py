@@ -261,8 +261,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pa
     assert [r["step"] for r in logged] == list(range(1, 401))  # no gap, no duplicate
 
 
-@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
-def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pairs_file):
+# accelerate's `--cpu` always takes its single-process launcher; `--multi_gpu` starts the
+# ranks with torch's elastic launcher, and on a machine without CUDA they join over gloo.
+LAUNCHERS = {
+    "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2"],
+    "accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pairs_file, launcher):
+    if not Path(LAUNCHERS[launcher][0]).exists():
+        pytest.skip(f"{launcher} is not installed")
+    if launcher == "accelerate" and torch.cuda.is_available():
+        pytest.skip("on a CUDA machine --multi_gpu would put the ranks on GPUs")
     common = [
         "-m",
         "alignkit",
@@ -284,9 +296,7 @@ def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pa
     two, one = tmp_path / "two", tmp_path / "one"
     subprocess.run(
         [
-            str(BIN / "torchrun"),
-            "--nproc_per_node",
-            "2",
+            *LAUNCHERS[launcher],
             *common,
             "--batch-size",
             "2",
