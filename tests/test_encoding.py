@@ -45,6 +45,20 @@ def test_pair_and_multi_labels(tok):
     assert summary.kept == 2 and summary.dropped == 0
 
 
+def test_unfinished_generations_get_no_eos(tok):
+    """A generation cut off at max-new-tokens must not teach the model to stop there."""
+    whole = tok(" a b c", add_special_tokens=False)["input_ids"]
+    point = Point("q?", " a b c", 1.0, unfinished=True)
+    multi = Multi("q?", (" a b c", " a b c"), (1.0, 0.0), unfinished=(False, True))
+    (p, m), _ = encode_records([point, multi], tok, max_length=64)
+    assert p.responses == [whole]
+    assert m.responses == [whole + [tok.eos_token_id], whole]
+    (empty,), _ = encode_records([Point("q?", "", 1.0, unfinished=True)], tok)
+    assert empty.responses == [[tok.eos_token_id]]  # never an empty response
+    with pytest.raises(ValueError, match="2 responses but 1 unfinished"):
+        encode_records([Multi("q?", (" a", " b"), (1.0, 0.0), unfinished=(True,))], tok)
+
+
 def test_truncation_keeps_response_and_cuts_prompt_from_left(tok):
     prompt = " ".join(["cat"] * 40)  # 40+ tokens
     response = " dog dog"

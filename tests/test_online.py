@@ -21,7 +21,7 @@ from alignkit.data.records import Multi, Point
 from alignkit.encoding import encode_records
 from alignkit.errors import AlignkitError, DataError
 from alignkit.forward import collate
-from alignkit.generation import SamplingConfig
+from alignkit.generation import Completion, SamplingConfig, finished_rows
 from alignkit.objectives import ObjectiveConfig, SeqLogps
 from alignkit.objectives.losses import rrhf_loss
 from alignkit.online import generators as G
@@ -197,6 +197,12 @@ def test_branches_follow_tau_and_tau_decays() -> None:
     assert [r["branch"] for r in strategy.rows(samples)] == ["rank", "rank", "sft", "sft"]
     strategy.end_iteration()
     assert strategy.tau == pytest.approx(0.162)
+    cut = Sampled(chat("q"), ["y", "yp"], [0.0, 1.0], [False, True])
+    (record,), _ = strategy.build([cut])
+    assert isinstance(record, Multi) and record.unfinished == (True, False)
+    assert strategy.rows([cut])[0]["finished"] == [False, True]
+    assert Sampled.from_dict(cut.to_dict()) == cut
+    assert Sampled.from_dict({"prompt": "q", "responses": ["a"], "scores": [1]}).finished == [True]
     restored = ple(tau0=5.0)
     restored.load_state_dict(strategy.state_dict())
     assert restored.tau == pytest.approx(0.162)
@@ -260,6 +266,8 @@ def test_raft_selection() -> None:
     assert [r.completion for r in records] == ["b", "a", "b"]
     assert len(records) == strategy.examples(2)
     assert metrics["raft/selected_reward"] == pytest.approx((0.9 + 2.0 + 1.0) / 3)
+    cut = [dataclasses.replace(x, finished=[True, False, True]) for x in samples]
+    assert [r.unfinished for r in strategy.build(cut)[0]] == [True, False, True]  # type: ignore[union-attr]
     assert strategy.rows(samples)[1]["selected"] == [True, True, False]
     assert RAFTStrategy(3, "per-prompt", 0.5, objective).examples(2) == 2
 
@@ -272,6 +280,9 @@ def test_rrhf_uses_the_core_objective(tiny_model) -> None:
     samples = [Sampled(chat("q"), ["a", "b b", "c"], [0.0, 2.0, 1.0])]
     records, _ = strategy.build(samples)
     assert isinstance(records[0], Multi) and records[0].scores == (0.0, 2.0, 1.0)
+    assert records[0].unfinished == (False, False, False)
+    cut = Sampled(chat("q"), ["a", "b b", "c"], [0.0, 2.0, 1.0], [True, False, True])
+    assert strategy.build([cut])[0][0].unfinished == (False, True, False)  # type: ignore[union-attr]
     batch = collate(encode_records(records, tok)[0], tok.pad_token_id)
     policy = seq([[-3.0, -1.0, -4.0]], batch.counts.tolist())
     loss, metrics = strategy.loss(policy, batch)
@@ -292,6 +303,28 @@ def test_hf_generator_returns_n_samples_per_prompt(tiny_model) -> None:
     out = gen.generate([chat("a"), chat("b b")], sampling, 3)
     assert [len(group) for group in out] == [3, 3]
     assert gen.generate([chat("a")], sampling, 1) == gen.generate([chat("a")], sampling, 1)
+
+
+def test_finished_rows_by_hand() -> None:
+    new = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [2, 0, 0, 0]])  # eos 2, pad 0
+    assert finished_rows(new, [2]) == [True, False, True]
+    assert finished_rows(new, [8, 2]) == [True, True, True]
+    assert finished_rows(new, []) == [False, False, False]
+
+
+def test_hf_generator_marks_cut_off_samples(tiny_model) -> None:
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    model, tok = load_causal_lm(tiny_model), load_tokenizer(tiny_model)
+    sampling = SamplingConfig(max_new_tokens=3)
+    first = model.generate(**tok(["hi"], return_tensors="pt"), max_new_tokens=1, do_sample=False)
+    tok.eos_token_id = int(first[0, -1])  # the greedy first token now ends the answer
+    (stopped,) = G.HFGenerator(model, tok, None, False).generate(["hi"], sampling, 1)[0]
+    assert stopped.finished
+    tok.eos_token_id = len(tok) - 1 if int(first[0, -1]) != len(tok) - 1 else 0
+    new = model.generate(**tok(["hi"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    (cut,) = G.HFGenerator(model, tok, None, False).generate(["hi"], sampling, 1)[0]
+    assert cut.finished == (tok.eos_token_id in new[0, -3:].tolist())
 
 
 def test_vllm_sampling_params_mapping() -> None:
@@ -330,7 +363,10 @@ class _FakeLLM:
 
     def generate(self, inputs, params, use_tqdm):
         self.calls.append((inputs, params))
-        outs = [types.SimpleNamespace(text=f" r{j} ") for j in range(params.kwargs["n"])]
+        outs = [
+            types.SimpleNamespace(text=f" r{j} ", finish_reason="length" if j else "stop")
+            for j in range(params.kwargs["n"])
+        ]
         return [types.SimpleNamespace(outputs=outs) for _ in inputs]
 
 
@@ -345,7 +381,8 @@ def test_vllm_generator_with_a_fake_engine(tiny_model, monkeypatch) -> None:
     llm = _FakeLLM()
     gen = G.VLLMGenerator(tok, {}, llm=llm)
     out = gen.generate([chat("a"), chat("b")], SamplingConfig(max_new_tokens=5, do_sample=True), 2)
-    assert out == [["r0", "r1"], ["r0", "r1"]]
+    row = [Completion("r0", True), Completion("r1", False)]  # "length" = cut off
+    assert out == [row, row]
     inputs, sampling_params = llm.calls[0]
     assert inputs[0]["prompt_token_ids"] == tokenize_prompts([chat("a")], tok)[0]
     assert sampling_params.kwargs["n"] == 2 and sampling_params.kwargs["max_tokens"] == 5

@@ -89,6 +89,17 @@ def _fields(record: Record) -> tuple[Prompt, list[str], list[float], list[bool],
     raise TypeError(f"not a record: {record!r}")
 
 
+def _unfinished(record: Record, k: int) -> list[bool]:
+    """Per response: cut off at a generation limit (tokenized without EOS)?"""
+    if isinstance(record, Point):
+        return [record.unfinished]
+    if isinstance(record, Multi) and record.unfinished:
+        if len(record.unfinished) != k:
+            raise ValueError(f"{k} responses but {len(record.unfinished)} unfinished flags")
+        return list(record.unfinished)
+    return [False] * k
+
+
 def tokenize_prompts(prompts: Sequence[Prompt], tokenizer) -> list[list[int]]:
     """Token ids of each prompt (BOS added by the tokenizer for plain text, if it uses one)."""
     rendered = [render_prompt(p, tokenizer) for p in prompts]
@@ -104,12 +115,18 @@ def tokenize_prompts(prompts: Sequence[Prompt], tokenizer) -> list[list[int]]:
     return out
 
 
-def tokenize_responses(responses: Sequence[str], tokenizer) -> list[list[int]]:
-    """Token ids of each response, tokenized alone, with EOS appended."""
+def tokenize_responses(
+    responses: Sequence[str], tokenizer, unfinished: Sequence[bool] | None = None
+) -> list[list[int]]:
+    """Token ids of each response, tokenized alone, with EOS appended (except to the
+    `unfinished` ones: generations cut off at the generation limit)."""
     if tokenizer.eos_token_id is None:
         raise AlignkitError("the tokenizer has no EOS token; set one before training")
     ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
-    return [list(row) + [tokenizer.eos_token_id] for row in ids]
+    cut = unfinished if unfinished is not None else [False] * len(ids)
+    eos = [tokenizer.eos_token_id]
+    # an unfinished response keeps EOS only if it has no token at all (it cannot be empty)
+    return [list(row) + ([] if c and row else eos) for row, c in zip(ids, cut, strict=True)]
 
 
 def _truncate(
@@ -146,7 +163,8 @@ def encode_records(
     fields = [_fields(r) for r in records]
     prompt_ids = tokenize_prompts([f[0] for f in fields], tokenizer)
     flat = [resp for f in fields for resp in f[1]]
-    response_ids = iter(tokenize_responses(flat, tokenizer))
+    cut = [c for r, f in zip(records, fields, strict=True) for c in _unfinished(r, len(f[1]))]
+    response_ids = iter(tokenize_responses(flat, tokenizer, cut))
     summary = EncodeSummary(total=len(records))
     out: list[Encoded] = []
     for i, (record, (_, resps, labels, hq, binary)) in enumerate(zip(records, fields, strict=True)):

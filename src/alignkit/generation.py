@@ -26,6 +26,24 @@ class SamplingConfig:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A generated response; `finished` is False when it was cut at `max_new_tokens` before
+    the model emitted EOS (trainers then must not append EOS to it)."""
+
+    text: str
+    finished: bool = True
+
+
+def finished_rows(new_ids: torch.Tensor, eos_ids: Sequence[int]) -> list[bool]:
+    """(B, T) generated ids -> per row: did the model emit an EOS token? (Padding after an
+    early stop is only added to rows that stopped, so pad == eos is harmless.)"""
+    if not eos_ids:
+        return [False] * new_ids.shape[0]
+    hit = torch.isin(new_ids, torch.tensor(list(eos_ids), device=new_ids.device))
+    return hit.any(dim=1).tolist()
+
+
 def as_prompt(text_or_messages: Prompt | str, chat: bool) -> Prompt:
     """A user query as a prompt: wrapped as a chat message when `chat` is True."""
     if chat and isinstance(text_or_messages, str):
@@ -43,11 +61,30 @@ def generate(
     progress: bool = True,
 ) -> list[str]:
     """The model's response text to each prompt (special tokens stripped)."""
+    return [
+        c.text
+        for c in generate_completions(model, tokenizer, prompts, sampling, autocast, progress)
+    ]
+
+
+@torch.no_grad()
+def generate_completions(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    sampling: SamplingConfig | None = None,
+    autocast: torch.dtype | None = None,
+    progress: bool = True,
+) -> list[Completion]:
+    """The model's response to each prompt: text (special tokens stripped) and whether it
+    ended with EOS within `max_new_tokens`."""
     sampling = sampling or SamplingConfig()
     device = next(model.parameters()).device
     texts = [render_prompt(p, tokenizer) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i][0]), reverse=True)
-    out: list[str] = [""] * len(texts)
+    out: list[Completion] = [Completion("")] * len(texts)
+    eos = tokenizer.eos_token_id
+    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     old_side = tokenizer.padding_side
@@ -84,8 +121,9 @@ def generate(
             ):
                 ids = model.generate(**enc, **kwargs)
             new = ids[:, enc["input_ids"].shape[1] :]
-            for i, row in zip(chunk, new, strict=True):
-                out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            done = finished_rows(new, eos_ids)
+            for i, row, fin in zip(chunk, new, done, strict=True):
+                out[i] = Completion(tokenizer.decode(row, skip_special_tokens=True).strip(), fin)
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)

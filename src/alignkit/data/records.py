@@ -31,6 +31,8 @@ class Point:
     `label` is 1.0/0.0 when `binary`, else a real score (higher = better after any
     rescaling). A demonstration is a binary point with label 1. `high_quality` marks the
     samples that get the SFT term in continuous ULMA (default: binary label == 1).
+    `unfinished` marks a generated completion cut off at the generation limit: it is
+    tokenized without EOS, so training on it does not teach stopping mid-sentence.
     """
 
     prompt: Prompt
@@ -39,16 +41,19 @@ class Point:
     binary: bool = True
     high_quality: bool = False
     source: str = ""
+    unfinished: bool = False
 
 
 @dataclass(frozen=True)
 class Multi:
-    """One prompt with k >= 2 scored responses (SHP-style)."""
+    """One prompt with k >= 2 scored responses (SHP-style). `unfinished` (empty, or one flag
+    per response) marks generated responses cut off at the generation limit (no EOS)."""
 
     prompt: Prompt
     responses: tuple[str, ...]
     scores: tuple[float, ...]
     source: str = ""
+    unfinished: tuple[bool, ...] = ()
 
 
 Record = Pair | Point | Multi

@@ -20,7 +20,7 @@ def heldout_rows(
     prompts = [q.prompt for q in queries]
     if not prompts:
         return []
-    responses = [group[0] for group in generator.generate(prompts, greedy(sampling), 1)]
+    responses = [group[0].text for group in generator.generate(prompts, greedy(sampling), 1)]
     scores = reward.score(prompts, responses)
     return [
         {"prompt": prompt_json(q.prompt), "category": q.category, "response": r, "reward": s}

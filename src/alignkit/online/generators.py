@@ -1,6 +1,7 @@
 """Generation backends of the online loop behind one small interface.
 
-`Generator.generate(prompts, sampling, n)` returns `n` sampled responses per prompt and
+`Generator.generate(prompts, sampling, n)` returns `n` sampled `Completion`s (text, and
+whether the model stopped by itself) per prompt and
 `Generator.sync(model)` makes the backend sample from the policy's current weights.
 - `HFGenerator` wraps `alignkit.generation.generate` (batched `model.generate`, left padding)
   on the policy module itself, so `sync` has nothing to do.
@@ -24,7 +25,7 @@ from torch import nn
 from alignkit.data.records import Prompt
 from alignkit.encoding import tokenize_prompts
 from alignkit.errors import AlignkitError
-from alignkit.generation import SamplingConfig, generate
+from alignkit.generation import Completion, SamplingConfig, generate_completions
 from alignkit.models import is_peft
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -33,7 +34,7 @@ BACKENDS = ("auto", "hf", "vllm")
 class Generator(Protocol):
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, n: int = 1
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         """`n` responses to each prompt, in prompt order."""
         ...
 
@@ -42,7 +43,7 @@ class Generator(Protocol):
         ...
 
 
-def _group(flat: Sequence[str], n: int) -> list[list[str]]:
+def _group(flat: Sequence[Completion], n: int) -> list[list[Completion]]:
     return [list(flat[i : i + n]) for i in range(0, len(flat), n)]
 
 
@@ -59,9 +60,9 @@ class HFGenerator:
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, n: int = 1
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         repeated = [p for p in prompts for _ in range(n)]
-        flat = generate(
+        flat = generate_completions(
             self.model, self.tokenizer, repeated, sampling, self.autocast, self.progress
         )
         return _group(flat, n)
@@ -197,13 +198,16 @@ class VLLMGenerator:
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, n: int = 1
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         vllm = importlib.import_module("vllm")
         params = vllm.SamplingParams(**sampling_params_kwargs(sampling, n))
         # token ids, not text: the chat template already holds BOS/special tokens
         inputs = [{"prompt_token_ids": ids} for ids in tokenize_prompts(prompts, self.tokenizer)]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        return [[c.text.strip() for c in out.outputs] for out in outputs]
+        return [
+            [Completion(c.text.strip(), c.finish_reason != "length") for c in out.outputs]
+            for out in outputs
+        ]
 
     def sync(self, model: nn.Module) -> None:
         _engine_model(self.llm).load_weights(policy_weights(model))

@@ -253,10 +253,15 @@ class OnlineTrainer(Trainer):
         sampling = cfg.sampling(sample_seed(cfg.seed, iteration, acc.process_index))
         responses = self.strategy.generate(mine, session.generator, sampling)
         flat_prompts = [p for p, group in zip(mine, responses, strict=True) for _ in group]
-        flat = [r for group in responses for r in group]
+        flat = [c.text for group in responses for c in group]
         scores = iter(session.reward.score(flat_prompts, flat))
         samples = [
-            Sampled(p, list(group), [next(scores) for _ in group])
+            Sampled(
+                p,
+                [c.text for c in group],
+                [next(scores) for _ in group],
+                [c.finished for c in group],
+            )
             for p, group in zip(mine, responses, strict=True)
         ]
         return list(gather_object(samples))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from alignkit.data.records import Multi, Point, Prompt, Record
 from alignkit.forward import PackedBatch
-from alignkit.generation import SamplingConfig
+from alignkit.generation import Completion, SamplingConfig
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
 from alignkit.objectives.base import Reduction
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
@@ -47,25 +47,36 @@ def prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
 class Sampled:
     """One query's generations and their rewards (scored against the query without `p`).
 
-    PLE: responses = [y, y_p]; RAFT and RRHF: the K samples.
+    PLE: responses = [y, y_p]; RAFT and RRHF: the K samples. `finished[j]` is False when
+    response j was cut off at max-new-tokens (it is then trained on without EOS).
     """
 
     prompt: Prompt
     responses: list[str]
     scores: list[float]
+    finished: list[bool] = field(default_factory=list)  # [] = all finished
+
+    def __post_init__(self) -> None:
+        if not self.finished:
+            self.finished = [True] * len(self.responses)
+
+    def unfinished(self, j: int) -> bool:
+        return not self.finished[j]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt": prompt_json(self.prompt),
             "responses": list(self.responses),
             "scores": list(self.scores),
+            "finished": list(self.finished),
         }
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Sampled:
         prompt = row["prompt"]
         prompt = prompt if isinstance(prompt, str) else tuple(dict(m) for m in prompt)
-        return cls(prompt, list(row["responses"]), [float(s) for s in row["scores"]])
+        finished = [bool(f) for f in row.get("finished", [])]
+        return cls(prompt, list(row["responses"]), [float(s) for s in row["scores"]], finished)
 
 
 class Strategy(Protocol):
@@ -73,7 +84,7 @@ class Strategy(Protocol):
 
     def generate(
         self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         """The responses sampled for each query (every one of them is scored and used)."""
         ...
 
@@ -173,7 +184,7 @@ class PLEStrategy:
 
     def generate(
         self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         both = list(prompts) + [self.guided(p) for p in prompts]
         out = generator.generate(both, sampling, 1)
         n = len(prompts)
@@ -188,7 +199,12 @@ class PLEStrategy:
 
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
         records: list[Record] = [
-            Multi(x.prompt, (x.responses[0], x.responses[1]), (x.scores[0], x.scores[1]))
+            Multi(
+                x.prompt,
+                (x.responses[0], x.responses[1]),
+                (x.scores[0], x.scores[1]),
+                unfinished=(x.unfinished(0), x.unfinished(1)),
+            )
             for x in samples
         ]
         n_rank = int(self._branches(samples).sum()) if samples else 0
@@ -210,6 +226,7 @@ class PLEStrategy:
                     "prompt": prompt_json(x.prompt),
                     "y": x.responses[0],
                     "y_p": x.responses[1],
+                    "finished": list(x.finished),
                     "s": s,
                     "s_p": s_p,
                     "gap": s_p - s,
@@ -269,7 +286,7 @@ class _KSamples:
 
     def generate(
         self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         return generator.generate(prompts, sampling, self.k)
 
     def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
@@ -346,7 +363,15 @@ class RAFTStrategy(_KSamples):
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
         chosen = self._selected(samples)
         records: list[Record] = [
-            Point(samples[i].prompt, samples[i].responses[j], 1.0, True, True) for i, j in chosen
+            Point(
+                samples[i].prompt,
+                samples[i].responses[j],
+                1.0,
+                binary=True,
+                high_quality=True,
+                unfinished=samples[i].unfinished(j),
+            )
+            for i, j in chosen
         ]
         reward = _mean([samples[i].scores[j] for i, j in chosen])
         return records, {"train/examples": float(len(records)), "raft/selected_reward": reward}
@@ -375,7 +400,13 @@ class RRHFStrategy(_KSamples):
 
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
         records: list[Record] = [
-            Multi(x.prompt, tuple(x.responses), tuple(x.scores)) for x in samples
+            Multi(
+                x.prompt,
+                tuple(x.responses),
+                tuple(x.scores),
+                unfinished=tuple(not f for f in x.finished),
+            )
+            for x in samples
         ]
         return records, {"train/examples": float(len(records))}
 
