@@ -80,6 +80,12 @@ def register(subparsers) -> None:
         "--beta", type=float, default=0.1, help="beta of the objective (default: 0.1)"
     )
     parser.add_argument(
+        "--reduction",
+        choices=["sum", "mean"],
+        default="sum",
+        help="sum or mean of token log-probs per response (default: sum)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=8,
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         output=str(output),
         model=args.model,
         beta=args.beta,
+        reduction=args.reduction,
         lr=args.lr,
         epochs=args.epochs,
         max_steps=args.max_steps,
