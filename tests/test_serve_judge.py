@@ -26,20 +26,22 @@ import pytest
 from alignkit.cli import main
 from alignkit.errors import AlignkitError, DataError
 from alignkit.judge import (
-    FunctionJudge,
-    HttpJudge,
     Item,
-    Judge,
-    JudgeUnavailable,
-    Question,
-    QuestionRejected,
     VerdictCache,
     align,
-    judge_messages,
     judge_pairs,
     load_generations,
     outcome,
     parse_verdict,
+)
+from alignkit.judges import (
+    FunctionJudge,
+    HttpJudge,
+    Judge,
+    JudgeUnavailable,
+    Question,
+    QuestionRejected,
+    judge_messages,
 )
 from alignkit.serve import (
     ChatModel,

@@ -60,7 +60,14 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains `config.method` on `config.data`; `run()` does the whole job."""
+    """Trains `config.method` on `config.data`; `run()` does the whole job.
+
+    Subclasses (reward models: `alignkit.reward_training`; online loops: `alignkit.online.loop`)
+    may override the hooks `build_scorer`, `step_loss`, `build_optimizer` and `save_extra`,
+    and may call the building blocks `train_step` (one optimizer step over `grad_accum`
+    micro-batches), `reset_batch_order` (after changing the training data), `log_metrics`,
+    `save_checkpoint` / `maybe_resume` (exact resume) and `save_final`.
+    """
 
     def __init__(
         self,
@@ -80,6 +87,7 @@ class Trainer:
             deft_lambda=config.deft_lambda,
         )
         trackers = [t for t in config.report_to if t != "none"]
+        self.owns_accelerator = accelerator is None  # a caller's accelerator is theirs to end
         # cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks
         self.accelerator = accelerator or Accelerator(
             log_with=trackers or None,
@@ -287,7 +295,7 @@ class Trainer:
         # optimizer step (accelerate would step it once per process)
         scorer, optimizer = acc.prepare(scorer, optimizer)
         acc.register_for_checkpointing(scheduler)
-        start_step = self._maybe_resume()
+        start_step = self.maybe_resume()
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
             _truncate_metrics(self.output / "metrics.jsonl", start_step)
@@ -297,7 +305,7 @@ class Trainer:
         result = TrainResult(self.output, total_steps)
         if evald is not None:
             result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
-            self._log(0, result.eval_before)
+            self.log_metrics(0, result.eval_before)
 
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
         bar = tqdm(
@@ -309,7 +317,7 @@ class Trainer:
         t0, tokens = time.perf_counter(), 0
         metrics: dict[str, float] = {}
         for step in range(start_step, total_steps):
-            metrics, n_tok = self._train_step(
+            metrics, n_tok = self.train_step(
                 scorer, optimizer, scheduler, train, step, pad_id, q_diff
             )
             tokens += n_tok
@@ -324,27 +332,28 @@ class Trainer:
                     elapsed_s=elapsed,
                 )
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                self._log(done, metrics)
+                self.log_metrics(done, metrics)
             if (
                 evald is not None
                 and cfg.eval_steps
                 and done % cfg.eval_steps == 0
                 and done < total_steps
             ):
-                self._log(done, self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs))
+                self.log_metrics(done, self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs))
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
-                self._save_checkpoint(done)
+                self.save_checkpoint(done)
         bar.close()
         result.final_metrics = metrics
         if evald is not None:
             result.eval_after = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
-            self._log(total_steps, result.eval_after)
+            self.log_metrics(total_steps, result.eval_after)
         if cfg.save_model:
-            self._save_final(scorer, tokenizer, result)
-        acc.end_training()
+            self.save_final(scorer, tokenizer, result)
+        if self.owns_accelerator:
+            acc.end_training()
         return result
 
-    def _train_step(self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff):
+    def train_step(self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff):
         """One optimizer step over `grad_accum` micro-batches; returns (metrics, tokens)."""
         cfg, acc = self.config, self.accelerator
         world, rank = acc.num_processes, acc.process_index
@@ -381,6 +390,10 @@ class Trainer:
 
     _order_cache: tuple[int, list[list[int]]] | None = None
 
+    def reset_batch_order(self) -> None:
+        """Forget the cached batch order (call after replacing the training data)."""
+        self._order_cache = None
+
     def _epoch_order(self, lengths, global_batch, epoch) -> list[list[int]]:
         if self._order_cache is None or self._order_cache[0] != epoch:
             batches = epoch_batches(lengths, global_batch, self.config.seed, epoch)
@@ -396,7 +409,7 @@ class Trainer:
     def save_extra(self, model_dir: Path) -> None:
         """Hook: write extra files into the model directory before it is moved into place."""
 
-    def _log(self, step: int, metrics: dict[str, float]) -> None:
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         acc = self.accelerator
         if not acc.is_main_process:
             return
@@ -414,7 +427,7 @@ class Trainer:
         found = [p for p in root.glob("step-*") if (p / "alignkit_state.json").exists()]
         return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
-    def _save_checkpoint(self, step: int) -> None:
+    def save_checkpoint(self, step: int) -> None:
         """accelerate state (weights, optimizer, scheduler, RNG) written atomically."""
         acc = self.accelerator
         root = self.output / "checkpoints"
@@ -431,7 +444,7 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
-    def _maybe_resume(self) -> int:
+    def maybe_resume(self) -> int:
         if not self.config.resume:
             return 0
         found = self._checkpoints()
@@ -444,7 +457,7 @@ class Trainer:
         log.info("resumed from %s (step %d)", latest, step)
         return step
 
-    def _save_final(self, scorer, tokenizer, result: TrainResult) -> None:
+    def save_final(self, scorer, tokenizer, result: TrainResult) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
         model = acc.unwrap_model(scorer).model

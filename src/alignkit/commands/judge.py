@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from alignkit import judge as judging
     from alignkit.errors import AlignkitError
     from alignkit.io import atomic_write_text
+    from alignkit.judges import build_judge
 
     if args.max_tokens < 1:
         raise AlignkitError("--max-tokens must be at least 1")
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if not local:
         http = {k: opts[k] for k in ("timeout", "retries", "retry_wait")}
         http.update(model=opts["judge_model"], api_key=_api_key(opts["api_key_env"]))
-    judge = judging.build_judge(args.judge, max_tokens=args.max_tokens, **http)
+    judge = build_judge(args.judge, max_tokens=args.max_tokens, **http)
     output = Path(args.output)
     cache = judging.VerdictCache(args.cache or output / "judge_cache.jsonl")
     report = judging.judge_pairs(items, judge, cache, concurrency=opts["concurrency"])

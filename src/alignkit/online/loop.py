@@ -2,11 +2,12 @@
 
 `OnlineTrainer` subclasses the core `Trainer` and reuses its pieces rather than copying them:
 model loading (`build_scorer`), AdamW + schedule (`build_optimizer`), the optimizer step
-with gradient accumulation, DDP no-sync and metric reduction (`_train_step`, which calls
-our `step_loss`), checkpoints with exact resume (`_save_checkpoint` / `_maybe_resume`),
-metrics.jsonl (`_log`) and the final `save_pretrained` (`_save_final`). Records are built as `Pair`/`Multi`/`Point` and tokenized by
-`encode_records`, so a batch is the same `PackedBatch` (K responses in one packed row) as in
-offline training. A strategy (`alignkit.online.strategies`) supplies what differs per method.
+with gradient accumulation, DDP no-sync and metric reduction (`train_step`, which calls
+our `step_loss`), checkpoints with exact resume (`save_checkpoint` / `maybe_resume`),
+metrics.jsonl (`log_metrics`) and the final `save_pretrained` (`save_final`). Records
+are built as `Pair`/`Multi`/`Point` and tokenized by `encode_records`, so a batch is the
+same `PackedBatch` (K responses in one packed row) as in offline training. A strategy
+(`alignkit.online.strategies`) supplies what differs per method.
 
 Per iteration i (1-based in files and logs): the queries of the iteration are split over the
 processes, each samples and scores its share, the samples are gathered so every process
@@ -236,7 +237,7 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------- the steps
     def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
-        """The strategy's loss of one micro-batch (called by the core `_train_step`)."""
+        """The strategy's loss of one micro-batch (called by the core `train_step`)."""
         policy = scorer(batch, autocast=self.autocast)
         return self.strategy.loss(policy, batch)
 
@@ -276,11 +277,11 @@ class OnlineTrainer(Trainer):
             log.info("training data: %s", summary.describe(self.config.max_length, "truncate"))
         data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
         session.scorer.train()  # from_pretrained gives eval mode; dropout (LoRA's) must be on
-        self._order_cache = None  # new data: the core recomputes its batch order
+        self.reset_batch_order()  # new data: the core recomputes its batch order
         steps = self.steps_for(len(encoded))
         per_step = []
         for step in range(steps):
-            step_metrics, _ = self._train_step(
+            step_metrics, _ = self.train_step(
                 session.scorer,
                 session.optimizer,
                 session.scheduler,
@@ -338,7 +339,7 @@ class OnlineTrainer(Trainer):
         if cfg.sft_data:
             initial_sft(cfg, self.output)
         session = self.setup()
-        start = self._maybe_resume()
+        start = self.maybe_resume()
         if start != self.state.iteration:
             raise AlignkitError(
                 f"checkpoint of iteration {start} holds the state of iteration {self.state.iteration}"
@@ -361,17 +362,18 @@ class OnlineTrainer(Trainer):
                 and done < cfg.iterations
             ):
                 metrics.update(self.evaluate_reward(session, done))
-            self._log(done, metrics)
+            self.log_metrics(done, metrics)
             result.final_metrics = metrics
             if cfg.save_every and done % cfg.save_every == 0 and done < cfg.iterations:
-                self._save_checkpoint(done)
+                self.save_checkpoint(done)
         result.steps = self.state.optimizer_steps
         if session.eval_queries:
             result.eval_after = self.evaluate_reward(session, cfg.iterations)
-            self._log(cfg.iterations, result.eval_after)
+            self.log_metrics(cfg.iterations, result.eval_after)
         if cfg.save_model:
-            self._save_final(session.scorer, session.tokenizer, result)
-        acc.end_training()
+            self.save_final(session.scorer, session.tokenizer, result)
+        if self.owns_accelerator:
+            acc.end_training()
         return result
 
     def _eval_before(self, session: Session, start: int) -> dict[str, float]:
@@ -379,7 +381,7 @@ class OnlineTrainer(Trainer):
             return {}
         if start == 0:
             metrics = self.evaluate_reward(session, 0)
-            self._log(0, metrics)
+            self.log_metrics(0, metrics)
             return metrics
         return _logged_row(self.output / "metrics.jsonl", 0)
 
