@@ -22,10 +22,10 @@ from alignkit.cli import main
 from alignkit.data import Multi, Pair, Point
 from alignkit.errors import AlignkitError
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.select import real
+from alignkit.select import embeddings, real
+from alignkit.select.embeddings import embed_texts
 from alignkit.select.real import (
     RealConfig,
-    embed_texts,
     real_mode,
     select_pair_subset,
     select_per_prompt,
@@ -164,7 +164,7 @@ def test_embeddings_are_normalised_means_of_the_last_hidden_layer(model_and_toke
     assert emb.matrix.shape[0] == 3 and emb.rows.tolist() == [0, 1, 0, 2]  # deduplicated
     for text, row in zip(texts, emb.of(torch.arange(4)), strict=True):
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        prefix = real.response_prefix(tok)
+        prefix = embeddings.response_prefix(tok)
         with torch.no_grad():
             out = model(input_ids=torch.tensor([prefix + ids]), output_hidden_states=True)
         expected = F.normalize(out.hidden_states[-1][0, len(prefix) :].mean(0), dim=0)
@@ -179,7 +179,7 @@ def test_interrupted_embedding_resumes_from_the_cache(model_and_tokenizer, tmp_p
     texts = [f"answer number {i} " + "word " * (i % 5) for i in range(12)]
     fresh = embed_texts(model, tok, texts, batch_size=2)
     calls = []
-    original = real.embed_batch
+    original = embeddings.embed_batch
 
     def failing(*args, **kwargs):
         calls.append(len(args[1]))
@@ -187,13 +187,13 @@ def test_interrupted_embedding_resumes_from_the_cache(model_and_tokenizer, tmp_p
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(real, "embed_batch", failing)
+    monkeypatch.setattr(embeddings, "embed_batch", failing)
     with pytest.raises(KeyboardInterrupt):
         embed_texts(model, tok, texts, batch_size=2, cache_dir=tmp_path, flush_every=100)
-    monkeypatch.setattr(real, "embed_batch", original)
+    monkeypatch.setattr(embeddings, "embed_batch", original)
     counted = []
     monkeypatch.setattr(
-        real, "embed_batch", lambda *a, **k: counted.append(len(a[1])) or original(*a, **k)
+        embeddings, "embed_batch", lambda *a, **k: counted.append(len(a[1])) or original(*a, **k)
     )
     resumed = embed_texts(model, tok, texts, batch_size=2, cache_dir=tmp_path)
     assert sum(counted) == 12 - 4  # the two finished batches were saved when interrupted

@@ -33,6 +33,7 @@ from alignkit.errors import AlignkitError
 from alignkit.forward import PackedBatch, distribution_reward, packed_hidden_states
 from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
+from alignkit.select.common import check_vocab, distributed_state
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +152,6 @@ def top_tokens(dists: TokenDistributions, tokenizer: Any, n: int) -> dict[str, l
 # ------------------------------------------------------------------------- R_Q scoring
 
 
-def check_vocab(model: nn.Module, tokenizer: Any) -> int:
-    """Rows of the model's output layer; an error when the tokenizer has more tokens."""
-    _, head = backbone_and_head(model)
-    rows = int(head.weight.shape[0])
-    if len(tokenizer) > rows:
-        raise AlignkitError(
-            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only "
-            f"{rows}: the model and the tokenizer do not belong together (load both from the "
-            "same checkpoint)"
-        )
-    return rows
-
-
 def fit_q_diff(q_diff: Tensor, rows: int) -> Tensor:
     """(rows,) Q_diff zero-padded to the LM head's size (models often pad their vocabulary)."""
     if len(q_diff) > rows:
@@ -237,13 +225,6 @@ class DistributionRewardScorer(nn.Module):
         else:
             r_q = probability_reward(hidden, head, q, batch, autocast)
         return SeqLogps(sum=r_q, count=batch.counts, r_q=r_q)
-
-
-def distributed_state() -> Any:
-    """accelerate's PartialState; on CPU it must be told so to pick up torchrun's ranks."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def score_r_q(
