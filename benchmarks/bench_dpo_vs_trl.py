@@ -198,6 +198,7 @@ def worker_alignkit(spec: dict) -> dict:
         warmup_ratio=0.0,
         weight_decay=0.0,
         max_grad_norm=1.0,
+        gradient_checkpointing=bool(spec.get("alignkit_gradient_checkpointing")),
         max_length=spec["max_length"],
         precision="bf16",
         logging_steps=1,
@@ -562,7 +563,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--trl-gradient-checkpointing",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="TRL's DPOConfig default is on (trades speed for memory); alignkit has none",
+        help="TRL's DPOConfig default is on (trades speed for memory)",
+    )
+    ap.add_argument(
+        "--alignkit-gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="alignkit's --gradient-checkpointing (default off, alignkit's default)",
     )
     ap.add_argument(
         "--threads",
@@ -603,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "max_length": 100_000,  # nothing is truncated
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
+            "alignkit_gradient_checkpointing": args.alignkit_gradient_checkpointing,
             "threads": args.threads,
         }
         if args.model == "default":  # convert the embedded model once, outside every measurement
@@ -610,7 +618,14 @@ def main(argv: list[str] | None = None) -> int:
         report: dict = {
             "config": {
                 k: spec[k]
-                for k in ("model", "batch_size", "steps", "trl_gradient_checkpointing", "threads")
+                for k in (
+                    "model",
+                    "batch_size",
+                    "steps",
+                    "trl_gradient_checkpointing",
+                    "alignkit_gradient_checkpointing",
+                    "threads",
+                )
             }
             | {"model_name": args.model, "pairs": args.pairs, "lr": LR, "beta": BETA}
             | {"quick": args.quick},
@@ -649,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"\n{args.model} | {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps, bf16 autocast, "
-        f"full fine-tuning | {a['torch_threads']} torch threads | TRL gradient checkpointing "
-        f"{'on' if args.trl_gradient_checkpointing else 'off'}"
+        f"full fine-tuning | {a['torch_threads']} torch threads | gradient checkpointing: TRL "
+        f"{'on' if args.trl_gradient_checkpointing else 'off'}, alignkit "
+        f"{'on' if args.alignkit_gradient_checkpointing else 'off'}"
     )
     print(_table(a, t))
     if a["tokens"] != t["tokens"]:

@@ -133,6 +133,45 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     assert after["eval/rewards/accuracies"] == pytest.approx(float((margins > 0).double().mean()))
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, tiny_model, pairs_file, lora):
+    from alignkit.models import LoraSettings, enable_gradient_checkpointing, load_causal_lm
+
+    model = load_causal_lm(tiny_model, lora=LoraSettings() if lora else None)
+    enable_gradient_checkpointing(model)
+    base = model.get_base_model() if lora else model
+    assert base.is_gradient_checkpointing and base.config.use_cache is False
+    # the packed forward the trainer uses goes through the checkpointed layers
+    from alignkit.data import load_records
+    from alignkit.encoding import encode_records
+    from alignkit.forward import SequenceScorer, collate
+    from alignkit.models import load_tokenizer
+
+    calls = []
+    layers = base.model.layers
+    for layer in layers:
+        inner = layer._gradient_checkpointing_func
+        layer._gradient_checkpointing_func = lambda *a, _f=inner, **k: (
+            calls.append(1) or _f(*a, **k)
+        )
+    tok = load_tokenizer(tiny_model)
+    batch = collate(encode_records(load_records([pairs_file])[0][:2], tok)[0], tok.pad_token_id)
+    model.train()
+    SequenceScorer(model)(batch).sum.sum().backward()
+    assert len(calls) == len(layers)
+    common = ["--method", "dpo", "--data", pairs_file, "--max-steps", "2", "--lr", "1e-3"]
+    common += ["--lora", "--lora-dropout", "0.0"] if lora else []
+    plain = train(tmp_path, tiny_model, *common, name="plain")
+    ckpt = train(tmp_path, tiny_model, *common, "--gradient-checkpointing", name="ckpt")
+    file = "adapter_model.safetensors" if lora else "model.safetensors"
+    a, b = (load_file(run / "model" / file) for run in (plain, ckpt))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    start = {} if lora else load_file(Path(tiny_model) / "model.safetensors")
+    moved = [(a[k] - start.get(k, torch.zeros_like(a[k]))).abs().max().item() for k in a]
+    assert max(moved) > 1e-4  # it did train
+
+
 def test_lora_reference_is_adapter_disabled(tmp_path, tiny_model, pairs_file):
     out = train(
         tmp_path,

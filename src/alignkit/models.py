@@ -206,6 +206,19 @@ def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant, so a
+    LoRA model with frozen embeddings needs no input-grad hook); no KV cache while training."""
+    base = model.get_base_model() if is_peft(model) else model  # type: ignore[operator]
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise AlignkitError(
+            f"{type(base).__name__} does not support gradient checkpointing; "
+            "drop --gradient-checkpointing"
+        )
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.config.use_cache = False
+
+
 def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:
     """Context in which `model` computes the reference policy (LoRA: adapter disabled)."""
     if is_peft(model):

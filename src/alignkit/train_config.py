@@ -88,6 +88,11 @@ class TrainConfig:
         metavar="NAME",
     )
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
+    gradient_checkpointing: bool = opt(
+        False,
+        "recompute activations in the backward pass: much less activation memory for about a "
+        "third more compute (long sequences, bigger models)",
+    )
     save_model: bool = opt(True, "save the final model (save_pretrained) into --output")
 
     def validate(self) -> None:

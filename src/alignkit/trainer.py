@@ -31,7 +31,13 @@ from alignkit.data.records import Pair
 from alignkit.encoding import Encoded, encode_records
 from alignkit.forward import PackedBatch, SequenceScorer, collate
 from alignkit.io import atomic_write_text
-from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer, reference_context
+from alignkit.models import (
+    autocast_dtype,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    load_tokenizer,
+    reference_context,
+)
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, compute_loss, get_method
 from alignkit.objectives.registry import Method
 from alignkit.scoring import reference_for, score_dataset
@@ -271,6 +277,8 @@ class Trainer:
         )
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         scorer = self.build_scorer(tokenizer).to(self.device)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(scorer.model)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
 
