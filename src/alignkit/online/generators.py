@@ -1,10 +1,10 @@
 """Generation backends of the online loop behind one small interface.
 
 `Generator.generate(prompts, sampling, n)` returns `n` sampled `Completion`s (text, and
-whether the model stopped by itself) per prompt and
-`Generator.sync(model)` makes the backend sample from the policy's current weights.
-- `HFGenerator` wraps `alignkit.generation.generate` (batched `model.generate`, left padding)
-  on the policy module itself, so `sync` has nothing to do.
+whether the model stopped by itself) per prompt and `Generator.sync(model)` makes the
+backend sample from the policy's current weights.
+- `HFGenerator` wraps `alignkit.generation.generate_completions` (batched `model.generate`,
+  left padding) on the policy module itself, so `sync` has nothing to do.
 - `VLLMGenerator` runs a `vllm.LLM` next to the trained model (one GPU, one process) and
   copies the policy's weights into it after every iteration (LoRA adapters are merged first).
   vLLM is imported only when this backend is chosen.
