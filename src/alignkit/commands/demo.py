@@ -7,7 +7,7 @@ answered before and after, the refusal rate of each group, and held-out implicit
 accuracy and margin before and after (before training the policy is the reference, so every
 implicit reward is 0: margin 0, accuracy 0 as ties count as wrong).
 
-About 8 minutes on 2 CPU cores. `--method dpo` (or any other method) trains the same data
+About 6-7 minutes on 2 idle CPU cores. `--method dpo` (or any other method) trains the same data
 with another objective; `alignkit compare` shows several demo runs side by side.
 """
 
