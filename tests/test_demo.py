@@ -27,3 +27,10 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     printed = capsys.readouterr().out
     assert "held-out implicit-reward accuracy: 0.000 ->" in printed
     assert "refusal rate on held-out harmful prompts" in printed
+
+
+def test_demo_rejects_an_unknown_method_before_any_work(tmp_path, tiny_model, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", tiny_model, "--output", str(out), "--method", "foo"]) == 2
+    assert "unknown method 'foo'" in capsys.readouterr().err
+    assert not (out / "demo_report.json").exists()

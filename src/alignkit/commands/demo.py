@@ -125,9 +125,6 @@ def run(args: argparse.Namespace) -> int:
         if line.strip()
     ]
     base = resolve_model(args.model)
-    print(f"== answering {len(prompts)} held-out prompts with the untrained model ...")
-    before = _answers(base, prompts, args.max_new_tokens)
-
     train_file = _training_subset(output, args.train_pairs, args.seed)
     config = TrainConfig(
         method=args.method,
@@ -151,8 +148,12 @@ def run(args: argparse.Namespace) -> int:
         logging_steps=5,
     )
     config.validate()
+    trainer = Trainer(config)  # an unknown --method fails here, before any generation
+
+    print(f"== answering {len(prompts)} held-out prompts with the untrained model ...")
+    before = _answers(base, prompts, args.max_new_tokens)
     print(f"== training {args.method} on {config.data[0]} ({args.train_pairs or 'all'} pairs) ...")
-    result = Trainer(config).run()
+    result = trainer.run()
     trained = str(output / "model")
     if args.lora:  # the run saved an adapter: load it on top of the base model
         after = _answers(base, prompts, args.max_new_tokens, adapter=trained)
