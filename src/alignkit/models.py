@@ -215,7 +215,11 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
             f"{type(base).__name__} does not support gradient checkpointing; "
             "drop --gradient-checkpointing"
         )
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     base.config.use_cache = False
 
 
