@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     server = make_server(chat, args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} without authentication", file=sys.stderr)
+    _stop_on_signals()  # before announcing: a client may signal as soon as it reads the line
     print(f"serving {loaded.description} at {server.url} (Ctrl-C to stop)", flush=True)
-    _stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
