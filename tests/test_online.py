@@ -434,6 +434,7 @@ def test_train_options_reach_the_core_trainer() -> None:
         f.name for f in dataclasses.fields(RRHFOnlineConfig)
     }
     assert {"lr", "lora_r", "batch_size", "rrhf_sft_weight", "precision", "resume"} <= shared
+    assert "gradient_checkpointing" in shared
     values = {}
     for f in dataclasses.fields(RRHFOnlineConfig):
         if f.name in shared:
@@ -660,6 +661,26 @@ def test_raft_loop_with_lora_and_initial_sft(
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["train/examples"] for m in metrics] == [6, 6]
     assert all("raft/selected_reward" in m and "loss" in m for m in metrics)
+
+
+def test_online_gradient_checkpointing_trains_the_same_policy(
+    tiny_model, queries_file, tmp_path
+) -> None:
+    from safetensors.torch import load_file
+
+    weights = []
+    for flag in (False, True):
+        out = tmp_path / f"raft-{flag}"
+        config = small(
+            RAFTConfig, queries_file, out, tiny_model, num_samples=2, iterations=1,
+            gradient_checkpointing=flag,
+        )  # fmt: skip
+        trainer = OnlineTrainer(config, reward=keyword_reward)
+        assert trainer.config.gradient_checkpointing is flag
+        trainer.run()
+        weights.append(load_file(out / "model" / "model.safetensors"))
+    a, b = weights
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
 def test_rrhf_online_cli_with_a_yaml_config(tiny_model, queries_file, tmp_path, capsys) -> None:

@@ -140,7 +140,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, tiny_model, pa
     model = load_causal_lm(tiny_model, lora=LoraSettings() if lora else None)
     enable_gradient_checkpointing(model)
     base = model.get_base_model() if lora else model
-    assert base.is_activation_checkpointing and base.config.use_cache is False
+    assert base.is_activation_checkpointing
     # the packed forward the trainer uses goes through the checkpointed layers
     from alignkit.data import load_records
     from alignkit.encoding import encode_records

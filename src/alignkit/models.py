@@ -208,7 +208,9 @@ def is_peft(model: nn.Module) -> bool:
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute each decoder layer's activations in the backward pass (non-reentrant, so a
-    LoRA model with frozen embeddings needs no input-grad hook); no KV cache while training."""
+    LoRA model with frozen embeddings needs no input-grad hook). Training forwards pass
+    `use_cache=False` themselves; generation keeps its KV cache (layers only checkpoint in
+    training mode)."""
     base = model.get_base_model() if is_peft(model) else model  # type: ignore[operator]
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise AlignkitError(
@@ -220,7 +222,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    base.config.use_cache = False
 
 
 def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:

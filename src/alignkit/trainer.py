@@ -70,7 +70,8 @@ class Trainer:
 
     Subclasses (reward models: `alignkit.reward_training`; online loops: `alignkit.online.loop`)
     may override the hooks `build_scorer`, `step_loss`, `build_optimizer` and `save_extra`,
-    and may call the building blocks `train_step` (one optimizer step over `grad_accum`
+    and may call the building blocks `make_scorer` (`build_scorer` + gradient checkpointing,
+    on the device), `train_step` (one optimizer step over `grad_accum`
     micro-batches), `reset_batch_order` (after changing the training data), `log_metrics`,
     `save_checkpoint` / `maybe_resume` (exact resume) and `save_final`.
     """
@@ -171,6 +172,13 @@ class Trainer:
             cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
         )
         return SequenceScorer(model)
+
+    def make_scorer(self, tokenizer) -> nn.Module:
+        """`build_scorer`, with --gradient-checkpointing applied, on the training device."""
+        scorer = self.build_scorer(tokenizer)
+        if self.config.gradient_checkpointing:
+            enable_gradient_checkpointing(scorer.model)
+        return scorer.to(self.device)
 
     def build_optimizer(self, scorer: nn.Module, total_steps: int):
         """AdamW over the trainable parameters and the configured warm-up + decay schedule."""
@@ -276,9 +284,7 @@ class Trainer:
             self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
         )
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-        scorer = self.build_scorer(tokenizer).to(self.device)
-        if cfg.gradient_checkpointing:
-            enable_gradient_checkpointing(scorer.model)
+        scorer = self.make_scorer(tokenizer)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
 

@@ -128,6 +128,11 @@ class OnlineConfig:
         metavar="NAME",
     )
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
+    gradient_checkpointing: bool = opt(
+        False,
+        "recompute activations in the backward pass: much less activation memory for about a "
+        "third more compute",
+    )
     save_model: bool = opt(True, "save the final policy (save_pretrained) into OUTPUT/model")
 
     def validate(self) -> None:

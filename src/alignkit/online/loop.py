@@ -226,7 +226,7 @@ class OnlineTrainer(Trainer):
             precision=cfg.precision,
             trust_remote_code=cfg.trust_remote_code,
         )
-        scorer = self.build_scorer(tokenizer).to(self.device)
+        scorer = self.make_scorer(tokenizer)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
         scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
         acc.register_for_checkpointing(self.state)
