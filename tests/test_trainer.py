@@ -131,6 +131,8 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     assert after["eval/rewards/margins"] == pytest.approx(float(margins.mean()), abs=1e-4)
     assert after["eval/rewards/margins"] != 0.0
     assert after["eval/rewards/accuracies"] == pytest.approx(float((margins > 0).double().mean()))
+    dpo = float(torch.nn.functional.softplus(-margins).mean())  # -log sigmoid(margin)
+    assert after["eval/rewards/dpo_loss"] == pytest.approx(dpo, abs=1e-4)
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -248,30 +250,19 @@ def _cli(*args: str) -> list[str]:
     return [str(BIN / "alignkit"), *args]
 
 
+def dpo_args(data: str, model: str, steps: int, lr: float) -> list[str]:
+    """`alignkit train` flags of a float32 DPO run of `steps` optimizer steps."""
+    return ["--method", "dpo", "--data", data, "--model", model, "--precision", "fp32",
+            "--max-steps", str(steps), "--lr", str(lr)]  # fmt: skip
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "model" / "model.safetensors")
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pairs_file):
-    common = [
-        "train",
-        "--method",
-        "dpo",
-        "--data",
-        pairs_file,
-        "--model",
-        tiny_model,
-        "--precision",
-        "fp32",
-        "--max-steps",
-        "400",
-        "--save-steps",
-        "5",
-        "--lr",
-        "1e-4",
-        "--batch-size",
-        "2",
-    ]
+    common = ["train", *dpo_args(pairs_file, tiny_model, steps=400, lr=1e-4)]
+    common += ["--save-steps", "5", "--batch-size", "2"]
     full = tmp_path / "full"
     subprocess.run(_cli(*common, "--output", str(full)), check=True, capture_output=True)
 
@@ -314,23 +305,7 @@ def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pa
         pytest.skip(f"{launcher} is not installed")
     if launcher == "accelerate" and torch.cuda.is_available():
         pytest.skip("on a CUDA machine --multi_gpu would put the ranks on GPUs")
-    common = [
-        "-m",
-        "alignkit",
-        "train",
-        "--method",
-        "dpo",
-        "--data",
-        pairs_file,
-        "--model",
-        tiny_model,
-        "--precision",
-        "fp32",
-        "--max-steps",
-        "4",
-        "--lr",
-        "1e-3",
-    ]
+    common = ["-m", "alignkit", "train", *dpo_args(pairs_file, tiny_model, steps=4, lr=1e-3)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two", tmp_path / "one"
     subprocess.run(

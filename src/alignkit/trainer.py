@@ -29,6 +29,7 @@ from alignkit.config import to_dict
 from alignkit.data import as_kind, load_records
 from alignkit.data.records import Pair
 from alignkit.encoding import Encoded, encode_records
+from alignkit.evaluation.metrics import implicit_reward_metrics
 from alignkit.forward import PackedBatch, SequenceScorer, collate
 from alignkit.io import atomic_write_text
 from alignkit.models import (
@@ -236,9 +237,9 @@ class Trainer:
                 for name, value in metrics.items():
                     totals[name] = totals.get(name, 0.0) + float(value) * size
                 n += size
-            rewards = self._pair_rewards(scorer, pairs, pad_id) if pairs is not None else None
+            logps = self._pair_logps(scorer, pairs, pad_id) if pairs is not None else None
         scorer.train()
-        gathered = gather_object([(totals, n, rewards)])
+        gathered = gather_object([(totals, n, logps)])
         count = sum(c for _, c, _ in gathered)
         merged: dict[str, float] = {}
         for part_totals, _, _ in gathered:
@@ -246,8 +247,8 @@ class Trainer:
                 merged[name] = merged.get(name, 0.0) + value
         out = {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
         if pairs is not None:
-            chosen, rejected = (torch.cat([g[2][j] for g in gathered]) for j in (0, 1))
-            out.update(pair_reward_metrics(chosen, rejected, prefix="eval/"))
+            policy, ref = (torch.cat([g[2][j] for g in gathered]) for j in (0, 1))
+            out.update(pair_eval_metrics(policy, ref, self.config.beta))
         return out
 
     def _eval_batches(self, data: Prepared, pad_id: int):
@@ -260,20 +261,16 @@ class Trainer:
             part = [data.encoded[i] for i in chunk]
             yield collate(part, pad_id, data.k).to(self.device), len(part)
 
-    def _pair_rewards(
+    def _pair_logps(
         self, scorer, pairs: Prepared, pad_id: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n,) implicit rewards beta * (log pi - log pi_ref) of this rank's chosen and
-        rejected held-out responses (sums over response tokens, as DPO)."""
-        chosen, rejected = [], []
+        """(n, 2) policy and reference log-probs (sums over response tokens, as DPO) of this
+        rank's held-out (chosen, rejected) pairs."""
+        policy, ref = [torch.zeros(0, 2)], [torch.zeros(0, 2)]
         for batch, _ in self._eval_batches(pairs, pad_id):
-            policy = scorer(batch, autocast=self.autocast).sum.float()
-            ref = reference_for(batch, pairs.ref).sum.float()  # type: ignore[arg-type]
-            reward = self.config.beta * (policy - ref)
-            chosen.append(reward[:, 0].cpu())
-            rejected.append(reward[:, 1].cpu())
-        empty = torch.zeros(0)
-        return (torch.cat(chosen) if chosen else empty, torch.cat(rejected) if rejected else empty)
+            policy.append(scorer(batch, autocast=self.autocast).sum.float().cpu())
+            ref.append(reference_for(batch, pairs.ref).sum.float().cpu())  # type: ignore[arg-type]
+        return torch.cat(policy), torch.cat(ref)
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
@@ -546,17 +543,18 @@ def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def pair_reward_metrics(
-    chosen: torch.Tensor, rejected: torch.Tensor, prefix: str = ""
-) -> dict[str, float]:
-    """TRL's pairwise metric names from (n,) implicit rewards of chosen and rejected responses:
-    rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies (a tie is wrong)."""
-    if chosen.numel() == 0:
+def pair_eval_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:
+    """`alignkit.evaluation.metrics.implicit_reward_metrics` of (n, 2) held-out (chosen,
+    rejected) log-probs under TRL's names: eval/rewards/{chosen,rejected,margins,accuracies}
+    and eval/rewards/dpo_loss."""
+    if policy.numel() == 0:
         return {}
-    c, r = chosen.double(), rejected.double()
-    return {
-        f"{prefix}rewards/chosen": float(c.mean()),
-        f"{prefix}rewards/rejected": float(r.mean()),
-        f"{prefix}rewards/margins": float((c - r).mean()),
-        f"{prefix}rewards/accuracies": float((c > r).double().mean()),
+    values = implicit_reward_metrics(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
+    names = {
+        "reward_chosen": "chosen",
+        "reward_rejected": "rejected",
+        "margin": "margins",
+        "accuracy": "accuracies",
+        "dpo_loss": "dpo_loss",
     }
+    return {f"eval/rewards/{names[k]}": v for k, v in values.items()}
