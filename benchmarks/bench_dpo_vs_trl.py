@@ -161,8 +161,8 @@ def worker_resolve(spec: dict) -> dict:
 
 
 def worker_alignkit(spec: dict) -> dict:
-    from alignkit.train_config import TrainConfig
-    from alignkit.trainer import Trainer
+    from alignkit.train.config import TrainConfig
+    from alignkit.train.trainer import Trainer
 
     class TimedTrainer(Trainer):
         prepare_s = 0.0
@@ -322,10 +322,10 @@ def worker_parity(spec: dict) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from alignkit.data.records import Pair
-    from alignkit.encoding import Encoded, encode_records
-    from alignkit.forward import SequenceScorer, collate
+    from alignkit.data.tokenize import Encoded, encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
+    from alignkit.scoring.forward import SequenceScorer, collate
 
     rows = PARITY_PAIRS
     tok = load_tokenizer(spec["model"])

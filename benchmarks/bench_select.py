@@ -37,7 +37,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def bench_qdiff(n_responses: int, vocab: int, seed: int = 0) -> None:
-    from alignkit.encoding import Encoded
+    from alignkit.data.tokenize import Encoded
     from alignkit.select.deft import token_distributions
 
     rng = np.random.default_rng(seed)
@@ -73,7 +73,7 @@ def bench_qdiff(n_responses: int, vocab: int, seed: int = 0) -> None:
 
 
 def _synthetic_pairs(n: int, vocab: int, seed: int, prompt: tuple[int, int], resp: tuple[int, int]):
-    from alignkit.encoding import Encoded
+    from alignkit.data.tokenize import Encoded
 
     rng = random.Random(seed)
 
@@ -87,9 +87,9 @@ def _synthetic_pairs(n: int, vocab: int, seed: int, prompt: tuple[int, int], res
 
 
 def bench_rq(model_name: str, n: int, batch_size: int, rounds: int, precision: str) -> None:
-    from alignkit.batching import sorted_chunks
-    from alignkit.forward import SequenceScorer, block_attention_mask, collate
+    from alignkit.data.batching import sorted_chunks
     from alignkit.models import autocast_dtype, backbone_and_head, load_causal_lm, load_tokenizer
+    from alignkit.scoring.forward import SequenceScorer, block_attention_mask, collate
     from alignkit.select.deft import (
         DistributionRewardScorer,
         _chosen_only,

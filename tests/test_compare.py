@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from alignkit.cli import main
-from alignkit.compare import compare_runs, interval, load_run, read_metrics, t_quantile
 from alignkit.errors import AlignkitError, DataError
+from alignkit.evaluation.compare import compare_runs, interval, load_run, read_metrics, t_quantile
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

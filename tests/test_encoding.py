@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignkit.data.records import Multi, Pair, Point
-from alignkit.encoding import encode_records, render_prompt
+from alignkit.data.tokenize import encode_records, render_prompt
 from alignkit.errors import AlignkitError
 from alignkit.models import load_tokenizer
 

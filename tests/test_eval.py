@@ -14,7 +14,7 @@ from conftest import pair_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import load_records
-from alignkit.encoding import encode_records
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.evaluation.runner import (
@@ -25,9 +25,9 @@ from alignkit.evaluation.runner import (
     run_eval,
     sample_prompts,
 )
-from alignkit.forward import collate, naive_sequence_logps
-from alignkit.generation import SamplingConfig
+from alignkit.inference.generation import SamplingConfig
 from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.scoring.forward import collate, naive_sequence_logps
 
 # ------------------------------------------------------------ metric functions
 
@@ -256,7 +256,7 @@ def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypat
         seen.append(sampling)
         return [chosen[json.dumps(p)] for p in prompts]
 
-    monkeypatch.setattr("alignkit.generation.generate", fake_generate)
+    monkeypatch.setattr("alignkit.inference.generation.generate", fake_generate)
     out = tmp_path / "g.json"
     args = ["--model", str(full_run), "--data", files["test"], "--output", str(out)]
     args += ["--metrics", "bleu", "--max-new-tokens", "7", "--do-sample", "--temperature", "0.5"]
@@ -290,7 +290,7 @@ def test_eval_with_a_trained_reward_model(tiny_model, full_run, files, tmp_path)
     args = ["--model", str(full_run), "--data", files["test"], "--metrics", "reward"]
     report = report_of(tmp_path / "r.json", *args, "--reward-model", str(rm_dir / "model"))
     rows = [json.loads(x) for x in (tmp_path / "r.generations.jsonl").read_text().splitlines()]
-    from alignkit.reward import HFReward
+    from alignkit.rewards.loading import HFReward
 
     scores = HFReward(str(rm_dir / "model"), precision="fp32").score(
         [r["prompt"] for r in rows], [r["response"] for r in rows]

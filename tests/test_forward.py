@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from alignkit.encoding import Encoded
-from alignkit.forward import (
+from alignkit.data.tokenize import Encoded
+from alignkit.scoring.forward import (
     SequenceScorer,
     block_attention_mask,
     collate,

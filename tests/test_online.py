@@ -18,10 +18,9 @@ import torch
 
 from alignkit.cli import main
 from alignkit.data.records import Multi, Point
-from alignkit.encoding import encode_records
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError, DataError
-from alignkit.forward import collate
-from alignkit.generation import Completion, SamplingConfig, finished_rows
+from alignkit.inference.generation import Completion, SamplingConfig, finished_rows
 from alignkit.objectives import ObjectiveConfig, SeqLogps
 from alignkit.objectives.losses import rrhf_loss
 from alignkit.online import generators as G
@@ -39,7 +38,8 @@ from alignkit.online.strategies import (
     ple_objective,
     raft_select,
 )
-from alignkit.train_config import TrainConfig
+from alignkit.scoring.forward import collate
+from alignkit.train.config import TrainConfig
 
 KEYWORDS = ("a", "e", "the")
 
@@ -371,7 +371,7 @@ class _FakeLLM:
 
 
 def test_vllm_generator_with_a_fake_engine(tiny_model, monkeypatch) -> None:
-    from alignkit.encoding import tokenize_prompts
+    from alignkit.data.tokenize import tokenize_prompts
     from alignkit.models import load_tokenizer
 
     fake = types.ModuleType("vllm")
@@ -728,7 +728,7 @@ def test_schedule_spans_all_iterations(tiny_model, queries_file, tmp_path) -> No
 
 def test_setup_passes_reward_and_generator_options(tiny_model, queries_file, tmp_path, monkeypatch):
     import alignkit.online.loop as loop
-    from alignkit.reward import CallableReward
+    from alignkit.rewards.loading import CallableReward
 
     seen: dict = {}  # what reaches HFReward
 

@@ -1,5 +1,5 @@
 """Reward models: the Bradley–Terry loss, the packed reward scorer, `alignkit train-rm`, and
-`alignkit.reward` loading (HFReward scores == the trainer's rewards)."""
+`alignkit.rewards.loading` loading (HFReward scores == the trainer's rewards)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ from conftest import write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import load_records
-from alignkit.encoding import encode_records
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.forward import PAD_SEGMENT, PROMPT_SEGMENT, collate
 from alignkit.models import load_tokenizer
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
-from alignkit.reward import (
+from alignkit.rewards.loading import (
     MARKER_FILE,
     CallableReward,
     HFReward,
@@ -28,7 +27,8 @@ from alignkit.reward import (
     load_reward_model,
     load_sequence_classifier,
 )
-from alignkit.reward_training import BT_METHOD, bradley_terry_loss
+from alignkit.rewards.training import BT_METHOD, bradley_terry_loss
+from alignkit.scoring.forward import PAD_SEGMENT, PROMPT_SEGMENT, collate
 
 FILLER = "the a sun rain cake help water fire code list sort answer question".split()
 

@@ -21,10 +21,10 @@ from torch import nn
 
 from alignkit.cli import main
 from alignkit.data import Pair, Point
-from alignkit.encoding import encode_records
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.forward import collate
 from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.scoring.forward import collate
 from alignkit.select.deft import (
     DeftConfig,
     keep_count_for,

@@ -25,16 +25,7 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError, DataError
-from alignkit.judge import (
-    Item,
-    VerdictCache,
-    align,
-    judge_pairs,
-    load_generations,
-    outcome,
-    parse_verdict,
-)
-from alignkit.judges import (
+from alignkit.evaluation.judges import (
     FunctionJudge,
     HttpJudge,
     Judge,
@@ -43,7 +34,16 @@ from alignkit.judges import (
     QuestionRejected,
     judge_messages,
 )
-from alignkit.serve import (
+from alignkit.evaluation.win_rate import (
+    Item,
+    VerdictCache,
+    align,
+    judge_pairs,
+    load_generations,
+    outcome,
+    parse_verdict,
+)
+from alignkit.inference.server import (
     ChatModel,
     ChatParams,
     RequestError,

@@ -93,9 +93,9 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     """Held-out pairs of a point-wise/list method also get TRL's implicit-reward metrics, equal
     to beta * (log pi - log pi_ref) computed independently, unpacked."""
     from alignkit.data import load_records
-    from alignkit.encoding import encode_records
-    from alignkit.forward import collate, naive_sequence_logps
+    from alignkit.data.tokenize import encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.scoring.forward import collate, naive_sequence_logps
 
     held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=3))
     out = train(
@@ -145,9 +145,9 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, tiny_model, pa
     assert base.is_activation_checkpointing
     # the packed forward the trainer uses goes through the checkpointed layers
     from alignkit.data import load_records
-    from alignkit.encoding import encode_records
-    from alignkit.forward import SequenceScorer, collate
+    from alignkit.data.tokenize import encode_records
     from alignkit.models import load_tokenizer
+    from alignkit.scoring.forward import SequenceScorer, collate
 
     calls = []
     layers = base.model.layers

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alignkit.compare import compare_runs
+    from alignkit.evaluation.compare import compare_runs
 
     result = compare_runs(args.runs, args.output)
     out = Path(args.output)

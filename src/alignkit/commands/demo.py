@@ -101,7 +101,7 @@ def register(subparsers) -> None:
 
 
 def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) -> list[str]:
-    from alignkit.generation import SamplingConfig, as_prompt, generate
+    from alignkit.inference.generation import SamplingConfig, as_prompt, generate
     from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
@@ -114,8 +114,8 @@ def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) 
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.models import resolve_model
-    from alignkit.train_config import TrainConfig
-    from alignkit.trainer import Trainer
+    from alignkit.train.config import TrainConfig
+    from alignkit.train.trainer import Trainer
 
     start = time.perf_counter()
     output = Path(args.output)

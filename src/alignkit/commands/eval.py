@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alignkit.config import add_dataclass_arguments, build_config
+from alignkit.options import add_dataclass_arguments, build_config
 
 EPILOG = """\
 metrics (--metrics; default: every one the data and models support):

@@ -135,10 +135,10 @@ def _api_key(var: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alignkit import judge as judging
     from alignkit.errors import AlignkitError
+    from alignkit.evaluation import win_rate as judging
+    from alignkit.evaluation.judges import build_judge
     from alignkit.io import atomic_write_text
-    from alignkit.judges import build_judge
 
     if args.max_tokens < 1:
         raise AlignkitError("--max-tokens must be at least 1")

@@ -11,8 +11,8 @@ import argparse
 import json
 import textwrap
 
-from alignkit.config import add_dataclass_arguments, build_config
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
+from alignkit.options import add_dataclass_arguments, build_config
 
 OUTPUTS = """
 run directory (--output):

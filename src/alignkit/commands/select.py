@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from alignkit.config import add_dataclass_arguments, build_config
+from alignkit.options import add_dataclass_arguments, build_config
 from alignkit.select.deft import DeftConfig
 from alignkit.select.real import RealConfig
 

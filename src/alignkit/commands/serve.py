@@ -80,8 +80,8 @@ def _stop_on_signals() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.errors import AlignkitError
+    from alignkit.inference.server import ChatModel, load_chat_model, make_server
     from alignkit.models import autocast_dtype
-    from alignkit.serve import ChatModel, load_chat_model, make_server
 
     if args.max_new_tokens < 1:
         raise AlignkitError("--max-new-tokens must be at least 1")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from alignkit.config import add_dataclass_arguments, build_config
-from alignkit.train_config import TrainConfig
+from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.train.config import TrainConfig
 
 
 def _methods_epilog() -> str:
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.objectives import get_method
-    from alignkit.trainer import Trainer
+    from alignkit.train.trainer import Trainer
 
     config = build_config(TrainConfig, args, args.config)
     get_method(config.method)  # unknown method: a usage error before any loading

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from alignkit.config import add_dataclass_arguments, build_config
+from alignkit.options import add_dataclass_arguments, build_config
 
 EPILOG = """\
 The model is an AutoModelForSequenceClassification with one output (a causal LM given as
 --model gets a new scalar head). Each pair is one packed row prompt|chosen|rejected; the
 reward of a response is the score head at its last token (EOS). OUTPUT/model loads with
-alignkit.reward.load_reward_model(path) and `alignkit eval --reward-model OUTPUT/model`.
+alignkit.rewards.loading.load_reward_model(path) and `alignkit eval --reward-model OUTPUT/model`.
 
 examples:
   alignkit train-rm --data pairs.jsonl --eval-data heldout.jsonl --output runs/rm
@@ -20,7 +20,7 @@ examples:
 
 
 def register(subparsers) -> None:
-    from alignkit.reward_training import RewardTrainConfig
+    from alignkit.rewards.training import RewardTrainConfig
 
     parser = subparsers.add_parser(
         "train-rm",
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alignkit.reward_training import RewardTrainConfig, RewardTrainer, pair_accuracy
+    from alignkit.rewards.training import RewardTrainConfig, RewardTrainer, pair_accuracy
 
     config = build_config(RewardTrainConfig, args, args.config)
     result = RewardTrainer(config).run()

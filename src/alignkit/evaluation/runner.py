@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alignkit.config import opt
 from alignkit.data import FORMATS, Pair, Point, Prompt, Record, load_records
-from alignkit.encoding import Encoded
+from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.options import opt
 
 METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
 DEFAULT_BETA = 0.1
@@ -287,8 +287,8 @@ class Context:
 
 def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: str) -> Tensor:
     """(n, K) summed response log-probs under `model` (packed forward)."""
-    from alignkit.forward import SequenceScorer
-    from alignkit.scoring import score_dataset
+    from alignkit.scoring.dataset import score_dataset
+    from alignkit.scoring.forward import SequenceScorer
 
     return score_dataset(
         SequenceScorer(model),
@@ -363,7 +363,7 @@ def margins_of(
 
 def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]]:
     """Rows {"prompt", "response", "chosen"?} for the sampled prompts (batched)."""
-    from alignkit.generation import SamplingConfig, generate
+    from alignkit.inference.generation import SamplingConfig, generate
 
     config = ctx.config
     sampling = SamplingConfig(
@@ -385,7 +385,7 @@ def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]
 
 def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Mean and std of the reward-model score of the generations (adds "reward" to rows)."""
-    from alignkit.reward import load_reward_model
+    from alignkit.rewards.loading import load_reward_model
 
     config = ctx.config
     model = load_reward_model(
@@ -439,7 +439,7 @@ def _score_metrics(
     counts: dict[str, Any],
 ) -> None:
     """Perplexity and implicit-reward margins (one policy scoring pass)."""
-    from alignkit.encoding import encode_records
+    from alignkit.data.tokenize import encode_records
 
     if "perplexity" not in plan and "margins" not in plan:
         return

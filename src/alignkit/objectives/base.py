@@ -1,6 +1,6 @@
 """Inputs every objective receives: per-sequence log-probs of K responses per prompt.
 
-The forward pass (`alignkit.forward`) scores, for each of B prompts, K responses at once:
+The forward pass (`alignkit.scoring.forward`) scores, for each of B prompts, K responses at once:
 pair data has K=2 (index 0 = chosen, 1 = rejected), point data K=1, multi-response data
 K = the largest number of responses in the batch (missing ones are masked out).
 """

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from alignkit.config import opt
 from alignkit.errors import AlignkitError
-from alignkit.generation import SamplingConfig
+from alignkit.inference.generation import SamplingConfig
 from alignkit.models import LoraSettings
 from alignkit.online.generators import BACKENDS
 from alignkit.online.principles import MODES
-from alignkit.train_config import TrainConfig
+from alignkit.options import opt
+from alignkit.train.config import TrainConfig
 
 ALL_LINEAR = "all-linear"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from alignkit.generation import SamplingConfig
+from alignkit.inference.generation import SamplingConfig
 from alignkit.online.generators import Generator, greedy
 from alignkit.online.queries import Query
 from alignkit.online.strategies import prompt_json
-from alignkit.reward import RewardModel
+from alignkit.rewards.loading import RewardModel
 
 
 def heldout_rows(

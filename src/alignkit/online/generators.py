@@ -3,7 +3,7 @@
 `Generator.generate(prompts, sampling, n)` returns `n` sampled `Completion`s (text, and
 whether the model stopped by itself) per prompt and `Generator.sync(model)` makes the
 backend sample from the policy's current weights.
-- `HFGenerator` wraps `alignkit.generation.generate_completions` (batched `model.generate`,
+- `HFGenerator` wraps `alignkit.inference.generation.generate_completions` (batched `model.generate`,
   left padding) on the policy module itself, so `sync` has nothing to do.
 - `VLLMGenerator` runs a `vllm.LLM` next to the trained model (one GPU, one process) and
   copies the policy's weights into it after every iteration (LoRA adapters are merged first).
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from alignkit.data.records import Prompt
-from alignkit.encoding import tokenize_prompts
+from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError
-from alignkit.generation import Completion, SamplingConfig, generate_completions
+from alignkit.inference.generation import Completion, SamplingConfig, generate_completions
 from alignkit.models import is_peft
 
 BACKENDS = ("auto", "hf", "vllm")

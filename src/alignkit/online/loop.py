@@ -34,11 +34,9 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from torch import nn
 
-from alignkit.batching import rank_slice
-from alignkit.config import to_dict
-from alignkit.encoding import encode_records
+from alignkit.data.batching import rank_slice
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch, SequenceScorer
 from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
@@ -62,8 +60,10 @@ from alignkit.online.strategies import (
     Sampled,
     Strategy,
 )
-from alignkit.reward import RewardModel, ScoreFn, load_reward_model
-from alignkit.trainer import Prepared, Trainer, TrainResult, _flat_config, _truncate_metrics
+from alignkit.options import to_dict
+from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
+from alignkit.scoring.forward import PackedBatch, SequenceScorer
+from alignkit.train.trainer import Prepared, Trainer, TrainResult, _flat_config, _truncate_metrics
 
 log = logging.getLogger(__name__)
 

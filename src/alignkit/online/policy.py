@@ -13,10 +13,10 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch import nn
 
-from alignkit.forward import SequenceScorer
 from alignkit.models import load_causal_lm
 from alignkit.online.config import OnlineConfig
-from alignkit.trainer import Trainer
+from alignkit.scoring.forward import SequenceScorer
+from alignkit.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from alignkit.data import iter_rows
 from alignkit.data.records import Message, Prompt
-from alignkit.encoding import tokenize_prompts
+from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError, DataError
-from alignkit.generation import as_prompt
+from alignkit.inference.generation import as_prompt
 
 ROLES = ("system", "user", "assistant")
 

@@ -25,13 +25,13 @@ import torch
 from torch import Tensor
 
 from alignkit.data.records import Multi, Point, Prompt, Record
-from alignkit.forward import PackedBatch
-from alignkit.generation import Completion, SamplingConfig
+from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
 from alignkit.objectives.base import Reduction
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
 from alignkit.online.generators import Generator
 from alignkit.online.principles import PrincipleMode, apply_principle
+from alignkit.scoring.forward import PackedBatch
 
 RankForm = Literal["paper", "hinge"]
 Selection = Literal["per-prompt", "global"]

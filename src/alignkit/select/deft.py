@@ -3,7 +3,7 @@
 Q_pos / Q_neg are the token-frequency distributions of preferred / dispreferred responses
 (policy tokenizer, response tokens only, special tokens excluded); Q_diff = Q_pos - Q_neg.
 R_Q(x, y) = mean_t <Q_diff, log p(. | x, y_<t)> = mean_t <Q_diff, logits_t> (sum(Q_diff) = 0),
-computed as h_t . (W^T Q_diff) without any vocabulary-sized softmax (`alignkit.forward`).
+computed as h_t . (W^T Q_diff) without any vocabulary-sized softmax (`alignkit.scoring.forward`).
 The bounded form mean_t <Q_diff, p(. | x, y_<t)> needs the softmax; it is computed here, in
 chunks of response positions.
 
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from alignkit.config import opt
-from alignkit.encoding import Encoded
+from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch, distribution_reward, packed_hidden_states
 from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
+from alignkit.options import opt
+from alignkit.scoring.forward import PackedBatch, distribution_reward, packed_hidden_states
 from alignkit.select.common import check_vocab, distributed_state
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class DistributionRewardScorer(nn.Module):
 
     Log-prob form: decoder + one d-vector W^T Q_diff (no LM head at all), so scoring costs
     about one backbone forward. Probability form: LM head + softmax at response positions.
-    Plugs into `alignkit.scoring.score_dataset` (sharding, ordering, progress bar).
+    Plugs into `alignkit.scoring.dataset.score_dataset` (sharding, ordering, progress bar).
     """
 
     def __init__(self, model: nn.Module, q_diff: Tensor, form: Form = "logprob") -> None:
@@ -246,7 +246,7 @@ def score_r_q(
     """
     from accelerate.utils import gather_object
 
-    from alignkit.scoring import score_dataset
+    from alignkit.scoring.dataset import score_dataset
 
     if not encoded:
         raise AlignkitError("no examples to score")
@@ -404,7 +404,7 @@ def require_pairs(records: Sequence[Any], what: str) -> None:
 def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
     """Load, tokenize, build Q_diff, score R_Q with the starting model, pick the lowest."""
     from alignkit.data import load_records
-    from alignkit.encoding import encode_records
+    from alignkit.data.tokenize import encode_records
     from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
 
     config.validate()
@@ -448,7 +448,7 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
 def run_deft(config: DeftConfig) -> DeftResult | None:
     """`alignkit select deft`: select, then write the subset, scores and report (main
     process only; the others return None)."""
-    from alignkit.select import report
+    from alignkit.select import pipeline as report
 
     state = distributed_state()
     selection = select_deft(config, state)

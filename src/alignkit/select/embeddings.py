@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from alignkit.batching import sorted_chunks
+from alignkit.data.batching import sorted_chunks
 from alignkit.models import backbone_and_head
 from alignkit.select.common import distributed_state
 

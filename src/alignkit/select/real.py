@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from alignkit.config import opt
 from alignkit.errors import AlignkitError
+from alignkit.options import opt
 from alignkit.select.common import check_vocab, distributed_state
 from alignkit.select.embeddings import Embeddings, embed_texts
 
@@ -471,7 +471,7 @@ def _prompt_subsets(sel: RealSelection, config: RealConfig) -> None:
 def run_real(config: RealConfig) -> RealResult | None:
     """`alignkit select real`: select, then write the subset, scores and report (main
     process only; the others return None)."""
-    from alignkit.select import report
+    from alignkit.select import pipeline as report
 
     state = distributed_state()
     selection = select_real(config, state)

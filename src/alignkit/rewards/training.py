@@ -1,6 +1,6 @@
 """Reward-model training: Bradley–Terry on preference pairs, through the shared Trainer.
 
-`RewardTrainer` is `alignkit.trainer.Trainer` with two hooks replaced: `build_scorer` returns
+`RewardTrainer` is `alignkit.train.trainer.Trainer` with two hooks replaced: `build_scorer` returns
 a `RewardScorer` around an `AutoModelForSequenceClassification` (num_labels=1; any decoder
 backbone, optionally LoRA with the score head trained in full), and `step_loss` computes
 `-log sigmoid(R(x, chosen) - R(x, rejected))` on the rewards of one packed forward pass
@@ -19,16 +19,21 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import Tensor, nn
 
-from alignkit.config import opt
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch
 from alignkit.io import atomic_write_text
 from alignkit.models import resolve_model
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
 from alignkit.objectives.registry import Method
-from alignkit.reward import MARKER_FILE, MARKER_FORMAT, RewardScorer, load_sequence_classifier
-from alignkit.train_config import TrainConfig
-from alignkit.trainer import Trainer
+from alignkit.options import opt
+from alignkit.rewards.loading import (
+    MARKER_FILE,
+    MARKER_FORMAT,
+    RewardScorer,
+    load_sequence_classifier,
+)
+from alignkit.scoring.forward import PackedBatch
+from alignkit.train.config import TrainConfig
+from alignkit.train.trainer import Trainer
 
 BRADLEY_TERRY = "bradley-terry"
 
@@ -119,7 +124,7 @@ class RewardTrainer(Trainer):
     """Trains a scalar reward model with the Bradley–Terry loss; `run()` does the whole job.
 
     OUTPUT/model holds the model (or LoRA adapter incl. the score head), its tokenizer and
-    `alignkit_reward.json`, and loads with `alignkit.reward.load_reward_model(OUTPUT/model)`.
+    `alignkit_reward.json`, and loads with `alignkit.rewards.loading.load_reward_model(OUTPUT/model)`.
     """
 
     def __init__(self, config: RewardTrainConfig, accelerator: Accelerator | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.config import opt
 from alignkit.errors import AlignkitError
 from alignkit.models import LoraSettings
+from alignkit.options import opt
 
 
 @dataclass

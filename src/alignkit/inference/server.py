@@ -178,7 +178,7 @@ class ChatModel:
 
     def complete(self, messages: list[dict[str, str]], params: ChatParams) -> Completion:
         """The model's reply; the lock also covers the tokenizer (not thread-safe)."""
-        from alignkit.encoding import render_prompt
+        from alignkit.data.tokenize import render_prompt
 
         prompt = messages_to_prompt(messages, self.tokenizer)
         with self.lock:

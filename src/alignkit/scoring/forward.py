@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.encoding import Encoded
+from alignkit.data.tokenize import Encoded
 from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
 

@@ -1,4 +1,4 @@
-"""LLM judges behind one interface (`alignkit judge` asks them; `alignkit.judge` runs it).
+"""LLM judges behind one interface (`alignkit judge` asks them; `alignkit.evaluation.win_rate` runs it).
 
 The question (`Question`, rendered by `judge_messages` with `JUDGE_SYSTEM`/`JUDGE_USER`) and
 the judges: a local causal LM (`LocalJudge`, greedy), any OpenAI-compatible endpoint
@@ -128,8 +128,8 @@ class LocalJudge(Judge):
     max_concurrency = 1
 
     def __init__(self, spec: str, max_tokens: int = 16) -> None:
+        from alignkit.inference.server import load_chat_model
         from alignkit.models import autocast_dtype
-        from alignkit.serve import load_chat_model
 
         self.loaded = load_chat_model(spec)
         self.max_tokens = max_tokens
@@ -137,8 +137,8 @@ class LocalJudge(Judge):
         self.name = f"local:{spec}|max_tokens={max_tokens}|template={TEMPLATE_ID}"
 
     def ask_batch(self, questions: Sequence[Question]) -> list[str]:
-        from alignkit.generation import SamplingConfig, generate
-        from alignkit.serve import messages_to_prompt
+        from alignkit.inference.generation import SamplingConfig, generate
+        from alignkit.inference.server import messages_to_prompt
 
         tokenizer = self.loaded.tokenizer
         prompts = [messages_to_prompt(judge_messages(q), tokenizer) for q in questions]

@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from alignkit.data.records import Point, Prompt
 from alignkit.errors import AlignkitError
-from alignkit.forward import PackedBatch, packed_hidden_states
 from alignkit.models import LoraSettings, is_peft
+from alignkit.scoring.forward import PackedBatch, packed_hidden_states
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
 InputFormat = Literal["auto", "alignkit", "chat"]
@@ -103,7 +103,7 @@ class RewardScorer(nn.Module):
     """Wraps a scalar-head model; `forward(batch)` returns the reward of every packed response.
 
     The row `prompt|y_1|...|y_K` runs through the backbone once with the block attention mask
-    and restarted position ids of `alignkit.forward` (each response sees the prompt and
+    and restarted position ids of `alignkit.scoring.forward` (each response sees the prompt and
     itself only), and the score head reads the hidden state at the last token of each
     response (its EOS), in float32. Returns rewards (B, K), 0 where `batch.mask` is False.
     """
@@ -258,9 +258,9 @@ class HFReward:
 
     def _score_packed(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
         """Encoded and truncated like training data, one response per row."""
-        from alignkit.batching import sorted_chunks
-        from alignkit.encoding import encode_records
-        from alignkit.forward import collate
+        from alignkit.data.batching import sorted_chunks
+        from alignkit.data.tokenize import encode_records
+        from alignkit.scoring.forward import collate
 
         pairs = zip(prompts, responses, strict=True)
         points = [Point(p, r, 1.0, source=f"item {i}") for i, (p, r) in enumerate(pairs)]

@@ -24,13 +24,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from alignkit.batching import epoch_batches, rank_slice, sorted_chunks
-from alignkit.config import to_dict
 from alignkit.data import as_kind, load_records
+from alignkit.data.batching import epoch_batches, rank_slice, sorted_chunks
 from alignkit.data.records import Pair
-from alignkit.encoding import Encoded, encode_records
+from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.evaluation.metrics import implicit_reward_metrics
-from alignkit.forward import PackedBatch, SequenceScorer, collate
 from alignkit.io import atomic_write_text
 from alignkit.models import (
     autocast_dtype,
@@ -41,8 +39,10 @@ from alignkit.models import (
 )
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, compute_loss, get_method
 from alignkit.objectives.registry import Method
-from alignkit.scoring import reference_for, score_dataset
-from alignkit.train_config import TrainConfig
+from alignkit.options import to_dict
+from alignkit.scoring.dataset import reference_for, score_dataset
+from alignkit.scoring.forward import PackedBatch, SequenceScorer, collate
+from alignkit.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TrainResult:
 class Trainer:
     """Trains `config.method` on `config.data`; `run()` does the whole job.
 
-    Subclasses (reward models: `alignkit.reward_training`; online loops: `alignkit.online.loop`)
+    Subclasses (reward models: `alignkit.rewards.training`; online loops: `alignkit.online.loop`)
     may override the hooks `build_scorer`, `step_loss`, `build_optimizer` and `save_extra`,
     and may call the building blocks `make_scorer` (`build_scorer` + gradient checkpointing,
     on the device), `train_step` (one optimizer step over `grad_accum`

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from alignkit.data.records import Prompt
-from alignkit.encoding import render_prompt
+from alignkit.data.tokenize import render_prompt
 
 
 @dataclass

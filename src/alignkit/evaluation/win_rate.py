@@ -5,7 +5,7 @@ in both orders, ties when preferred once, loses when never. A verdict that names
 answer is counted as unparseable (the prompt's outcome is then "unparseable"), never fatal.
 
 The judges (a local causal LM, any OpenAI-compatible endpoint, a function) live in
-`alignkit.judges`. Answers are cached on disk (jsonl, keyed by a hash of judge + prompt + answers in order),
+`alignkit.evaluation.judges`. Answers are cached on disk (jsonl, keyed by a hash of judge + prompt + answers in order),
 so an interrupted run resumes without asking again.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError, DataError
-from alignkit.judges import Judge, Question, QuestionRejected, prompt_key
+from alignkit.evaluation.judges import Judge, Question, QuestionRejected, prompt_key
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from alignkit.batching import sorted_chunks
-from alignkit.encoding import Encoded
-from alignkit.forward import PackedBatch, SequenceScorer, collate
+from alignkit.data.batching import sorted_chunks
+from alignkit.data.tokenize import Encoded
 from alignkit.objectives.base import SeqLogps
+from alignkit.scoring.forward import PackedBatch, SequenceScorer, collate
 
 
 def score_dataset(
