@@ -38,7 +38,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def bench_qdiff(n_responses: int, vocab: int, seed: int = 0) -> None:
     from alignkit.data.tokenize import Encoded
-    from alignkit.select.deft import token_distributions
+    from alignkit.scoring.deft import token_distributions
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(8, 89, size=n_responses)  # mean 48 tokens
@@ -89,13 +89,9 @@ def _synthetic_pairs(n: int, vocab: int, seed: int, prompt: tuple[int, int], res
 def bench_rq(model_name: str, n: int, batch_size: int, rounds: int, precision: str) -> None:
     from alignkit.data.batching import sorted_chunks
     from alignkit.models import autocast_dtype, backbone_and_head, load_causal_lm, load_tokenizer
+    from alignkit.scoring.deft import q_diff_from_encoded
     from alignkit.scoring.forward import SequenceScorer, block_attention_mask, collate
-    from alignkit.select.deft import (
-        DistributionRewardScorer,
-        _chosen_only,
-        q_diff_from_encoded,
-        score_r_q,
-    )
+    from alignkit.select.deft import DistributionRewardScorer, _chosen_only, score_r_q
 
     tok = load_tokenizer(model_name)
     model = load_causal_lm(model_name).eval()

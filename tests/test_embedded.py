@@ -27,7 +27,8 @@ def test_default_model_is_a_plain_float_checkpoint():
 
 
 def test_default_model_generates_an_answer():
-    from alignkit.inference.generation import SamplingConfig, as_prompt, generate
+    from alignkit.data.prompts import as_prompt
+    from alignkit.inference.generation import SamplingConfig, generate
 
     model, tok = load_causal_lm("default"), load_tokenizer("default")
     (answer,) = generate(

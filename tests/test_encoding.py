@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from alignkit.data.prompts import render_prompt
 from alignkit.data.records import Multi, Pair, Point
-from alignkit.data.tokenize import encode_records, render_prompt
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_tokenizer
 

@@ -27,6 +27,7 @@ from alignkit.evaluation.runner import (
 )
 from alignkit.inference.generation import SamplingConfig
 from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.scoring.forward import collate, naive_sequence_logps
 
 # ------------------------------------------------------------ metric functions
@@ -49,17 +50,17 @@ def test_implicit_reward_metrics_by_hand():
     policy_c, policy_r = torch.tensor([-1.0, -4.0, -2.0]), torch.tensor([-3.0, -2.0, -2.0])
     ref_c, ref_r = torch.tensor([-2.0, -2.0, -2.0]), torch.tensor([-2.0, -2.0, -2.0])
     # rewards chosen [0.5, -1, 0], rejected [-0.5, 0, 0]; margins [1, -1, 0]
-    out = M.implicit_reward_metrics(policy_c, policy_r, ref_c, ref_r, beta)
+    out = implicit_reward_metrics(policy_c, policy_r, ref_c, ref_r, beta)
     assert out["margin"] == pytest.approx(0.0)
     assert out["accuracy"] == pytest.approx(1 / 3)  # the tie counts as wrong
     expected = [math.log1p(math.exp(-1)), math.log1p(math.exp(1)), math.log(2)]
     assert out["dpo_loss"] == pytest.approx(sum(expected) / 3)
     assert out["reward_chosen"] == pytest.approx(-0.5 / 3)
     assert out["reward_rejected"] == pytest.approx(-0.5 / 3)
-    flipped = M.implicit_reward_metrics(policy_r, policy_c, ref_r, ref_c, beta)
+    flipped = implicit_reward_metrics(policy_r, policy_c, ref_r, ref_c, beta)
     assert flipped["margin"] == pytest.approx(0.0) and flipped["accuracy"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
-        M.implicit_reward_metrics(*[torch.zeros(0)] * 4, beta)
+        implicit_reward_metrics(*[torch.zeros(0)] * 4, beta)
 
 
 def test_bleu_and_mean_std():
@@ -183,7 +184,7 @@ def naive_metrics(policy, ref, tokenizer, path: str, beta: float) -> dict[str, f
     batch = collate(encoded, tokenizer.pad_token_id)
     with torch.no_grad():
         pol, rf = naive_sequence_logps(policy, batch), naive_sequence_logps(ref, batch)
-    out = M.implicit_reward_metrics(pol[:, 0], pol[:, 1], rf[:, 0], rf[:, 1], beta)
+    out = implicit_reward_metrics(pol[:, 0], pol[:, 1], rf[:, 0], rf[:, 1], beta)
     out["perplexity"] = math.exp(-float(pol[:, 0].sum()) / float(batch.counts[:, 0].sum()))
     return out
 
@@ -344,7 +345,7 @@ BAD_INPUTS = [
     ("--model {full} --data {test} --num-prompts -1", "--num-prompts must be >= 0"),
     ("--model {full} --data {root}/nope.jsonl", "nope.jsonl"),
     ("--model {full} --data {test} --ref {other} --metrics margins", "another tokenizer"),
-    ("--model {root}/no-model --data {test}", "cannot load"),
+    ("--model {root}/no-model --data {test}", "no such file or directory"),
     ("--data {test}", "give --model"),
     ("--model {full} --data {test} --output {root}/r.md", "must be a .json path"),
 ]

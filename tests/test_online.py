@@ -469,7 +469,7 @@ def test_sampling_and_lora_settings() -> None:
     )  # fmt: skip
     assert s.do_sample and config.lora_settings() is None
     lora = PLEConfig(lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).lora_settings()
-    assert lora is not None and lora.target_modules == "all-linear"
+    assert lora is not None and lora.peft_targets() == "all-linear"
     assert (lora.r, lora.alpha, lora.dropout) == (4, 8, 0.0)
     assert PLEConfig(lora=True, lora_targets=["q_proj"]).lora_settings().target_modules == [
         "q_proj"

@@ -18,8 +18,9 @@ from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_tokenizer
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
+from alignkit.objectives.losses import bradley_terry_loss
+from alignkit.objectives.registry import BRADLEY_TERRY
 from alignkit.rewards.loading import (
-    MARKER_FILE,
     CallableReward,
     HFReward,
     RewardScorer,
@@ -27,7 +28,7 @@ from alignkit.rewards.loading import (
     load_reward_model,
     load_sequence_classifier,
 )
-from alignkit.rewards.training import BT_METHOD, bradley_terry_loss
+from alignkit.runs import REWARD_MARKER
 from alignkit.scoring.forward import PAD_SEGMENT, PROMPT_SEGMENT, collate
 
 FILLER = "the a sun rain cake help water fire code list sort answer question".split()
@@ -87,7 +88,7 @@ def test_bradley_terry_method_metrics_and_mask():
         high_quality=torch.tensor([[True, False]] * 3),
         mask=mask,
     )
-    loss, metrics = compute_loss(BT_METHOD, batch, ObjectiveConfig())
+    loss, metrics = compute_loss(BRADLEY_TERRY, batch, ObjectiveConfig())
     approx(loss, (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2)
     approx(metrics["rewards/chosen"], 1.0)
     approx(metrics["rewards/rejected"], 0.5)
@@ -229,7 +230,7 @@ def test_train_rm_raises_heldout_pair_accuracy(trained_rm, capsys):
     assert config["method"] == "bradley-terry"
     model = trained_rm / "model"
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
-    marker = json.loads((model / MARKER_FILE).read_text())
+    marker = json.loads((model / REWARD_MARKER).read_text())
     assert marker["method"] == "bradley-terry" and marker["max_length"] == 1024
 
 
@@ -289,7 +290,7 @@ def test_train_rm_config_file_and_flags(tiny_model, rm_data, tmp_path, capsys):
     ("args", "message"),
     [
         (["--data", "{points}"], "needs preference pairs"),
-        (["--data", "{train}", "--config", "{yaml_beta}"], "does not use beta"),
+        (["--data", "{train}", "--config", "{yaml_beta}"], "unknown option(s) beta"),
         (["--data", "{train}", "--config", "{yaml_method}"], "always trains bradley-terry"),
         (["--data", "{train}", "--batch-size", "0"], "--batch-size must be > 0"),
         (["--data", "{missing}"], "missing"),

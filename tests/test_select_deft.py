@@ -24,18 +24,20 @@ from alignkit.data import Pair, Point
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.scoring.deft import (
+    q_diff_from_encoded,
+    token_counts,
+    token_distribution,
+    token_distributions,
+)
 from alignkit.scoring.forward import collate
 from alignkit.select.deft import (
     DeftConfig,
     keep_count_for,
     keep_lowest,
-    q_diff_from_encoded,
     require_pairs,
     score_r_q,
     select_deft,
-    token_counts,
-    token_distribution,
-    token_distributions,
 )
 
 GOOD = ["kind", "safe", "help", "thanks"]

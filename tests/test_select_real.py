@@ -23,13 +23,13 @@ from alignkit.data import Multi, Pair, Point
 from alignkit.errors import AlignkitError
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.select import embeddings, real
+from alignkit.select.common import fraction_count
 from alignkit.select.embeddings import embed_texts
 from alignkit.select.real import (
     RealConfig,
     real_mode,
     select_pair_subset,
     select_per_prompt,
-    subset_size,
 )
 
 
@@ -51,7 +51,8 @@ def test_pair_subsets_pick_the_known_pairs():
     assert select_pair_subset(sim, "easy", 1 / 6).tolist() == [1]  # tie: lower index first
     r1, r2 = (select_pair_subset(sim, "random", 0.5, seed=s) for s in (1, 1))
     assert r1.tolist() == r2.tolist() and len(r1) == 3 and len(set(r1.tolist())) == 3
-    assert subset_size(7, 0.5) == 4 and subset_size(3, 0.01) == 1
+    assert fraction_count(7, 0.5, "--fraction") == 4
+    assert fraction_count(3, 0.01, "--fraction") == 1
     for bad in (0.0, 1.01, -1.0):
         with pytest.raises(AlignkitError, match=r"\(0, 1\]"):
             select_pair_subset(sim, "easy", bad)

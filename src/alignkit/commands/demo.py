@@ -21,7 +21,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from alignkit.io import atomic_write_text
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_jsonl, atomic_write_text, read_jsonl
 
 _APOS = "(?:'|’)"
 REFUSAL = re.compile(
@@ -101,7 +102,8 @@ def register(subparsers) -> None:
 
 
 def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) -> list[str]:
-    from alignkit.inference.generation import SamplingConfig, as_prompt, generate
+    from alignkit.data.prompts import as_prompt
+    from alignkit.inference.generation import SamplingConfig, generate
     from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
@@ -119,11 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     output = Path(args.output)
-    prompts = [
-        json.loads(line)
-        for line in Path(demo_file("heldout_prompts.jsonl")).read_text().splitlines()
-        if line.strip()
-    ]
+    prompts = read_jsonl(demo_file("heldout_prompts.jsonl"))
     base = resolve_model(args.model)
     train_file = _training_subset(output, args.train_pairs, args.seed)
     config = TrainConfig(
@@ -169,14 +167,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _training_subset(output: Path, n: int, seed: int) -> str:
     """The embedded training pairs, or a seeded sample of `n` of them written into the run."""
-    lines = [x for x in Path(demo_file("train.jsonl")).read_text().splitlines() if x.strip()]
-    if n <= 0 or n >= len(lines):
+    rows = read_jsonl(demo_file("train.jsonl"))
+    if n <= 0 or n >= len(rows):
         return demo_file("train.jsonl")
-    sample = random.Random(seed).sample(lines, n)
+    sample = random.Random(seed).sample(rows, n)
     path = output / "demo_train.jsonl"
-    if not path.exists() or path.read_text() != "\n".join(sample) + "\n":
-        atomic_write_text(path, "\n".join(sample) + "\n")  # unchanged file keeps the data cache
+    if not _holds(path, sample):
+        atomic_write_jsonl(path, sample)  # an unchanged file keeps the data cache
     return str(path)
+
+
+def _holds(path: Path, rows: list) -> bool:
+    """Does the jsonl file `path` hold exactly `rows`? (False when missing or unreadable.)"""
+    try:
+        return read_jsonl(path) == rows
+    except AlignkitError:
+        return False
 
 
 def _report(prompts, before, after, eval_before, eval_after) -> dict:

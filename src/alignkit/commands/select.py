@@ -86,7 +86,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_deft_command(args: argparse.Namespace) -> int:
-    from alignkit.select.deft import run_deft
+    from alignkit.select.pipeline import run_deft
 
     result = run_deft(build_config(DeftConfig, args, args.config))
     if result is not None:
@@ -99,7 +99,7 @@ def run_deft_command(args: argparse.Namespace) -> int:
 
 
 def run_real_command(args: argparse.Namespace) -> int:
-    from alignkit.select.real import run_real
+    from alignkit.select.pipeline import run_real
 
     config = build_config(RealConfig, args, args.config)
     result = run_real(config)

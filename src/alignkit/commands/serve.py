@@ -80,14 +80,14 @@ def _stop_on_signals() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.errors import AlignkitError
-    from alignkit.inference.server import ChatModel, load_chat_model, make_server
-    from alignkit.models import autocast_dtype
+    from alignkit.inference.server import ChatModel, make_server
+    from alignkit.models import autocast_dtype, load_inference_model
 
     if args.max_new_tokens < 1:
         raise AlignkitError("--max-new-tokens must be at least 1")
     if not 0 <= args.port <= 65535:
         raise AlignkitError("--port must be between 0 and 65535")
-    loaded = load_chat_model(args.model)
+    loaded = load_inference_model(args.model)
     device = next(loaded.model.parameters()).device
     chat = ChatModel(loaded, args.model, args.max_new_tokens, autocast_dtype("auto", device))
     server = make_server(chat, args.host, args.port)

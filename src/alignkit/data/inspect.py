@@ -3,7 +3,8 @@
 Lengths are counted per record: every record contributes its prompt once and each of its
 responses (a pair two, a point one, a multi record k). A chat prompt's length in characters
 is the sum of its messages' contents; in tokens it is the rendered chat template (with the
-generation prompt) when the tokenizer has one, else the contents joined by newlines.
+generation prompt) when the tokenizer has one, else the contents joined by newlines
+(`alignkit.data.prompts.prompt_token_text`).
 Percentiles use the nearest-rank method (p95 of n values = the ceil(0.95 n)-th smallest).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from alignkit.data.formats import kind_of
+from alignkit.data.prompts import prompt_key, prompt_token_text
 from alignkit.data.records import LoadSummary, Multi, Pair, Point, Prompt, Record
 
 _TOKENIZE_CHUNK = 512
@@ -39,12 +41,6 @@ def _responses(record: Record) -> tuple[str, ...]:
     if isinstance(record, Point):
         return (record.completion,)
     return record.responses
-
-
-def _prompt_key(prompt: Prompt) -> str | tuple[tuple[str, str], ...]:
-    if isinstance(prompt, str):
-        return prompt
-    return tuple((message["role"], message["content"]) for message in prompt)
 
 
 def _prompt_chars(prompt: Prompt) -> int:
@@ -89,18 +85,8 @@ def _multi_stats(multis: list[Multi]) -> dict[str, Any] | None:
 
 def _duplicates(records: Sequence[Record]) -> int:
     """How many (prompt, response) items repeat an earlier one."""
-    items = [(_prompt_key(r.prompt), text) for r in records for text in _responses(r)]
+    items = [(prompt_key(r.prompt), text) for r in records for text in _responses(r)]
     return len(items) - len(set(items))
-
-
-def _prompt_text(tokenizer: Any, prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            list(prompt), tokenize=False, add_generation_prompt=True
-        )
-    return "\n".join(message["content"] for message in prompt)
 
 
 def _token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -125,7 +111,7 @@ def inspect_records(
         "records": len(records),
         "formats": dict(summary.counts),
         "kinds": kinds,
-        "prompts": len({_prompt_key(prompt) for prompt in prompts}),
+        "prompts": len({prompt_key(prompt) for prompt in prompts}),
         "prompt_chars": describe([_prompt_chars(prompt) for prompt in prompts]),
         "response_chars": describe([len(text) for text in responses]),
         "labels": _label_stats([r for r in records if isinstance(r, Point)]),
@@ -133,7 +119,7 @@ def inspect_records(
         "duplicates": _duplicates(records),
     }
     if tokenizer is not None:
-        prompt_texts = [_prompt_text(tokenizer, prompt) for prompt in prompts]
+        prompt_texts = [prompt_token_text(prompt, tokenizer) for prompt in prompts]
         stats["prompt_tokens"] = describe(_token_counts(tokenizer, prompt_texts))
         stats["response_tokens"] = describe(_token_counts(tokenizer, responses))
     return stats

@@ -3,7 +3,8 @@
 The prompt and each response are tokenized separately and concatenated, so the prompt's
 tokens are an exact prefix of prompt+response by construction: no token can merge across the
 boundary (TRL users were bitten by exactly that). Each response ends with EOS, so the model
-learns to stop. Chat-message prompts are rendered with the tokenizer's chat template.
+learns to stop. Chat-message prompts are rendered with the tokenizer's chat template
+(`alignkit.data.prompts.render_prompt`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from alignkit.data.prompts import render_prompt
 from alignkit.data.records import Multi, Pair, Point, Prompt, Record
 from alignkit.errors import AlignkitError
 
@@ -56,19 +58,6 @@ class EncodeSummary:
         if self.dropped:
             text += f"; {self.dropped} dropped as too long"
         return text
-
-
-def render_prompt(prompt: Prompt, tokenizer) -> tuple[str, bool]:
-    """The prompt as text, and whether it was rendered by the chat template."""
-    if isinstance(prompt, str):
-        return prompt, False
-    if not getattr(tokenizer, "chat_template", None):
-        raise AlignkitError(
-            "the data has chat-message prompts but the tokenizer has no chat template; "
-            "use a chat model or give plain-text prompts"
-        )
-    text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
-    return text, True
 
 
 def _fields(record: Record) -> tuple[Prompt, list[str], list[float], list[bool], bool]:

@@ -14,16 +14,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError, DataError
-from alignkit.io import atomic_write_text
+from alignkit.io import atomic_write, atomic_write_text, iter_jsonl
 
 CURVE_KEYS = (
     "loss",
@@ -91,18 +89,8 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl; a last line cut short (a run still writing) is skipped."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise DataError(f"{path}:{number}", f"not valid JSON: {exc.msg}") from exc
+    for number, row in iter_jsonl(path, allow_partial_last=True):
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}", "expected one JSON object per line")
         rows.append(row)
@@ -258,25 +246,13 @@ def metric_order(names: set[str]) -> list[str]:
 # ------------------------------------------------------------------ plots
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def _slug(name: str) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from alignkit.data.prompts import messages_to_prompt, prompt_key, prompt_transcript
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
 
@@ -46,17 +47,6 @@ A if answer A is better, B if answer B is better."""
 TEMPLATE_ID = hashlib.sha256((JUDGE_SYSTEM + JUDGE_USER).encode()).hexdigest()[:8]
 
 
-def prompt_text(prompt: Prompt) -> str:
-    """A prompt as one string (chat messages as "role: content" lines)."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
-
-
-def prompt_key(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(list(prompt), sort_keys=True)
-
-
 # ------------------------------------------------------------------ questions
 
 
@@ -77,7 +67,7 @@ class Question:
 def judge_messages(question: Question) -> list[dict[str, str]]:
     """The chat messages that ask a judge `question`."""
     user = JUDGE_USER.format(
-        prompt=prompt_text(question.prompt).strip(),
+        prompt=prompt_transcript(question.prompt).strip(),
         first=question.first.strip(),
         second=question.second.strip(),
     )
@@ -128,17 +118,15 @@ class LocalJudge(Judge):
     max_concurrency = 1
 
     def __init__(self, spec: str, max_tokens: int = 16) -> None:
-        from alignkit.inference.server import load_chat_model
-        from alignkit.models import autocast_dtype
+        from alignkit.models import autocast_dtype, load_inference_model
 
-        self.loaded = load_chat_model(spec)
+        self.loaded = load_inference_model(spec)
         self.max_tokens = max_tokens
         self.autocast = autocast_dtype("auto", next(self.loaded.model.parameters()).device)
         self.name = f"local:{spec}|max_tokens={max_tokens}|template={TEMPLATE_ID}"
 
     def ask_batch(self, questions: Sequence[Question]) -> list[str]:
         from alignkit.inference.generation import SamplingConfig, generate
-        from alignkit.inference.server import messages_to_prompt
 
         tokenizer = self.loaded.tokenizer
         prompts = [messages_to_prompt(judge_messages(q), tokenizer) for q in questions]

@@ -1,7 +1,8 @@
 """Evaluation metrics as small pure functions of tensors, numbers and strings.
 
-METHODS.md §5: perplexity of reference responses, implicit-reward margin / accuracy / DPO
-loss on test pairs, reward-model score of generations, BLEU against the chosen response.
+docs/methods.md, "Evaluation metrics": perplexity of reference responses, implicit-reward
+margin / accuracy / DPO loss on test pairs, reward-model score of generations, BLEU against
+the chosen response.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-
-from alignkit.objectives.losses import dpo_loss
 
 
 def perplexity(logp_sum: float | Tensor, n_tokens: int | float | Tensor) -> float:
@@ -26,32 +25,6 @@ def perplexity(logp_sum: float | Tensor, n_tokens: int | float | Tensor) -> floa
     if count <= 0:
         raise ValueError("perplexity needs at least one token")
     return math.exp(-total / count)
-
-
-def implicit_reward_metrics(
-    policy_chosen: Tensor,
-    policy_rejected: Tensor,
-    ref_chosen: Tensor,
-    ref_rejected: Tensor,
-    beta: float,
-) -> dict[str, float]:
-    """DPO implicit rewards r = beta * (log pi - log pi_ref) on test pairs; inputs (N,).
-
-    margin = mean(r_chosen - r_rejected); accuracy = mean(r_chosen > r_rejected) (a tie
-    counts as wrong, as in training); dpo_loss = mean(-log sigmoid(r_chosen - r_rejected));
-    reward_chosen / reward_rejected = the mean rewards.
-    """
-    tensors = [t.double() for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)]
-    if tensors[0].numel() == 0:
-        raise ValueError("implicit-reward metrics need at least one pair")
-    losses, chosen, rejected = dpo_loss(*tensors, beta)
-    return {
-        "margin": float((chosen - rejected).mean()),
-        "accuracy": float((chosen > rejected).double().mean()),
-        "dpo_loss": float(losses.mean()),
-        "reward_chosen": float(chosen.mean()),
-        "reward_rejected": float(rejected.mean()),
-    }
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,16 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.data import FORMATS, Pair, Point, Prompt, Record, load_records
+from alignkit.data.prompts import prompt_key
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.models import check_model_spec
+from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
+from alignkit.rewards.loading import check_reward_spec
+from alignkit.runs import ModelSpec
 
 METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
 DEFAULT_BETA = 0.1
@@ -81,6 +86,12 @@ class EvalConfig:
         if not self.output.endswith(".json"):
             raise AlignkitError(f"--output must be a .json path, got {self.output!r}")
         self.requested_metrics()
+        # model specs fail here, before any model is loaded or anything generated
+        check_model_spec(self.model)
+        if self.ref:
+            check_model_spec(self.ref)
+        if self.reward_model:
+            check_reward_spec(self.reward_model)
         checks = {
             "--batch-size must be > 0": self.batch_size > 0,
             "--max-new-tokens must be > 0": self.max_new_tokens > 0,
@@ -117,60 +128,15 @@ class EvalConfig:
 # ------------------------------------------------------------ models
 
 
-@dataclass
-class ModelSource:
-    """Where a model comes from. `path`: weights dir or id (LoRA: the adapter dir);
-    `base`: a LoRA adapter's base, or the base_model a full-weights run started from."""
-
-    name: str
-    path: str
-    base: str | None = None
-    adapter: bool = False
-    run_config: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def resolve_source(name: str) -> ModelSource:
-    """A run directory, its model/ dir (full or adapter), or an id/path passed through."""
-    path = Path(name)
-    if (path / "model").is_dir() and (path / "summary.json").is_file():
-        path = path / "model"
-    if not path.is_dir():
-        return ModelSource(name, name)
-    in_run = (path.parent / "summary.json").is_file()
-    summary = _read_json(path.parent / "summary.json") if in_run else {}
-    run_config = _read_json(path.parent / "config.json") if in_run else {}
-    adapter_config = path / "adapter_config.json"
-    if adapter_config.is_file():
-        base = summary.get("base_model") or _read_json(adapter_config).get(
-            "base_model_name_or_path"
-        )
-        if not base:
-            raise AlignkitError(f"{path}: a LoRA adapter whose base model is unknown")
-        return ModelSource(name, str(path), str(base), True, run_config)
-    return ModelSource(name, str(path), summary.get("base_model"), False, run_config)
-
-
-def _has_tokenizer(path: str) -> bool:
-    return any((Path(path) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
-
-
-def load_source(source: ModelSource) -> tuple[nn.Module, Any]:
-    """(causal LM in eval mode, tokenizer) of a source."""
+def load_source(source: ModelSpec) -> tuple[nn.Module, Any]:
+    """(causal LM in eval mode, tokenizer) of a resolved model spec (an adapter stays an
+    adapter: the reference is the model with it disabled)."""
     from alignkit.models import load_causal_lm, load_tokenizer
 
-    if source.adapter:
-        model = load_causal_lm(str(source.base), adapter=source.path)
-    else:
-        model = load_causal_lm(source.path)
-    tok_path = source.path if not source.adapter or _has_tokenizer(source.path) else source.base
-    return model.eval(), load_tokenizer(str(tok_path))
+    return load_causal_lm(source.name).eval(), load_tokenizer(source.name)
 
 
-def reference_name(config: EvalConfig, source: ModelSource) -> str | None:
+def reference_name(config: EvalConfig, source: ModelSpec) -> str | None:
     """What the implicit reward is measured against (None: nothing known)."""
     if config.ref:
         return config.ref
@@ -212,7 +178,7 @@ def distinct_prompts(records: list[Record]) -> list[PromptItem]:
     """The distinct prompts in data order, each with the first reference response seen."""
     items: dict[str, PromptItem] = {}
     for record in records:
-        key = json.dumps(record.prompt)
+        key = prompt_key(record.prompt)
         item = items.setdefault(key, PromptItem(record.prompt, None))
         item.reference = item.reference or reference_response(record)
     return list(items.values())
@@ -230,7 +196,7 @@ def sample_prompts(items: list[PromptItem], n: int, seed: int) -> list[PromptIte
 
 
 def unsupported(
-    config: EvalConfig, records: list[Record], source: ModelSource, prompts: list[PromptItem]
+    config: EvalConfig, records: list[Record], source: ModelSpec, prompts: list[PromptItem]
 ) -> dict[str, str | None]:
     """metric -> None when it can be computed, else why not."""
     n_pairs = sum(isinstance(r, Pair) for r in records)
@@ -326,7 +292,7 @@ def perplexity_of(encoded: list[Encoded], table: Tensor) -> tuple[dict, dict]:
     }
 
 
-def reference_table(ctx: Context, source: ModelSource, pairs: list[Encoded]) -> Tensor:
+def reference_table(ctx: Context, source: ModelSpec, pairs: list[Encoded]) -> Tensor:
     """(n, 2) log-probs of the test pairs under the reference: --ref, else the adapter
     disabled (LoRA), else the run's base model."""
     from alignkit.models import reference_context
@@ -334,27 +300,27 @@ def reference_table(ctx: Context, source: ModelSource, pairs: list[Encoded]) -> 
     if not ctx.config.ref and source.adapter:
         with reference_context(ctx.model):
             return score(ctx, ctx.model, pairs, 2, "reference log-probs")
-    ref = resolve_source(ctx.config.ref or str(source.base))
+    ref = check_model_spec(ctx.config.ref or str(source.base))
     model, tokenizer = load_source(ref)
     _check_same_vocab(ctx.tokenizer, tokenizer, ref.name)
     model.to(ctx.device)
     return score(ctx, model, pairs, 2, "reference log-probs")
 
 
-def beta_of(config: EvalConfig, source: ModelSource) -> float:
+def beta_of(config: EvalConfig, source: ModelSpec) -> float:
     """--beta, else the beta the run was trained with, else 0.1."""
     return config.beta or float(source.run_config.get("beta") or DEFAULT_BETA)
 
 
 def margins_of(
-    ctx: Context, records: list[Record], encoded: list[Encoded], table: Tensor, source: ModelSource
+    ctx: Context, records: list[Record], encoded: list[Encoded], table: Tensor, source: ModelSpec
 ) -> tuple[dict, dict]:
     """Implicit-reward margin, accuracy and DPO loss on the test pairs: (metrics, counts)."""
     rows = [i for i, e in enumerate(encoded) if isinstance(records[e.index], Pair)]
     ref = reference_table(ctx, source, [encoded[i] for i in rows])
     policy = table[rows]
     beta = beta_of(ctx.config, source)
-    values = M.implicit_reward_metrics(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
+    values = implicit_reward_metrics(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
     return values, {"pairs": len(rows)}
 
 
@@ -414,7 +380,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 
     config.validate()
     records, _ = load_records(config.data, config.data_format)
-    source = resolve_source(config.model)
+    source = check_model_spec(config.model)
     prompts = sample_prompts(distinct_prompts(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
     model, tokenizer = load_source(source)
@@ -434,7 +400,7 @@ def _score_metrics(
     ctx: Context,
     plan: list[str],
     records: list[Record],
-    source: ModelSource,
+    source: ModelSpec,
     values: dict[str, float],
     counts: dict[str, Any],
 ) -> None:
@@ -478,7 +444,7 @@ def _generation_metrics(
 
 def _report(
     config: EvalConfig,
-    source: ModelSource,
+    source: ModelSpec,
     plan: list[str],
     values: dict[str, float],
     counts: dict[str, Any],

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from alignkit.data.prompts import prompt_json, prompt_key
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError, DataError
-from alignkit.evaluation.judges import Judge, Question, QuestionRejected, prompt_key
+from alignkit.evaluation.judges import Judge, Question, QuestionRejected
+from alignkit.io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +66,22 @@ def _prompt(value: Any) -> Prompt | None:
 
 def load_generations(path: str) -> list[tuple[Prompt, str]]:
     """`(prompt, response)` of each line of a jsonl file `{"prompt": ..., "response": ...}`."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise AlignkitError(f"cannot read generations file {path}: {exc.strerror or exc}") from exc
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}", f"not valid JSON: {exc.msg}") from exc
-        prompt = _prompt(row.get("prompt")) if isinstance(row, dict) else None
-        if prompt is None or not isinstance(row.get("response"), str):
-            raise DataError(
-                f"{path}:{number}",
-                'expected {"prompt": text or chat messages, "response": text}',
-                "the format `alignkit eval` writes",
-            )
-        rows.append((prompt, row["response"]))
+    try:
+        for number, row in iter_jsonl(path):
+            prompt = _prompt(row.get("prompt")) if isinstance(row, dict) else None
+            if prompt is None or not isinstance(row.get("response"), str):
+                raise DataError(
+                    f"{path}:{number}",
+                    'expected {"prompt": text or chat messages, "response": text}',
+                    "the format `alignkit eval` writes",
+                )
+            rows.append((prompt, row["response"]))
+    except DataError:
+        raise
+    except AlignkitError as exc:  # the file cannot be read
+        reason = getattr(exc.__cause__, "strerror", None) or exc.__cause__ or exc
+        raise AlignkitError(f"cannot read generations file {path}: {reason}") from exc
     if not rows:
         raise AlignkitError(f"generations file {path} has no records")
     return rows
@@ -169,6 +167,8 @@ class VerdictCache:
             self._load()
 
     def _load(self) -> None:
+        # not `io.iter_jsonl`: a line cut by an interruption stays in the middle of the file
+        # once `add` appends after it, and is skipped wherever it is
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
@@ -266,7 +266,7 @@ def judge_pairs(
         v_ab, v_ba = parse_verdict(raw_ab), parse_verdict(raw_ba)
         rows.append(
             {
-                "prompt": item.prompt if isinstance(item.prompt, str) else list(item.prompt),
+                "prompt": prompt_json(item.prompt),
                 "response_a": item.a,
                 "response_b": item.b,
                 "verdict_a_first": v_ab,

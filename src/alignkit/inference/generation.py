@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from alignkit.data.prompts import render_prompt
 from alignkit.data.records import Prompt
-from alignkit.data.tokenize import render_prompt
 
 
 @dataclass
@@ -44,13 +44,6 @@ def finished_rows(new_ids: torch.Tensor, eos_ids: Sequence[int]) -> list[bool]:
     return hit.any(dim=1).tolist()
 
 
-def as_prompt(text_or_messages: Prompt | str, chat: bool) -> Prompt:
-    """A user query as a prompt: wrapped as a chat message when `chat` is True."""
-    if chat and isinstance(text_or_messages, str):
-        return ({"role": "user", "content": text_or_messages},)
-    return text_or_messages
-
-
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -82,6 +75,8 @@ def generate_completions(
     device = next(model.parameters()).device
     texts = [render_prompt(p, tokenizer) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i][0]), reverse=True)
+    # a batch holds plain or chat-rendered prompts, never both: they are tokenized differently
+    groups = [[i for i in order if texts[i][1] == templated] for templated in (False, True)]
     out: list[Completion] = [Completion("")] * len(texts)
     eos = tokenizer.eos_token_id
     eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
@@ -93,10 +88,12 @@ def generate_completions(
     model.eval()
     try:
         chunks = [
-            order[i : i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)
+            group[i : i + sampling.batch_size]
+            for group in groups
+            for i in range(0, len(group), sampling.batch_size)
         ]
         for chunk in tqdm(chunks, desc="generating", disable=not progress, leave=False):
-            # chat-rendered prompts already hold their special tokens
+            # the same for the whole chunk; chat-rendered text already holds its special tokens
             templated = texts[chunk[0]][1]
             enc = tokenizer(
                 [texts[i][0] for i in chunk],

@@ -4,9 +4,8 @@
 `alignkit judge --judge http:...`). The server is threaded (a slow client never blocks
 the others) but generation runs under one lock: the model is used by one request at a time.
 
-Models: `default` (the embedded SmolLM2-135M-Instruct), a Hugging Face id or model folder,
-a peft adapter folder written by `alignkit train --lora` (its base model is read from the
-run's `summary.json` or from `adapter_config.json`), or a run directory (its `model/`).
+Models: any model spec of `alignkit.runs` (`default`, a Hugging Face id, a model or adapter
+folder, a run directory), loaded by `alignkit.models.load_inference_model` (adapters merged).
 """
 
 from __future__ import annotations
@@ -20,14 +19,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from alignkit.data.records import Prompt
+from alignkit.data.prompts import messages_to_prompt, render_prompt
 from alignkit.errors import AlignkitError
+from alignkit.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -35,74 +33,6 @@ MAX_BODY_BYTES = 1 << 20
 DRAIN_LIMIT_BYTES = 1 << 26  # larger bodies are cut off unread
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
-
-
-# ------------------------------------------------------------------ loading a model
-
-
-@dataclass
-class LoadedModel:
-    """A causal LM ready for generation, its tokenizer, and a readable description."""
-
-    model: nn.Module
-    tokenizer: Any
-    description: str
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AlignkitError(f"cannot read {path}: {exc}") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def resolve_model_spec(spec: str) -> tuple[str, str | None]:
-    """`(base model, adapter folder or None)` for a model spec.
-
-    A run directory (`summary.json` + `model/`) stands for its `model/` folder; a folder with
-    `adapter_config.json` is a peft adapter whose base is the run's `base_model` (from the
-    `summary.json` next to it) or else the adapter's `base_model_name_or_path`.
-    """
-    path = Path(spec)
-    if not path.is_dir():
-        return spec, None
-    if (path / "summary.json").exists() and (path / "model").is_dir():
-        path = path / "model"
-    if not (path / "adapter_config.json").exists():
-        return str(path), None
-    summary = path.parent / "summary.json"
-    base = _read_json(summary).get("base_model") if summary.exists() else None
-    base = base or _read_json(path / "adapter_config.json").get("base_model_name_or_path")
-    if not base:
-        raise AlignkitError(
-            f"{path} is a peft adapter but its base model is unknown: neither "
-            f"{path.parent / 'summary.json'} (key base_model) nor adapter_config.json "
-            "(key base_model_name_or_path) names it"
-        )
-    return str(base), str(path)
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
-
-
-def load_chat_model(spec: str) -> LoadedModel:
-    """Load a model spec (see `resolve_model_spec`) in eval mode; adapters are merged."""
-    from alignkit.models import load_causal_lm, load_tokenizer
-
-    base, adapter = resolve_model_spec(spec)
-    if adapter is None:
-        model = load_causal_lm(base)
-        description = base
-    else:
-        model = load_causal_lm(base, adapter=adapter).merge_and_unload()
-        description = f"adapter {adapter} on base model {base}"
-    source = adapter if adapter and _has_tokenizer(Path(adapter)) else base
-    tokenizer = load_tokenizer(source)
-    model.eval()
-    model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, description)
 
 
 # ------------------------------------------------------------------ generation
@@ -120,7 +50,9 @@ class ChatParams:
 
 
 @dataclass
-class Completion:
+class ChatCompletion:
+    """The reply to one chat request, with the token counts of its `usage`."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -137,19 +69,6 @@ def _text_content(content: Any) -> str | None:
     ):
         return "".join(p["text"] for p in content)
     return None
-
-
-def messages_to_prompt(messages: list[dict[str, str]], tokenizer: Any) -> Prompt:
-    """Chat messages as a prompt: rendered by the chat template when the tokenizer has one,
-    else as an HH-style transcript ("\\n\\nHuman: ...\\n\\nAssistant:") as in alignkit's data."""
-    if getattr(tokenizer, "chat_template", None):
-        return tuple(messages)
-    speaker = {"user": "Human", "assistant": "Assistant"}
-    parts = [
-        m["content"] if m["role"] == "system" else f"\n\n{speaker[m['role']]}: {m['content']}"
-        for m in messages
-    ]
-    return "".join(parts) + "\n\nAssistant:"
 
 
 def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -176,10 +95,8 @@ class ChatModel:
         self.autocast = autocast
         self.lock = threading.Lock()
 
-    def complete(self, messages: list[dict[str, str]], params: ChatParams) -> Completion:
+    def complete(self, messages: list[dict[str, str]], params: ChatParams) -> ChatCompletion:
         """The model's reply; the lock also covers the tokenizer (not thread-safe)."""
-        from alignkit.data.tokenize import render_prompt
-
         prompt = messages_to_prompt(messages, self.tokenizer)
         with self.lock:
             try:
@@ -215,7 +132,9 @@ class ChatModel:
             ids = self.model.generate(**enc, **kwargs)
         return ids[0, enc["input_ids"].shape[1] :].cpu()
 
-    def _completion(self, new: torch.Tensor, prompt_tokens: int, params: ChatParams) -> Completion:
+    def _completion(
+        self, new: torch.Tensor, prompt_tokens: int, params: ChatParams
+    ) -> ChatCompletion:
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos) if isinstance(eos, list) else {eos}
         ended = len(new) > 0 and int(new[-1]) in eos_ids
@@ -225,7 +144,7 @@ class ChatModel:
         if stopped:
             count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         finish = "stop" if ended or stopped or len(new) < params.max_tokens else "length"
-        return Completion(text.strip(), prompt_tokens, count, finish)
+        return ChatCompletion(text.strip(), prompt_tokens, count, finish)
 
 
 # ------------------------------------------------------------------ request parsing
@@ -318,7 +237,7 @@ def parse_chat_request(body: Any, max_new_tokens: int) -> tuple[list[dict[str, s
     return messages, params
 
 
-def completion_response(completion: Completion, model: str) -> dict[str, Any]:
+def completion_response(completion: ChatCompletion, model: str) -> dict[str, Any]:
     """An OpenAI `chat.completion` object."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",

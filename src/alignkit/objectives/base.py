@@ -15,6 +15,7 @@ from torch import Tensor
 
 Reduction = Literal["sum", "mean"]
 Kind = Literal["pair", "point", "multi"]
+UnlikelihoodForm = Literal["paper", "token"]
 
 
 @dataclass
@@ -72,11 +73,11 @@ class ObjectiveBatch:
 
 @dataclass
 class ObjectiveConfig:
-    """Hyper-parameters shared by the objectives (see METHODS.md)."""
+    """Hyper-parameters shared by the objectives (formulas: docs/methods.md)."""
 
     beta: float = 0.1
     reduction: Reduction = "sum"
     logz: float = 0.0  # the constant c = beta * log Z(x) of point-wise DPO
-    unlikelihood_form: Literal["paper", "token"] = "paper"
+    unlikelihood_form: UnlikelihoodForm = "paper"
     rrhf_sft_weight: float = 1.0
     deft_lambda: float = 0.0

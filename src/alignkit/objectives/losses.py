@@ -4,7 +4,7 @@ Each function takes plain tensors, never a batch object, so it can be checked on
 numbers. Shapes: B = examples, K = responses per prompt, T = tokens, N / P = a selected subset.
 All of them stay finite, in value and gradient, for log-probs as low as -1e4: sigmoids go
 through `F.logsigmoid`, `log(1 - p)` through `expm1` with a clamp. Notation follows
-the project's METHODS.md: `u = beta * (logp_policy - logp_ref) + logz`.
+docs/methods.md: `u = beta * (logp_policy - logp_ref) + logz`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ def dpo_loss(
     rejected = policy_rejected - ref_rejected
     losses = -F.logsigmoid(beta * (chosen - rejected))
     return losses, beta * chosen.detach(), beta * rejected.detach()
+
+
+def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> Tensor:
+    """Bradley–Terry reward-model loss: (B,) rewards R(x, chosen), R(x, rejected) -> (B,)
+    -log sigmoid(R(x, chosen) - R(x, rejected))."""
+    return -F.logsigmoid(chosen - rejected)
 
 
 def pointwise_dpo_loss(

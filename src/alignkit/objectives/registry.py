@@ -20,6 +20,7 @@ from torch import Tensor
 from alignkit.errors import AlignkitError
 from alignkit.objectives.base import Kind, ObjectiveBatch, ObjectiveConfig
 from alignkit.objectives.losses import (
+    bradley_terry_loss,
     deft_guidance,
     dpo_loss,
     mean_or_zero,
@@ -117,14 +118,43 @@ def _dpo(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
     if not rows.any():
         return mean_or_zero(losses), {}
     metrics = {
-        "logps/chosen": policy[:, 0].mean(),
-        "logps/rejected": policy[:, 1].mean(),
+        "logps/chosen": policy[:, 0].mean().detach(),
+        "logps/rejected": policy[:, 1].mean().detach(),
+        **_reward_metrics(chosen, rejected),
+    }
+    return losses.mean(), metrics
+
+
+def _reward_metrics(chosen: Tensor, rejected: Tensor) -> Metrics:
+    """TRL's `rewards/*` metrics of (N,) rewards of chosen and rejected responses."""
+    metrics = {
         "rewards/chosen": chosen.mean(),
         "rewards/rejected": rejected.mean(),
         "rewards/margins": (chosen - rejected).mean(),
         "rewards/accuracies": (chosen > rejected).to(chosen.dtype).mean(),
     }
-    return losses.mean(), {k: v.detach() for k, v in metrics.items()}
+    return {k: v.detach() for k, v in metrics.items()}
+
+
+def _bradley_terry(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    """Reward models: `batch.policy.sum` (B, 2) holds the rewards R(x, y), not log-probs."""
+    rows = batch.mask[:, 0] & batch.mask[:, 1]
+    chosen, rejected = batch.policy.sum[rows, 0], batch.policy.sum[rows, 1]
+    losses = bradley_terry_loss(chosen, rejected)
+    loss = losses.sum() / max(losses.numel(), 1)
+    if not rows.any():
+        return loss, {}
+    return loss, _reward_metrics(chosen, rejected)
+
+
+# The objective of `alignkit train-rm`; not a policy objective, so not in METHODS.
+BRADLEY_TERRY = Method(
+    "bradley-terry",
+    "pair",
+    False,
+    _bradley_terry,
+    "Bradley-Terry reward model: -log sigmoid(R(x, chosen) - R(x, rejected))",
+)
 
 
 def _pointwise_dpo(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:

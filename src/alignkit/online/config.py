@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import SamplingConfig
-from alignkit.models import LoraSettings
+from alignkit.models import ALL_LINEAR
+from alignkit.objectives.base import Reduction
 from alignkit.online.generators import BACKENDS
-from alignkit.online.principles import MODES
+from alignkit.online.principles import PrincipleMode
+from alignkit.online.strategies import RankForm, Selection
 from alignkit.options import opt
-from alignkit.train.config import TrainConfig
+from alignkit.rewards.loading import check_reward_spec
+from alignkit.train.config import Scheduler, TrainConfig, TrainingOptions
 
-ALL_LINEAR = "all-linear"
+Replay = Literal["none", "all"]
 
 
 @dataclass
-class OnlineConfig:
-    """Options shared by the online methods. Field help texts are the CLI's --help."""
+class OnlineConfig(TrainingOptions):
+    """Options shared by the online methods (on top of `TrainingOptions`, some of whose
+    defaults differ: the PLE paper's LoRA recipe, a constant learning rate)."""
 
     queries: str = opt(
         "",
@@ -76,11 +81,10 @@ class OnlineConfig:
         0.3, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
     )
     reward_batch_size: int = opt(16, "responses per forward pass of a model reward")
-    replay: str = opt(
+    replay: Replay = opt(
         "none",
         "train each iteration on its own samples (none) or on every sample generated "
         "so far (all: the PLE paper's growing D_train)",
-        choices=["none", "all"],
     )
     eval_queries: str = opt(
         "",
@@ -89,7 +93,6 @@ class OnlineConfig:
         metavar="PATH",
     )
     eval_every: int = opt(0, "evaluate --eval-queries every N iterations (0 = before and after)")
-    lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights")
     lora_r: int = opt(8, "LoRA rank (PLE paper: 8)")
     lora_alpha: int = opt(16, "LoRA alpha (PLE paper: 16)")
     lora_dropout: float = opt(0.05, "LoRA dropout")
@@ -99,56 +102,27 @@ class OnlineConfig:
         metavar="NAME",
     )
     lr: float = opt(1e-5, "learning rate (AdamW)")
-    lr_scheduler: str = opt(
-        "constant",
-        "learning-rate schedule over all iterations' steps",
-        choices=["cosine", "linear", "constant"],
-    )
+    lr_scheduler: Scheduler = opt("constant", "learning-rate schedule over all iterations' steps")
     warmup_ratio: float = opt(0.0, "fraction of steps of linear warm-up (cosine, linear)")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
     batch_size: int = opt(4, "queries (with all their responses) per device per micro-batch")
-    grad_accum: int = opt(1, "micro-batches per optimizer step")
     max_length: int = opt(1024, "max tokens of prompt + one response when training")
-    reduction: str = opt(
-        "sum", "sum or mean of token log-probs in the SFT terms", choices=["sum", "mean"]
-    )
+    reduction: Reduction = opt("sum", "sum or mean of token log-probs in the SFT terms")
     seed: int = opt(42, "random seed (query order, sampling, LoRA init)")
-    resume: bool = opt(False, "continue from the newest checkpoint in --output")
     save_every: int = opt(1, "save a resumable checkpoint every N iterations (0 = off)")
-    save_total_limit: int = opt(2, "checkpoints kept (oldest deleted first)")
-    precision: str = opt(
-        "auto",
-        "compute precision: bf16 autocast, fp32, or auto (bf16 where supported)",
-        choices=["auto", "bf16", "fp32"],
-    )
-    report_to: list[str] = opt(
-        ["none"],
-        "tracking backends for accelerate (tensorboard, wandb, ...) or none",
-        metavar="NAME",
-    )
-    trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    gradient_checkpointing: bool = opt(
-        False,
-        "recompute activations in the backward pass: much less activation memory for about a "
-        "third more compute",
-    )
     save_model: bool = opt(True, "save the final policy (save_pretrained) into OUTPUT/model")
 
     def validate(self) -> None:
         if not self.queries:
             raise AlignkitError("no queries: give --queries PATH")
-        if not self.output:
-            raise AlignkitError("no run directory: give --output DIR")
+        self.validate_training()
+        if self.reward_model:  # fail before any model is loaded or anything generated
+            check_reward_spec(self.reward_model)
         positive = {
             "iterations": self.iterations,
             "queries_per_iteration": self.queries_per_iteration,
             "max_new_tokens": self.max_new_tokens,
             "generation_batch_size": self.generation_batch_size,
             "reward_batch_size": self.reward_batch_size,
-            "batch_size": self.batch_size,
-            "grad_accum": self.grad_accum,
-            "lr": self.lr,
             "temperature": self.temperature,
             "sft_epochs": self.sft_epochs,
         }
@@ -163,8 +137,6 @@ class OnlineConfig:
             raise AlignkitError(f"--top-p must be in (0, 1], got {self.top_p}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise AlignkitError("--vllm-gpu-memory-utilization must be in (0, 1]")
-        if not 0 <= self.warmup_ratio < 1:
-            raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self.validate_method()
 
     def validate_method(self) -> None:
@@ -182,18 +154,9 @@ class OnlineConfig:
             seed=seed,
         )
 
-    def lora_settings(self) -> LoraSettings | None:
-        """peft settings; a lone `all-linear` is passed to peft as its string shorthand."""
-        if not self.lora:
-            return None
-        targets: list[str] | str = list(self.lora_targets)
-        if targets == [ALL_LINEAR]:
-            targets = ALL_LINEAR
-        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, targets)  # type: ignore[arg-type]
-
     def train_config(self, **overrides) -> TrainConfig:
         """The core `TrainConfig` carrying every training option of the same name."""
-        ours = {f.name for f in dataclasses.fields(self)}
+        ours = {f.name for f in dataclasses.fields(self)}  # TrainingOptions + objective options
         shared = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig) if f.name in ours
         }
@@ -205,30 +168,27 @@ class OnlineConfig:
 class PLEConfig(OnlineConfig):
     """PLE: progressively label enhancement."""
 
-    replay: str = opt(
+    replay: Replay = opt(
         "all",
         "train each iteration on every sample generated so far (all: Algorithm 1 of "
         "the PLE paper, D_train grows) or on the iteration's own samples only (none)",
-        choices=["none", "all"],
     )
     principle: str = opt(
         "general",
         "principle p: a built-in name (general, sentiment, summarization) or a text file",
         metavar="NAME|FILE",
     )
-    principle_mode: str = opt(
+    principle_mode: PrincipleMode = opt(
         "system",
         "how p is added for y_p: system (a system message; chat models) or prefix "
         "(prepended to the query text)",
-        choices=list(MODES),
     )
     tau0: float = opt(0.2, "initial threshold tau on s_p - s (rank loss above, weighted SFT below)")
     alpha: float = opt(0.9, "threshold decay per iteration: tau <- alpha * tau")
-    rank_form: str = opt(
+    rank_form: RankForm = opt(
         "paper",
         "ranking loss: paper (avg logp(y) - avg logp(y_p)) or hinge (RRHF's "
         "max(0, avg logp(y) - avg logp(y_p)))",
-        choices=["paper", "hinge"],
     )
 
     def validate_method(self) -> None:
@@ -241,11 +201,10 @@ class RAFTConfig(OnlineConfig):
     """RAFT: reward-ranked fine-tuning."""
 
     num_samples: int = opt(4, "responses sampled per query (K; the PLE paper's RAFT: 4)")
-    selection: str = opt(
+    selection: Selection = opt(
         "per-prompt",
         "what to fine-tune on: the best sample of each query (per-prompt) or the "
         "top --top-fraction of all samples of the iteration (global)",
-        choices=["per-prompt", "global"],
     )
     top_fraction: float = opt(0.25, "fraction of all samples kept by --selection global")
 

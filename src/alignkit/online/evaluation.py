@@ -1,15 +1,16 @@
 """Held-out reward of the policy: greedy, unguided responses to held-out queries, scored by
-the run's reward model (METHODS.md §5 "reward-model score of generated responses")."""
+the run's reward model (docs/methods.md, "Evaluation metrics": reward-model score of
+generated responses)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from alignkit.data.prompts import prompt_json
 from alignkit.inference.generation import SamplingConfig
 from alignkit.online.generators import Generator, greedy
 from alignkit.online.queries import Query
-from alignkit.online.strategies import prompt_json
 from alignkit.rewards.loading import RewardModel
 
 

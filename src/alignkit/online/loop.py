@@ -37,7 +37,7 @@ from torch import nn
 from alignkit.data.batching import rank_slice
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
 from alignkit.models import load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
@@ -62,8 +62,10 @@ from alignkit.online.strategies import (
 )
 from alignkit.options import to_dict
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
+from alignkit.runs import flat_config, resolve_model_spec, truncate_metrics
 from alignkit.scoring.forward import PackedBatch, SequenceScorer
-from alignkit.train.trainer import Prepared, Trainer, TrainResult, _flat_config, _truncate_metrics
+from alignkit.train.checkpoint import Prepared
+from alignkit.train.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +77,14 @@ def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
     if isinstance(config, PLEConfig):
         return PLEStrategy(
             load_principle(config.principle),
-            config.principle_mode,  # type: ignore[arg-type]
+            config.principle_mode,
             config.tau0,
             config.alpha,
-            config.rank_form,  # type: ignore[arg-type]
-            config.reduction,  # type: ignore[arg-type]
+            config.rank_form,
+            config.reduction,
         )
     if isinstance(config, RAFTConfig):
-        return RAFTStrategy(
-            config.num_samples,
-            config.selection,
-            config.top_fraction,
-            objective,  # type: ignore[arg-type]
-        )
+        return RAFTStrategy(config.num_samples, config.selection, config.top_fraction, objective)
     if isinstance(config, RRHFOnlineConfig):
         return RRHFStrategy(config.num_samples, objective)
     raise AlignkitError(f"no online method for {type(config).__name__}")
@@ -197,7 +194,7 @@ class OnlineTrainer(Trainer):
             return HFGenerator(policy, tokenizer, self.autocast, acc.is_main_process)
         base, _ = self.policy_source()
         engine = engine_kwargs(
-            str(resolve_model(base)),
+            resolve_model(resolve_model_spec(base).weights),
             cfg.vllm_gpu_memory_utilization,
             cfg.seed,
             cfg.max_length + cfg.max_new_tokens,
@@ -347,9 +344,9 @@ class OnlineTrainer(Trainer):
         session.generator.sync(acc.unwrap_model(session.scorer).model)  # resumed weights
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
-            _truncate_metrics(self.output / "metrics.jsonl", start)
+            truncate_metrics(self.output / "metrics.jsonl", start)
         if acc.log_with:
-            acc.init_trackers("alignkit", config=_flat_config(cfg))  # type: ignore[arg-type]
+            acc.init_trackers("alignkit", config=flat_config(to_dict(cfg)))
         result = TrainResult(self.output, 0)
         result.eval_before = self._eval_before(session, start)
         for it in range(start, cfg.iterations):
@@ -405,8 +402,7 @@ def _logged_row(path: Path, step: int) -> dict[str, float]:
     """The metrics logged at `step` (the evaluation before training, on resume)."""
     if not path.exists():
         return {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+    for _, row in iter_jsonl(path):
         if row.get("step") == step:
             return {k: v for k, v in row.items() if k != "step"}
     return {}

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignkit.data import iter_rows
+from alignkit.data.prompts import as_prompt
 from alignkit.data.records import Message, Prompt
 from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError, DataError
-from alignkit.inference.generation import as_prompt
 
 ROLES = ("system", "user", "assistant")
 

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Point, Prompt, Record
 from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
@@ -36,11 +37,6 @@ from alignkit.scoring.forward import PackedBatch
 RankForm = Literal["paper", "hinge"]
 Selection = Literal["per-prompt", "global"]
 Metrics = dict[str, float]
-
-
-def prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
-    """A prompt as it is written to JSON (chat messages as a list)."""
-    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 
 
 @dataclass

@@ -20,7 +20,6 @@ its own Hugging Face forward (plain-text prompts become one user turn).
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -28,15 +27,16 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from alignkit.data.prompts import render_conversation
 from alignkit.data.records import Point, Prompt
 from alignkit.errors import AlignkitError
-from alignkit.models import LoraSettings, is_peft
+from alignkit.models import LoraSettings, check_model_spec, is_peft, resolve_model
+from alignkit.runs import resolve_model_spec
 from alignkit.scoring.forward import PackedBatch, packed_hidden_states
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
 InputFormat = Literal["auto", "alignkit", "chat"]
 
-MARKER_FILE = "alignkit_reward.json"  # written by `alignkit train-rm` next to the weights
 MARKER_FORMAT = "alignkit-packed-v1"
 HEAD_NAMES = ("score",)  # the linear head of decoder-only *ForSequenceClassification classes
 
@@ -67,12 +67,6 @@ class CallableReward:
 def _check_lengths(prompts: Sequence[Prompt], responses: Sequence[str]) -> None:
     if len(prompts) != len(responses):
         raise AlignkitError(f"{len(prompts)} prompts but {len(responses)} responses")
-
-
-def reward_conversation(prompt: Prompt, response: str) -> list[dict[str, str]]:
-    """The prompt + response as chat messages (plain-text prompts become one user turn)."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    return messages + [{"role": "assistant", "content": response}]
 
 
 # ------------------------------------------------------------ packed scorer
@@ -128,26 +122,6 @@ class RewardScorer(nn.Module):
 # ------------------------------------------------------------ loading
 
 
-def read_marker(path: str | Path) -> dict[str, Any] | None:
-    """The `alignkit_reward.json` of a reward-model directory, or None."""
-    marker = Path(path) / MARKER_FILE
-    if not marker.is_file():
-        return None
-    return json.loads(marker.read_text())
-
-
-def _adapter_base(path: str) -> str | None:
-    """The base model of a peft adapter directory (None: not an adapter)."""
-    config = Path(path) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    marker = read_marker(path) or {}
-    base = marker.get("base_model") or json.loads(config.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise AlignkitError(f"{path}: adapter_config.json does not name its base model")
-    return str(base)
-
-
 def load_sequence_classifier(
     name: str,
     *,
@@ -163,8 +137,6 @@ def load_sequence_classifier(
     (`modules_to_save`); `adapter` loads a saved one on top of `name`.
     """
     from transformers import AutoModelForSequenceClassification
-
-    from alignkit.models import resolve_model
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -189,16 +161,12 @@ def load_sequence_classifier(
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
+            target_modules=lora.peft_targets(),
             task_type="SEQ_CLS",
             modules_to_save=list(HEAD_NAMES),
         )
         model = get_peft_model(model, config)
     return model
-
-
-def _has_tokenizer(path: str) -> bool:
-    return any((Path(path) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
 
 
 class HFReward:
@@ -222,18 +190,15 @@ class HFReward:
         precision: str = "fp32",
         input_format: InputFormat = "auto",
     ) -> None:
-        from alignkit.models import autocast_dtype, load_tokenizer, resolve_model
+        from alignkit.models import autocast_dtype, load_tokenizer
 
-        path = resolve_model(name)
-        marker = read_marker(path) if Path(path).is_dir() else None
-        base = _adapter_base(path) if Path(path).is_dir() else None
+        spec = resolve_model_spec(name)
+        marker = spec.reward_marker
         self.name = name
-        self.tokenizer = load_tokenizer(
-            path if _has_tokenizer(path) else (base or path), trust_remote_code
-        )
+        self.tokenizer = load_tokenizer(name, trust_remote_code)
         self.model = load_sequence_classifier(
-            base or path,
-            adapter=path if base else None,
+            spec.weights,
+            adapter=spec.adapter_path,
             pad_token_id=self.tokenizer.pad_token_id,
             trust_remote_code=trust_remote_code,
         )
@@ -273,17 +238,10 @@ class HFReward:
                 out[encoded[i].index] = float(value)
         return out
 
-    def _text(self, prompt: Prompt, response: str) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                reward_conversation(prompt, response), tokenize=False
-            )
-        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-        return text + response
-
     def _score_chat(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
         """The model's own forward on the chat-template-rendered conversation."""
-        texts = [self._text(p, r) for p, r in zip(prompts, responses, strict=True)]
+        pairs = zip(prompts, responses, strict=True)
+        texts = [render_conversation(p, r, self.tokenizer) for p, r in pairs]
         out: list[float] = []
         side = self.tokenizer.truncation_side
         self.tokenizer.truncation_side = "left"  # keep the response when cutting
@@ -317,11 +275,30 @@ def load_reward_model(spec: str | ScoreFn | RewardModel, **kwargs: Any) -> Rewar
         return spec  # type: ignore[return-value]
     if callable(spec):
         return CallableReward(spec, getattr(spec, "__name__", "callable"))
-    if ":" in spec and not spec.startswith("/") and "://" not in spec and not Path(spec).exists():
-        module_name, _, attr = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise AlignkitError(f"cannot import reward function {spec!r}: {exc}") from exc
-        return CallableReward(fn, spec)
+    if _is_function_spec(spec):
+        return CallableReward(_import_function(spec), spec)
     return HFReward(spec, **kwargs)
+
+
+def check_reward_spec(spec: str) -> None:
+    """Fail now, before anything is loaded or generated, on a reward spec that cannot work:
+    a function that does not import, or a model spec that names no model."""
+    if _is_function_spec(spec):
+        _import_function(spec)
+    else:
+        check_model_spec(spec)
+
+
+def _is_function_spec(spec: str) -> bool:
+    """ "package.module:function" (not a path, URL or existing folder)."""
+    return (
+        ":" in spec and not spec.startswith("/") and "://" not in spec and not Path(spec).exists()
+    )
+
+
+def _import_function(spec: str) -> ScoreFn:
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise AlignkitError(f"cannot import reward function {spec!r}: {exc}") from exc

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from alignkit.data.tokenize import Encoded
 from alignkit.models import backbone_and_head
-from alignkit.objectives.base import SeqLogps
+from alignkit.objectives.base import Kind, ObjectiveBatch, SeqLogps
+from alignkit.scoring.deft import distribution_reward
 
 PROMPT_SEGMENT = 0
 PAD_SEGMENT = -1
@@ -67,6 +68,21 @@ class PackedBatch:
         """Tokens an unpacked implementation would process: sum over k of |prompt| + |y_k|."""
         prompt_len = (self.segments == PROMPT_SEGMENT).sum(1, keepdim=True)
         return int(((prompt_len + self.counts) * self.mask).sum())
+
+    def objective_batch(
+        self, kind: Kind, policy: SeqLogps, ref: SeqLogps | None = None
+    ) -> ObjectiveBatch:
+        """What an objective sees of this batch: the policy's (and the reference's) sequence
+        scores next to the batch's labels and masks."""
+        return ObjectiveBatch(
+            kind=kind,
+            policy=policy,
+            labels=self.labels,
+            binary=self.binary,
+            high_quality=self.high_quality,
+            mask=self.mask,
+            ref=ref,
+        )
 
 
 def collate(examples: Sequence[Encoded], pad_id: int, k: int | None = None) -> PackedBatch:
@@ -166,7 +182,7 @@ class SequenceScorer(nn.Module):
 
     It is a module (not a function) so that DDP/FSDP wrappers see the call and synchronise
     gradients. `q_diff` (V,) enables the DEFT reward `mean_t <Q_diff, logits_t>`, computed as
-    `h_t . (W^T Q_diff)` — one d-vector, no vocabulary matmul.
+    `h_t . (W^T Q_diff)` — one d-vector, no vocabulary matmul (`alignkit.scoring.deft`).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -199,7 +215,7 @@ class SequenceScorer(nn.Module):
             tokens = tokens.index_put((batch.seq_id, batch.tok_pos), token_logps).view(b, k, width)
         r_q = None
         if q_diff is not None:
-            r_q = distribution_reward(hidden.float(), head, q_diff, batch)
+            r_q = distribution_reward(hidden.float(), head, q_diff, batch.seq_id, batch.counts)
         return SeqLogps(sum=sums, count=batch.counts, tokens=tokens, r_q=r_q)
 
 
@@ -207,36 +223,6 @@ def _gather_logps(logits: Tensor, targets: Tensor) -> Tensor:
     """(N,) log p(target) = logit[target] - logsumexp(logits), in float32."""
     picked = logits.gather(1, targets[:, None]).squeeze(1)
     return picked - torch.logsumexp(logits, dim=-1)
-
-
-def distribution_reward(
-    hidden: Tensor, head: nn.Module, q_diff: Tensor, batch: PackedBatch
-) -> Tensor:
-    """(B, K) R_Q = mean over response positions of <Q_diff, logits_t> = h_t . (W^T Q_diff).
-
-    Because Q_diff sums to 0 the log-partition cancels, so this equals
-    mean_t sum_v Q_diff[v] log p(v | x, y_<t) without any softmax.
-    """
-    weight = head.weight.float()  # (V, d)
-    q_diff = _fit_vocab(q_diff, weight.shape[0])
-    direction = q_diff.to(weight.dtype) @ weight  # (d,)
-    per_token = hidden @ direction  # (N,)
-    if getattr(head, "bias", None) is not None:
-        per_token = per_token + q_diff.to(weight.dtype) @ head.bias.float()
-    b, k = batch.shape
-    sums = torch.zeros(b * k, dtype=per_token.dtype, device=per_token.device)
-    sums = sums.index_add(0, batch.seq_id, per_token).view(b, k)
-    return sums / batch.counts.clamp(min=1)
-
-
-def _fit_vocab(q_diff: Tensor, rows: int) -> Tensor:
-    """Q_diff over the tokenizer's vocabulary, zero-padded to the LM head's (possibly padded)
-    number of rows (e.g. Qwen pads its embedding matrix beyond the tokenizer)."""
-    if q_diff.shape[0] == rows:
-        return q_diff
-    if q_diff.shape[0] > rows:
-        raise ValueError(f"Q_diff has {q_diff.shape[0]} entries but the LM head only {rows} rows")
-    return torch.cat([q_diff, q_diff.new_zeros(rows - q_diff.shape[0])])
 
 
 def naive_sequence_logps(model: nn.Module, batch: PackedBatch) -> Tensor:

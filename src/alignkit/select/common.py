@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -22,6 +23,14 @@ def check_vocab(model: nn.Module, tokenizer: Any) -> int:
             "same checkpoint)"
         )
     return rows
+
+
+def fraction_count(n: int, fraction: float, option: str) -> int:
+    """round(fraction * n) (halves round up), at least 1; `option` names the flag in the
+    error when `fraction` is not in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise AlignkitError(f"{option} must be in (0, 1], got {fraction}")
+    return max(1, math.floor(fraction * n + 0.5))
 
 
 def distributed_state() -> Any:

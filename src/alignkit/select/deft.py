@@ -1,29 +1,19 @@
-"""DEFT: token-distribution reward R_Q for filtering data and guiding any objective.
+"""DEFT selection: keep the examples with the lowest token-distribution reward R_Q.
 
-Q_pos / Q_neg are the token-frequency distributions of preferred / dispreferred responses
-(policy tokenizer, response tokens only, special tokens excluded); Q_diff = Q_pos - Q_neg.
-R_Q(x, y) = mean_t <Q_diff, log p(. | x, y_<t)> = mean_t <Q_diff, logits_t> (sum(Q_diff) = 0),
-computed as h_t . (W^T Q_diff) without any vocabulary-sized softmax (`alignkit.scoring.forward`).
-The bounded form mean_t <Q_diff, p(. | x, y_<t)> needs the softmax; it is computed here, in
-chunks of response positions.
-
-Filtering (`run_deft`, `alignkit select deft`): score every pair with the starting model and
-keep the lowest-R_Q fraction; the same `q_diff_from_encoded` feeds the trainer's
-`--deft-lambda` guidance term.
+Q_diff and R_Q (both forms) are in `alignkit.scoring.deft`; this module scores every pair of
+a dataset with the starting model (`score_r_q`, sharded under a launcher) and keeps the
+lowest-R_Q fraction (`select_deft`). The end-to-end run that writes the subset and the report
+is `alignkit.select.pipeline.run_deft`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -32,100 +22,24 @@ from alignkit.errors import AlignkitError
 from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
 from alignkit.options import opt
-from alignkit.scoring.forward import PackedBatch, distribution_reward, packed_hidden_states
-from alignkit.select.common import check_vocab, distributed_state
+from alignkit.scoring.deft import (
+    TokenDistributions,
+    distribution_reward,
+    fit_q_diff,
+    probability_reward,
+    token_distributions,
+)
+from alignkit.scoring.forward import PackedBatch, packed_hidden_states
+from alignkit.select.common import check_vocab, distributed_state, fraction_count
 
 log = logging.getLogger(__name__)
 
 Form = Literal["logprob", "prob"]
 ScoreOn = Literal["chosen", "margin"]
-_COUNT_CHUNK = 1 << 15  # sequences flattened per bincount (bounds the temporary arrays)
 _FORMATS = ["auto", "hh", "trl-pair", "point", "demonstration", "multi"]
 
 
-# ------------------------------------------------------------------ Q_pos, Q_neg, Q_diff
-
-
-def token_counts(sequences: Iterable[Sequence[int]], vocab: int) -> np.ndarray:
-    """(V,) int64 number of occurrences of every token id in `sequences`.
-
-    Counted in chunks with one C-level flatten + bincount each (no per-token Python work).
-    An id outside [0, vocab) means the tokenizer does not match the vocabulary: an error.
-    """
-    counts = np.zeros(vocab, dtype=np.int64)
-    it = iter(sequences)
-    while chunk := list(itertools.islice(it, _COUNT_CHUNK)):
-        flat = np.fromiter(itertools.chain.from_iterable(chunk), dtype=np.int64)
-        if flat.size == 0:
-            continue
-        if flat.min() < 0 or flat.max() >= vocab:
-            raise AlignkitError(
-                f"token id {int(flat.max())} is outside the vocabulary of {vocab} tokens: "
-                "the tokenizer and the model/vocabulary size do not belong together"
-            )
-        counts += np.bincount(flat, minlength=vocab)
-    return counts
-
-
-def _normalised(counts: np.ndarray, exclude: Iterable[int]) -> tuple[Tensor, int]:
-    """(V,) float64 distribution with `exclude` ids zeroed, and the number of tokens kept."""
-    counts = torch.from_numpy(counts).to(torch.float64)
-    ex = torch.tensor(sorted(set(exclude)), dtype=torch.long)
-    if len(ex):
-        counts[ex[(ex >= 0) & (ex < len(counts))]] = 0
-    total = int(counts.sum())
-    if total == 0:
-        raise AlignkitError("no response tokens to build a token distribution from")
-    return counts / total, total
-
-
-def token_distribution(
-    sequences: Iterable[Sequence[int]], vocab: int, exclude: Iterable[int]
-) -> Tensor:
-    """(V,) normalised token frequencies over `sequences`, `exclude` ids removed."""
-    return _normalised(token_counts(sequences, vocab), exclude)[0]
-
-
-@dataclass
-class TokenDistributions:
-    """Q_pos, Q_neg: (V,) float64 distributions; *_tokens: tokens counted in each."""
-
-    q_pos: Tensor
-    q_neg: Tensor
-    pos_tokens: int
-    neg_tokens: int
-
-    @property
-    def q_diff(self) -> Tensor:
-        """(V,) float32 Q_pos - Q_neg (sums to 0; > 0 = typical of preferred responses)."""
-        return (self.q_pos - self.q_neg).float()
-
-
-def token_distributions(
-    encoded: Sequence[Encoded], vocab: int, special_ids: Iterable[int]
-) -> TokenDistributions:
-    """Q_pos over high-quality responses (pair: chosen), Q_neg over the others."""
-    special = list(special_ids)
-    pos = [r for e in encoded for r, hq in zip(e.responses, e.high_quality, strict=True) if hq]
-    neg = [r for e in encoded for r, hq in zip(e.responses, e.high_quality, strict=True) if not hq]
-    if not pos or not neg:
-        raise AlignkitError(
-            "DEFT needs both preferred and dispreferred responses to build Q_diff "
-            f"(found {len(pos)} preferred, {len(neg)} dispreferred)"
-        )
-    q_pos, n_pos = _normalised(token_counts(pos, vocab), special)
-    q_neg, n_neg = _normalised(token_counts(neg, vocab), special)
-    return TokenDistributions(q_pos, q_neg, n_pos, n_neg)
-
-
-def q_diff_from_encoded(
-    encoded: Sequence[Encoded], vocab: int, special_ids: Iterable[int]
-) -> Tensor:
-    """(V,) Q_pos - Q_neg: positives are high-quality responses, negatives the others.
-
-    Pair data: chosen vs rejected; point data: label-1 vs label-0 completions.
-    """
-    return token_distributions(encoded, vocab, special_ids).q_diff
+# ------------------------------------------------------------------------ Q_diff report
 
 
 def top_tokens(dists: TokenDistributions, tokenizer: Any, n: int) -> dict[str, list[dict]]:
@@ -152,50 +66,12 @@ def top_tokens(dists: TokenDistributions, tokenizer: Any, n: int) -> dict[str, l
 # ------------------------------------------------------------------------- R_Q scoring
 
 
-def fit_q_diff(q_diff: Tensor, rows: int) -> Tensor:
-    """(rows,) Q_diff zero-padded to the LM head's size (models often pad their vocabulary)."""
-    if len(q_diff) > rows:
-        raise AlignkitError(
-            f"Q_diff has {len(q_diff)} entries but the model's vocabulary only {rows}: "
-            "it was built with another tokenizer"
-        )
-    return torch.nn.functional.pad(q_diff, (0, rows - len(q_diff)))
-
-
 def response_hidden(model: nn.Module, batch: PackedBatch, autocast: torch.dtype | None) -> Tensor:
     """(N, d) final hidden states at the N positions that predict response tokens: the
     packed, block-masked forward of `SequenceScorer` without the LM head."""
     decoder, _ = backbone_and_head(model)
     hidden = packed_hidden_states(decoder, batch, autocast)
     return hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]
-
-
-def probability_reward(
-    hidden: Tensor,
-    head: nn.Module,
-    q_diff: Tensor,
-    batch: PackedBatch,
-    autocast: torch.dtype | None = None,
-    chunk: int = 256,
-) -> Tensor:
-    """(B, K) bounded R_Q = mean_t <Q_diff, softmax(logits_t)>, in [min Q_diff, max Q_diff].
-
-    hidden: (N, d) response positions; the (chunk, V) logits are never larger than `chunk`
-    rows at a time.
-    """
-    device = hidden.device
-    parts = []
-    for part in hidden.split(chunk):
-        with torch.autocast(
-            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
-            logits = head(part)
-        parts.append(torch.softmax(logits.float(), dim=-1) @ q_diff.float())
-    per_token = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-    b, k = batch.shape
-    sums = torch.zeros(b * k, dtype=per_token.dtype, device=device)
-    sums = sums.index_add(0, batch.seq_id, per_token).view(b, k)
-    return sums / batch.counts.clamp(min=1)
 
 
 class DistributionRewardScorer(nn.Module):
@@ -221,9 +97,9 @@ class DistributionRewardScorer(nn.Module):
         hidden = response_hidden(self.model, batch, autocast)
         q = self.q_diff.to(hidden.device)
         if self.form == "logprob":
-            r_q = distribution_reward(hidden.float(), head, q, batch)
+            r_q = distribution_reward(hidden.float(), head, q, batch.seq_id, batch.counts)
         else:
-            r_q = probability_reward(hidden, head, q, batch, autocast)
+            r_q = probability_reward(hidden, head, q, batch.seq_id, batch.counts, autocast)
         return SeqLogps(sum=r_q, count=batch.counts, r_q=r_q)
 
 
@@ -287,9 +163,7 @@ def keep_count_for(n: int, keep_fraction: float | None, keep_count: int | None) 
             raise AlignkitError(f"--keep-count {keep_count} is more than the {n} examples scored")
         return keep_count
     fraction = 0.05 if keep_fraction is None else keep_fraction
-    if not 0 < fraction <= 1:
-        raise AlignkitError(f"--keep-fraction must be in (0, 1], got {fraction}")
-    return max(1, math.floor(fraction * n + 0.5))
+    return fraction_count(n, fraction, "--keep-fraction")
 
 
 def keep_lowest(scores: Tensor, count: int) -> Tensor:
@@ -374,18 +248,6 @@ class DeftSelection:
     seconds: float = 0.0
 
 
-@dataclass
-class DeftResult:
-    """Where the outputs are, and the headline numbers (also in report.json)."""
-
-    output: Path
-    subset: Path
-    scored: int
-    kept: int
-    cut: float
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
 def require_pairs(records: Sequence[Any], what: str) -> None:
     """An error unless `records` is a non-empty list of preference pairs."""
     from alignkit.data import kind_of
@@ -443,25 +305,3 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
         encoding=enc.describe(config.max_length, truncation),  # type: ignore[arg-type]
         seconds=time.perf_counter() - start,
     )
-
-
-def run_deft(config: DeftConfig) -> DeftResult | None:
-    """`alignkit select deft`: select, then write the subset, scores and report (main
-    process only; the others return None)."""
-    from alignkit.select import pipeline as report
-
-    state = distributed_state()
-    selection = select_deft(config, state)
-    result = None
-    if state.is_main_process:
-        summary = report.write_deft(Path(config.output), config, selection)
-        result = DeftResult(
-            output=Path(config.output),
-            subset=Path(config.output) / report.SUBSET,
-            scored=len(selection.scores),
-            kept=len(selection.keep),
-            cut=summary["cut"],
-            summary=summary,
-        )
-    state.wait_for_everyone()
-    return result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from alignkit.data.batching import sorted_chunks
+from alignkit.io import atomic_write
 from alignkit.models import backbone_and_head
 from alignkit.select.common import distributed_state
 
@@ -64,11 +64,9 @@ class EmbeddingCache:
     def save(self, keys: list[str], emb: Tensor, rank: int = 0) -> None:
         if not keys:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"part-{time.time_ns()}-{rank}-{uuid.uuid4().hex[:8]}.pt"
-        tmp = self.dir / f".tmp-{name}"
-        torch.save({"keys": list(keys), "emb": emb.contiguous()}, tmp)
-        os.replace(tmp, self.dir / name)
+        saved = {"keys": list(keys), "emb": emb.contiguous()}
+        atomic_write(self.dir / name, lambda tmp: torch.save(saved, tmp))
 
 
 def model_fingerprint(model: nn.Module, tokenizer: Any, autocast: torch.dtype | None) -> str:

@@ -1,6 +1,10 @@
-"""What `alignkit select` writes: the subset (TRL prompt/chosen/rejected jsonl that
-`alignkit train --data` reads), a per-example scores file, report.json for machines and
-report.md + PNG histograms for people. Every file is written atomically.
+"""The end-to-end runs of `alignkit select deft|real` and what they write.
+
+`run_deft` / `run_real`: load the records and the model, score and select (`alignkit.select.deft`
+/ `alignkit.select.real`, which never import this module), then write the subset (TRL
+prompt/chosen/rejected jsonl that `alignkit train --data` reads), a per-example scores file,
+report.json for machines and report.md + PNG histograms for people. Every file is written
+atomically, by the main process only.
 
 Plots use matplotlib's Agg canvas directly (no pyplot global state, no display needed).
 """
@@ -9,17 +13,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from alignkit.io import atomic_write_jsonl, atomic_write_text
-
-if TYPE_CHECKING:
-    from alignkit.select.deft import DeftConfig, DeftSelection
-    from alignkit.select.real import RealConfig, RealSelection
+from alignkit.data.prompts import prompt_json
+from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
+from alignkit.select.common import distributed_state
+from alignkit.select.deft import DeftConfig, DeftSelection, select_deft
+from alignkit.select.real import RealConfig, RealSelection, select_real
 
 SUBSET = "subset.jsonl"
 SCORES = "scores.jsonl"
@@ -29,12 +34,65 @@ DEFT_PLOT = "r_q_hist.png"
 REAL_PLOT = "similarity_hist.png"
 
 
+# ------------------------------------------------------------------------------ runs
+
+
+@dataclass
+class DeftResult:
+    """Where the outputs are, and the headline numbers (also in report.json)."""
+
+    output: Path
+    subset: Path
+    scored: int
+    kept: int
+    cut: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RealResult:
+    output: Path
+    subset: Path
+    selected: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_deft(config: DeftConfig) -> DeftResult | None:
+    """`alignkit select deft`: select, then write the subset, scores and report (main
+    process only; the others return None)."""
+    state = distributed_state()
+    selection = select_deft(config, state)
+    result = None
+    if state.is_main_process:
+        summary = write_deft(Path(config.output), config, selection)
+        result = DeftResult(
+            output=Path(config.output),
+            subset=Path(config.output) / SUBSET,
+            scored=len(selection.scores),
+            kept=len(selection.keep),
+            cut=summary["cut"],
+            summary=summary,
+        )
+    state.wait_for_everyone()
+    return result
+
+
+def run_real(config: RealConfig) -> RealResult | None:
+    """`alignkit select real`: select, then write the subset, scores and report (main
+    process only; the others return None)."""
+    state = distributed_state()
+    selection = select_real(config, state)
+    result = None
+    if state.is_main_process:
+        summary = write_real(Path(config.output), config, selection)
+        result = RealResult(
+            Path(config.output), Path(config.output) / SUBSET, summary["selected"], summary
+        )
+    state.wait_for_everyone()
+    return result
+
+
 # ----------------------------------------------------------------------------- rows
-
-
-def prompt_json(prompt: Any) -> Any:
-    """A record's prompt as JSON: the text, or the list of chat messages."""
-    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 
 
 def pair_row(prompt: Any, chosen: str, rejected: str) -> dict[str, Any]:
@@ -68,10 +126,8 @@ def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def cut_histogram_png(

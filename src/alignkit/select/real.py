@@ -10,6 +10,9 @@ per prompt (easy / hard / random / centroid = the responses nearest the two 2-me
 oriented by score (higher = chosen), ties dropped. Per-prompt selection is vectorised over
 prompts with the same number of responses and needs only each prompt's k x k Gram matrix
 (2-means runs in that space), so it is linear in the number of prompts.
+
+The end-to-end run that writes the subset and the report is
+`alignkit.select.pipeline.run_real`.
 """
 
 from __future__ import annotations
@@ -26,20 +29,13 @@ from torch import Tensor
 
 from alignkit.errors import AlignkitError
 from alignkit.options import opt
-from alignkit.select.common import check_vocab, distributed_state
+from alignkit.select.common import check_vocab, distributed_state, fraction_count
 from alignkit.select.embeddings import Embeddings, embed_texts
 
 STRATEGIES = ("easy", "hard", "random", "centroid")
 
 
 # ------------------------------------------------------------------------ pair subsets
-
-
-def subset_size(n: int, fraction: float) -> int:
-    """round(fraction * n), at least 1; fraction must be in (0, 1]."""
-    if not 0 < fraction <= 1:
-        raise AlignkitError(f"--fraction must be in (0, 1], got {fraction}")
-    return max(1, math.floor(fraction * n + 0.5))
 
 
 def select_pair_subset(sim: Tensor, strategy: str, fraction: float, seed: int = 0) -> Tensor:
@@ -51,7 +47,7 @@ def select_pair_subset(sim: Tensor, strategy: str, fraction: float, seed: int = 
     n = len(sim)
     if n == 0:
         raise AlignkitError("no pairs to select from")
-    m = subset_size(n, fraction)
+    m = fraction_count(n, fraction, "--fraction")
     if strategy == "easy":
         order = torch.sort(sim, stable=True).indices
     elif strategy == "hard":
@@ -308,7 +304,7 @@ class RealConfig:
                 f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"
             )
         if self.fraction is not None:
-            subset_size(1, self.fraction)  # range check
+            fraction_count(1, self.fraction, "--fraction")  # range check
         if self.min_score_ratio and self.min_score_ratio < 1:
             raise AlignkitError(
                 f"--min-score-ratio must be >= 1 (or 0 = off), got {self.min_score_ratio}"
@@ -335,14 +331,6 @@ class RealSelection:
     sim: Tensor | None = None
     eligible: Tensor | None = None
     seconds: float = 0.0
-
-
-@dataclass
-class RealResult:
-    output: Path
-    subset: Path
-    selected: int
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def real_mode(records: Sequence[Any]) -> str:
@@ -466,20 +454,3 @@ def _prompt_subsets(sel: RealSelection, config: RealConfig) -> None:
             f"(or pairs below --min-score-ratio), {c['centroid_pair_filtered']} centroid pairs "
             "were tied or below the ratio"
         )
-
-
-def run_real(config: RealConfig) -> RealResult | None:
-    """`alignkit select real`: select, then write the subset, scores and report (main
-    process only; the others return None)."""
-    from alignkit.select import pipeline as report
-
-    state = distributed_state()
-    selection = select_real(config, state)
-    result = None
-    if state.is_main_process:
-        summary = report.write_real(Path(config.output), config, selection)
-        result = RealResult(
-            Path(config.output), Path(config.output) / report.SUBSET, summary["selected"], summary
-        )
-    state.wait_for_everyone()
-    return result

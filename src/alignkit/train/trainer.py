@@ -7,11 +7,11 @@ gradient accumulation, schedules, checkpoints with exact resume, logging and sav
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +27,7 @@ from transformers import get_scheduler
 from alignkit.data import as_kind, load_records
 from alignkit.data.batching import epoch_batches, rank_slice, sorted_chunks
 from alignkit.data.records import Pair
-from alignkit.data.tokenize import Encoded, encode_records
-from alignkit.evaluation.metrics import implicit_reward_metrics
+from alignkit.data.tokenize import encode_records
 from alignkit.io import atomic_write_text
 from alignkit.models import (
     autocast_dtype,
@@ -37,24 +36,18 @@ from alignkit.models import (
     load_tokenizer,
     reference_context,
 )
-from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, compute_loss, get_method
+from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
+from alignkit.objectives.metrics import pair_eval_metrics
 from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
+from alignkit.runs import absolute_if_local, flat_config, truncate_metrics
 from alignkit.scoring.dataset import reference_for, score_dataset
 from alignkit.scoring.forward import PackedBatch, SequenceScorer, collate
-from alignkit.train.config import TrainConfig
+from alignkit.train import checkpoint
+from alignkit.train.checkpoint import Prepared
+from alignkit.train.config import DataTrainingOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """A tokenized dataset with its precomputed reference log-probs."""
-
-    encoded: list[Encoded]
-    ref: torch.Tensor | None
-    k: int
-    summary: str = ""
 
 
 @dataclass
@@ -79,21 +72,14 @@ class Trainer:
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: DataTrainingOptions,
         accelerator: Accelerator | None = None,
         method: Method | None = None,
     ) -> None:
         self.config = config
         # `method` lets a subclass train an objective that is not in METHODS (reward models)
-        self.method: Method = method or get_method(config.method)
-        self.objective = ObjectiveConfig(
-            beta=config.beta,
-            reduction=config.reduction,  # type: ignore[arg-type]
-            logz=config.logz,
-            unlikelihood_form=config.unlikelihood_form,  # type: ignore[arg-type]
-            rrhf_sft_weight=config.rrhf_sft_weight,
-            deft_lambda=config.deft_lambda,
-        )
+        self.method: Method = method or get_method(config.method)  # type: ignore[attr-defined]
+        self.objective: ObjectiveConfig = config.objective()
         trackers = [t for t in config.report_to if t != "none"]
         self.owns_accelerator = accelerator is None  # a caller's accelerator is theirs to end
         # cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks
@@ -104,7 +90,7 @@ class Trainer:
         )
         self.output = Path(config.output)
         self.device = self.accelerator.device
-        self.autocast = autocast_dtype(config.precision, self.device)  # type: ignore[arg-type]
+        self.autocast = autocast_dtype(config.precision, self.device)
 
     # ----------------------------------------------------------------- data
     def load(self, paths: list[str]) -> list:
@@ -125,7 +111,7 @@ class Trainer:
         """Tokenize and score the reference policy once (if the method needs it, or
         `with_ref`)."""
         cfg = self.config
-        encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)  # type: ignore[arg-type]
+        encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)
         k = max(len(e.responses) for e in encoded)
         ref = None
         if self.method.needs_ref if with_ref is None else with_ref:
@@ -143,23 +129,19 @@ class Trainer:
                     desc="reference log-probs",
                     k=k,
                 )
-        return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))  # type: ignore[arg-type]
+        return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))
 
     def _cached_prepare(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
         """`prepare` the training data, reusing `OUTPUT/cache/train.pt` when it matches."""
         cache = self.output / "cache" / "train.pt"
         key = _data_key(self.config, self.method)
-        if cache.exists():
-            saved = torch.load(cache, weights_only=False)
-            if saved.get("key") == key:
-                log.info("reusing tokenized data and reference log-probs from %s", cache)
-                return saved["prepared"]
+        prepared = checkpoint.load_prepared(cache, key)
+        if prepared is not None:
+            log.info("reusing tokenized data and reference log-probs from %s", cache)
+            return prepared
         prepared = self.prepare(records, tokenizer, scorer)
         if self.accelerator.is_main_process:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            torch.save({"key": key, "prepared": prepared}, tmp)
-            os.replace(tmp, cache)
+            checkpoint.save_prepared(cache, key, prepared)
         return prepared
 
     # ---------------------------------------------------------------- steps
@@ -198,11 +180,8 @@ class Trainer:
         return optimizer, scheduler
 
     def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
-        """Loss and metrics of one micro-batch (subclasses may replace the objective)."""
-        ob = self.objective_batch(scorer, batch, ref_table, q_diff)
-        return compute_loss(self.method, ob, self.objective)
-
-    def objective_batch(self, scorer, batch: PackedBatch, ref_table, q_diff) -> ObjectiveBatch:
+        """Loss and metrics of one micro-batch: the packed forward pass of the policy, then
+        the objective (subclasses may replace both)."""
         policy = scorer(
             batch,
             q_diff=q_diff,
@@ -210,14 +189,8 @@ class Trainer:
             autocast=self.autocast,
         )
         ref = reference_for(batch, ref_table) if ref_table is not None else None
-        return ObjectiveBatch(
-            kind=self.method.kind,
-            policy=policy,
-            labels=batch.labels,
-            binary=batch.binary,
-            high_quality=batch.high_quality,
-            mask=batch.mask,
-            ref=ref,
+        return compute_loss(
+            self.method, batch.objective_batch(self.method.kind, policy, ref), self.objective
         )
 
     def evaluate(
@@ -248,7 +221,7 @@ class Trainer:
         out = {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
         if pairs is not None:
             policy, ref = (torch.cat([g[2][j] for g in gathered]) for j in (0, 1))
-            out.update(pair_eval_metrics(policy, ref, self.config.beta))
+            out.update(pair_eval_metrics(policy, ref, self.objective.beta))
         return out
 
     def _eval_batches(self, data: Prepared, pad_id: int):
@@ -269,11 +242,13 @@ class Trainer:
         policy, ref = [torch.zeros(0, 2)], [torch.zeros(0, 2)]
         for batch, _ in self._eval_batches(pairs, pad_id):
             policy.append(scorer(batch, autocast=self.autocast).sum.float().cpu())
-            ref.append(reference_for(batch, pairs.ref).sum.float().cpu())  # type: ignore[arg-type]
+            assert pairs.ref is not None  # held-out pairs are always prepared with_ref
+            ref.append(reference_for(batch, pairs.ref).sum.float().cpu())
         return torch.cat(policy), torch.cat(ref)
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
+        """Load, tokenize, score the reference, train, evaluate, save."""
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         train_records = self.load(cfg.data)
@@ -284,85 +259,77 @@ class Trainer:
         scorer = self.make_scorer(tokenizer)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
-
         train = self._cached_prepare(train_records, tokenizer, scorer)
         log.info("training data: %s", train.summary)
-        evald = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
+        held_out = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
         eval_pairs = (
             self.prepare(eval_pair_records, tokenizer, scorer, with_ref=True)
             if eval_pair_records
             else None
         )
-        q_diff = self._q_diff(train, tokenizer, len(tokenizer)) if cfg.deft_lambda else None
-
-        world = acc.num_processes
-        global_batch = cfg.batch_size * world
-        n_batches = math.ceil(len(train.encoded) / global_batch)
-        steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+        q_diff = (
+            self._q_diff(train, tokenizer, len(tokenizer)) if self.objective.deft_lambda else None
+        )
+        steps_per_epoch = self.steps_per_epoch(len(train.encoded))
         total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        scorer, optimizer, scheduler, start_step = self.start(scorer, total_steps)
 
-        optimizer, scheduler = self.build_optimizer(scorer, total_steps)
-        # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
-        # optimizer step (accelerate would step it once per process)
-        scorer, optimizer = acc.prepare(scorer, optimizer)
-        acc.register_for_checkpointing(scheduler)
-        start_step = self.maybe_resume()
-        if acc.is_main_process:
-            atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
-            _truncate_metrics(self.output / "metrics.jsonl", start_step)
-        if acc.log_with:
-            acc.init_trackers("alignkit", config=_flat_config(cfg))
+        def evaluate() -> dict[str, float]:
+            assert held_out is not None
+            return self.evaluate(scorer, held_out, pad_id, q_diff, eval_pairs)
 
         result = TrainResult(self.output, total_steps)
-        if evald is not None:
-            result.eval_before = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
+        if held_out is not None:
+            result.eval_before = evaluate()
             self.log_metrics(0, result.eval_before)
-
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
-        bar = tqdm(
-            total=total_steps,
-            initial=start_step,
-            desc=f"train {cfg.method}",
-            disable=not acc.is_main_process,
-        )
-        t0, tokens = time.perf_counter(), 0
-        metrics: dict[str, float] = {}
+        progress = Progress(self, total_steps, start_step, steps_per_epoch, scheduler)
         for step in range(start_step, total_steps):
-            metrics, n_tok = self.train_step(
+            metrics, n_tokens = self.train_step(
                 scorer, optimizer, scheduler, train, step, pad_id, q_diff
             )
-            tokens += n_tok
-            bar.update(1)
-            done = step + 1
-            if done % cfg.logging_steps == 0 or done == total_steps:
-                elapsed = time.perf_counter() - t0
-                metrics.update(
-                    lr=scheduler.get_last_lr()[0],
-                    epoch=done / steps_per_epoch,
-                    tokens_per_s=tokens / elapsed,
-                    elapsed_s=elapsed,
-                )
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                self.log_metrics(done, metrics)
-            if (
-                evald is not None
-                and cfg.eval_steps
-                and done % cfg.eval_steps == 0
-                and done < total_steps
-            ):
-                self.log_metrics(done, self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs))
-            if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
+            done = progress.update(metrics, n_tokens)
+            if held_out is not None and _every(cfg.eval_steps, done, total_steps):
+                self.log_metrics(done, evaluate())
+            if _every(cfg.save_steps, done, total_steps):
                 self.save_checkpoint(done)
-        bar.close()
-        result.final_metrics = metrics
-        if evald is not None:
-            result.eval_after = self.evaluate(scorer, evald, pad_id, q_diff, eval_pairs)
+        result.final_metrics = progress.close()
+        if held_out is not None:
+            result.eval_after = evaluate()
             self.log_metrics(total_steps, result.eval_after)
         if cfg.save_model:
             self.save_final(scorer, tokenizer, result)
         if self.owns_accelerator:
             acc.end_training()
         return result
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        """Optimizer steps of one pass over `n_examples` (global batches / grad_accum)."""
+        global_batch = self.config.batch_size * self.accelerator.num_processes
+        return max(1, math.ceil(n_examples / global_batch) // self.config.grad_accum)
+
+    def start(self, scorer: nn.Module, total_steps: int):
+        """Optimizer and schedule, `accelerate.prepare`, resume, config.json and trackers:
+        (scorer, optimizer, scheduler, first step)."""
+        acc = self.accelerator
+        optimizer, scheduler = self.build_optimizer(scorer, total_steps)
+        # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
+        # optimizer step (accelerate would step it once per process)
+        scorer, optimizer = acc.prepare(scorer, optimizer)
+        acc.register_for_checkpointing(scheduler)
+        start_step = self.maybe_resume()
+        self.write_run_config(start_step)
+        return scorer, optimizer, scheduler, start_step
+
+    def write_run_config(self, start_step: int) -> None:
+        """config.json, metrics.jsonl cut back to the resumed step, and the trackers."""
+        acc = self.accelerator
+        config = to_dict(self.config)
+        if acc.is_main_process:
+            atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
+            truncate_metrics(self.output / "metrics.jsonl", start_step)
+        if acc.log_with:
+            acc.init_trackers("alignkit", config=flat_config(config))
 
     def train_step(self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff):
         """One optimizer step over `grad_accum` micro-batches; returns (metrics, tokens)."""
@@ -381,8 +348,7 @@ class Trainer:
             batch = collate([train.encoded[i] for i in idx], pad_id, train.k).to(self.device)
             tokens += batch.n_tokens() * world
             sync = micro == cfg.grad_accum - 1
-            ctx = acc.no_sync(scorer) if not sync else _null()
-            with ctx:
+            with acc.no_sync(scorer) if not sync else contextlib.nullcontext():
                 loss, metrics = self.step_loss(scorer, batch, train.ref, q_diff)
                 acc.backward(loss / cfg.grad_accum)
             for name, value in metrics.items():
@@ -412,7 +378,7 @@ class Trainer:
         return self._order_cache[1]
 
     def _q_diff(self, train: Prepared, tokenizer, vocab: int) -> torch.Tensor:
-        from alignkit.select.deft import q_diff_from_encoded
+        from alignkit.scoring.deft import q_diff_from_encoded
 
         return q_diff_from_encoded(train.encoded, vocab, tokenizer.all_special_ids).to(self.device)
 
@@ -433,75 +399,79 @@ class Trainer:
         if acc.log_with:
             acc.log(metrics, step=step)
 
-    def _checkpoints(self) -> list[Path]:
-        root = self.output / "checkpoints"
-        found = [p for p in root.glob("step-*") if (p / "alignkit_state.json").exists()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
     def save_checkpoint(self, step: int) -> None:
-        """accelerate state (weights, optimizer, scheduler, RNG) written atomically."""
-        acc = self.accelerator
-        root = self.output / "checkpoints"
-        final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_write_text(tmp / "alignkit_state.json", json.dumps({"step": step}))
-            os.replace(tmp, final)
-            for old in self._checkpoints()[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        """A resumable checkpoint of everything `accelerate` holds (see `train.checkpoint`)."""
+        checkpoint.save_checkpoint(
+            self.accelerator, self.output, step, self.config.save_total_limit
+        )
 
     def maybe_resume(self) -> int:
+        """With --resume, load the newest checkpoint; the step to continue from (0: none)."""
         if not self.config.resume:
             return 0
-        found = self._checkpoints()
-        if not found:
-            log.info("--resume: no checkpoint in %s, starting from scratch", self.output)
-            return 0
-        latest = found[-1]
-        self.accelerator.load_state(str(latest))
-        step = json.loads((latest / "alignkit_state.json").read_text())["step"]
-        log.info("resumed from %s (step %d)", latest, step)
-        return step
+        return checkpoint.resume_latest(self.accelerator, self.output)
 
     def save_final(self, scorer, tokenizer, result: TrainResult) -> None:
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        model = acc.unwrap_model(scorer).model
-        if acc.is_main_process:
-            tmp = self.output / ".tmp-model"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            self.save_extra(tmp)
-            final = self.output / "model"
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            summary = {
-                "steps": result.steps,
-                "final_metrics": result.final_metrics,
-                "eval_before": result.eval_before,
-                "eval_after": result.eval_after,
-                "base_model": _absolute_if_local(self.config.model),
-                "lora": self.config.lora,
-            }
-            atomic_write_text(self.output / "summary.json", json.dumps(summary, indent=2))
-        acc.wait_for_everyone()
+        """OUTPUT/model (`save_pretrained` + `save_extra`) and OUTPUT/summary.json."""
+        summary = {
+            "steps": result.steps,
+            "final_metrics": result.final_metrics,
+            "eval_before": result.eval_before,
+            "eval_after": result.eval_after,
+            "base_model": absolute_if_local(self.config.model),
+            "lora": self.config.lora,
+        }
+        model = self.accelerator.unwrap_model(scorer).model
+        checkpoint.save_model_dir(
+            self.accelerator, model, tokenizer, self.output, self.save_extra, summary
+        )
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
+class Progress:
+    """The progress bar and the periodic training-metrics row of `Trainer.run`."""
 
-    def __exit__(self, *exc: Any) -> None:
-        return None
+    def __init__(self, trainer: Trainer, total: int, start: int, steps_per_epoch: int, scheduler):
+        self.trainer, self.total, self.done = trainer, total, start
+        self.steps_per_epoch, self.scheduler = steps_per_epoch, scheduler
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            desc=f"train {trainer.method.name}",
+            disable=not trainer.accelerator.is_main_process,
+        )
+        self.t0, self.tokens = time.perf_counter(), 0
+        self.metrics: dict[str, float] = {}
+
+    def update(self, metrics: dict[str, float], n_tokens: int) -> int:
+        """Count one optimizer step; log its metrics every --logging-steps. The steps done."""
+        self.metrics, self.done = metrics, self.done + 1
+        self.tokens += n_tokens
+        self.bar.update(1)
+        every = self.trainer.config.logging_steps
+        if self.done % every == 0 or self.done == self.total:
+            elapsed = time.perf_counter() - self.t0
+            metrics.update(
+                lr=self.scheduler.get_last_lr()[0],
+                epoch=self.done / self.steps_per_epoch,
+                tokens_per_s=self.tokens / elapsed,
+                elapsed_s=elapsed,
+            )
+            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            self.trainer.log_metrics(self.done, metrics)
+        return self.done
+
+    def close(self) -> dict[str, float]:
+        self.bar.close()
+        return self.metrics
 
 
-def _data_key(cfg: TrainConfig, method: Method) -> dict[str, Any]:
+def _every(interval: int, done: int, total: int) -> bool:
+    """A periodic action (eval, checkpoint) after step `done`: not at the last step, which
+    the caller handles itself."""
+    return bool(interval) and done % interval == 0 and done < total
+
+
+def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
     """What the cached tokenized data depends on (file identity by size and mtime)."""
     files = []
     for path in cfg.data:
@@ -518,43 +488,3 @@ def _data_key(cfg: TrainConfig, method: Method) -> dict[str, Any]:
         "truncation": cfg.truncation,
         "precision": cfg.precision,
     }
-
-
-def _absolute_if_local(name: str) -> str:
-    """A local model path made absolute (so run directories work from anywhere)."""
-    return os.path.abspath(name) if os.path.exists(name) else name
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, forget logged rows past the checkpoint; on a fresh run, start empty."""
-    if not path.exists():
-        return
-    keep = []
-    if step > 0:
-        for line in path.read_text().splitlines():
-            if line.strip() and json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    return {
-        k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in to_dict(cfg).items()
-    }
-
-
-def pair_eval_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:
-    """`alignkit.evaluation.metrics.implicit_reward_metrics` of (n, 2) held-out (chosen,
-    rejected) log-probs under TRL's names: eval/rewards/{chosen,rejected,margins,accuracies}
-    and eval/rewards/dpo_loss."""
-    if policy.numel() == 0:
-        return {}
-    values = implicit_reward_metrics(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
-    names = {
-        "reward_chosen": "chosen",
-        "reward_rejected": "rejected",
-        "margin": "margins",
-        "accuracy": "accuracies",
-        "dpo_loss": "dpo_loss",
-    }
-    return {f"eval/rewards/{names[k]}": v for k, v in values.items()}

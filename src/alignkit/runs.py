@@ -1,0 +1,166 @@
+"""Run directories and model specs: the one place that knows what `--model X` can name.
+
+A model spec is one of
+- `default`: the embedded SmolLM2-135M-Instruct (converted on first use by `alignkit.models`);
+- a Hugging Face id (`HuggingFaceTB/SmolLM2-135M-Instruct`), passed through to transformers;
+- a model folder (`config.json`), or a peft adapter folder (`adapter_config.json`);
+- a run directory of `alignkit train`, `train-rm` or an online verb (`summary.json` + `model/`),
+  which stands for its `model/` folder.
+
+`resolve_model_spec` reads only small JSON files, so every verb calls it while it validates its
+options: a bad spec fails before any model is loaded or anything is generated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_text, iter_jsonl
+
+DEFAULT_MODEL = "default"
+REWARD_MARKER = "alignkit_reward.json"  # written into the model folder by `alignkit train-rm`
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from.
+
+    `path`: the weights folder or id (a LoRA run: the adapter folder); `base`: a LoRA adapter's
+    base model, or the model a full-weights run started from (None: not known);
+    `run_config`: the run's `config.json` (empty outside a run); `reward_marker`: the
+    `alignkit_reward.json` of a reward model trained by alignkit (None otherwise).
+    """
+
+    name: str
+    path: str
+    base: str | None = None
+    adapter: bool = False
+    run_config: dict[str, Any] = field(default_factory=dict, compare=False)
+    reward_marker: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def weights(self) -> str:
+        """The model whose weights are loaded first (a LoRA adapter's base)."""
+        return str(self.base) if self.adapter else self.path
+
+    @property
+    def adapter_path(self) -> str | None:
+        return self.path if self.adapter else None
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The adapter folder when it has its own tokenizer, else the weights."""
+        if self.adapter and not has_tokenizer(self.path):
+            return str(self.base)
+        return self.path
+
+    def describe(self) -> str:
+        if self.adapter:
+            return f"adapter {self.path} on base model {self.base}"
+        return self.path
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A small JSON object file; {} when absent, an error naming the file when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AlignkitError(f"cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def has_tokenizer(path: str | Path) -> bool:
+    return any((Path(path) / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A run directory of alignkit: `summary.json` (finished) or `metrics.jsonl` (started)."""
+    return (Path(path) / "summary.json").is_file() or (Path(path) / "metrics.jsonl").is_file()
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that can only be a local path (an HF id is `name` or `org/name`)."""
+    return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1
+
+
+def resolve_model_spec(spec: str) -> ModelSpec:
+    """The `ModelSpec` of `--model`/`--reward-model`/`--ref` SPEC; raises `AlignkitError`
+    with a fix for a folder that holds no model, a run without a saved model, or an adapter
+    whose base is unknown."""
+    if not spec:
+        raise AlignkitError("empty model spec: give 'default', a Hugging Face id or a folder")
+    if spec == DEFAULT_MODEL:
+        return ModelSpec(spec, spec)
+    path = Path(os.path.expanduser(spec))
+    if not path.exists():
+        if _looks_like_path(spec):
+            raise AlignkitError(
+                f"model {spec!r}: no such file or directory (give 'default', a Hugging Face "
+                "id, a model folder or a run directory)"
+            )
+        return ModelSpec(spec, spec)
+    if not path.is_dir():
+        raise AlignkitError(f"model {spec!r} is a file; give its folder (with config.json)")
+    if is_run_dir(path):
+        if not (path / "model").is_dir():
+            raise AlignkitError(
+                f"{spec} is a run directory without a saved model ({path / 'model'} is "
+                "missing): the run did not finish, or ran with --no-save-model"
+            )
+        path = path / "model"
+    run = path.parent
+    in_run = (run / "summary.json").is_file()
+    summary = read_json(run / "summary.json") if in_run else {}
+    run_config = read_json(run / "config.json") if in_run else {}
+    marker = read_json(path / REWARD_MARKER) or None
+    if (path / "adapter_config.json").is_file():
+        base = (
+            (marker or {}).get("base_model")
+            or summary.get("base_model")
+            or read_json(path / "adapter_config.json").get("base_model_name_or_path")
+        )
+        if not base:
+            raise AlignkitError(
+                f"{path} is a peft adapter but its base model is unknown: neither "
+                f"{run / 'summary.json'} (key base_model) nor adapter_config.json "
+                "(key base_model_name_or_path) names it"
+            )
+        return ModelSpec(spec, str(path), str(base), True, run_config, marker)
+    if not (path / "config.json").is_file():
+        raise AlignkitError(
+            f"{path} holds no model: no config.json (a model folder), adapter_config.json (a "
+            "peft adapter) or model/ (a run directory of alignkit)"
+        )
+    return ModelSpec(spec, str(path), summary.get("base_model"), False, run_config, marker)
+
+
+# ------------------------------------------------------------------ run directories
+
+
+def absolute_if_local(name: str) -> str:
+    """A local model path made absolute (so run directories work from anywhere)."""
+    return os.path.abspath(name) if os.path.exists(name) else name
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget logged rows past the checkpoint; on a fresh run, start empty."""
+    if not path.exists():
+        return
+    keep = []
+    if step > 0:
+        keep = [row for _, row in iter_jsonl(path) if row.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in keep))
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with list values joined by commas (what trackers accept)."""
+    return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()}
