@@ -325,7 +325,8 @@ def worker_parity(spec: dict) -> dict:
     from alignkit.data.tokenize import Encoded, encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
-    from alignkit.scoring.forward import SequenceScorer, collate
+    from alignkit.scoring.forward import SequenceScorer
+    from alignkit.scoring.packing import collate
 
     rows = PARITY_PAIRS
     tok = load_tokenizer(spec["model"])

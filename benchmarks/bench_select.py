@@ -90,15 +90,16 @@ def bench_rq(model_name: str, n: int, batch_size: int, rounds: int, precision: s
     from alignkit.data.batching import sorted_chunks
     from alignkit.models import autocast_dtype, backbone_and_head, load_causal_lm, load_tokenizer
     from alignkit.scoring.deft import q_diff_from_encoded
-    from alignkit.scoring.forward import SequenceScorer, block_attention_mask, collate
-    from alignkit.select.deft import DistributionRewardScorer, _chosen_only, score_r_q
+    from alignkit.scoring.forward import SequenceScorer, block_attention_mask
+    from alignkit.scoring.packing import collate
+    from alignkit.select.deft import DistributionRewardScorer, chosen_only, score_r_q
 
     tok = load_tokenizer(model_name)
     model = load_causal_lm(model_name).eval()
     autocast = autocast_dtype(precision, torch.device("cpu"))  # type: ignore[arg-type]
     encoded = _synthetic_pairs(n, len(tok), 0, (48, 160), (24, 120))
     q = q_diff_from_encoded(encoded, len(tok), tok.all_special_ids)
-    chosen = [_chosen_only(e) for e in encoded]
+    chosen = [chosen_only(e) for e in encoded]
     batches = [(idx, collate([chosen[i] for i in idx], tok.pad_token_id, 1))
                for idx in sorted_chunks([e.length for e in chosen], batch_size)]  # fmt: skip
     tokens = sum(int((b.segments >= 0).sum()) for _, b in batches)

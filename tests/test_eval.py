@@ -28,7 +28,8 @@ from alignkit.evaluation.runner import (
 from alignkit.inference.generation import SamplingConfig
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.objectives.metrics import implicit_reward_metrics
-from alignkit.scoring.forward import collate, naive_sequence_logps
+from alignkit.scoring.forward import naive_sequence_logps
+from alignkit.scoring.packing import collate
 
 # ------------------------------------------------------------ metric functions
 

@@ -8,12 +8,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from alignkit.data.tokenize import Encoded
-from alignkit.scoring.forward import (
-    SequenceScorer,
-    block_attention_mask,
-    collate,
-    naive_sequence_logps,
-)
+from alignkit.scoring.forward import SequenceScorer, block_attention_mask, naive_sequence_logps
+from alignkit.scoring.packing import collate
 
 EXAMPLES = [
     Encoded([1, 5, 6, 7], [[8, 9, 2], [10, 2]], [1, 0], [True, False], True, 0),

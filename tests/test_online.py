@@ -38,7 +38,7 @@ from alignkit.online.strategies import (
     ple_objective,
     raft_select,
 )
-from alignkit.scoring.forward import collate
+from alignkit.scoring.packing import collate
 from alignkit.train.config import TrainConfig
 
 KEYWORDS = ("a", "e", "the")

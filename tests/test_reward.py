@@ -29,7 +29,7 @@ from alignkit.rewards.loading import (
     load_sequence_classifier,
 )
 from alignkit.runs import REWARD_MARKER
-from alignkit.scoring.forward import PAD_SEGMENT, PROMPT_SEGMENT, collate
+from alignkit.scoring.packing import PAD_SEGMENT, PROMPT_SEGMENT, collate
 
 FILLER = "the a sun rain cake help water fire code list sort answer question".split()
 

@@ -30,7 +30,7 @@ from alignkit.scoring.deft import (
     token_distribution,
     token_distributions,
 )
-from alignkit.scoring.forward import collate
+from alignkit.scoring.packing import collate
 from alignkit.select.deft import (
     DeftConfig,
     keep_count_for,

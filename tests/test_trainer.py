@@ -97,7 +97,8 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     from alignkit.data import load_records
     from alignkit.data.tokenize import encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.scoring.forward import collate, naive_sequence_logps
+    from alignkit.scoring.forward import naive_sequence_logps
+    from alignkit.scoring.packing import collate
 
     held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=3))
     out = train(
@@ -149,7 +150,8 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, tiny_model, pa
     from alignkit.data import load_records
     from alignkit.data.tokenize import encode_records
     from alignkit.models import load_tokenizer
-    from alignkit.scoring.forward import SequenceScorer, collate
+    from alignkit.scoring.forward import SequenceScorer
+    from alignkit.scoring.packing import collate
 
     calls = []
     layers = base.model.layers

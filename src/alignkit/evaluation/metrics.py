@@ -1,8 +1,8 @@
 """Evaluation metrics as small pure functions of tensors, numbers and strings.
 
-docs/methods.md, "Evaluation metrics": perplexity of reference responses, implicit-reward
-margin / accuracy / DPO loss on test pairs, reward-model score of generations, BLEU against
-the chosen response.
+docs/methods.md, "Evaluation metrics": perplexity of reference responses and BLEU against
+the chosen response (the implicit-reward metrics of test pairs are in
+`alignkit.objectives.metrics`).
 """
 
 from __future__ import annotations

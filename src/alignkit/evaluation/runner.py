@@ -19,13 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alignkit.data import FORMATS, Pair, Point, Prompt, Record, load_records
+from alignkit.data import Pair, Point, Prompt, Record, load_records
+from alignkit.data.formats import DataFormat
 from alignkit.data.prompts import prompt_key
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import check_model_spec
+from alignkit.models import Precision, check_model_spec
 from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
 from alignkit.rewards.loading import check_reward_spec
@@ -64,7 +65,7 @@ class EvalConfig:
         "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
         "an HF id, or package.module:function",
     )
-    data_format: str = opt("auto", "format of the data files", choices=["auto", *FORMATS])
+    data_format: DataFormat = opt("auto", "format of the data files")
     num_prompts: int = opt(100, "test prompts to generate for (a seeded random sample; 0 = all)")
     max_new_tokens: int = opt(128, "max new tokens per generated response")
     do_sample: bool = opt(False, "sample instead of greedy decoding")
@@ -74,7 +75,7 @@ class EvalConfig:
     max_length: int = opt(
         1024, "max tokens of prompt + response when scoring (truncated as in training)"
     )
-    precision: str = opt("auto", "compute precision", choices=["auto", "bf16", "fp32"])
+    precision: Precision = opt("auto", "compute precision")
     seed: int = opt(0, "seed of the prompt sample and of sampling")
 
     def validate(self) -> None:
@@ -386,7 +387,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     model, tokenizer = load_source(source)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    ctx = Context(config, model, tokenizer, device, autocast_dtype(config.precision, device))  # type: ignore[arg-type]
+    ctx = Context(config, model, tokenizer, device, autocast_dtype(config.precision, device))
     values: dict[str, float] = {}
     counts: dict[str, Any] = {}
     _score_metrics(ctx, plan, records, source, values, counts)

@@ -63,7 +63,8 @@ from alignkit.online.strategies import (
 from alignkit.options import to_dict
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
 from alignkit.runs import flat_config, resolve_model_spec, truncate_metrics
-from alignkit.scoring.forward import PackedBatch, SequenceScorer
+from alignkit.scoring.forward import SequenceScorer
+from alignkit.scoring.packing import PackedBatch
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.trainer import Trainer, TrainResult
 

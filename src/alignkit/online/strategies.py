@@ -27,12 +27,12 @@ from torch import Tensor
 from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Point, Prompt, Record
 from alignkit.inference.generation import Completion, SamplingConfig
-from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
-from alignkit.objectives.base import Reduction
+from alignkit.objectives import ObjectiveConfig, SeqLogps, compute_loss
+from alignkit.objectives.base import Kind, Reduction
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
 from alignkit.online.generators import Generator
 from alignkit.online.principles import PrincipleMode, apply_principle
-from alignkit.scoring.forward import PackedBatch
+from alignkit.scoring.packing import PackedBatch
 
 RankForm = Literal["paper", "hinge"]
 Selection = Literal["per-prompt", "global"]
@@ -304,16 +304,8 @@ class _KSamples:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
-    def _compute(self, method: str, policy: SeqLogps, batch: PackedBatch, kind: str):
-        ob = ObjectiveBatch(
-            kind=kind,  # type: ignore[arg-type]
-            policy=policy,
-            labels=batch.labels,
-            binary=batch.binary,
-            high_quality=batch.high_quality,
-            mask=batch.mask,
-        )
-        return compute_loss(method, ob, self.objective)
+    def _compute(self, method: str, policy: SeqLogps, batch: PackedBatch, kind: Kind):
+        return compute_loss(method, batch.objective_batch(kind, policy), self.objective)
 
 
 def n_selected(total: int, fraction: float) -> int:

@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from alignkit.data.prompts import render_conversation
 from alignkit.data.records import Point, Prompt
 from alignkit.errors import AlignkitError
-from alignkit.models import LoraSettings, check_model_spec, is_peft, resolve_model
+from alignkit.models import LoraSettings, Precision, check_model_spec, is_peft, resolve_model
 from alignkit.runs import resolve_model_spec
-from alignkit.scoring.forward import PackedBatch, packed_hidden_states
+from alignkit.scoring.forward import packed_hidden_states
+from alignkit.scoring.packing import PackedBatch
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
 InputFormat = Literal["auto", "alignkit", "chat"]
@@ -187,7 +188,7 @@ class HFReward:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
-        precision: str = "fp32",
+        precision: Precision = "fp32",
         input_format: InputFormat = "auto",
     ) -> None:
         from alignkit.models import autocast_dtype, load_tokenizer
@@ -205,7 +206,7 @@ class HFReward:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.scorer = RewardScorer(self.model)
-        self.autocast = autocast_dtype(precision, self.device)  # type: ignore[arg-type]
+        self.autocast = autocast_dtype(precision, self.device)
         self.batch_size = batch_size
         self.max_length = max_length or int((marker or {}).get("max_length", 1024))
         if input_format == "auto":
@@ -225,7 +226,7 @@ class HFReward:
         """Encoded and truncated like training data, one response per row."""
         from alignkit.data.batching import sorted_chunks
         from alignkit.data.tokenize import encode_records
-        from alignkit.scoring.forward import collate
+        from alignkit.scoring.packing import collate
 
         pairs = zip(prompts, responses, strict=True)
         points = [Point(p, r, 1.0, source=f"item {i}") for i, (p, r) in enumerate(pairs)]

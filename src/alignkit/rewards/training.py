@@ -29,7 +29,7 @@ from alignkit.rewards.loading import (
     load_sequence_classifier,
 )
 from alignkit.runs import REWARD_MARKER
-from alignkit.scoring.forward import PackedBatch
+from alignkit.scoring.packing import PackedBatch
 from alignkit.train.config import DataTrainingOptions
 from alignkit.train.trainer import Trainer
 

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from alignkit.data.batching import sorted_chunks
 from alignkit.data.tokenize import Encoded
 from alignkit.objectives.base import SeqLogps
-from alignkit.scoring.forward import PackedBatch, SequenceScorer, collate
+from alignkit.scoring.forward import SequenceScorer
+from alignkit.scoring.packing import PackedBatch, collate
 
 
 def score_dataset(

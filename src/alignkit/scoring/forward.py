@@ -14,126 +14,14 @@ tensor is ever materialised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.data.tokenize import Encoded
 from alignkit.models import backbone_and_head
-from alignkit.objectives.base import Kind, ObjectiveBatch, SeqLogps
+from alignkit.objectives.base import SeqLogps
 from alignkit.scoring.deft import distribution_reward
-
-PROMPT_SEGMENT = 0
-PAD_SEGMENT = -1
-
-
-@dataclass
-class PackedBatch:
-    """A collated batch of B examples with K response slots each.
-
-    input_ids, position_ids, segments: (B, L); segments 0 = prompt, k+1 = response k, -1 = pad
-    pred_index: (N,) flat index into B*L of the positions whose hidden state predicts a
-                response token; targets: (N,) those tokens
-    seq_id:     (N,) the sequence (b*K + k) of each target; tok_pos: (N,) its index in it
-    counts:     (B, K) response lengths (0 = no such response)
-    labels:     (B, K) float; high_quality, mask: (B, K) bool; binary: (B,) bool
-    index:      (B,) the examples' positions in the encoded dataset
-    """
-
-    input_ids: Tensor
-    position_ids: Tensor
-    segments: Tensor
-    pred_index: Tensor
-    targets: Tensor
-    seq_id: Tensor
-    tok_pos: Tensor
-    counts: Tensor
-    labels: Tensor
-    high_quality: Tensor
-    binary: Tensor
-    mask: Tensor
-    index: Tensor
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.counts.shape)  # type: ignore[return-value]
-
-    def to(self, device: torch.device) -> PackedBatch:
-        return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
-
-    def n_tokens(self) -> int:
-        """Tokens an unpacked implementation would process: sum over k of |prompt| + |y_k|."""
-        prompt_len = (self.segments == PROMPT_SEGMENT).sum(1, keepdim=True)
-        return int(((prompt_len + self.counts) * self.mask).sum())
-
-    def objective_batch(
-        self, kind: Kind, policy: SeqLogps, ref: SeqLogps | None = None
-    ) -> ObjectiveBatch:
-        """What an objective sees of this batch: the policy's (and the reference's) sequence
-        scores next to the batch's labels and masks."""
-        return ObjectiveBatch(
-            kind=kind,
-            policy=policy,
-            labels=self.labels,
-            binary=self.binary,
-            high_quality=self.high_quality,
-            mask=self.mask,
-            ref=ref,
-        )
-
-
-def collate(examples: Sequence[Encoded], pad_id: int, k: int | None = None) -> PackedBatch:
-    """Pack examples into rows `prompt|y_1|...|y_K`, right-padded to the longest row."""
-    k = k or max(len(e.responses) for e in examples)
-    length = max(e.length for e in examples)
-    b = len(examples)
-    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((b, length), dtype=torch.long)
-    segments = torch.full((b, length), PAD_SEGMENT, dtype=torch.long)
-    counts = torch.zeros((b, k), dtype=torch.long)
-    labels = torch.zeros((b, k))
-    high_quality = torch.zeros((b, k), dtype=torch.bool)
-    pred, targets, seq_id, tok_pos = [], [], [], []
-    for row, ex in enumerate(examples):
-        p = len(ex.prompt)
-        input_ids[row, :p] = torch.tensor(ex.prompt)
-        position_ids[row, :p] = torch.arange(p)
-        segments[row, :p] = PROMPT_SEGMENT
-        start = p
-        for j, resp in enumerate(ex.responses):
-            n = len(resp)
-            input_ids[row, start : start + n] = torch.tensor(resp)
-            position_ids[row, start : start + n] = torch.arange(p, p + n)
-            segments[row, start : start + n] = j + 1
-            # token t of the response is predicted at the position of token t-1 (or the
-            # last prompt token for t = 0)
-            positions = [p - 1] + list(range(start, start + n - 1))
-            pred.extend(row * length + q for q in positions)
-            targets.extend(resp)
-            seq_id.extend([row * k + j] * n)
-            tok_pos.extend(range(n))
-            counts[row, j] = n
-            labels[row, j] = ex.labels[j]
-            high_quality[row, j] = ex.high_quality[j]
-            start += n
-    return PackedBatch(
-        input_ids=input_ids,
-        position_ids=position_ids,
-        segments=segments,
-        pred_index=torch.tensor(pred, dtype=torch.long),
-        targets=torch.tensor(targets, dtype=torch.long),
-        seq_id=torch.tensor(seq_id, dtype=torch.long),
-        tok_pos=torch.tensor(tok_pos, dtype=torch.long),
-        counts=counts,
-        labels=labels,
-        high_quality=high_quality,
-        binary=torch.tensor([e.binary for e in examples], dtype=torch.bool),
-        mask=counts > 0,
-        index=torch.tensor([e.index for e in examples], dtype=torch.long),
-    )
+from alignkit.scoring.packing import PAD_SEGMENT, PROMPT_SEGMENT, PackedBatch
 
 
 def block_attention_mask(segments: Tensor, additive_dtype: torch.dtype | None = None) -> Tensor:

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from alignkit.data.tokenize import Encoded
+from alignkit.data.formats import DataFormat
+from alignkit.data.tokenize import Encoded, Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import backbone_and_head
+from alignkit.models import Precision, backbone_and_head
 from alignkit.objectives.base import SeqLogps
 from alignkit.options import opt
 from alignkit.scoring.deft import (
@@ -29,14 +30,14 @@ from alignkit.scoring.deft import (
     probability_reward,
     token_distributions,
 )
-from alignkit.scoring.forward import PackedBatch, packed_hidden_states
+from alignkit.scoring.forward import packed_hidden_states
+from alignkit.scoring.packing import PackedBatch
 from alignkit.select.common import check_vocab, distributed_state, fraction_count
 
 log = logging.getLogger(__name__)
 
 Form = Literal["logprob", "prob"]
 ScoreOn = Literal["chosen", "margin"]
-_FORMATS = ["auto", "hh", "trl-pair", "point", "demonstration", "multi"]
 
 
 # ------------------------------------------------------------------------ Q_diff report
@@ -128,7 +129,7 @@ def score_r_q(
         raise AlignkitError("no examples to score")
     state = state or distributed_state()
     if score_on == "chosen":
-        encoded = [_chosen_only(e) for e in encoded]
+        encoded = [chosen_only(e) for e in encoded]
     elif score_on != "margin":
         raise AlignkitError(f"unknown --score {score_on!r}; choose chosen or margin")
     scorer = DistributionRewardScorer(model, q_diff, form)
@@ -147,7 +148,8 @@ def score_r_q(
     )
 
 
-def _chosen_only(e: Encoded) -> Encoded:
+def chosen_only(e: Encoded) -> Encoded:
+    """The example with its first (chosen) response only."""
     return Encoded(e.prompt, e.responses[:1], e.labels[:1], e.high_quality[:1], e.binary, e.index)
 
 
@@ -191,28 +193,23 @@ class DeftConfig:
     model: str = opt(
         "default", "starting model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
     )
-    data_format: str = opt("auto", "format of the data files", choices=_FORMATS)
+    data_format: DataFormat = opt("auto", "format of the data files")
     keep_fraction: float | None = opt(
         None, "fraction of examples to keep, lowest R_Q first (default: 0.05)"
     )
     keep_count: int = opt(0, "keep exactly this many examples instead (0 = use the fraction)")
-    score: str = opt(
-        "chosen",
-        "what is filtered on: R_Q of the chosen response, or chosen minus rejected",
-        choices=["chosen", "margin"],
+    score: ScoreOn = opt(
+        "chosen", "what is filtered on: R_Q of the chosen response, or chosen minus rejected"
     )
-    form: str = opt(
+    form: Form = opt(
         "logprob",
         "R_Q form: logprob = mean_t <Q_diff, log p_t> (no softmax), prob = mean_t "
         "<Q_diff, p_t> (bounded)",
-        choices=["logprob", "prob"],
     )
     batch_size: int = opt(8, "examples per forward pass")
     max_length: int = opt(1024, "max tokens of prompt + one response")
-    truncation: str = opt(
-        "truncate", "over-long examples: truncate or drop", choices=["truncate", "drop"]
-    )
-    precision: str = opt("auto", "bf16 autocast, fp32, or auto", choices=["auto", "bf16", "fp32"])
+    truncation: Truncation = opt("truncate", "over-long examples: truncate or drop")
+    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     top_tokens: int = opt(20, "tokens listed in the report per Q_diff sign")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
 
@@ -279,20 +276,20 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
     check_vocab(model, tokenizer)
     model.to(state.device).eval()
     truncation = config.truncation
-    encoded, enc = encode_records(records, tokenizer, config.max_length, truncation)  # type: ignore[arg-type]
+    encoded, enc = encode_records(records, tokenizer, config.max_length, truncation)
     dists = token_distributions(encoded, len(tokenizer), tokenizer.all_special_ids)
     table = score_r_q(
         model,
         encoded,
         dists.q_diff,
         pad_id=tokenizer.pad_token_id,
-        form=config.form,  # type: ignore[arg-type]
-        score_on=config.score,  # type: ignore[arg-type]
+        form=config.form,
+        score_on=config.score,
         batch_size=config.batch_size,
-        autocast=autocast_dtype(config.precision, state.device),  # type: ignore[arg-type]
+        autocast=autocast_dtype(config.precision, state.device),
         state=state,
     )
-    scores = selection_scores(table, config.score)  # type: ignore[arg-type]
+    scores = selection_scores(table, config.score)
     count = keep_count_for(len(scores), config.keep_fraction, config.keep_count)
     return DeftSelection(
         records=list(records),
@@ -302,6 +299,6 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
         keep=keep_lowest(scores, count),
         dists=dists,
         tokens=top_tokens(dists, tokenizer, config.top_tokens),
-        encoding=enc.describe(config.max_length, truncation),  # type: ignore[arg-type]
+        encoding=enc.describe(config.max_length, truncation),
         seconds=time.perf_counter() - start,
     )

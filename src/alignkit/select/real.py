@@ -27,7 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from alignkit.data.formats import DataFormat
 from alignkit.errors import AlignkitError
+from alignkit.models import Precision
 from alignkit.options import opt
 from alignkit.select.common import check_vocab, distributed_state, fraction_count
 from alignkit.select.embeddings import Embeddings, embed_texts
@@ -272,11 +274,7 @@ class RealConfig:
         "default", "base model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
     )
     strategy: str = opt("easy", "which pairs to keep", choices=list(STRATEGIES))
-    data_format: str = opt(
-        "auto",
-        "format of the data files",
-        choices=["auto", "hh", "trl-pair", "point", "demonstration", "multi"],
-    )
+    data_format: DataFormat = opt("auto", "format of the data files")
     fraction: float | None = opt(
         None,
         "pair data: fraction of pairs to keep (default: 0.5); multi-response data "
@@ -290,7 +288,7 @@ class RealConfig:
     )
     max_length: int = opt(0, "drop responses longer than this many tokens (0 = no limit)")
     batch_size: int = opt(16, "responses per forward pass")
-    precision: str = opt("auto", "bf16 autocast, fp32, or auto", choices=["auto", "bf16", "fp32"])
+    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
 
@@ -377,7 +375,7 @@ def select_real(config: RealConfig, state: Any = None) -> RealSelection:
         tokenizer,
         texts,
         batch_size=config.batch_size,
-        autocast=autocast_dtype(config.precision, state.device),  # type: ignore[arg-type]
+        autocast=autocast_dtype(config.precision, state.device),
         cache_dir=config.embedding_cache(),
         state=state,
     )

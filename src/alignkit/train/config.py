@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from alignkit.data.formats import FORMATS
+from alignkit.data.formats import DataFormat
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
 from alignkit.models import ALL_LINEAR, LoraSettings, Precision, check_model_spec
@@ -21,8 +21,6 @@ from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodFor
 from alignkit.options import opt
 
 Scheduler = Literal["cosine", "linear", "constant"]
-DataFormat = Literal["auto", "hh", "trl-pair", "point", "demonstration", "multi"]
-assert set(DataFormat.__args__) == {"auto", *FORMATS}  # type: ignore[attr-defined]
 
 # The LoRA recipe of the ULMA paper (and alignkit's default): rank 8, alpha 32, q/v projections.
 ULMA_LORA_TARGETS = ["q_proj", "v_proj"]

@@ -42,7 +42,8 @@ from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
 from alignkit.runs import absolute_if_local, flat_config, truncate_metrics
 from alignkit.scoring.dataset import reference_for, score_dataset
-from alignkit.scoring.forward import PackedBatch, SequenceScorer, collate
+from alignkit.scoring.forward import SequenceScorer
+from alignkit.scoring.packing import PackedBatch, collate
 from alignkit.train import checkpoint
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.config import DataTrainingOptions
