@@ -256,8 +256,8 @@ def test_checker_finds_every_kind_of_violation():
     }
     problems = check(sources)
     text = "\n".join(problems)
-    assert "models.py:3: models (layer 2) imports alignkit.scoring.forward of the higher" in text
-    assert "models.py:5: models (layer 2) imports alignkit.train.trainer" in text
+    assert "models.py:3: models (layer 3) imports alignkit.scoring.forward of the higher" in text
+    assert "models.py:5: models (layer 3) imports alignkit.train.trainer" in text
     assert "select/deft.py:1: select imports alignkit.train.trainer" in text
     assert "sibling packages of layer 6" in text
     assert "select/deft.py:2: imports the private name _gather of alignkit.scoring.forward" in text

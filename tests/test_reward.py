@@ -273,6 +273,26 @@ def test_train_rm_lora_saves_an_adapter_with_the_score_head(trained_lora_rm, tin
     assert json.loads((trained_lora_rm / "summary.json").read_text())["steps"] == 3
 
 
+def test_train_rm_lora_all_linear_reaches_peft_as_its_shorthand(tiny_model, rm_data, tmp_path):
+    """`--lora-targets all-linear` must reach peft as the string shorthand: as the list
+    ['all-linear'] peft looks for a module of that name and fails."""
+    out = tmp_path / "rm"
+    args = ["train-rm", "--data", rm_data["train"], "--model", tiny_model, "--output", str(out)]
+    args += ["--lora", "--lora-targets", "all-linear", "--max-steps", "1", "--precision", "fp32"]
+    assert main(args) == 0
+    targets = json.loads((out / "model" / "adapter_config.json").read_text())["target_modules"]
+    # every linear layer of the tiny Llama but the score head (peft lists full module names)
+    assert {name.rsplit(".", 1)[-1] for name in targets} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+
+
 def test_train_rm_config_file_and_flags(tiny_model, rm_data, tmp_path, capsys):
     cfg = tmp_path / "rm.yaml"
     cfg.write_text(f"data: [{rm_data['train']}]\nmax_steps: 5\nbatch_size: 2\nsave_model: false\n")

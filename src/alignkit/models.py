@@ -144,7 +144,10 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
     # a folder of tokenizer files only (e.g. `data inspect --tokenizer DIR`) is fine here
     tokenizer_only = Path(name).is_dir() and has_tokenizer(name) and not is_run_dir(name)
-    path = name if tokenizer_only else resolve_model(resolve_model_spec(name).tokenizer_path)
+    try:
+        path = name if tokenizer_only else resolve_model(resolve_model_spec(name).tokenizer_path)
+    except AlignkitError as exc:
+        raise AlignkitError(f"cannot load a tokenizer from {name!r}: {exc}") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -168,6 +171,19 @@ class LoraSettings:
         `['all-linear']` would look for modules of that name)."""
         return (
             ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
+        )
+
+    def peft_config(self, task_type: str, **extra: Any):
+        """The peft `LoraConfig` of these settings for `task_type` (CAUSAL_LM, SEQ_CLS)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.peft_targets(),
+            task_type=task_type,
+            **extra,
         )
 
 
@@ -221,16 +237,9 @@ def load_causal_lm(
         # a new adapter on a model that is itself base + adapter: start from the merged model
         model = model.merge_and_unload()
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.peft_targets(),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, lora.peft_config("CAUSAL_LM"))
     return model
 
 

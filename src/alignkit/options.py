@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,3 +124,31 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+CONFIG_NOTE = "Options come from --config (YAML), overridden by flags."
+
+
+def add_config_verb(
+    subparsers: Any,
+    name: str,
+    cls: type[T],
+    run: Callable[[T], int],
+    *,
+    help: str,
+    description: str,
+    epilog: str = "",
+) -> argparse.ArgumentParser:
+    """A CLI verb whose options are the fields of the dataclass `cls`: `--config YAML` plus
+    one flag per field; `run(config)` gets the validated config and returns the exit code."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
+    add_dataclass_arguments(parser, cls)
+    parser.set_defaults(func=lambda args: run(build_config(cls, args, args.config)))
+    return parser

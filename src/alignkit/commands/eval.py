@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.options import CONFIG_NOTE, add_config_verb
 
 EPILOG = """\
 metrics (--metrics; default: every one the data and models support):
@@ -27,23 +25,21 @@ examples:
 def register(subparsers) -> None:
     from alignkit.evaluation.runner import EvalConfig
 
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "eval",
+        EvalConfig,
+        run,
         help="evaluate a model: perplexity, implicit-reward margins, generations, reward, BLEU",
         description="Evaluate a model on test data and write REPORT.json + REPORT.md. "
-        "Options come from --config (YAML), overridden by flags.",
+        + CONFIG_NOTE,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
-    add_dataclass_arguments(parser, EvalConfig)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from alignkit.evaluation.runner import EvalConfig, markdown, run_eval
+def run(config) -> int:
+    from alignkit.evaluation.runner import markdown, run_eval
 
-    config = build_config(EvalConfig, args, args.config)
     report = run_eval(config)
     print(markdown(report), end="")
     print(f"report written to {config.output}")

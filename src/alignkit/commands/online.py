@@ -7,12 +7,11 @@ preference labels.
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
-from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.options import CONFIG_NOTE, add_config_verb
 
 OUTPUTS = """
 run directory (--output):
@@ -62,26 +61,20 @@ EXAMPLES = {
 
 def register(subparsers) -> None:
     for verb, (cls, short, description) in VERBS.items():
-        parser = subparsers.add_parser(
+        add_config_verb(
+            subparsers,
             verb,
+            cls,
+            run,
             help=short,
-            description=textwrap.fill(
-                description + " Options come from --config (YAML), overridden by flags.", 88
-            ),
+            description=textwrap.fill(f"{description} {CONFIG_NOTE}", 88),
             epilog=OUTPUTS + f"\nexample:\n  {EXAMPLES[verb]}\n",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.add_argument(
-            "--config", metavar="YAML", help="YAML file with any of the options below"
-        )
-        add_dataclass_arguments(parser, cls)
-        parser.set_defaults(func=run, online_config=cls)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: OnlineConfig) -> int:
     from alignkit.online.loop import OnlineTrainer
 
-    config = build_config(args.online_config, args, args.config)
     result = OnlineTrainer(config).run()
     if result.eval_after:
         summary = {"eval_before": result.eval_before, "eval_after": result.eval_after}

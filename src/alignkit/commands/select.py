@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.options import CONFIG_NOTE, add_config_verb
 from alignkit.select.deft import DeftConfig
 from alignkit.select.real import RealConfig
 
@@ -48,36 +48,16 @@ def register(subparsers: Any) -> None:
     )
     parser.set_defaults(func=lambda args: _usage(parser))
     verbs = parser.add_subparsers(dest="select_command", metavar="SUBVERB")
-    _add(
-        verbs,
-        "deft",
-        DeftConfig,
-        run_deft_command,
-        help="keep the examples with the lowest DEFT distribution reward R_Q",
-        epilog=_DEFT_EPILOG,
-    )
-    _add(
-        verbs,
-        "real",
-        RealConfig,
-        run_real_command,
-        help="choose response pairs by embedding similarity (REAL)",
-        epilog=_REAL_EPILOG,
-    )
+    for name, cls, func, help, epilog in (
+        ("deft", DeftConfig, run_deft_command, _DEFT_HELP, _DEFT_EPILOG),
+        ("real", RealConfig, run_real_command, _REAL_HELP, _REAL_EPILOG),
+    ):
+        description = f"{help[0].upper()}{help[1:]}. {CONFIG_NOTE}"
+        add_config_verb(verbs, name, cls, func, help=help, description=description, epilog=epilog)
 
 
-def _add(verbs: Any, name: str, cls: type, func: Any, help: str, epilog: str) -> None:
-    parser = verbs.add_parser(
-        name,
-        help=help,
-        description=help[0].upper() + help[1:] + ". Options come from --config (YAML), "
-        "overridden by flags.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
-    add_dataclass_arguments(parser, cls)
-    parser.set_defaults(func=func)
+_DEFT_HELP = "keep the examples with the lowest DEFT distribution reward R_Q"
+_REAL_HELP = "choose response pairs by embedding similarity (REAL)"
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -85,10 +65,10 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def run_deft_command(args: argparse.Namespace) -> int:
+def run_deft_command(config: DeftConfig) -> int:
     from alignkit.select.pipeline import run_deft
 
-    result = run_deft(build_config(DeftConfig, args, args.config))
+    result = run_deft(config)
     if result is not None:
         print(
             f"kept {result.kept} of {result.scored} examples (lowest R_Q, cut {result.cut:.6g})\n"
@@ -98,10 +78,9 @@ def run_deft_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_real_command(args: argparse.Namespace) -> int:
+def run_real_command(config: RealConfig) -> int:
     from alignkit.select.pipeline import run_real
 
-    config = build_config(RealConfig, args, args.config)
     result = run_real(config)
     if result is not None:
         print(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.options import CONFIG_NOTE, add_config_verb
 from alignkit.train.config import TrainConfig
 
 
@@ -25,24 +24,21 @@ def _methods_epilog() -> str:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "train",
+        TrainConfig,
+        run,
         help="align a model with an objective (dpo, ulma, sft, ...)",
-        description="Train a model with one objective. Options come from --config (YAML), "
-        "overridden by flags.",
+        description=f"Train a model with one objective. {CONFIG_NOTE}",
         epilog=_methods_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
-    add_dataclass_arguments(parser, TrainConfig)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: TrainConfig) -> int:
     from alignkit.objectives import get_method
     from alignkit.train.trainer import Trainer
 
-    config = build_config(TrainConfig, args, args.config)
     get_method(config.method)  # unknown method: a usage error before any loading
     trainer = Trainer(config)
     result = trainer.run()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from alignkit.options import add_dataclass_arguments, build_config
+from alignkit.options import add_config_verb
 
 EPILOG = """\
 The model is an AutoModelForSequenceClassification with one output (a causal LM given as
@@ -22,24 +21,22 @@ examples:
 def register(subparsers) -> None:
     from alignkit.rewards.training import RewardTrainConfig
 
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "train-rm",
+        RewardTrainConfig,
+        run,
         help="train a Bradley-Terry reward model on preference pairs",
         description="Train a reward model R(x, y) with -log sigmoid(R(x, chosen) - R(x, rejected)). "
         "Options come from --config (YAML), overridden by flags; they are those of "
         "`alignkit train` without the policy-objective ones.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
-    add_dataclass_arguments(parser, RewardTrainConfig)
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from alignkit.rewards.training import RewardTrainConfig, RewardTrainer, pair_accuracy
+def run(config) -> int:
+    from alignkit.rewards.training import RewardTrainer, pair_accuracy
 
-    config = build_config(RewardTrainConfig, args, args.config)
     result = RewardTrainer(config).run()
     before, after = pair_accuracy(result.eval_before), pair_accuracy(result.eval_after)
     if after is not None:

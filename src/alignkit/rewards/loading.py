@@ -155,18 +155,10 @@ def load_sequence_classifier(
 
         return PeftModel.from_pretrained(model, adapter)
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         backbone_and_score(model)  # a clear error before peft's
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.peft_targets(),
-            task_type="SEQ_CLS",
-            modules_to_save=list(HEAD_NAMES),
-        )
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, lora.peft_config("SEQ_CLS", modules_to_save=list(HEAD_NAMES)))
     return model
 
 
