@@ -1,0 +1,109 @@
+"""One resolver of model specs for every verb (`alignkit.runs`): a run directory of `train`
+or `train-rm` stands for its `model/` wherever a model is named, and a bad spec fails while
+the options are validated — before any model is loaded or anything is generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import pair_rows, write_jsonl
+from safetensors.torch import load_file
+
+from alignkit.cli import main
+from alignkit.models import load_causal_lm
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("spec-data")
+    queries = root / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"prompt": f"bake a cake {i}"}) + "\n" for i in range(4)))
+    return {
+        "pairs": write_jsonl(root / "pairs.jsonl", pair_rows(8)),
+        "test": write_jsonl(root / "test.jsonl", pair_rows(4, seed=3)),
+        "queries": str(queries),
+    }
+
+
+def _run(verb: str, *args: str) -> int:
+    return main([verb, *args, "--precision", "fp32"])
+
+
+@pytest.fixture(scope="module")
+def rm_run(tiny_model, data, tmp_path_factory) -> Path:
+    """A finished `alignkit train-rm` run directory (what the verb prints)."""
+    out = tmp_path_factory.mktemp("rm") / "run"
+    args = ["--data", data["pairs"], "--model", tiny_model, "--max-steps", "1"]
+    assert _run("train-rm", *args, "--output", str(out)) == 0
+    return out
+
+
+def test_eval_takes_a_train_rm_run_directory_as_reward_model(tiny_model, data, rm_run, tmp_path):
+    report = tmp_path / "eval" / "report.json"
+    args = ["--model", tiny_model, "--data", data["test"], "--reward-model", str(rm_run)]
+    args += ["--metrics", "generate,reward", "--num-prompts", "2", "--max-new-tokens", "3"]
+    assert _run("eval", *args, "--output", str(report)) == 0
+    assert "reward_mean" in json.loads(report.read_text())["metrics"]
+
+
+@pytest.mark.parametrize("verb", ["eval", "ple"])
+def test_a_bad_reward_spec_fails_before_anything_is_generated(
+    verb, tiny_model, data, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    unfinished = tmp_path / "unfinished-rm"  # a run that never saved its model
+    unfinished.mkdir()
+    (unfinished / "metrics.jsonl").write_text('{"step": 1}\n')
+    if verb == "eval":
+        args = ["--model", tiny_model, "--data", data["test"], "--output", str(out / "r.json")]
+    else:
+        args = ["--model", tiny_model, "--queries", data["queries"], "--output", str(out)]
+    assert _run(verb, *args, "--reward-model", str(unfinished)) == 2
+    assert "without a saved model" in capsys.readouterr().err
+    assert not out.exists()  # nothing was generated or written
+
+
+@pytest.mark.parametrize("flag", ["--model", "--ref"])
+def test_eval_refuses_a_folder_without_a_model_at_once(flag, tiny_model, data, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    args = {"--model": tiny_model, "--data": data["test"], "--output": str(tmp_path / "r.json")}
+    args[flag] = str(tmp_path / "empty")
+    assert _run("eval", *[x for kv in args.items() for x in kv]) == 2
+    assert "holds no model" in capsys.readouterr().err
+
+
+def test_train_starts_from_a_run_directory(tiny_model, data, tmp_path):
+    """`--model RUN_DIR` of a full-weights run loads the run's model/: training 0 steps of
+    it with lr 0 saves the same weights as the run saved."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--method", "sft", "--data", data["pairs"], "--max-steps", "1"]
+    assert (
+        _run("train", *common, "--model", tiny_model, "--lr", "1e-2", "--output", str(first)) == 0
+    )
+    assert (
+        _run("train", *common, "--model", str(first), "--lr", "1e-12", "--output", str(second)) == 0
+    )
+    a = load_file(first / "model" / "model.safetensors")
+    b = load_file(second / "model" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    original = load_causal_lm(tiny_model).state_dict()
+    assert not torch.allclose(a["model.norm.weight"], original["model.norm.weight"])
+
+
+def test_a_lora_run_directory_loads_base_plus_adapter(tiny_model, data, tmp_path):
+    run = tmp_path / "lora"
+    args = ["--method", "sft", "--data", data["pairs"], "--max-steps", "2", "--lr", "1e-2"]
+    args += ["--model", tiny_model, "--lora", "--lora-dropout", "0", "--output", str(run)]
+    assert _run("train", *args) == 0
+    model = load_causal_lm(str(run))  # the base from summary.json, the adapter from model/
+    assert hasattr(model, "peft_config")
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        tuned = model(x).logits
+        with model.disable_adapter():
+            base = model(x).logits
+    plain = load_causal_lm(tiny_model)(x).logits.detach()
+    assert torch.allclose(base, plain, atol=1e-5) and not torch.allclose(tuned, plain, atol=1e-4)
