@@ -267,3 +267,18 @@ def test_checker_finds_every_kind_of_violation():
     assert "stray: not in the layer table" in text
     # downward imports, relative imports and imports within a folder are allowed: nothing else
     assert len(problems) == 7, text
+
+
+def test_public_api_names_resolve_lazily() -> None:
+    """Every name of `alignkit.__all__` imports from the module `_API` names; `import alignkit`
+    alone loads no stage (the CLI and `python -c 'import alignkit'` stay fast)."""
+    import subprocess
+    import sys
+
+    import alignkit
+
+    for name in alignkit.__all__:
+        assert getattr(alignkit, name) is not None, name
+    code = "import sys, alignkit; print(any(m.startswith('alignkit.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
