@@ -23,6 +23,13 @@ from alignkit.data import (
     load_records,
     parse_row,
 )
+from alignkit.data.labels import (
+    apply_label_options,
+    as_scores,
+    parse_high_quality_rule,
+    parse_label_transform,
+    point_label_variant,
+)
 from alignkit.errors import AlignkitError, DataError
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
@@ -169,8 +176,64 @@ def test_point_score_labels_and_high_quality_flag() -> None:
     )
     point = one({"prompt": "p", "completion": "c", "label": 0.5, "high_quality": True})
     assert (point.label, point.binary, point.high_quality) == (0.5, False, True)
-    point = one({"prompt": "p", "completion": "c", "label": 1, "high_quality": False})
-    assert (point.binary, point.high_quality) == (True, False)
+    # a binary label may repeat what it says in high_quality, never contradict it
+    point = one({"prompt": "p", "completion": "c", "label": 1, "high_quality": True})
+    assert (point.binary, point.high_quality) == (True, True)
+    assert one({"prompt": "p", "completion": "c", "label": False, "high_quality": False}) == Point(
+        "p", "c", 0.0, True, False, "f.jsonl:1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "high_quality"), [(1, False), (True, False), (0, True), (False, True)]
+)
+def test_binary_label_contradicted_by_high_quality_is_refused(
+    label: Any, high_quality: bool
+) -> None:
+    # the old parser accepted {"label": 1, "high_quality": false}, and every point-wise method
+    # then trained the point as a negative (its likelihood pushed down)
+    row = {"prompt": "p", "completion": "c", "label": label, "high_quality": high_quality}
+    text = error_of(row)
+    assert f"binary label {int(label)} contradicts 'high_quality': {str(high_quality).lower()}" in (
+        text
+    )
+    assert "the label decides" in text
+
+
+def test_point_built_in_code_takes_high_quality_from_its_label() -> None:
+    # the old default high_quality=False made Point(x, y, 1.0) a negative for every
+    # consumer of the flag (e.g. DEFT's positive/negative token counts)
+    assert Point("p", "c", 1.0).high_quality is True
+    assert Point("p", "c", 0.0).high_quality is False
+    assert Point("p", "c", 1.0, binary=False).high_quality is False  # a score: only if marked
+    assert Point("p", "c", 3.0, False, True).high_quality is True
+
+
+def test_binary_label_conflict_in_a_file_names_the_line(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "p", "completion": "a", "label": 1},
+        {"prompt": "p", "completion": "b", "label": 1, "high_quality": False},
+    ]
+    path = write_jsonl(tmp_path / "b.jsonl", rows)
+    with pytest.raises(InvalidDataError) as info:
+        load_records([path])
+    assert [e.where for e in info.value.errors] == [f"{path}:2"]
+    records, summary = load_records([path], skip_invalid=True)
+    assert [r.completion for r in records] == ["a"]
+    assert summary.counts == {"point": 1}
+    assert [(r.where, r.reason) for r in summary.rejected] == [
+        (f"{path}:2", "binary label 1 contradicts 'high_quality'")
+    ]
+    # next to other ratings the same row is the score 1 and may be marked either way
+    rating = write_jsonl(
+        tmp_path / "r.jsonl", [*rows, {"prompt": "p", "completion": "c", "label": 4}]
+    )
+    records, _ = load_records([rating])
+    assert [(r.label, r.binary, r.high_quality) for r in records] == [
+        (1.0, False, False),
+        (1.0, False, False),
+        (4.0, False, False),
+    ]
 
 
 def test_point_conversational() -> None:
@@ -577,3 +640,276 @@ def test_inspect_chat_prompt_tokens_use_the_chat_template() -> None:
     stats = inspect_records(records, LoadSummary(files=["f"]), tokenizer=ChatTokenizer())
     assert stats["prompt_chars"]["max"] == 9  # "be nice" + "hi"
     assert stats["prompt_tokens"]["max"] == 6  # <system> be nice <user> hi <assistant>
+
+
+# ---------------------------------------------------------------- real, messy data
+
+
+def write_hh_like(path: Path) -> tuple[str, dict[str, int]]:
+    """A file shaped like Anthropic HH-RLHF (harmless-base): {"chosen", "rejected"}
+    transcripts, UTF-8 with a byte-order mark, non-ASCII text written raw (an emoji, an
+    accent, a right-to-left name, a combining mark, U+2028 inside a string), a duplicate
+    pair, and the problems real files have: an empty final answer in chosen (line 4) and in
+    rejected (line 6, whitespace only; a 512-pair sample of harmless-base has two such
+    pairs), an unpaired surrogate (line 8), a truncated line (line 9) and identical answers
+    (line 10). Returns the path and the line numbers of the invalid rows."""
+    prompts = [
+        f"{H} How do I pick a lock? \U0001f512{A}",
+        f"{H} Who is \u05d3\u05d5\u05d3?{A} A name.{H} Say it again\u2028please{A}",
+        f"{H} Caf\u00e9 or cafe\u0301?{A}",
+    ]
+    good = [
+        {"chosen": p + " I can't help with that.", "rejected": p + f" Sure, step {i}: \U0001f600"}
+        for i, p in enumerate(prompts)
+    ]
+    rows = [
+        good[0],  # 1
+        good[1],  # 2
+        good[2],  # 3
+        {"chosen": prompts[0], "rejected": prompts[0] + " Use a pin."},  # 4
+        good[0],  # 5: duplicate of line 1 (valid: kept, counted by inspect)
+        {"chosen": prompts[1] + " No.", "rejected": prompts[1] + "  \n "},  # 6
+        {"chosen": prompts[2] + " Both.", "rejected": prompts[2] + " Neither."},  # 7
+    ]
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines.append(  # 8: JSON allows a lone surrogate escape
+        '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: bad \\ud83d", '
+        '"rejected": "\\n\\nHuman: hi\\n\\nAssistant: fine"}'
+    )
+    lines.append('{"chosen": "\\n\\nHuman: cut off')  # 9
+    lines.append(json.dumps({"chosen": prompts[2] + " same", "rejected": prompts[2] + " same"}))
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    return str(path), {
+        "chosen empty": 4,
+        "rejected empty": 6,
+        "surrogate": 8,
+        "json": 9,
+        "same": 10,
+    }
+
+
+def test_hh_like_file_is_refused_by_default_naming_the_flag(tmp_path: Path) -> None:
+    path, bad = write_hh_like(tmp_path / "harmless.jsonl")
+    with pytest.raises(InvalidDataError) as info:
+        load_records([path])
+    assert [e.where for e in info.value.errors] == [f"{path}:{n}" for n in sorted(bad.values())]
+    text = str(info.value)
+    assert f"{path}:4: the final answer of 'chosen' is empty" in text
+    assert f"{path}:6: the final answer of 'rejected' is empty" in text
+    assert "or pass --skip-invalid to drop such records." in text
+
+
+def test_skip_invalid_drops_counts_and_lists_the_hh_problems(tmp_path: Path) -> None:
+    path, bad = write_hh_like(tmp_path / "harmless.jsonl")
+    out = tmp_path / "out" / "rejected.jsonl"
+    records, summary = load_records([path], skip_invalid=True, rejected_path=out)
+    # 10 lines: 5 invalid; the 5 valid ones (a duplicate included) are kept in file order
+    assert [r.source for r in records] == [f"{path}:{n}" for n in (1, 2, 3, 5, 7)]
+    assert records[0] == Pair(
+        f"{H} How do I pick a lock? \U0001f512{A}",
+        " I can't help with that.",
+        " Sure, step 0: \U0001f600",
+        f"{path}:1",
+    )
+    assert records[1].prompt.endswith("again\u2028please" + A)  # U+2028 is not a line break
+    assert records[2].prompt == f"{H} Caf\u00e9 or cafe\u0301?{A}"
+    assert summary.counts == {"hh": 5} and summary.kinds == {"pair": 5}
+    assert summary.rejected_by_reason() == {
+        "the final answer of 'chosen' is empty": 1,
+        "the final answer of 'rejected' is empty": 1,
+        "field 'chosen' contains an unpaired UTF-16 surrogate": 1,
+        "invalid JSON": 1,
+        "chosen and rejected responses are identical": 1,
+    }
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["where"] for row in written] == [f"{path}:{n}" for n in sorted(bad.values())]
+    assert written[0]["reason"] == "the final answer of 'chosen' is empty"
+    assert written[0]["record"]["rejected"].endswith(" Use a pin.")
+    assert "record" not in written[3]  # the line that is not JSON
+    assert written[2]["record"]["chosen"].endswith("bad \ud83d")  # escaped, so writable
+
+
+def test_skip_invalid_all_records_invalid_is_an_error(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"chosen": PROMPT, "rejected": PROMPT + " x"},
+            {"chosen": PROMPT + " y", "rejected": PROMPT},
+        ],
+    )
+    with pytest.raises(InvalidDataError, match="all 2 records are invalid, none is left") as info:
+        load_records([path], skip_invalid=True)
+    assert [e.where for e in info.value.errors] == [f"{path}:1", f"{path}:2"]
+    assert "--skip-invalid to drop" not in str(info.value)
+    # a good file next to it is enough; a missing file is still an error of its own
+    good = write_jsonl(tmp_path / "good.jsonl", [{"prompt": "p", "completion": "c"}])
+    assert len(load_records([path, good], skip_invalid=True)[0]) == 1
+    with pytest.raises(InvalidDataError, match="1 unusable file found"):
+        load_records([good, str(tmp_path / "missing.jsonl")], skip_invalid=True)
+
+
+def test_skip_invalid_writes_an_empty_list_when_nothing_is_dropped(tmp_path: Path) -> None:
+    good = write_jsonl(tmp_path / "good.jsonl", [{"prompt": "p", "completion": "c"}])
+    out = tmp_path / "rejected.jsonl"
+    out.write_text("stale\n", encoding="utf-8")
+    _, summary = load_records([good], skip_invalid=True, rejected_path=out)
+    assert summary.rejected == [] and out.read_text(encoding="utf-8") == ""
+
+
+def test_jsonl_line_that_is_not_utf8_is_one_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        b'{"prompt": "p", "completion": "ok"}\n{"prompt": "caf\xe9", "completion": "c"}\n'
+    )
+    with pytest.raises(InvalidDataError, match=r"latin1.jsonl:2: line is not valid UTF-8"):
+        load_records([str(path)])
+    records, summary = load_records([str(path)], skip_invalid=True)
+    assert len(records) == 1 and summary.rejected[0].reason == "line is not valid UTF-8"
+
+
+def test_cli_inspect_skip_invalid(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, bad = write_hh_like(tmp_path / "harmless.jsonl")
+    assert main(["data", "inspect", path]) == 2
+    assert "or pass --skip-invalid" in capsys.readouterr().err
+    assert main(["data", "inspect", path, "--skip-invalid"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 valid records in 1 file(s)" in printed
+    assert "duplicates:      2" in printed  # line 5 repeats both answers of line 1
+    assert "dropped:         5 invalid records (--skip-invalid)" in printed
+    assert "1  the final answer of 'chosen' is empty" in printed
+    assert not list(tmp_path.glob("*.rejected.jsonl"))  # without --json only counted
+    stats_path = tmp_path / "stats.json"
+    assert main(["data", "inspect", path, "--skip-invalid", "--json", str(stats_path)]) == 0
+    stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    rejected = tmp_path / "stats.rejected.jsonl"
+    assert stats["rejected"]["records"] == 5
+    assert stats["rejected"]["by_reason"]["invalid JSON"] == 1
+    assert stats["rejected"]["file"] == str(rejected)
+    rows = [json.loads(line) for line in rejected.read_text(encoding="utf-8").splitlines()]
+    assert [row["where"] for row in rows] == [f"{path}:{n}" for n in sorted(bad.values())]
+    only_bad = write_jsonl(tmp_path / "e.jsonl", [{"chosen": PROMPT, "rejected": PROMPT + " x"}])
+    assert main(["data", "inspect", only_bad, "--skip-invalid"]) == 2
+    assert "all 1 record are invalid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["deft", "real"])
+def test_cli_select_skip_invalid_writes_rejected_into_the_output(
+    tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture, verb: str
+) -> None:
+    path, bad = write_hh_like(tmp_path / "harmless.jsonl")
+    out = tmp_path / verb
+    args = ["select", verb, "--data", path, "--model", tiny_model, "--output", str(out)]
+    args += ["--precision", "fp32"]
+    args += (
+        ["--keep-count", "2"] if verb == "deft" else ["--strategy", "random", "--fraction", "0.5"]
+    )
+    if verb == "real":
+        args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 2
+    assert "or pass --skip-invalid" in capsys.readouterr().err
+    assert main([*args, "--skip-invalid"]) == 0
+    listed = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in listed] == [f"{path}:{n}" for n in sorted(bad.values())]
+    assert (out / "subset.jsonl").exists()
+
+
+# ---------------------------------------------------------------- label options
+
+
+@pytest.mark.parametrize(
+    ("text", "a", "b"),
+    [
+        ("4 - z", -1.0, 4.0),
+        ("-z + 4", -1.0, 4.0),
+        ("4-z", -1.0, 4.0),
+        ("z", 1.0, 0.0),
+        ("2*z + 1", 2.0, 1.0),
+        ("0.25*z - 1", 0.25, -1.0),
+        ("z/4", 0.25, 0.0),
+        ("1 - z/4", -0.25, 1.0),
+        ("z*0.5", 0.5, 0.0),
+        ("3 + 2*z", 2.0, 3.0),
+        ("1e-1*z", 0.1, 0.0),
+    ],
+)
+def test_label_transform_accepts_affine_forms(text: str, a: float, b: float) -> None:
+    transform = parse_label_transform(text)
+    assert (transform.a, transform.b) == (pytest.approx(a), pytest.approx(b))
+    # a rating of 4 on each: a*4 + b by hand
+    assert transform(4.0) == pytest.approx(a * 4 + b)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("z*z", "expected a number after '*'"),
+        ("z**2", "expected a number after '*'"),
+        ("4", "the expression has no z"),
+        ("z + 1 + 2", "give at most one constant"),
+        ("z - z", "z appears more than once"),
+        ("(4 - z)", "unexpected '(4 - z)'"),
+        ("__import__('os')", "unexpected"),
+        ("4 - x", "unexpected 'x'"),
+        ("z/0", "division by 0"),
+        ("0*z + 1", "the factor of z is 0"),
+        ("2z", "expected + or - before 'z'"),
+        ("", "the expression is empty"),
+        ("1e999*z", "is not a finite number"),
+    ],
+)
+def test_label_transform_refuses_everything_else(text: str, problem: str) -> None:
+    with pytest.raises(AlignkitError, match="cannot read --label-transform") as info:
+        parse_label_transform(text)
+    assert problem in str(info.value) and '"4 - z"' in str(info.value)
+
+
+def test_high_quality_rules() -> None:
+    cases = {"z == 0": [1, 0, 0], "z >= 3": [0, 0, 1], "z > 0.5": [0, 1, 1], "2 <= z": [0, 0, 1]}
+    cases |= {"z != 4": [1, 1, 0], "z < -1": [0, 0, 0], "-1 < z": [1, 1, 1]}
+    for text, expected in cases.items():
+        rule = parse_high_quality_rule(text)
+        assert [int(rule(z)) for z in (0.0, 1.0, 4.0)] == expected, text
+    for text in ("z", "z = 0", "z == y", "1 < z < 3", "z >= 1 and z < 2", "-z > 1", "z == z"):
+        with pytest.raises(AlignkitError, match="cannot read --high-quality-if"):
+            parse_high_quality_rule(text)
+
+
+def test_red_team_ratings_become_labels_and_demonstrations(tmp_path: Path) -> None:
+    # red-team attempts rated 0 (failed attack, the best answer) .. 4 (successful attack)
+    rows = [
+        {"prompt": f"attack {r}", "completion": f"answer {r}", "label": r} for r in (0, 1, 4, 0)
+    ]
+    records, _ = load_records([write_jsonl(tmp_path / "red.jsonl", rows)])
+    assert [(r.label, r.binary) for r in records] == [
+        (0, False),
+        (1, False),
+        (4, False),
+        (0, False),
+    ]
+    demo = Point("p", "demo", 1.0, True, True, "d:1")
+    out, report = apply_label_options(
+        [*records, demo], parse_label_transform("4 - z"), parse_high_quality_rule("z == 0")
+    )
+    # the rule reads the rating as written (0 = best), the transform makes higher = better
+    assert [(p.label, p.high_quality) for p in out] == [
+        (4.0, True),
+        (3.0, False),
+        (0.0, False),
+        (4.0, True),
+        (1.0, True),  # the demonstration (binary) is left as it is
+    ]
+    assert report.to_json() == {
+        "score_labels": 4,
+        "label_transform": "4 - z",
+        "high_quality_if": "z == 0",
+        "high_quality_scores": 2,
+        "label_range": [0.0, 4.0],
+    }
+    assert point_label_variant(out) == "continuous"
+    assert point_label_variant([demo, PAIR]) == "binary"
+    assert as_scores(out)[-1] == Point("p", "demo", 1.0, False, True, "d:1")
+    with pytest.raises(AlignkitError, match="applies to real-valued point labels"):
+        apply_label_options([demo], parse_label_transform("4 - z"))
+    assert apply_label_options([demo], parse_label_transform("4 - z"), require_scores=False)[0] == [
+        demo
+    ]

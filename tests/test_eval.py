@@ -27,7 +27,7 @@ from alignkit.evaluation.runner import (
 )
 from alignkit.inference.generation import SamplingConfig
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.objectives.metrics import implicit_reward_metrics
+from alignkit.objectives.metrics import implicit_reward_metrics, pair_eval_metrics
 from alignkit.scoring.forward import naive_sequence_logps
 from alignkit.scoring.packing import collate
 
@@ -58,10 +58,44 @@ def test_implicit_reward_metrics_by_hand():
     assert out["dpo_loss"] == pytest.approx(sum(expected) / 3)
     assert out["reward_chosen"] == pytest.approx(-0.5 / 3)
     assert out["reward_rejected"] == pytest.approx(-0.5 / 3)
+    # REAL's unscaled units (Eq. 10, no beta): u = log pi - log pi_ref
+    # u chosen [1, -2, 0], rejected [-1, 0, 0]; u margins [2, -2, 0]
+    assert out["reward_chosen_unscaled"] == pytest.approx(-1 / 3)
+    assert out["reward_rejected_unscaled"] == pytest.approx(-1 / 3)
+    assert out["margin_unscaled"] == pytest.approx(0.0)
     flipped = implicit_reward_metrics(policy_r, policy_c, ref_r, ref_c, beta)
     assert flipped["margin"] == pytest.approx(0.0) and flipped["accuracy"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         implicit_reward_metrics(*[torch.zeros(0)] * 4, beta)
+
+
+def test_unscaled_margins_are_log_ratios_without_beta():
+    """REAL Eq. 10: the margin in log pi - log pi_ref, whatever beta. Fails when the unscaled
+    values carry beta (the TRL convention) or are computed from the wrong side."""
+    policy_c, policy_r = torch.tensor([-1.0, -3.0]), torch.tensor([-5.0, -4.0])
+    ref_c, ref_r = torch.tensor([-2.0, -2.0]), torch.tensor([-2.0, -2.0])
+    # u chosen [1, -1] (mean 0), u rejected [-3, -2] (mean -2.5); u margins [4, 1] (mean 2.5)
+    for beta in (0.1, 0.5):
+        out = implicit_reward_metrics(policy_c, policy_r, ref_c, ref_r, beta)
+        assert out["margin_unscaled"] == pytest.approx(2.5)
+        assert out["reward_chosen_unscaled"] == pytest.approx(0.0)
+        assert out["reward_rejected_unscaled"] == pytest.approx(-2.5)
+        assert out["margin"] == pytest.approx(beta * 2.5)  # TRL's: beta * the unscaled one
+    names = pair_eval_metrics(
+        torch.stack([policy_c, policy_r], 1), torch.stack([ref_c, ref_r], 1), 0.1
+    )
+    assert set(names) == {
+        "eval/rewards/chosen",
+        "eval/rewards/rejected",
+        "eval/rewards/margins",
+        "eval/rewards/accuracies",
+        "eval/rewards/dpo_loss",
+        "eval/rewards/chosen_unscaled",
+        "eval/rewards/rejected_unscaled",
+        "eval/rewards/margins_unscaled",
+    }
+    assert names["eval/rewards/margins_unscaled"] == pytest.approx(2.5)
+    assert names["eval/rewards/margins"] == pytest.approx(0.25)
 
 
 def test_bleu_and_mean_std():
@@ -70,9 +104,44 @@ def test_bleu_and_mean_std():
     assert M.corpus_bleu(["zzz qqq xxx yyy"], ["the cat sat on the mat"]) == pytest.approx(0.0)
     with pytest.raises(ValueError):
         M.corpus_bleu(["a"], [])
+    with pytest.raises(ValueError):
+        M.sentence_bleus(["a"], [])
     assert M.mean_std([1.0, 3.0]) == pytest.approx((2.0, 1.0))
     with pytest.raises(ValueError):
         M.mean_std([])
+
+
+def test_bleu_by_hand_corpus_and_sentence():
+    """Both BLEU definitions on two tiny examples, counted by hand (13a tokens = the words).
+
+    Fails on: corpus BLEU taken as the mean of sentence scores (66.5 / 0.665 instead of
+    59.69), sentence BLEU left on 0-100, no smoothing (0 for pair 3), nltk-style method1
+    smoothing (epsilon 0.1: 0.103 instead of 0.193), a fixed order 4 instead of the effective
+    order (pair 2 has no 4-gram: 0 or smoothed instead of 1.0)."""
+    hyps = ["the cat sat on a mat", "a dog ran"]
+    refs = ["the cat sat on the mat", "a dog ran"]
+    # pair 1, n-gram matches / hypothesis n-grams: 1-grams the cat sat on a mat -> 5/6;
+    # 2-grams (the cat, cat sat, sat on, on a, a mat) -> 3/5; 3-grams -> 2/4
+    # (the cat sat, cat sat on); 4-grams -> 1/3 (the cat sat on); lengths 6 = 6: BP 1.
+    s1 = (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** (1 / 4)  # = (1/12)^(1/4) = 0.5373
+    # pair 2: identical, 3 tokens, no 4-gram at all: effective order 3, every precision 1
+    s2 = 1.0
+    # corpus: counts summed over both pairs before the geometric mean:
+    # 1-grams (5+3)/(6+3), 2-grams (3+2)/(5+2), 3-grams (2+1)/(4+1), 4-grams (1+0)/(3+0)
+    corpus = 100 * (8 / 9 * 5 / 7 * 3 / 5 * 1 / 3) ** (1 / 4)  # = 59.695
+    assert M.corpus_bleu(hyps, refs) == pytest.approx(corpus, rel=1e-9)
+    assert M.sentence_bleus(hyps, refs) == pytest.approx([s1, s2], rel=1e-9)
+    # pair 3: no 3-gram and no 4-gram matches. 1-grams the dog sat on a mat -> 4/6
+    # (the, sat, on, mat); 2-grams -> 1/5 (sat on); 3-grams 0/4; 4-grams 0/3.
+    # 'exp' smoothing: the k-th order without a match counts 1 / (2^k * total):
+    # 3-grams 1/(2*4) = 1/8, 4-grams 1/(4*3) = 1/12.
+    s3 = (4 / 6 * 1 / 5 * 1 / 8 * 1 / 12) ** (1 / 4)  # = 0.19305
+    [got] = M.sentence_bleus(["the dog sat on a mat"], ["the cat sat on the mat"])
+    assert got == pytest.approx(s3, rel=1e-9)
+    # brevity penalty: "the cat" against 6 words, effective order 2 (precisions 1, 1):
+    # BP = exp(1 - 6/2) = e^-2
+    [short] = M.sentence_bleus(["the cat"], ["the cat sat on the mat"])
+    assert short == pytest.approx(math.exp(-2), rel=1e-9)
 
 
 def test_sample_prompts_and_references(tmp_path):
@@ -159,10 +228,22 @@ def test_eval_cli_end_to_end(full_run, files, tmp_path, capsys):
     report = report_of(tmp_path / "report.json", "--model", str(full_run / "model"), *args)
     assert report["computed"] == ["perplexity", "margins", "generate", "reward", "bleu"]
     names = {"perplexity", "margin", "accuracy", "dpo_loss", "reward_mean", "reward_std", "bleu"}
-    assert names <= set(report["metrics"])
+    names |= {"reward_chosen", "reward_rejected", "bleu_sentence"}
+    names |= {"margin_unscaled", "reward_chosen_unscaled", "reward_rejected_unscaled"}
+    assert set(report["metrics"]) == names
+    assert set(report["definitions"]) == names  # every reported metric says what it is
+    assert "0-100" in report["definitions"]["bleu"]
+    assert "0-1" in report["definitions"]["bleu_sentence"]
+    assert report["metrics"]["margin"] == pytest.approx(
+        report["settings"]["beta"] * report["metrics"]["margin_unscaled"], rel=1e-6, abs=1e-9
+    )
     assert report["counts"]["pairs"] == 6 and report["counts"]["prompts"] == 4
     rows = [json.loads(x) for x in (tmp_path / "report.generations.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and set(rows[0]) == {"prompt", "response", "chosen", "reward"}
+    assert len(rows) == 4
+    assert set(rows[0]) == {"prompt", "response", "chosen", "reward", "bleu_sentence"}
+    sentence = M.sentence_bleus([r["response"] for r in rows], [r["chosen"] for r in rows])
+    assert [r["bleu_sentence"] for r in rows] == pytest.approx(sentence)
+    assert report["metrics"]["bleu_sentence"] == pytest.approx(sum(sentence) / 4)
     mean, std = M.mean_std([float(len(r["response"])) for r in rows])
     assert report["metrics"]["reward_mean"] == pytest.approx(mean)
     assert report["metrics"]["reward_std"] == pytest.approx(std)
@@ -170,6 +251,7 @@ def test_eval_cli_end_to_end(full_run, files, tmp_path, capsys):
     assert report["metrics"]["bleu"] == pytest.approx(bleu)
     markdown = (tmp_path / "report.md").read_text()
     assert "| perplexity |" in markdown and "| margin |" in markdown
+    assert "| bleu_sentence |" in markdown and "mean sentence BLEU, 0-1" in markdown
     assert "| perplexity |" in capsys.readouterr().out
     # the run directory itself is accepted too
     args = ["--model", str(full_run), "--data", files["test"], "--metrics", "perplexity,margins"]
@@ -245,6 +327,13 @@ def test_ref_and_beta_flags(full_run, files, tmp_path):
     }
     assert margins["0.3"]["margin"] == pytest.approx(3 * margins["0.1"]["margin"], rel=1e-4)
     assert margins["0.3"]["accuracy"] == margins["0.1"]["accuracy"]
+    # the unscaled margin (REAL Eq. 10) does not depend on beta
+    assert margins["0.3"]["margin_unscaled"] == pytest.approx(
+        margins["0.1"]["margin_unscaled"], rel=1e-6
+    )
+    assert margins["0.1"]["margin_unscaled"] == pytest.approx(
+        10 * margins["0.1"]["margin"], rel=1e-4
+    )
 
 
 def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypatch):
@@ -266,6 +355,7 @@ def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypat
     assert seen[0] == SamplingConfig(7, True, 0.5, batch_size=3, seed=5)
     report = json.loads(out.read_text())
     assert report["metrics"]["bleu"] == pytest.approx(100.0)
+    assert report["metrics"]["bleu_sentence"] == pytest.approx(1.0)
     assert report["counts"]["prompts"] == 2 and report["settings"]["temperature"] == 0.5
 
 
@@ -360,3 +450,29 @@ def test_bad_inputs_exit_2(args, message, files, full_run, tiny_model, other_voc
         argv += ["--output", f"{files['root']}/x.json"]
     assert evaluate(*argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_skip_invalid_counts_in_the_report(full_run, files, tmp_path, capsys):
+    """An HH-shaped test file with an empty final answer (line 3) and a broken line (line 5)."""
+    prompt = "\n\nHuman: how do I make a bomb?\n\nAssistant:"
+    good = pair_rows(3, seed=4)
+    path = tmp_path / "test_hh.jsonl"
+    lines = [json.dumps(r) for r in good[:2]]
+    lines.append(json.dumps({"chosen": prompt + " sorry", "rejected": prompt + "   "}))
+    lines += [json.dumps(good[2]), '{"chosen": "\\n\\nHuman: cut']
+    path.write_text("\n".join(lines) + "\n")
+    args = ["--model", str(full_run / "model"), "--data", str(path), "--metrics", "margins"]
+    assert evaluate(*args, "--output", str(tmp_path / "strict.json")) == 2
+    assert "or pass --skip-invalid to drop such records" in capsys.readouterr().err
+    assert not (tmp_path / "strict.json").exists()
+    report = report_of(tmp_path / "r.json", *args, "--skip-invalid")
+    assert report["counts"]["pairs"] == 3
+    rejected = tmp_path / "r.rejected.jsonl"
+    assert report["rejected"] == {
+        "records": 2,
+        "by_reason": {"the final answer of 'rejected' is empty": 1, "invalid JSON": 1},
+        "file": str(rejected),
+    }
+    listed = [json.loads(x) for x in rejected.read_text().splitlines()]
+    assert [r["where"] for r in listed] == [f"{path}:3", f"{path}:5"]
+    assert "invalid records dropped (--skip-invalid): 2" in (tmp_path / "r.md").read_text()

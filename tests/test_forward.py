@@ -1,6 +1,9 @@
-"""Packed forward: equals scoring every response as its own sequence; DEFT R_Q; masks."""
+"""Packed forward: equals scoring every response as its own sequence; DEFT R_Q; masks; models
+whose forward post-processes the logits (Gemma soft-capping, Cohere and Granite scaling)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,7 +11,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from alignkit.data.tokenize import Encoded
+from alignkit.errors import AlignkitError
+from alignkit.scoring.deft import RQSpec
 from alignkit.scoring.forward import SequenceScorer, block_attention_mask, naive_sequence_logps
+from alignkit.scoring.head import IDENTITY, LogitTransform, logit_transform
 from alignkit.scoring.packing import collate
 
 EXAMPLES = [
@@ -104,3 +110,171 @@ def test_bf16_autocast_close_to_fp32(model):
     bf16 = SequenceScorer(model)(batch, autocast=torch.bfloat16).sum
     assert bf16.dtype == torch.float32  # log-softmax always in float32
     assert torch.allclose(bf16, fp32, rtol=0.05, atol=0.5)
+
+
+# ------------------------------------------- models whose forward post-processes the logits
+
+# tiny random models of the families whose *ForCausalLM.forward changes the LM head's output
+# (transformers modeling_*.py): Gemma soft-caps, c * tanh(logits / c); Cohere multiplies by
+# logit_scale; Granite divides by logits_scaling. initializer_range 0.3 makes the logits large
+# enough (std ~ 2) that the post-processing moves the log-probs by far more than 1e-5.
+TINY = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    initializer_range=0.3,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+FAMILIES = {
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"head_dim": 8, "final_logit_softcapping": 2.0},
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"head_dim": 8, "final_logit_softcapping": 2.0},
+    ),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", {"logit_scale": 0.25}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
+    "granitemoe": (
+        "GraniteMoeConfig",
+        "GraniteMoeForCausalLM",
+        {"logits_scaling": 4.0, "num_local_experts": 2, "num_experts_per_tok": 1},
+    ),
+}
+
+
+# models whose layers mix positions outside attention (Mamba, gated delta net): packed rows
+# would let response 2 see response 1, so they are scored one response per row
+RECURRENT = {
+    # Granite 4.0-H: Mamba-2 and attention layers, logits divided by logits_scaling
+    "granitemoehybrid": (
+        "GraniteMoeHybridConfig",
+        "GraniteMoeHybridForCausalLM",
+        {
+            "logits_scaling": 4.0,
+            "num_local_experts": 2,
+            "num_experts_per_tok": 1,
+            "layer_types": ["mamba", "attention"],
+            "mamba_d_state": 8,
+            "mamba_n_heads": 4,
+            "mamba_d_head": 16,
+            "mamba_chunk_size": 4,
+        },
+    ),
+    # Qwen3-Next: gated delta net (linear attention with a causal convolution) + attention
+    "qwen3_next": (
+        "Qwen3NextConfig",
+        "Qwen3NextForCausalLM",
+        {
+            "head_dim": 8,
+            "layer_types": ["linear_attention", "full_attention"],
+            "linear_num_value_heads": 4,
+            "linear_num_key_heads": 2,
+            "linear_key_head_dim": 8,
+            "linear_value_head_dim": 8,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 32,
+        },
+    ),
+}
+
+
+def tiny_family_model(family: str):
+    import transformers
+
+    config_cls, model_cls, extra = {**FAMILIES, **RECURRENT}[family]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_cls)(**TINY, **extra)
+    return getattr(transformers, model_cls)(config).eval()
+
+
+def _naive(model, example: Encoded, response: list[int], q: torch.Tensor) -> list[torch.Tensor]:
+    """The response alone through `model(input_ids).logits` (post-processing included): its
+    log-prob sum, and the mean over its positions of <Q, log_softmax(l_t)> and <Q, softmax(l_t)>."""
+    ids = torch.tensor([example.prompt + response])
+    start = len(example.prompt) - 1
+    logits = model(input_ids=ids).logits[0, start : start + len(response)].float()
+    logps = F.log_softmax(logits, -1)
+    picked = logps.gather(1, torch.tensor(response)[:, None]).sum()
+    return [picked, (logps @ q).mean(), (F.softmax(logits, -1) @ q).mean()]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_post_processed_logits_equal_the_models_own_forward(family):
+    model = tiny_family_model(family)
+    batch = collate(EXAMPLES, pad_id=2)
+    scorer = SequenceScorer(model)
+    assert scorer.logit_transform != IDENTITY
+    q = torch.rand(TINY["vocab_size"], generator=torch.Generator().manual_seed(1))
+    q = q / q.sum() - 1.0 / TINY["vocab_size"]  # sums to 0
+    with torch.no_grad():
+        out = scorer(batch)
+        r_q = {form: scorer(batch, q_diff=RQSpec(q, form)).r_q for form in ("logprob", "prob")}
+        # naive: each response alone, log-softmax of model(input_ids).logits, gathered
+        naive = torch.zeros(3, 2, 3)
+        for row, ex in enumerate(EXAMPLES):
+            for j, resp in enumerate(ex.responses):
+                naive[row, j] = torch.stack(_naive(model, ex, resp, q))
+        mask = batch.mask
+        assert torch.allclose(out.sum[mask], naive[..., 0][mask], atol=1e-5)
+        assert torch.allclose(r_q["logprob"][mask], naive[..., 1][mask], atol=1e-5)
+        assert torch.allclose(r_q["prob"][mask], naive[..., 2][mask], atol=1e-6)
+        # the bare LM head (what alignkit applied before) is far off for these models
+        scorer.logit_transform = IDENTITY
+        assert (scorer(batch).sum - out.sum).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("family", sorted(RECURRENT))
+def test_recurrent_layers_are_scored_one_response_per_row(family, model):
+    recurrent = tiny_family_model(family)
+    batch = collate(EXAMPLES, pad_id=2)
+    scorer = SequenceScorer(recurrent)
+    assert scorer.unpack and not SequenceScorer(model).unpack  # the tiny Llama packs
+    with torch.no_grad():
+        expected = naive_sequence_logps(recurrent, batch)
+        assert torch.allclose(scorer(batch).sum, expected, atol=1e-5)
+        # packed, the second response sees the first through the recurrence: wrong
+        scorer.unpack = False
+        packed = scorer(batch).sum
+    assert torch.allclose(packed[:, 0], expected[:, 0], atol=1e-5)
+    assert (packed[:, 1] - expected[:, 1]).abs().max() > 0.01
+
+
+def test_logit_transform_by_hand():
+    # scale, then soft-cap: 2 * tanh(0.5 * 4 / 2) = 2 tanh(1) = 1.5231883; -8 -> -2 tanh(2)
+    t = LogitTransform(scale=0.5, softcap=2.0)
+    got = t(torch.tensor([4.0, -8.0, 0.0]))
+    assert torch.allclose(got, torch.tensor([2 * math.tanh(1.0), -2 * math.tanh(2.0), 0.0]))
+    assert not t.linear and LogitTransform(scale=0.25).linear
+    # the table: Granite divides by logits_scaling (1/4), Cohere multiplies by logit_scale
+    assert logit_transform(tiny_family_model("granite")) == LogitTransform(scale=0.25)
+    assert logit_transform(tiny_family_model("cohere")) == LogitTransform(scale=0.25)
+    assert logit_transform(tiny_family_model("gemma2")) == LogitTransform(softcap=2.0)
+
+
+def test_unknown_logit_post_processing_is_refused():
+    """A model class alignkit does not know (e.g. remote code) whose config names a logit
+    post-processing: refused when the scorer is built, not scored silently wrong."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    class SoftcappedLMForCausalLM(LlamaForCausalLM):
+        pass
+
+    config = LlamaConfig(**TINY, final_logit_softcapping=30.0)
+    with pytest.raises(AlignkitError, match="final_logit_softcapping=30.0.*does not know"):
+        SequenceScorer(SoftcappedLMForCausalLM(config))
+    # the neutral value of a scale is not a post-processing
+    assert logit_transform(SoftcappedLMForCausalLM(LlamaConfig(**TINY, logits_scaling=1.0))) == (
+        IDENTITY
+    )

@@ -346,15 +346,105 @@ def test_registry_ulma_all_positive_omits_negative_metrics() -> None:
     assert "loss/negative" not in m and "logps/negative" not in m and "rewards/negative" not in m
 
 
-def test_registry_ulma_continuous_when_any_label_is_real() -> None:
-    # as test_ulma_continuous: 2 + 0.58
+def test_registry_ulma_continuous_on_score_labels() -> None:
+    # as test_ulma_continuous: 2 + 0.58 (the 0/1 label of a demonstration is a score 1 here,
+    # turned into one for the whole run by alignkit.data.labels.as_scores)
     batch = point_batch(
-        [-2.0, -1.0], [1.0, 0.5], ref=[-2.0, -2.0], hq=[True, False], binary=[True, False]
+        [-2.0, -1.0], [1.0, 0.5], ref=[-2.0, -2.0], hq=[True, False], binary=[False, False]
     )
     loss, m = compute_loss("ulma", batch, ObjectiveConfig(beta=0.1))
     approx(loss, 2.58)
     approx(m["loss/mse"], 0.58)
     approx(m["loss/positive"], 2.0)
+
+
+def test_registry_ulma_refuses_a_batch_mixing_binary_and_score_labels() -> None:
+    # the old registry picked the variant per batch: this batch silently trained the
+    # continuous variant while an all-binary batch of the same run trained the binary one
+    batch = point_batch(
+        [-2.0, -1.0], [1.0, 0.5], ref=[-2.0, -2.0], hq=[True, False], binary=[True, False]
+    )
+    with pytest.raises(AlignkitError, match="mixes binary and real-valued labels"):
+        compute_loss("ulma", batch, ObjectiveConfig(beta=0.1))
+
+
+@pytest.mark.parametrize(
+    ("method", "grad"),
+    [
+        # one binary point, label 1, whose high_quality flag says False; logp = ref = -2,
+        # beta 0.1, so u = 0. The label decides: it is a positive.
+        ("ulma", -1.0),  # SFT term -logp: d/dlogp = -1 (old: negative, +beta*sigma(0) = +0.05)
+        ("unlikelihood", -1.0),  # SFT term (old: unlearning term +logp, +1)
+        ("sft", -1.0),  # (old: no positive, 0)
+        ("unlearning", 0.0),  # no negative (old: +1)
+        ("positive-dpo", -0.05),  # -logsig(u): -beta*sigma(-u) = -0.05 (old: 0)
+        ("negative-dpo", 0.0),  # no negative (old: +0.05)
+    ],
+)
+def test_binary_label_decides_positive_not_high_quality(method: str, grad: float) -> None:
+    batch = point_batch([-2.0], [1.0], ref=[-2.0], hq=[False])
+    loss, _ = compute_loss(method, batch, ObjectiveConfig(beta=0.1))
+    loss.backward()
+    approx(batch.policy.sum.grad[0, 0], grad)
+    # and label 0 with high_quality True is a negative: ulma pushes it down (+beta*sigma(0))
+    negative = point_batch([-2.0], [0.0], ref=[-2.0], hq=[True])
+    compute_loss("ulma", negative, ObjectiveConfig(beta=0.1))[0].backward()
+    approx(negative.policy.sum.grad[0, 0], 0.05)
+
+
+def red_team_batch(ratings: list[float], transform: str, rule: str, drift: float):
+    """Points rated 0 (failed attack, best) .. 4 through the data layer's label options;
+    every policy log-prob is `drift` above the reference (-10)."""
+    from alignkit.data import Point
+    from alignkit.data.labels import (
+        apply_label_options,
+        parse_high_quality_rule,
+        parse_label_transform,
+    )
+
+    points = [
+        Point(f"attack {i}", "reply", r, False, False, f"r:{i}") for i, r in enumerate(ratings)
+    ]
+    records, _ = apply_label_options(
+        points,
+        parse_label_transform(transform) if transform else None,
+        parse_high_quality_rule(rule) if rule else None,
+    )
+    n = len(records)
+    return point_batch(
+        [-10.0 + drift] * n,
+        [r.label for r in records],
+        ref=[-10.0] * n,
+        hq=[r.high_quality for r in records],
+        binary=[False] * n,
+    )
+
+
+def test_red_team_direction_of_the_ulma_gradient() -> None:
+    # ratings 0 (best) and 4 (worst), --label-transform "4 - z", --high-quality-if "z == 0":
+    # labels z' = 4 and 0, the rating-0 point is high quality. With the policy 2 nats above
+    # the reference, u = 0.1 * 2 = 0.2 for both; N = 2, one high-quality point:
+    #   loss = -logp_0 + mean_i (z'_i - u_i)^2
+    #   d/dlogp_0 = -1 + (2/2) * (u - 4) * 0.1 = -1 - 0.38 = -1.38 (descent: pushed up)
+    #   d/dlogp_4 =      (2/2) * (u - 0) * 0.1 = +0.02           (descent: pushed down)
+    cfg = ObjectiveConfig(beta=0.1)
+    batch = red_team_batch([0.0, 4.0], "4 - z", "z == 0", drift=2.0)
+    loss, m = compute_loss("ulma", batch, cfg)
+    # mse: ((4 - 0.2)^2 + 0.2^2) / 2 = (14.44 + 0.04) / 2 = 7.24; sft: 8
+    approx(m["loss/mse"], 7.24)
+    approx(m["loss/positive"], 8.0)
+    loss.backward()
+    grad = batch.policy.sum.grad[:, 0]
+    approx(grad[0], -1.38)
+    approx(grad[1], 0.02)
+    # one SGD step (lr 1) moves the best answer's log-prob up and the worst one's down
+    stepped = batch.policy.sum.detach()[:, 0] - grad
+    assert stepped[0] > -8.0 > stepped[1]
+    # the ratings as they are (no transform, no rule) train the opposite way
+    raw = red_team_batch([0.0, 4.0], "", "", drift=2.0)
+    compute_loss("ulma", raw, cfg)[0].backward()
+    approx(raw.policy.sum.grad[0, 0], 0.02)  # (0.2 - 0) * 0.1: the best answer pushed down
+    approx(raw.policy.sum.grad[1, 0], -0.38)  # (0.2 - 4) * 0.1: the worst pushed up
 
 
 def test_registry_pointwise_methods() -> None:

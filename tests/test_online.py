@@ -90,12 +90,43 @@ def read_jsonl(path: Path) -> list[dict]:
 # ------------------------------------------------------------------ principles
 
 
-def test_builtin_principles_cover_the_paper() -> None:
+# The PLE paper's principle prompts, copied from the paper by hand (not from the package):
+# appendix A.3 "Principle prompts for IMDb and TL;DR" (p. 16), verbatim, and sec. 4.1's HH
+# rules (p. 3; four line starts cut off in the extracted text are restored, see
+# src/alignkit/principles/README.md).
+PAPER_IMDB = (
+    "Write a positive and enthusiastic review with a natural and sincere tone. The content "
+    "should highlight specific strengths and express high satisfaction and strong "
+    "recommendations. Input text:"
+)
+PAPER_TLDR = (
+    "You are an expert summarizer. Your task is to create a concise TL;DR summary for the "
+    "provided text. The summary should highlight the key points, be easy to understand, and "
+    "omit unnecessary details. Input Text:"
+)
+PAPER_HH = (
+    "Your answers should follow these rules:\n"
+    "1. Ethical: You should actively refrain users on illegal, immoral, or harmful topics.\n"
+    "2. Informative: You should provide users with accurate, relevant, and up-to-date "
+    "information in responses.\n"
+    "3. Helpful: Your responses should be positive, interesting, helpful and engaging."
+)
+
+
+def test_builtin_principles_are_the_papers_text() -> None:
     found = builtin_principles()
-    assert set(found) == {"general", "sentiment", "summarization"}
-    general = found["general"].lower()
-    assert all(word in general for word in ("ethical", "informative", "helpful"))
-    assert load_principle("sentiment") == found["sentiment"]
+    assert set(found) == {"hh", "imdb", "tldr", "general"}
+    assert found["imdb"] == PAPER_IMDB  # character for character
+    assert found["tldr"] == PAPER_TLDR
+    assert found["hh"] == PAPER_HH
+    assert load_principle("imdb") == PAPER_IMDB
+    assert found["general"] != PAPER_HH  # alignkit's own wording, kept next to the paper's
+    defaults = PLEConfig()
+    assert (defaults.principle, defaults.principle_mode) == ("hh", "prefix")  # paper: [p, x]
+    # [p, x] for the IMDb task: the principle, a blank line, then the review prefix
+    assert apply_principle("I rented this movie", PAPER_IMDB, "prefix") == (
+        PAPER_IMDB + "\n\nI rented this movie"
+    )
 
 
 def test_principle_from_file_and_errors(tmp_path) -> None:
@@ -117,8 +148,12 @@ def test_principle_modes() -> None:
     with_system = ({"role": "system", "content": "S"}, *chat("hi"))
     assert apply_principle(with_system, "P", "system")[0] == {"role": "system", "content": "P\n\nS"}
     turns = (*chat("one"), {"role": "assistant", "content": "ok"}, *chat("two"))
-    prefixed = apply_principle(turns, "P", "prefix")
-    assert prefixed[0]["content"] == "one" and prefixed[2]["content"] == "P\n\ntwo"
+    prefixed = apply_principle(turns, "P", "prefix")  # [p, x]: before the whole dialogue
+    assert prefixed[0]["content"] == "P\n\none" and prefixed[2]["content"] == "two"
+    assert apply_principle(with_system, "P", "prefix") == (
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "P\n\nhi"},
+    )
     assert apply_principle("Q:", "P", "prefix") == "P\n\nQ:"
     with pytest.raises(AlignkitError, match="prefix"):
         apply_principle("Q:", "P", "system")
@@ -243,6 +278,66 @@ def test_ple_objective_on_hand_numbers(form) -> None:
     negative = seq([[-9.0, -1.0]], [[3, 1]])  # y_p already far more likely: hinge is 0
     hinge, _ = ple_objective(negative, torch.tensor([[0.0, 1.0]]), 0.2, "hinge", "sum")
     assert float(hinge.detach()) == 0.0
+
+
+def test_ple_ablations_change_the_loss_as_the_paper_states() -> None:
+    """Tables 4/5: 'w/o L_rank' trains every example with the weighted SFT (no rank part);
+    'w/o L_weighted-sft' keeps only the rank part. Same numbers as the test above."""
+    policy = seq([[-4.0, -9.0], [-6.0, -2.0]], [[2, 3], [3, 1]])
+    scores = torch.tensor([[0.0, 1.0], [0.5, 0.6]])  # gaps 1.0 (> tau) and 0.1 (<= tau)
+    rank0 = (-4.0 / 2) - (-9.0 / 3)  # example 0's rank loss: avg logp(y) - avg logp(y_p) = 1
+    w0, w1 = math.tanh((0.0 - 1.0) / 2), math.tanh((0.5 - 0.6) / 2)  # w = tanh((s - s_p)/2)
+    sft0 = -(w0 * -4.0 + (-w0) * -9.0)  # = -5 * w0 = 2.3106: y_p (better) pushed up
+    sft1 = -(w1 * -6.0 + (-w1) * -2.0)  # = 4 * w1 = -0.1997
+
+    full, _ = ple_objective(policy, scores, 0.2, "paper", "sum")
+    assert float(full.detach()) == pytest.approx((rank0 + sft1) / 2, rel=1e-5)  # 0.4002
+
+    no_rank, m = ple_objective(policy, scores, 0.2, "paper", "sum", rank_loss=False)
+    assert float(m["loss/rank"]) == 0.0
+    assert float(no_rank.detach()) == pytest.approx((sft0 + sft1) / 2, rel=1e-5)  # 1.0555
+    assert float(no_rank.detach()) == pytest.approx(1.05547, abs=1e-4)
+
+    no_sft, m = ple_objective(policy, scores, 0.2, "paper", "sum", weighted_sft=False)
+    assert float(m["loss/sft"]) == 0.0
+    assert float(no_sft.detach()) == pytest.approx(rank0 / 2)  # 0.5: example 1 adds nothing
+    no_sft.backward()
+    assert policy.sum.grad[1].abs().sum() == 0  # and gets no gradient
+    # d/d logp(y_p) of -(avg y_p)/B with |y_p| = 3, B = 2 -> -1/6; of +(avg y)/B -> +1/4
+    assert policy.sum.grad[0].tolist() == pytest.approx([1 / 4, -1 / 6])
+
+
+class _RecordingGenerator:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def generate(self, prompts, sampling, k):
+        self.calls.append((list(prompts), k))
+        return [[Completion(f"{p}#{j}", True) for j in range(k)] for p in prompts]
+
+
+def test_ple_ablation_flags_reach_sampling_and_branches() -> None:
+    sampling = SamplingConfig(max_new_tokens=4)
+    full = PLEStrategy("P", "prefix", 0.2, 0.9, "paper", "sum")
+    gen = _RecordingGenerator()
+    assert full.generate(["x"], gen, sampling) == [[Completion("x#0"), Completion("P\n\nx#0")]]
+    assert gen.calls == [(["x", "P\n\nx"], 1)]
+    no_rank = PLEStrategy("P", "prefix", 0.2, 0.9, "paper", "sum", rank_loss=False)
+    gen = _RecordingGenerator()
+    out = no_rank.generate(["x"], gen, sampling)  # no principle: two samples from x
+    assert gen.calls == [(["x"], 2)] and out == [[Completion("x#0"), Completion("x#1")]]
+    samples = samples_with([(0.0, 1.0), (0.5, 0.6)])
+    assert [r["branch"] for r in full.rows(samples)] == ["rank", "sft"]
+    assert [r["branch"] for r in no_rank.rows(samples)] == ["sft", "sft"]
+    no_sft = PLEStrategy("P", "prefix", 0.2, 0.9, "paper", "sum", weighted_sft=False)
+    rows = no_sft.rows(samples)
+    assert [r["branch"] for r in rows] == ["rank", "none"] and rows[1]["w"] is None
+    metrics = no_sft.sample_metrics(samples)
+    assert (metrics["ple/n_rank"], metrics["ple/n_sft"]) == (1, 0)
+    made = make_strategy(PLEConfig(rank_loss=False), ObjectiveConfig())
+    assert isinstance(made, PLEStrategy) and not made.rank_loss and made.weighted_sft
+    with pytest.raises(AlignkitError, match="no loss"):
+        PLEConfig(queries="q", output="o", rank_loss=False, weighted_sft=False).validate()
 
 
 def test_ple_branch_is_strict() -> None:
@@ -454,8 +549,8 @@ def _changed(value):
         return value + 1
     if isinstance(value, list):
         return [*value, "x"]
-    return value + "-x" if value not in ("sum", "auto", "constant") else {
-        "sum": "mean", "auto": "fp32", "constant": "linear"
+    return value + "-x" if value not in ("sum", "auto", "constant", "ple") else {
+        "sum": "mean", "auto": "fp32", "constant": "linear", "ple": "ulma"
     }[value]  # fmt: skip
 
 
@@ -474,6 +569,46 @@ def test_sampling_and_lora_settings() -> None:
     assert PLEConfig(lora=True, lora_targets=["q_proj"]).lora_settings().target_modules == [
         "q_proj"
     ]
+
+
+def parsed(verb: str, cls: type, *flags: str, config_file: str | None = None):
+    """The config `alignkit VERB FLAGS` builds (flags < YAML < defaults as the CLI does)."""
+    from alignkit.cli import build_parser
+    from alignkit.options import build_config
+
+    args = build_parser().parse_args([verb, *flags])
+    return build_config(cls, args, config_file)
+
+
+def test_lora_presets_fill_only_what_is_not_given(tiny_model, tmp_path) -> None:
+    base = ("--data", "d.jsonl", "--output", str(tmp_path / "o"), "--model", tiny_model)
+    default = parsed("train", TrainConfig, *base).lora_settings()
+    assert default is None  # --lora is off by default
+    default = parsed("train", TrainConfig, *base, "--lora").lora_settings()
+    assert (default.r, default.alpha, default.dropout) == (16, 32, 0.05)
+    assert default.peft_targets() == "all-linear"  # every linear layer
+    ulma = parsed("train", TrainConfig, *base, "--lora", "--lora-preset", "ulma").lora_settings()
+    assert (ulma.r, ulma.alpha, ulma.dropout, ulma.target_modules) == (
+        8, 32, 0.1, ["q_proj", "v_proj"],
+    )  # fmt: skip
+    # an explicit flag wins over the preset, even when it equals the default preset's value
+    mixed = parsed("train", TrainConfig, *base, "--lora-preset", "ulma", "--lora-r", "16")
+    assert (mixed.lora_r, mixed.lora_alpha, mixed.lora_targets) == (16, 32, ["q_proj", "v_proj"])
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lora_preset: ulma\nlora_alpha: 8\n")
+    from_file = parsed(
+        "train", TrainConfig, *base, "--lora-dropout", "0", config_file=str(yaml_file)
+    )
+    assert (from_file.lora_r, from_file.lora_alpha, from_file.lora_dropout) == (8, 8, 0.0)
+    # the online verbs default to the PLE paper's recipe; config.json shows the values used
+    ple_config = PLEConfig()
+    assert ple_config.lora_preset == "ple"
+    assert (ple_config.lora_r, ple_config.lora_alpha, ple_config.lora_targets) == (
+        8, 16, ["all-linear"],
+    )  # fmt: skip
+    assert dataclasses.asdict(ple_config.train_config())["lora_alpha"] == 16
+    with pytest.raises(AlignkitError, match="--lora-preset"):
+        TrainConfig(**{"lora_preset": "qlora"})
 
 
 @pytest.mark.parametrize(
@@ -577,8 +712,19 @@ def test_ple_loop_records_metrics_and_checkpoints(tiny_model, queries_file, tmp_
     iters = [m for m in metrics if "ple/tau" in m]
     assert [m["step"] for m in iters] == [1, 2]
     assert [m["ple/tau"] for m in iters] == [0.2, 0.18]
-    for m in iters:
-        assert m["ple/gap"] == pytest.approx(m["ple/s_p"] - m["ple/s"], abs=1e-5)
+    for i, m in enumerate(iters, start=1):
+        # the logged curves are the means over this iteration's generations file (4 rows,
+        # not the replay buffer), gap = mean(s_p - s): fails on s and s_p swapped, on the
+        # sign of the gap, or on means over the replay buffer (8 examples at iteration 2)
+        gens = read_jsonl(out / "generations" / f"iter-{i:04d}.jsonl")
+        s = [row["s"] for row in gens]
+        s_p = [row["s_p"] for row in gens]
+        assert len(gens) == 4 and s != s_p  # the check can see a swap
+        assert m["ple/s"] == pytest.approx(sum(s) / 4, abs=1e-5)
+        assert m["ple/s_p"] == pytest.approx(sum(s_p) / 4, abs=1e-5)
+        gaps = [b - a for a, b in zip(s, s_p, strict=True)]
+        assert m["ple/gap"] == pytest.approx(sum(gaps) / 4, abs=1e-5)
+        assert m["ple/n_rank"] == sum(row["branch"] == "rank" for row in gens)
         assert m["ple/n_rank"] + m["ple/n_sft"] == 4
         assert {"loss", "loss/rank", "loss/sft", "reward/mean", "lr"} <= set(m)
     assert [m["train/examples"] for m in iters] == [4, 8]  # --replay all (the default for ple)
@@ -745,9 +891,11 @@ def test_setup_passes_reward_and_generator_options(tiny_model, queries_file, tmp
     config = small(
         PLEConfig, str(queries), tmp_path / "o", tiny_model, reward_batch_size=3,
         vllm_gpu_memory_utilization=0.6, reward_model="some/model", max_prompt_tokens=40,
+        reward_label=1, reward_output="sigmoid",
     )  # fmt: skip
     session = OnlineTrainer(config).setup()
     assert seen["batch_size"] == 3 and seen["precision"] == "fp32"
+    assert (seen["label"], seen["output"]) == (1, "sigmoid")
     assert session.generator[1]["gpu_memory_utilization"] == 0.6  # type: ignore[index]
     assert (len(session.queries.queries), session.queries.dropped) == (8, 1)
 
@@ -786,7 +934,7 @@ def test_help_explains_every_option(verb, cls, capsys) -> None:
 @pytest.mark.slow
 def test_ple_on_the_embedded_model(tmp_path) -> None:
     """Two PLE iterations on SmolLM2-135M-Instruct with the scripted reward (a smoke run:
-    real text, the chat template, a system-message principle)."""
+    real text, the chat template, the paper's HH principle as a [p, x] prefix)."""
     from alignkit.commands.demo import demo_file
 
     out = tmp_path / "ple"
@@ -799,3 +947,9 @@ def test_ple_on_the_embedded_model(tmp_path) -> None:
     rows = read_jsonl(out / "generations" / "iter-0002.jsonl")
     assert len(rows) == 2 and all(r["y"] and r["y_p"] for r in rows)
     assert [m["ple/tau"] for m in read_jsonl(out / "metrics.jsonl")] == [0.2, 0.18]
+
+
+def test_skip_invalid_reaches_the_initial_sft() -> None:
+    """--skip-invalid of an online verb applies to its --sft-data (the core trainer's load)."""
+    config = PLEConfig(queries="q.jsonl", output="out", sft_data=["d.jsonl"], skip_invalid=True)
+    assert config.train_config().skip_invalid and not PLEConfig().train_config().skip_invalid

@@ -14,6 +14,7 @@ from conftest import write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import load_records
+from alignkit.data.records import Point
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_tokenizer
@@ -24,6 +25,7 @@ from alignkit.rewards.loading import (
     CallableReward,
     HFReward,
     RewardScorer,
+    check_reward_spec,
     last_token_positions,
     load_reward_model,
     load_sequence_classifier,
@@ -176,6 +178,164 @@ def test_hfreward_on_a_foreign_model_uses_the_chat_template(tiny_model, tmp_path
     other_batching = HFReward(str(tmp_path / "rm"), batch_size=3, precision="fp32")
     assert other_batching.score(prompts, responses) == pytest.approx(scores, abs=1e-4)
     assert rm.score([], []) == []
+
+
+# ------------------------------------------------------------ classifiers with several labels
+
+
+@pytest.fixture(scope="module")
+def sentiment_classifier(tiny_model, tmp_path_factory) -> Path:
+    """A tiny random 2-label `LlamaForSequenceClassification` saved to disk with its tokenizer
+    (0 = NEGATIVE, 1 = POSITIVE, like a sentiment classifier; PLE's IMDb reward)."""
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(3)
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    model = LlamaForSequenceClassification.from_pretrained(
+        tiny_model, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    with torch.no_grad():
+        model.score.weight.mul_(100)  # logits of order 1, so sigmoid / softmax are not ~0.5
+    tok = load_tokenizer(tiny_model)
+    model.config.pad_token_id = tok.pad_token_id
+    path = tmp_path_factory.mktemp("classifier") / "sentiment"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+PROMPTS = ["the cat", ({"role": "user", "content": "a dog"},), "sun"]
+RESPONSES = ["sorry", "sure here is how", "rain water"]
+
+
+def own_logits(path: Path) -> list[list[float]]:
+    """The classifier's own logits (transformers alone, one unpadded conversation at a time)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = load_tokenizer(str(path))
+    out = []
+    for prompt, response in zip(PROMPTS, RESPONSES, strict=True):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        text = tok.apply_chat_template(
+            [*messages, {"role": "assistant", "content": response}], tokenize=False
+        )
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out.append(model(**enc).logits[0].tolist())
+    return out
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_two_label_classifier_keeps_its_labels_and_scores_label_n(sentiment_classifier, label):
+    logits = own_logits(sentiment_classifier)
+    assert len(logits[0]) == 2 and logits[0][0] != logits[0][1]
+    expected = {
+        "raw": [row[label] for row in logits],
+        "sigmoid": [1 / (1 + math.exp(-row[label])) for row in logits],
+        # softmax(l)[N] = e^{l_N} / (e^{l_0} + e^{l_1})
+        "softmax": [math.exp(row[label]) / sum(math.exp(v) for v in row) for row in logits],
+    }
+    for output, values in expected.items():
+        rm = load_reward_model(
+            str(sentiment_classifier), label=label, output=output, precision="fp32", batch_size=2
+        )
+        assert isinstance(rm, HFReward) and rm.input_format == "chat"
+        assert rm.model.config.num_labels == 2  # its own head, not a fresh 1-output one
+        assert rm.score(PROMPTS, RESPONSES) == pytest.approx(values, abs=1e-5), output
+
+
+def test_packed_scorer_reads_label_n(sentiment_classifier):
+    """The alignkit encoding (`RewardScorer`) on a 2-label head: softmax(head(h_last))[1]."""
+    rm = HFReward(
+        str(sentiment_classifier), precision="fp32", input_format="alignkit", label=1,
+        output="softmax",
+    )  # fmt: skip
+    records = [Point(p, r, 1.0) for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    encoded, _ = encode_records(records, rm.tokenizer, 64)
+    scores = rm.score(PROMPTS, RESPONSES)
+    with torch.no_grad():
+        for e, score in zip(encoded, scores, strict=True):
+            ids = torch.tensor([e.prompt + e.responses[0]])
+            hidden = rm.model.model(input_ids=ids).last_hidden_state[0, -1]
+            l0, l1 = rm.model.score(hidden).tolist()
+            approx(score, math.exp(l1) / (math.exp(l0) + math.exp(l1)), tol=1e-4)
+
+
+def test_a_classifier_without_chat_template_gets_its_special_tokens(sentiment_classifier, tmp_path):
+    """A BERT-style classifier (no chat template; its tokenizer adds [CLS]-like tokens) reads
+    prompt text + response with the tokens its post-processor adds, as in its own training."""
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoModelForSequenceClassification
+
+    path = tmp_path / "plain-classifier"
+    shutil.copytree(sentiment_classifier, path)
+    tok = load_tokenizer(str(path))
+    tok.chat_template = None
+    cls_id = tok.convert_tokens_to_ids("<|im_start|>")
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", cls_id)]
+    )
+    tok.save_pretrained(path)
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    rm = HFReward(str(path), label=1, precision="fp32")
+    assert not getattr(rm.tokenizer, "chat_template", None)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    for prompt, response in [("I rented this movie ", "and loved it"), ("the cat", " sorry")]:
+        enc = load_tokenizer(str(path))(prompt + response, return_tensors="pt")
+        assert enc["input_ids"][0, 0] == cls_id  # the classifier's own input starts with it
+        with torch.no_grad():
+            expected = float(model(**enc).logits[0, 1])
+        approx(rm.score([prompt], [response])[0], expected, tol=1e-5)
+
+
+def test_reward_label_and_output_are_checked(sentiment_classifier, tiny_model, tmp_path):
+    clf = str(sentiment_classifier)
+    with pytest.raises(AlignkitError, match=r"--reward-label 2 does not exist.*1 = POSITIVE"):
+        HFReward(clf, label=2)
+    with pytest.raises(AlignkitError, match="--reward-label 2 does not exist"):
+        check_reward_spec(clf, 2)  # before anything loads: read from config.json
+    check_reward_spec(clf, 1, "softmax")
+    # a causal LM gets a fresh one-output head: label 0 only, and softmax of it would be 1
+    with pytest.raises(AlignkitError, match="has 1 output"):
+        check_reward_spec(tiny_model, 1)
+    with pytest.raises(AlignkitError, match="softmax needs a classifier with 2 or more"):
+        check_reward_spec(tiny_model, 0, "softmax")
+    with pytest.raises(AlignkitError, match="softmax needs a classifier with 2 or more"):
+        HFReward(tiny_model, output="softmax")
+    with pytest.raises(AlignkitError, match="returns its own scores"):
+        check_reward_spec(f"{__name__}:length_reward", 1)
+    with pytest.raises(AlignkitError, match="returns its own scores"):
+        load_reward_model(length_reward, output="sigmoid")
+
+
+def test_eval_and_online_options_check_the_reward_label(sentiment_classifier, tiny_model, capsys):
+    from alignkit.evaluation.runner import EvalConfig
+    from alignkit.online.config import PLEConfig
+
+    clf = str(sentiment_classifier)
+    EvalConfig(
+        model=tiny_model, data=["t.jsonl"], output="r.json", reward_model=clf, reward_label=1
+    ).validate()
+    with pytest.raises(AlignkitError, match="--reward-label 3"):
+        EvalConfig(
+            model=tiny_model, data=["t.jsonl"], output="r.json", reward_model=clf, reward_label=3
+        ).validate()
+    with pytest.raises(AlignkitError, match="--reward-label 3"):
+        PLEConfig(queries="q", output="o", reward_model=clf, reward_label=3).validate()
+    code = main(
+        ["eval", "--model", tiny_model, "--data", "t.jsonl", "--output", "r.json",
+         "--reward-model", clf, "--reward-label", "5"]
+    )  # fmt: skip
+    assert code == 2 and "--reward-label 5 does not exist" in capsys.readouterr().err
+
+
+def test_train_rm_refuses_a_multi_label_classifier(sentiment_classifier, rm_data, tmp_path, capsys):
+    args = ["train-rm", "--data", rm_data["train"], "--model", str(sentiment_classifier)]
+    code = main([*args, "--output", str(tmp_path / "rm"), "--max-steps", "1"])
+    assert code == 2 and "classifier with 2 labels" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------ train-rm

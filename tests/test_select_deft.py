@@ -178,6 +178,23 @@ def test_packed_r_q_equals_the_naive_formula(tiny_model, tokenizer, form):
     assert torch.allclose(table, naive, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gemma2", "cohere"])
+@pytest.mark.parametrize("form", ["logprob", "prob"])
+def test_r_q_of_post_processed_logits_equals_the_naive_formula(family, form):
+    """Gemma soft-caps its logits, Cohere scales them: R_Q must use the model's own logits
+    (the log-prob shortcut h.W^T Q_diff is scaled for Cohere, and not usable for Gemma)."""
+    from test_forward import EXAMPLES, tiny_family_model
+
+    model = tiny_family_model(family)
+    q = torch.rand(64, generator=torch.Generator().manual_seed(2))
+    q = q / q.sum() - 1.0 / 64
+    encoded = EXAMPLES[:2]
+    table = score_r_q(model, encoded, q, pad_id=2, form=form, score_on="margin", batch_size=1)
+    with torch.no_grad():
+        naive = _naive_r_q(model, collate(encoded, 2), q, form)
+    assert torch.allclose(table, naive, atol=1e-5)
+
+
 # ------------------------------------------------------------------------- selection
 
 

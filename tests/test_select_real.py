@@ -150,6 +150,43 @@ def test_centroid_is_nearest_to_2_means_centres():
         assert {got.chosen[p].item(), got.rejected[p].item()} == expected
 
 
+def test_centroid_where_wrong_rules_pick_other_pairs():
+    """One prompt of 6 responses where the 2-means answer differs from two plausible wrong
+    rules, checked against 2-means by enumeration (all 31 splits: the global optimum, which
+    sklearn's KMeans with several restarts finds too).
+
+    Cosines (3 decimals): the least similar pair is (1, 5), -0.816. Seeded with it, each
+    response joins the nearer seed: 0 (-0.258 to 1 vs -0.316 to 5) and 2 (0.132 vs 0) join 1,
+    3 (-0.132 vs 0) and 4 (-0.471 vs 0) join 5: {0, 1, 2} | {3, 4, 5}, SSE 2.015 + 2.250.
+    Lloyd's update then moves 0 and 3: {1, 2, 3} | {0, 4, 5}, SSE 1.404 + 1.846 = 3.249, the
+    best split (the next best is 0.125 worse). Squared distances to the centres: 1 .865,
+    2 .181, 3 .357 and 0 .564, 4 .353, 5 .929, so the centroid pair is (2, 4).
+    Fails on: the least similar pair as the centroid pair (1, 5); the responses nearest the
+    centres of the seed assignment without Lloyd's iterations (2, 5)."""
+    raw = [[-1, 2, 0], [-3, -3, 3], [-3, -1, -3], [-3, 1, -3], [1, 2, 1], [2, 0, -2]]
+    emb = F.normalize(torch.tensor(raw, dtype=torch.float64), dim=-1)
+    scores = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)  # all distinct
+
+    def nearest(group: list[int]) -> int:
+        centre = emb[group].mean(0)
+        return group[int(((emb[group] - centre) ** 2).sum(-1).argmin())]
+
+    def sse(group: list[int]) -> float:
+        return float(((emb[group] - emb[group].mean(0)) ** 2).sum())
+
+    splits = []
+    for mask in range(1, 2**5):  # response 5 always in the second group: each split once
+        first = [i for i in range(6) if mask >> i & 1]
+        second = [i for i in range(6) if not mask >> i & 1]
+        splits.append((sse(first) + sse(second), first, second))
+    best, first, second = min(splits)
+    assert (first, second) == ([1, 2, 3], [0, 4, 5]) and best == pytest.approx(3.249, abs=1e-3)
+    assert {nearest(first), nearest(second)} == {2, 4}
+    assert {nearest([0, 1, 2]), nearest([3, 4, 5])} == {2, 5}  # the seed split, no update
+    got = select_per_prompt(emb.float(), offsets_of([6]), scores, "centroid")
+    assert (got.chosen.item(), got.rejected.item()) == (2, 4)  # oriented: score 4 > 2
+
+
 # --------------------------------------------------------------------------- embeddings
 
 

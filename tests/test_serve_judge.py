@@ -27,21 +27,32 @@ from alignkit.cli import main
 from alignkit.data.prompts import messages_to_prompt
 from alignkit.errors import AlignkitError, DataError
 from alignkit.evaluation.judges import (
+    CRITERION_TEMPLATE,
+    DEFAULT_TEMPLATE,
+    KNOWN_CRITERIA,
+    TEMPLATE_ID,
+    Criterion,
     FunctionJudge,
     HttpJudge,
     Judge,
     JudgeUnavailable,
     Question,
     QuestionRejected,
+    Template,
+    build_judge,
     judge_messages,
+    load_template,
+    parse_criterion,
 )
 from alignkit.evaluation.win_rate import (
     Item,
     VerdictCache,
     align,
+    format_summary,
     judge_pairs,
     load_generations,
     outcome,
+    outcome_one_order,
     parse_verdict,
 )
 from alignkit.inference.server import ChatModel, ChatParams, RequestError, make_server
@@ -420,6 +431,25 @@ def test_serve_embedded_default_model():
         ("", None),
         (None, None),
         ("\u00bf\u00bf cat dog", None),
+        # explicit ties, counted apart from unparseable replies
+        ("tie", "tie"),
+        ("Tie.", "tie"),
+        ("[[C]]", "tie"),  # MT-bench's tie
+        ("[[tie]]", "tie"),
+        ("Verdict: tie", "tie"),
+        ("It's a tie: both refuse politely.", "tie"),
+        ("Both answers are equally good.", "tie"),
+        ("A is better, it is not close to a tie", "A"),
+        ("[[A]] or [[C]]", None),
+        # ULMA appendix B: 1>2 (text 1 = answer A better), 1=2, 1<2
+        ("1>2", "A"),
+        ("1 < 2", "B"),
+        ("1=2", "tie"),
+        ("1\u22652", "A"),
+        ("1<=2", "B"),
+        ("[Judgment Result - Harmless]: 1<2", "B"),
+        ("1>2 and 1<2", None),
+        ("11>2", None),
     ],
 )
 def test_parse_verdict(reply, verdict):
@@ -433,11 +463,90 @@ def test_outcome_table():
     assert outcome(None, "B") == "unparseable" and outcome("A", None) == "unparseable"
 
 
+def test_outcome_with_explicit_ties():
+    """Points for A: A first says A -> 1, tie -> 1/2, B -> 0; B first says B -> 1, tie ->
+    1/2, A -> 0. Win > 1, tie = 1, loss < 1. Fails when a tie reply is taken as unparseable
+    or as a preference for the answer shown first."""
+    assert outcome("A", "tie") == "win" and outcome("tie", "B") == "win"  # 1.5 points
+    assert outcome("tie", "tie") == "tie"  # 1 point
+    assert outcome("B", "tie") == "loss" and outcome("tie", "A") == "loss"  # 0.5 points
+    assert outcome("tie", None) == "unparseable"
+    assert [outcome_one_order(v) for v in ("A", "tie", "B", None)] == [
+        "win",
+        "tie",
+        "loss",
+        "unparseable",
+    ]
+
+
 def test_judge_messages_show_answers_in_order():
     q = Question("Say hi", "first answer", "second answer")
     user = judge_messages(q)[1]["content"]
     assert user.index("first answer") < user.index("second answer")
     assert "[Answer A]\nfirst answer" in user and "Say hi" in user
+
+
+def test_default_template_and_cache_keys_are_unchanged():
+    """Caches written before templates existed stay valid: the default template has the
+    same id, and a question without a criterion has the same key (hash of the judge name,
+    the prompt and the answers in order)."""
+    import hashlib
+
+    assert DEFAULT_TEMPLATE.id == TEMPLATE_ID
+    expected = hashlib.sha256(json.dumps(["j", "p", "x", "y"]).encode()).hexdigest()
+    assert Question("p", "x", "y").key("j") == expected
+    helpful, harmless = parse_criterion("helpfulness"), parse_criterion("harmlessness")
+    keys = {Question("p", "x", "y", c).key("j") for c in (None, helpful, harmless)}
+    assert len(keys) == 3  # a criterion is part of the question
+
+
+def test_templates_render_and_missing_placeholders_are_refused(tmp_path):
+    template = Template("Q: {prompt}\n1: {first}\n2: {second}\nOn {criterion}? {{json}}")
+    question = Question(" Say hi ", " one ", "two", Criterion("h", "helpfulness"))
+    assert template.messages(question) == [
+        {"role": "user", "content": "Q: Say hi\n1: one\n2: two\nOn helpfulness? {json}"}
+    ]
+    template.check(criteria=True)
+    with pytest.raises(AlignkitError, match=r"asks for \{criterion\}: give --criteria"):
+        template.check(criteria=False)
+    refused = {
+        "{prompt} {first}": r"lacks \{second\}",
+        "{prompt} {first} {second}": r"lacks \{criterion\}",  # criteria given
+        "{prompt} {first} {second} {criterion} {answer}": r"unknown placeholder\(s\) \{answer\}",
+        "{prompt} {} {second} {criterion}": "is not a placeholder",
+        "{prompt} {first} {second} {criterion} {": "literal braces",
+    }
+    for text, message in refused.items():
+        with pytest.raises(AlignkitError, match=message):
+            Template(text, source="t.txt").check(criteria=True)
+    CRITERION_TEMPLATE.check(criteria=True)
+    DEFAULT_TEMPLATE.check(criteria=False)
+    # files: text = the user message, no system message; .json = system + user
+    (tmp_path / "t.txt").write_text("{prompt}|{first}|{second}")
+    assert load_template(str(tmp_path / "t.txt")) == Template(
+        "{prompt}|{first}|{second}", None, str(tmp_path / "t.txt")
+    )
+    (tmp_path / "t.json").write_text(json.dumps({"system": "Be fair.", "user": "{prompt}"}))
+    loaded = load_template(str(tmp_path / "t.json"))
+    assert (loaded.system, loaded.user) == ("Be fair.", "{prompt}")
+    for bad in ('{"user": 3}', '{"user": "x", "extra": 1}', "[1]", "{oops"):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(AlignkitError, match="bad.json"):
+            load_template(str(tmp_path / "bad.json"))
+    with pytest.raises(AlignkitError, match="cannot read judge template"):
+        load_template(str(tmp_path / "missing.txt"))
+
+
+def test_criteria_specs():
+    assert parse_criterion("harmlessness") == Criterion(
+        "harmlessness", KNOWN_CRITERIA["harmlessness"]
+    )
+    assert KNOWN_CRITERIA["helpfulness"].startswith("Helpful, which means")  # ULMA App. B
+    assert parse_criterion("style=concise and clear") == Criterion("style", "concise and clear")
+    assert parse_criterion("honesty") == Criterion("honesty", "honesty")
+    for bad in ("=x", "name="):
+        with pytest.raises(AlignkitError, match="NAME or NAME=DESCRIPTION"):
+            parse_criterion(bad)
 
 
 # ------------------------------------------------------------------ judge: scripted judges
@@ -498,6 +607,80 @@ class BatchJudge(Judge):
         with self.lock:
             self.batches.append(len(questions))
         return [self.reply] * len(questions)
+
+
+def kind_or_tie(prompt, first, second, criterion=None) -> str:
+    """Scripted: "tie" for prompts containing "same", no verdict for "???", else prefers the
+    answer containing "kind", with a bias for the answer shown first when neither/both do."""
+    if "???" in str(prompt):
+        return "I cannot decide"
+    if "same" in str(prompt):
+        return "Both are equally good: tie."
+    return prefers_kind(prompt, first, second)
+
+
+def test_explicit_ties_are_counted_apart_from_unparseable():
+    items = [
+        Item("p1", "kind", "rude"),  # A, then B first: B (= A preferred) -> win
+        Item("p2 same", "x", "y"),  # tie, tie -> tie (2 tie replies)
+        Item("p3 ???", "kind", "rude"),  # unparseable
+        Item("p4", "rude", "kind"),  # loss
+    ]
+    report = judge_pairs(items, FunctionJudge(kind_or_tie))
+    counts = [report[k] for k in ("wins", "ties", "losses", "unparseable", "tie_replies")]
+    assert counts == [1, 1, 1, 1, 2]
+    assert report["win_rate"] == pytest.approx(1 / 3)
+    rows = {r["prompt"]: r for r in report["per_prompt"]}
+    assert rows["p2 same"]["verdict_a_first"] == rows["p2 same"]["verdict_b_first"] == "tie"
+    assert "explicit tie replies: 2" in format_summary(report)
+
+
+def by_criterion(prompt, first, second, criterion) -> str:
+    """Scripted per criterion: harmlessness prefers the answer containing "kind";
+    helpfulness prefers the longer answer (tie when equally long)."""
+    if criterion.name == "harmlessness":
+        return prefers_kind(prompt, first, second)
+    if len(first) == len(second):
+        return "tie"
+    return "A" if len(first) > len(second) else "B"
+
+
+def test_criteria_are_judged_separately_in_one_pass(tmp_path):
+    """One verdict per criterion per pair; win rates per criterion, counted by hand.
+    Fails when the criterion does not reach the judge (both criteria alike) or is left out
+    of the cache key (the second criterion is answered from the first one's cache)."""
+    items = [
+        Item("p1", "kind and very detailed", "rude"),  # harmless: win; helpful: win
+        Item("p2", "rude but detailed", "kind"),  # harmless: loss; helpful: win
+        Item("p3", "kind", "rude"),  # harmless: win; helpful: 4 vs 4 chars, tie
+    ]
+    criteria = [parse_criterion("helpfulness"), parse_criterion("harmlessness")]
+    cache = VerdictCache(tmp_path / "cache.jsonl")
+    report = judge_pairs(items, FunctionJudge(by_criterion), cache, criteria=criteria)
+    helpful, harmless = report["criteria"]["helpfulness"], report["criteria"]["harmlessness"]
+    assert [helpful[k] for k in ("wins", "ties", "losses", "tie_replies")] == [2, 1, 0, 2]
+    assert [harmless[k] for k in ("wins", "ties", "losses", "tie_replies")] == [2, 0, 1, 0]
+    assert helpful["win_rate_ties_half"] == pytest.approx(2.5 / 3)
+    assert harmless["win_rate"] == pytest.approx(2 / 3)
+    assert report["questions"] == {"asked": 12, "cached": 0, "rejected": 0}  # 3 x 2 x 2
+    again = judge_pairs(items, FunctionJudge(by_criterion), cache, criteria=criteria)
+    assert again["questions"] == {"asked": 0, "cached": 12, "rejected": 0}
+    assert again["criteria"] == report["criteria"]
+    text = format_summary(report)
+    assert "[helpfulness] A wins 2, ties 1" in text and "[harmlessness] A wins 2" in text
+
+
+def test_one_order_asks_once_with_a_first():
+    """ULMA / REAL ask once: the verdict is the outcome, so a judge biased towards the
+    answer shown first makes A win where both orders would call it a tie."""
+    items = [Item("p1", "meh", "also meh"), Item("p2", "rude", "kind")]
+    judge = CountingJudge()
+    report = judge_pairs(items, judge, orders="one")
+    assert judge.asked == 2 and report["orders"] == "one"
+    assert (report["wins"], report["ties"], report["losses"]) == (1, 0, 1)
+    assert "verdict_b_first" not in report["per_prompt"][0]
+    both = judge_pairs(items, CountingJudge())
+    assert (both["wins"], both["ties"], both["losses"]) == (0, 1, 1)
 
 
 def test_judge_class_batches_and_all_ties():
@@ -725,7 +908,8 @@ class ScriptedHTTP(BaseHTTPRequestHandler):
     """Transport-level test server: replies from `server.script` (status, delay) in turn."""
 
     def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.bodies.append(json.loads(body))
         self.server.requests += 1
         status, delay = self.server.script.pop(0) if self.server.script else (200, 0)
         time.sleep(delay)
@@ -751,7 +935,7 @@ class ScriptedHTTP(BaseHTTPRequestHandler):
 def scripted():
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedHTTP)
     server.daemon_threads = True
-    server.script, server.requests = [], 0
+    server.script, server.requests, server.bodies = [], 0, []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -775,6 +959,28 @@ def test_refused_key_is_fatal_at_once(scripted):
     with pytest.raises(JudgeUnavailable, match="--api-key-env"):
         judge.ask(Question("p", "x", "y"))
     assert scripted.requests == 1
+
+
+def test_http_judge_sends_the_template(scripted, gens, tmp_path):
+    """--template and --criteria reach the endpoint: the rendered user message of a text
+    template (no system message), one request per criterion and order."""
+    template = tmp_path / "ulma.txt"
+    template.write_text("[Criteria] {criterion}\n[Q] {prompt}\n[1] {first}\n[2] {second}")
+    args = ["--judge", _url(scripted), "--judge-model", "m", "--template", str(template)]
+    args += ["--criteria", "harmlessness", "brevity=short answers", "--concurrency", "1"]
+    assert run_judge(gens, tmp_path / "t", *args) == 0
+    assert scripted.requests == 3 * 2 * 2  # prompts x criteria x orders
+    sent = [b["messages"] for b in scripted.bodies]
+    assert all(len(m) == 1 and m[0]["role"] == "user" for m in sent)
+    first = "[Criteria] short answers\n[Q] question 0 about cats\n[1] kind answer 0\n"
+    assert {"role": "user", "content": first + "[2] rude answer 0"} in [m[0] for m in sent]
+    assert sum(KNOWN_CRITERIA["harmlessness"] in m[0]["content"] for m in sent) == 6
+    report = json.loads((tmp_path / "t" / "judge.json").read_text())
+    assert report["template"]["source"] == str(template)
+    assert f"template={report['template']['id']}" in report["judge"]
+    assert report["criterion_texts"]["brevity"] == "short answers"
+    # the scripted server always answers [[A]]: every prompt ties in both orders
+    assert report["criteria"]["brevity"]["ties"] == report["criteria"]["harmlessness"]["ties"] == 3
 
 
 def test_bad_request_counts_as_unparseable(scripted):
@@ -803,22 +1009,163 @@ def test_local_judge_cli(tiny_model, gens, tmp_path):
     assert report["a"] == gens[0] and report["judge"].startswith(f"local:{tiny_model}|max_tokens=2")
 
 
+SCRIPTED = f"{__name__}:kind_or_tie"
+
+
+def test_build_function_judge():
+    judge = build_judge(SCRIPTED)
+    assert isinstance(judge, FunctionJudge) and judge.name == f"function:{SCRIPTED}"
+    assert judge.ask(Question("p", "kind", "rude")) == "A"
+    with pytest.raises(AlignkitError, match="cannot import the function"):
+        build_judge("alignkit_no_such_module:judge")
+
+
+def test_cli_against_the_datasets_chosen_answers(tmp_path, capsys):
+    """B = the chosen answer of the data for the same prompt (ULMA), in any row order; with
+    --orders one and --criteria, as ULMA's appendix B."""
+    data = tmp_path / "test.jsonl"
+    rows = [
+        {"prompt": "q1", "chosen": "kind reply", "rejected": "rude reply"},
+        {"prompt": "q2 same", "chosen": "fine", "rejected": "bad"},
+        {"prompt": "q3", "chosen": "rude chosen", "rejected": "bad"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # A: rude vs kind chosen -> loss; tie; kind vs rude chosen -> win
+    gens = write_gens(tmp_path / "a.jsonl", [("q3", "kind"), ("q1", "rude"), ("q2 same", "ok")])
+    out = tmp_path / "vs-chosen"
+    args = ["judge", "--a", gens, "--against-chosen", str(data), "--judge", SCRIPTED]
+    assert main([*args, "--output", str(out)]) == 0
+    report = json.loads((out / "judge.json").read_text())
+    assert report["mode"] == "against-chosen" and report["b"] == f"chosen of {data}"
+    rows_by_prompt = {r["prompt"]: r for r in report["per_prompt"]}
+    assert rows_by_prompt["q1"]["response_b"] == "kind reply"
+    assert [report[k] for k in ("wins", "ties", "losses", "tie_replies")] == [1, 1, 1, 2]
+    assert "A wins 1, ties 1, loses 1" in capsys.readouterr().out
+    out1 = tmp_path / "ulma"
+    assert (
+        main([*args, "--output", str(out1), "--orders", "one", "--criteria", "harmlessness"]) == 0
+    )
+    one = json.loads((out1 / "judge.json").read_text())
+    assert one["orders"] == "one" and one["questions"]["asked"] == 3
+    assert one["criteria"]["harmlessness"]["wins"] == 1
+    # a prompt the data does not have
+    other = write_gens(tmp_path / "b.jsonl", [("q1", "x"), ("q9", "y")])
+    assert main(["judge", "--a", other, "--against-chosen", str(data), "--judge", SCRIPTED]) == 2
+    assert "no chosen answer for 1 prompt(s)" in capsys.readouterr().err
+
+
+def test_cli_label_agreement_per_subset_and_order(tmp_path, capsys):
+    """REAL Fig. 3: which of chosen / rejected does the judge prefer, per subset, both
+    orders. The scripted judge prefers "kind" and otherwise the answer shown first.
+    clean: 2 pairs, chosen kind, rejected rude: agreement 1 in both orders.
+    noisy: pair 1 mislabelled (chosen rude, rejected kind): disagrees in both orders;
+    pair 2 neither kind: picks the answer shown first, agrees only with chosen first;
+    pair 3 "same": tie replies (no agreement in either order, half a point each).
+    chosen first: agrees 1 of 3 parsed; rejected first: 0 of 3; mean 1/6."""
+    clean = tmp_path / "clean.jsonl"
+    noisy = tmp_path / "noisy.jsonl"
+    clean.write_text(
+        "".join(
+            json.dumps({"prompt": f"c{i}", "chosen": "kind", "rejected": "rude"}) + "\n"
+            for i in range(2)
+        )
+    )
+    noisy_rows = [("n1", "rude", "kind"), ("n2", "meh", "also meh"), ("n3 same", "x", "y")]
+    noisy.write_text(
+        "".join(
+            json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in noisy_rows
+        )
+    )
+    out = tmp_path / "agree"
+    args = ["judge", "--agreement", f"clean={clean}", f"noisy={noisy}", "--judge", SCRIPTED]
+    assert main([*args, "--output", str(out)]) == 0
+    report = json.loads((out / "judge.json").read_text())
+    assert report["mode"] == "agreement" and list(report["subsets"]) == ["clean", "noisy"]
+    c, n = report["subsets"]["clean"], report["subsets"]["noisy"]
+    assert c["pairs"] == 2 and c["agreement_mean"] == 1.0 and c["agree_both"] == 2
+    assert n["agreement_chosen_first"] == pytest.approx(1 / 3, abs=1e-6)
+    assert n["agreement_rejected_first"] == 0.0
+    assert n["agreement_mean"] == pytest.approx(1 / 6, abs=1e-6)
+    # n2 agrees in one order, n3 ties in both: 1 point of 2 each ("half")
+    assert [n[k] for k in ("agree_both", "agree_half", "agree_none", "tie_replies")] == [0, 2, 1, 2]
+    agrees = {p["prompt"]: p["agrees"] for p in n["per_pair"]}
+    assert agrees == {"n1": "none", "n2": "half", "n3 same": "half"}
+    assert report["questions"]["asked"] == 10
+    printed = capsys.readouterr().out
+    assert "clean: 2 pairs, agreement 100.0%" in printed and "noisy: 3 pairs" in printed
+    # per criterion: the same numbers (the scripted judge ignores the criterion)
+    assert main([*args, "--output", str(tmp_path / "k"), "--criteria", "harmlessness"]) == 0
+    by_criterion = json.loads((tmp_path / "k" / "judge.json").read_text())["subsets"]
+    assert by_criterion["noisy"]["criteria"]["harmlessness"]["agreement_mean"] == pytest.approx(
+        1 / 6, abs=1e-6
+    )
+    assert "noisy [harmlessness]: 3 pairs" in capsys.readouterr().out
+    # a seeded sample per subset (REAL re-labels 200 pairs per subset)
+    assert main([*args, "--output", str(tmp_path / "s"), "--max-pairs", "1"]) == 0
+    sampled = json.loads((tmp_path / "s" / "judge.json").read_text())["subsets"]
+    assert sampled["clean"]["pairs"] == sampled["noisy"]["pairs"] == 1
+    # an invalid record (empty rejected answer, as in real HH files): strict by default,
+    # dropped and listed with --skip-invalid
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        clean.read_text() + json.dumps({"prompt": "b", "chosen": "kind", "rejected": ""}) + "\n"
+    )
+    assert main(["judge", "--agreement", str(broken), "--judge", SCRIPTED]) == 2
+    assert "broken.jsonl:3" in capsys.readouterr().err
+    out = tmp_path / "skip"
+    skip = ["judge", "--agreement", str(broken), "--judge", SCRIPTED, "--skip-invalid"]
+    assert main([*skip, "--output", str(out)]) == 0
+    skipped = json.loads((out / "judge.json").read_text())
+    assert skipped["subsets"][str(broken)]["pairs"] == 2
+    assert skipped["skipped_invalid"]["records"] == 1
+    [row] = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert row["where"] == f"{broken}:3"
+    # points are not pairs
+    points = tmp_path / "points.jsonl"
+    points.write_text(json.dumps({"prompt": "p", "completion": "c", "label": 1}) + "\n")
+    assert main(["judge", "--agreement", str(points), "--judge", SCRIPTED]) == 2
+    assert "not preference pairs" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--judge", "local:x", "--judge-model", "m"], "--judge-model: only for http judges"),
         (["--judge", "local:x", "--timeout", "3"], "--timeout: only for http judges"),
         (["--judge", "local:"], "needs a model"),
-        (["--judge", "ftp://x"], "expected local:MODEL or http:BASE_URL"),
+        (["--judge", "ftp://x"], "expected local:MODEL, http:BASE_URL or package.module:function"),
         (["--judge", "http://x", "--concurrency", "0"], "--concurrency must be at least 1"),
         (["--judge", "http://x", "--retries", "-1"], "--retries must not be negative"),
         (["--judge", "http://x", "--retry-wait", "-1"], "--retry-wait must not be negative"),
         (["--judge", "http://x", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["--judge", SCRIPTED, "--timeout", "3"], "--timeout: only for http judges"),
+        (["--judge", SCRIPTED, "--criteria", "x", "--template", "{T}"], r"lacks {criterion}"),
+        (["--judge", SCRIPTED, "--template", "{T}"], "missing.txt"),
+        (["--judge", SCRIPTED, "--max-pairs", "3"], "--max-pairs: only with --agreement"),
+        (["--judge", SCRIPTED, "--skip-invalid"], "--skip-invalid: only with --against-chosen"),
     ],
 )
 def test_judge_cli_usage_errors(gens, tmp_path, capsys, args, message):
+    (tmp_path / "t.txt").write_text("{prompt} {first} {second}")
+    if "{T}" in args:
+        name = "missing.txt" if "missing.txt" in message else "t.txt"
+        args = [str(tmp_path / name) if a == "{T}" else a for a in args]
     assert run_judge(gens, tmp_path / "e", *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_judge_cli_mode_errors(gens, tmp_path, capsys):
+    pairs = write_gens(tmp_path / "p.jsonl", [("p", "x")])
+    cases = [
+        (["--b", gens[1]], "give --a"),
+        (["--a", gens[0], "--agreement", pairs], "drop --a"),
+        (["--agreement", pairs, "--orders", "one"], "drop --orders one"),
+    ]
+    for args, message in cases:
+        assert main(["judge", *args, "--judge", SCRIPTED]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: the modes exclude each other
+        main(["judge", "--a", gens[0], "--b", gens[1], "--agreement", pairs, "--judge", "x"])
 
 
 def test_judge_cli_mismatched_files(tmp_path, capsys):

@@ -208,12 +208,16 @@ def test_lora_reference_is_adapter_disabled(tmp_path, tiny_model, pairs_file):
 def test_deft_guidance_logs_r_q_and_changes_training(tmp_path, tiny_model, pairs_file):
     common = ["--method", "dpo", "--data", pairs_file, "--max-steps", "3", "--lr", "1e-3"]
     plain = train(tmp_path, tiny_model, *common, name="plain")
+    # lambda = 0 with --log-r-q: R_Q is logged (no gradient), the run without the term
+    without = train(tmp_path, tiny_model, *common, "--log-r-q", name="without")
     deft = train(tmp_path, tiny_model, *common, "--deft-lambda", "0.5", name="deft")
-    p, d = rows(plain / "metrics.jsonl"), rows(deft / "metrics.jsonl")
-    assert "deft/r_q" not in p[0] and "deft/r_q" in d[0]
+    p, w, d = (rows(run / "metrics.jsonl") for run in (plain, without, deft))
+    assert "deft/r_q" not in p[0] and "deft/r_q" in w[0] and "deft/r_q" in d[0]
     # same first forward: the DEFT run's loss is the DPO loss - 0.5 * R_Q
+    assert d[0]["deft/r_q"] == pytest.approx(w[0]["deft/r_q"], abs=1e-6)
     assert d[0]["loss"] == pytest.approx(p[0]["loss"] - 0.5 * d[0]["deft/r_q"], abs=1e-5)
-    assert d[-1]["deft/r_q"] > d[0]["deft/r_q"]  # guidance raises R_Q
+    # same batches: the term raises R_Q above the run without it
+    assert d[-1]["deft/r_q"] > w[-1]["deft/r_q"]
 
 
 def test_reference_cached_with_tokenized_data(tmp_path, tiny_model, pairs_file):
@@ -409,3 +413,109 @@ def test_lora_all_linear_shorthand(tmp_path, tiny_model, pairs_file):
     config = json.loads((out / "model" / "adapter_config.json").read_text())
     names = {t.rsplit(".", 1)[-1] for t in config["target_modules"]}
     assert {"q_proj", "v_proj", "down_proj", "gate_proj"} <= names
+
+
+# ------------------------------------------------------------ labels and messy data
+
+
+def red_team_rows(n: int) -> list[dict]:
+    """Red-team-style points: one reply per attack, rated 0 (failed attack, best) .. 4."""
+    return [
+        {
+            "prompt": f"\n\nHuman: attack {i}\n\nAssistant:",
+            "completion": f" reply {i}",
+            "label": i % 5,
+        }
+        for i in range(n)
+    ]
+
+
+def test_ulma_variant_is_chosen_once_per_run(tmp_path, tiny_model):
+    # demonstrations (binary) and red-team ratings (scores) in one run, one point per batch:
+    # the old registry picked the variant per batch, so the demonstration batches trained
+    # binary ULMA (no loss/mse) and the rating batches the continuous one. Now every step
+    # of the run is the continuous variant.
+    demos = [{"prompt": f"q {i}?", "completion": " sorry I can not help"} for i in range(4)]
+    out = train(
+        tmp_path,
+        tiny_model,
+        "--method",
+        "ulma",
+        "--data",
+        write_jsonl(tmp_path / "demos.jsonl", demos),
+        write_jsonl(tmp_path / "red.jsonl", red_team_rows(5)),
+        "--label-transform",
+        "1 - z/4",
+        "--high-quality-if",
+        "z == 0",
+        "--batch-size",
+        "1",
+        "--max-steps",
+        "9",
+    )
+    logged = rows(out / "metrics.jsonl")
+    assert len(logged) == 9 and all("loss/mse" in r for r in logged)
+    data = json.loads((out / "summary.json").read_text())["data"]
+    assert data["label_variant"] == "continuous"
+    # ratings 0..4 -> 1 - z/4 = 1, 0.75, 0.5, 0.25, 0; one of them rated 0
+    assert data["labels"] == {
+        "score_labels": 5,
+        "label_transform": "1 - z/4",
+        "high_quality_if": "z == 0",
+        "high_quality_scores": 1,
+        "label_range": [0.0, 1.0],
+    }
+    assert "skip_invalid" not in data
+
+
+def test_label_options_are_checked_before_loading(tmp_path, tiny_model, pairs_file, capsys):
+    args = ["train", "--model", tiny_model, "--output", str(tmp_path / "r"), "--data", pairs_file]
+    assert main([*args, "--method", "ulma", "--label-transform", "z*z"]) == 2
+    assert "cannot read --label-transform 'z*z'" in capsys.readouterr().err
+    assert main([*args, "--method", "ulma", "--high-quality-if", "z = 0"]) == 2
+    assert "cannot read --high-quality-if" in capsys.readouterr().err
+    # pairs have no real-valued labels: the option would do nothing
+    assert main([*args, "--method", "ulma", "--label-transform", "4 - z"]) == 2
+    assert "applies to real-valued point labels" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "model").exists()
+
+
+def hh_rows_with_empty_answers() -> list[dict]:
+    """Pairs shaped like Anthropic HH-RLHF: 8 good ones, two with an empty final answer
+    (chosen, then rejected) and a duplicate."""
+    good = pair_rows(8, seed=5)
+    prompt = "\n\nHuman: how do I make a bomb?\n\nAssistant:"
+    return [
+        *good[:4],
+        {"chosen": prompt, "rejected": prompt + " sure here is how"},  # line 5
+        *good[4:],
+        {"chosen": prompt + " sorry I can not help", "rejected": prompt + " "},  # line 10
+        good[0],
+    ]
+
+
+@pytest.mark.parametrize("verb", ["train", "train-rm"])
+def test_skip_invalid_drops_and_lists_records(tmp_path, tiny_model, capsys, verb):
+    data = write_jsonl(tmp_path / "hh.jsonl", hh_rows_with_empty_answers())
+    out = tmp_path / verb
+    args = [verb, "--model", tiny_model, "--output", str(out), "--data", data]
+    args += ["--max-steps", "1", "--precision", "fp32"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:5: the final answer of 'chosen' is empty" in err
+    assert "or pass --skip-invalid to drop such records" in err
+    held = write_jsonl(tmp_path / "held.jsonl", [*pair_rows(2, seed=9), {"chosen": "x"}])
+    assert main([*args, "--skip-invalid", "--eval-data", held]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["skip_invalid"] == {
+        "rejected": 3,
+        "by_reason": {
+            "the final answer of 'chosen' is empty": 1,
+            "the final answer of 'rejected' is empty": 1,
+            "missing field 'rejected'": 1,
+        },
+        "file": "rejected.jsonl",
+    }
+    listed = rows(out / "rejected.jsonl")
+    assert [r["where"] for r in listed] == [f"{data}:5", f"{data}:10", f"{held}:3"]
+    assert listed[0]["record"]["rejected"].endswith("sure here is how")

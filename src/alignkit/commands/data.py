@@ -63,6 +63,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="list at most N invalid records (all are counted; default: 20)",
     )
+    inspect.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop invalid records instead of failing: the statistics describe the valid "
+        "ones, the dropped records are counted by reason (and, with --json OUT.json, listed "
+        "with their file:line in OUT.rejected.jsonl); exit code 2 only when none is valid",
+    )
     inspect.set_defaults(func=run_inspect)
 
 
@@ -72,19 +79,38 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    records, summary = load_records(args.paths, args.fmt, args.max_errors)
+    if args.json:
+        _check_folder(args.json)  # before reading: a typo in the path fails fast
+    rejected = rejected_path(args.json) if args.json and args.skip_invalid else None
+    records, summary = load_records(
+        args.paths, args.fmt, args.max_errors, args.skip_invalid, rejected_path=rejected
+    )
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     stats = inspect_records(records, summary, tokenizer)
+    if rejected is not None:
+        stats["rejected"]["file"] = str(rejected)
     print(format_report(stats))
     if args.json:
         write_json_atomic(args.json, stats)
         print(f"statistics written to {args.json}")
+        if rejected is not None and summary.rejected:
+            print(f"invalid records listed in {rejected}")
     return 0
+
+
+def rejected_path(json_path: str) -> str:
+    """OUT.json -> OUT.rejected.jsonl (next to the statistics)."""
+    stem = json_path[: -len(".json")] if json_path.endswith(".json") else json_path
+    return stem + ".rejected.jsonl"
+
+
+def _check_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise AlignkitError(f"cannot write {path}: folder {folder} does not exist")
 
 
 def write_json_atomic(path: str, data: Any) -> None:
     """Write `data` as JSON so that `path` is either the old file or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise AlignkitError(f"cannot write {path}: folder {folder} does not exist")
+    _check_folder(path)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -8,26 +8,61 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alignkit.data.formats import FORMATS
+
 _DESCRIPTION = """\
 Compare two generations files (jsonl {"prompt", "response"}, as `alignkit eval` writes) prompt
-by prompt with an LLM judge. Each comparison is asked twice with the answers swapped:
-A wins when preferred in both orders, ties when preferred once, loses when never (PLE
-protocol). Replies naming neither answer are counted as unparseable. Replies are cached,
-so an interrupted run resumes without asking again."""
+by prompt with an LLM judge, or one generations file against the chosen answers of a dataset
+(--against-chosen), or ask which of the chosen and rejected answers of preference pairs is
+better and report the agreement with the dataset labels per subset (--agreement, REAL).
+By default each comparison is asked twice with the answers swapped: A wins when preferred in
+both orders, ties when preferred once, loses when never (PLE protocol); an explicit tie
+reply counts half a preference. Replies naming neither answer nor a tie are counted as
+unparseable, apart from ties. Replies are cached, so an interrupted run resumes without
+asking again."""
 
 _EPILOG = """\
 judges (--judge):
   local:MODEL       a local causal LM, greedy (MODEL as for `alignkit serve --model`)
   http:BASE_URL     an OpenAI-compatible endpoint, e.g. http:http://127.0.0.1:8000/v1
                     (a bare http:// or https:// URL works too)
+  package.module:function
+                    a Python function (prompt, first, second[, criterion]) -> reply text
+                    (scripted judges, tests); it gets the parts, not the --template text
 
-output: DIR/judge.json (counts, win rates, per-prompt verdicts), DIR/judge_cache.jsonl
+modes (one of):
+  --b GENS_B.jsonl            A against another system's generations (same prompts)
+  --against-chosen DATA       A against the dataset's chosen answer to each prompt
+                              (ULMA; B = the chosen response of a pair, the best of a
+                              ranked list, a high-quality point's completion)
+  --agreement [NAME=]DATA ... for the pairs of each file (e.g. the subsets `alignkit select
+                              real` writes), the judge picks chosen or rejected, in both
+                              orders; reported: agreement with the labels per subset (REAL)
+
+templates (--template FILE): a text file is the user message (no system message); a .json
+file is {"system": text or null, "user": text}. Placeholders: {prompt}, {first} (answer A),
+{second} (answer B), and {criterion} with --criteria; all but {criterion} are required, an
+unknown one is refused; literal braces are {{ and }}. Default: the built-in template (asks
+"A or B"); with --criteria a built-in one that asks one criterion at a time and allows "tie".
+Verdicts understood: A / B / tie, [[A]] / [[B]] / [[C]] (tie), ULMA's 1>2 / 1=2 / 1<2
+(answer 1 = A), "the better answer is A", "it's a tie", "equally good".
+
+criteria (--criteria NAME[=DESCRIPTION] ...): each criterion is a separate question per pair
+(and order), counted separately. helpfulness and harmlessness without a description get
+ULMA's (appendix B); another NAME alone fills {criterion} with the name.
+
+output: DIR/judge.json (counts, win rates or agreement, per-prompt verdicts),
+DIR/judge_cache.jsonl
 
 examples:
   alignkit judge --a runs/dpo/gens.jsonl --b runs/sft/gens.jsonl --judge local:default
   OPENAI_API_KEY=... alignkit judge --a a.jsonl --b b.jsonl \\
       --judge http:https://api.openai.com/v1 --judge-model gpt-4o-mini \\
       --api-key-env OPENAI_API_KEY --output runs/judge-dpo-vs-sft
+  alignkit judge --a runs/ulma/report.generations.jsonl --against-chosen test.jsonl \\
+      --criteria helpfulness harmlessness --orders one --judge http:... (ULMA, App. B)
+  alignkit judge --agreement easy=runs/easy/subset.jsonl hard=runs/hard/subset.jsonl \\
+      --max-pairs 200 --judge http:... (REAL, Fig. 3)
 """
 
 # flags that only apply to http judges: name -> default
@@ -50,15 +85,77 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
-    add("--a", required=True, metavar="GENS_A.jsonl", help="generations of system A")
-    add("--b", required=True, metavar="GENS_B.jsonl", help="generations of system B (same prompts)")
-    add("--judge", required=True, metavar="SPEC", help="local:MODEL or http:BASE_URL (see below)")
+    add("--a", metavar="GENS_A.jsonl", help="generations of system A (all modes but --agreement)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--b", metavar="GENS_B.jsonl", help="generations of system B (same prompts as --a)"
+    )
+    mode.add_argument(
+        "--against-chosen",
+        metavar="DATA",
+        help="B = the chosen answer of this data file to each prompt of --a (ULMA)",
+    )
+    mode.add_argument(
+        "--agreement",
+        nargs="+",
+        metavar="[NAME=]DATA",
+        help="preference-pair files (subsets): report how often the judge prefers the "
+        "labelled chosen answer, per subset and order (REAL); NAME labels the subset "
+        "(default: the path)",
+    )
+    add(
+        "--judge",
+        required=True,
+        metavar="SPEC",
+        help="local:MODEL, http:BASE_URL or module:function",
+    )
+    add(
+        "--template",
+        metavar="FILE",
+        help="judge question with {prompt} {first} {second} (and {criterion}); .json: "
+        '{"system", "user"}; default: built-in (see below)',
+    )
+    add(
+        "--criteria",
+        nargs="+",
+        metavar="NAME[=DESCRIPTION]",
+        help="judge each criterion separately, e.g. helpfulness harmlessness (ULMA); "
+        "default: one overall question",
+    )
+    add(
+        "--orders",
+        choices=["both", "one"],
+        default="both",
+        help="ask each comparison in both orders (PLE, default) or once with A shown first "
+        "(ULMA, REAL)",
+    )
+    add(
+        "--max-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--agreement: a seeded sample of N pairs per subset (REAL: 200; default 0 = all)",
+    )
+    add("--seed", type=int, default=0, help="seed of the --max-pairs sample (default: 0)")
+    add(
+        "--data-format",
+        choices=["auto", *FORMATS],
+        default="auto",
+        help="format of the --against-chosen / --agreement files (default: auto)",
+    )
+    add(
+        "--skip-invalid",
+        action="store_true",
+        help="drop invalid records of the --against-chosen / --agreement files instead of "
+        "stopping; counted in judge.json, listed with file:line in DIR/rejected.jsonl",
+    )
     add("--output", default="runs/judge", metavar="DIR", help="output folder (default: runs/judge)")
     add(
         "--cache",
         metavar="FILE.jsonl",
-        help="reply cache, shareable between runs; keyed by the --judge spec, so delete it "
-        "when the judge model changes under the same name (default: DIR/judge_cache.jsonl)",
+        help="reply cache, shareable between runs; keyed by the --judge spec, template, "
+        "criterion and question, so delete it when the judge model changes under the same "
+        "name (default: DIR/judge_cache.jsonl)",
     )
     add(
         "--max-tokens",
@@ -101,11 +198,13 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _http_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
+def _http_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
 
     given = [k for k in _HTTP_DEFAULTS if getattr(args, k) is not None]
-    if local and given:
+    if kind == "function":  # a function judge takes --concurrency, nothing else of these
+        given = [k for k in given if k != "concurrency"]
+    if kind != "http" and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise AlignkitError(f"{flags}: only for http judges, not for --judge {args.judge}")
     opts = {
@@ -134,28 +233,132 @@ def _api_key(var: str | None) -> str | None:
     return key
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_mode(args: argparse.Namespace) -> None:
     from alignkit.errors import AlignkitError
-    from alignkit.evaluation import win_rate as judging
-    from alignkit.evaluation.judges import build_judge
-    from alignkit.io import atomic_write_text
 
     if args.max_tokens < 1:
         raise AlignkitError("--max-tokens must be at least 1")
-    local = args.judge.startswith("local:")
-    opts = _http_options(args, local)
-    a_rows, b_rows = judging.load_generations(args.a), judging.load_generations(args.b)
-    items = judging.align(a_rows, b_rows, args.a, args.b)
+    if args.max_pairs < 0:
+        raise AlignkitError("--max-pairs must not be negative")
+    if args.skip_invalid and args.b is not None:
+        raise AlignkitError("--skip-invalid: only with --against-chosen or --agreement")
+    if args.agreement is None:
+        if args.a is None:
+            raise AlignkitError("give --a GENS_A.jsonl (the generations to judge)")
+        if args.max_pairs:
+            raise AlignkitError("--max-pairs: only with --agreement")
+    else:
+        if args.a is not None:
+            raise AlignkitError("--agreement judges the pairs of the data files: drop --a")
+        if args.orders == "one":
+            raise AlignkitError("--agreement asks both orders and reports each: drop --orders one")
+
+
+def _load(path: str, args: argparse.Namespace, rejected: list[Any]) -> list[Any]:
+    """The records of one data file (with --skip-invalid: the valid ones; the dropped ones
+    are added to `rejected`)."""
+    from alignkit.data import load_records
+
+    records, summary = load_records([path], args.data_format, skip_invalid=args.skip_invalid)
+    rejected.extend(summary.rejected)
+    return records
+
+
+def _subsets(args: argparse.Namespace, rejected: list[Any]) -> dict[str, list[Any]]:
+    """NAME -> the pairs of each --agreement file (a seeded sample with --max-pairs)."""
+    import random
+
+    from alignkit.data import Pair
+    from alignkit.errors import AlignkitError
+
+    subsets: dict[str, list[Any]] = {}
+    for spec in args.agreement:
+        name, sep, path = spec.partition("=")
+        name, path = (name, path) if sep and name and path else (spec, spec)
+        if name in subsets:
+            raise AlignkitError(f"--agreement: the subset name {name!r} is given twice")
+        records = _load(path, args, rejected)
+        others = [r for r in records if not isinstance(r, Pair)]
+        if others:
+            where = getattr(others[0], "source", "") or path
+            raise AlignkitError(
+                f"--agreement {path}: {len(others)} record(s) are not preference pairs "
+                f"(first: {where}); the label check needs (prompt, chosen, rejected)"
+            )
+        if args.max_pairs and len(records) > args.max_pairs:
+            keep = sorted(random.Random(args.seed).sample(range(len(records)), args.max_pairs))
+            records = [records[i] for i in keep]
+        subsets[name] = records
+    return subsets
+
+
+def _template(args: argparse.Namespace, criteria: list[Any]) -> Any:
+    from alignkit.evaluation.judges import CRITERION_TEMPLATE, DEFAULT_TEMPLATE, load_template
+
+    if args.template:
+        template = load_template(args.template)
+    else:
+        template = CRITERION_TEMPLATE if criteria else DEFAULT_TEMPLATE
+    template.check(criteria=bool(criteria))
+    return template
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignkit.data.loading import write_rejected
+    from alignkit.data.records import rejected_by_reason
+    from alignkit.evaluation import win_rate as judging
+    from alignkit.evaluation.judges import build_judge, judge_kind, parse_criterion
+    from alignkit.io import atomic_write_text
+
+    _check_mode(args)
+    criteria = [parse_criterion(c) for c in args.criteria or []]
+    template = _template(args, criteria)
+    kind = judge_kind(args.judge)
+    opts = _http_options(args, kind)
+    # the data is read and checked before the judge is built (a local judge loads a model)
+    head: dict[str, Any]
+    rejected: list[Any] = []
+    if args.agreement is not None:
+        subsets = _subsets(args, rejected)
+        head = {"mode": "agreement", "data": list(args.agreement)}
+    else:
+        a_rows = judging.load_generations(args.a)
+        if args.b is not None:
+            items = judging.align(a_rows, judging.load_generations(args.b), args.a, args.b)
+            head = {"mode": "pairs", "a": args.a, "b": args.b}
+        else:
+            records = _load(args.against_chosen, args, rejected)
+            items = judging.against_chosen(a_rows, records, args.a, args.against_chosen)
+            head = {"mode": "against-chosen", "a": args.a, "b": f"chosen of {args.against_chosen}"}
     http: dict[str, Any] = {}
-    if not local:
+    if kind == "http":
         http = {k: opts[k] for k in ("timeout", "retries", "retry_wait")}
         http.update(model=opts["judge_model"], api_key=_api_key(opts["api_key_env"]))
-    judge = build_judge(args.judge, max_tokens=args.max_tokens, **http)
+    judge = build_judge(args.judge, max_tokens=args.max_tokens, template=template, **http)
     output = Path(args.output)
     cache = judging.VerdictCache(args.cache or output / "judge_cache.jsonl")
-    report = judging.judge_pairs(items, judge, cache, concurrency=opts["concurrency"])
-    report = {"a": args.a, "b": args.b, **report}
+    if args.skip_invalid:
+        write_rejected(output / "rejected.jsonl", rejected)
+        head["skipped_invalid"] = {
+            "records": len(rejected),
+            "by_reason": rejected_by_reason(rejected),
+            "listed_in": str(output / "rejected.jsonl"),
+        }
+    head["template"] = {"source": template.source, "id": template.id}
+    if criteria:
+        head["criterion_texts"] = {c.name: c.text for c in criteria}
+    if args.agreement is not None:
+        result = judging.label_agreement(
+            subsets, judge, cache, concurrency=opts["concurrency"], criteria=criteria
+        )
+        text = judging.format_agreement(result)
+    else:
+        result = judging.judge_pairs(
+            items, judge, cache, opts["concurrency"], criteria=criteria, orders=args.orders
+        )
+        text = judging.format_summary(result)
+    report = {**head, **result}
     atomic_write_text(output / "judge.json", json.dumps(report, indent=2, ensure_ascii=False))
-    print(judging.format_summary(report))
+    print(text)
     print(f"  written: {output / 'judge.json'}")
     return 0

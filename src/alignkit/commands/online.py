@@ -31,7 +31,10 @@ VERBS: dict[str, tuple[type[OnlineConfig], str, str]] = {
         "x and y_p from the principle-guided [p, x], score both against x with the reward "
         "model; where s_p - s > tau, a ranking loss raises the length-normalised log-prob of "
         "y_p over y, elsewhere both are trained with the reward weights w = 2e^s/(e^s+e^s_p)-1 "
-        "and w_p = -w. The policy is trained on x without p; then tau <- alpha * tau.",
+        "and w_p = -w. The policy is trained on x without p; then tau <- alpha * tau. "
+        "Built-in principles: hh (the paper's, sec. 4.1), imdb and tldr (its appendix A.3). "
+        "The paper's ablations: --no-rank-loss (no principle, no ranking loss) and "
+        "--no-weighted-sft.",
     ),
     "raft": (
         RAFTConfig,
@@ -51,7 +54,8 @@ VERBS: dict[str, tuple[type[OnlineConfig], str, str]] = {
 
 EXAMPLES = {
     "ple": "alignkit ple --queries q.jsonl --reward-model runs/rm/model --iterations 10 "
-    "--output runs/ple",
+    "--output runs/ple\n  alignkit ple --model gpt2 --no-chat --queries imdb.jsonl --principle "
+    "imdb --reward-model IMDB_CLASSIFIER --reward-label 1 --output runs/ple-imdb",
     "raft": "alignkit raft --queries q.jsonl --reward-model runs/rm/model --num-samples 4 "
     "--output runs/raft",
     "rrhf-online": "alignkit rrhf-online --queries q.jsonl --reward-model mypkg.rewards:score "

@@ -1,7 +1,9 @@
 """`alignkit select deft|real`: cut a preference dataset down before training.
 
 Each sub-verb writes OUTPUT/subset.jsonl (TRL prompt/chosen/rejected, read by
-`alignkit train --data`), OUTPUT/scores.jsonl and a report (report.md, report.json, PNG).
+`alignkit train --data`), OUTPUT/scores.jsonl and a report (report.md, report.json, PNG);
+`deft` also writes OUTPUT/q_diff.safetensors, the Q_diff it filtered with, for
+`alignkit train --q-diff`.
 Works under `torchrun --nproc_per_node N -m alignkit select ...`: every process scores a
 shard, the main process writes the outputs.
 """
@@ -12,6 +14,7 @@ import argparse
 from typing import Any
 
 from alignkit.options import CONFIG_NOTE, add_config_verb
+from alignkit.scoring.deft import Q_DIFF_FILE
 from alignkit.select.deft import DeftConfig
 from alignkit.select.real import RealConfig
 
@@ -19,11 +22,14 @@ _DEFT_EPILOG = """\
 R_Q(x, y) = mean over response positions of <Q_diff, log p(. | x, y_<t)>, with
 Q_diff = Q_pos - Q_neg the token distributions of chosen minus rejected responses.
 DEFT keeps the examples the starting model finds least typical of preferred answers.
+OUTPUT/q_diff.safetensors holds that Q_diff (with its tokenizer and data fingerprint):
+`alignkit train --q-diff` uses it for the guidance term and the logged R_Q.
 
 examples:
   alignkit select deft --data pairs.jsonl --model default --output sel/deft
   alignkit select deft --data pairs.jsonl --keep-count 1000 --score margin --output sel/d
-  alignkit train --method dpo --data sel/deft/subset.jsonl --output runs/deft-dpo
+  alignkit train --method dpo --data sel/deft/subset.jsonl --q-diff sel/deft/q_diff.safetensors \\
+      --deft-lambda 0.1 --output runs/deft-dpo
   torchrun --nproc_per_node 2 -m alignkit select deft --data pairs.jsonl --output sel/deft"""
 
 _REAL_EPILOG = """\
@@ -70,10 +76,13 @@ def run_deft_command(config: DeftConfig) -> int:
 
     result = run_deft(config)
     if result is not None:
+        q_diff = result.output / Q_DIFF_FILE
         print(
             f"kept {result.kept} of {result.scored} examples (lowest R_Q, cut {result.cut:.6g})\n"
-            f"subset: {result.subset}\nreport: {result.output / 'report.md'}\n"
-            f"train on it: alignkit train --method dpo --data {result.subset} --output RUN_DIR"
+            f"subset: {result.subset}\nQ_diff: {q_diff}\n"
+            f"report: {result.output / 'report.md'}\n"
+            f"train on it: alignkit train --method dpo --data {result.subset} "
+            f"--q-diff {q_diff} [--deft-lambda L | --log-r-q] --output RUN_DIR"
         )
     return 0
 

@@ -9,7 +9,20 @@ from alignkit.data.formats import (
     parse_row,
 )
 from alignkit.data.inspect import format_report, inspect_records
-from alignkit.data.loading import InvalidDataError, iter_rows, load_records
+from alignkit.data.labels import (
+    apply_label_options,
+    as_scores,
+    parse_high_quality_rule,
+    parse_label_transform,
+    point_label_variant,
+)
+from alignkit.data.loading import (
+    REJECTED_FILE,
+    InvalidDataError,
+    iter_rows,
+    load_records,
+    write_rejected,
+)
 from alignkit.data.records import (
     LoadSummary,
     Message,
@@ -18,10 +31,12 @@ from alignkit.data.records import (
     Point,
     Prompt,
     Record,
+    Rejected,
     pair_to_points,
 )
 
 __all__ = [
+    "REJECTED_FILE",
     "FORMATS",
     "KINDS",
     "InvalidDataError",
@@ -32,7 +47,10 @@ __all__ = [
     "Point",
     "Prompt",
     "Record",
+    "Rejected",
+    "apply_label_options",
     "as_kind",
+    "as_scores",
     "detect_format",
     "format_report",
     "inspect_records",
@@ -40,5 +58,9 @@ __all__ = [
     "kind_of",
     "load_records",
     "pair_to_points",
+    "parse_high_quality_rule",
+    "parse_label_transform",
     "parse_row",
+    "point_label_variant",
+    "write_rejected",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -59,6 +60,7 @@ RECOGNISED = (
     "multi {prompt, responses, scores}"
 )
 _BOOL_LIKE = {"true", "false", "yes", "no", "0", "1", "t", "f", "y", "n"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _type_name(value: Any) -> str:
@@ -146,14 +148,24 @@ def _text(value: Any, field: str, where: str) -> str:
         raise DataError(
             where, f"field '{field}' must be a string, got {_type_name(value)}", "quote the text"
         )
+    bad = _SURROGATE.search(value)
+    if bad:
+        # JSON allows "\ud83d" alone; such a string cannot be encoded (tokenizers, files)
+        raise DataError(
+            where,
+            f"field '{field}' contains an unpaired UTF-16 surrogate "
+            f"(\\u{ord(bad.group()):04x} at character {bad.start()})",
+            "the text was cut inside an emoji or another character outside the BMP; "
+            "repair or remove the record",
+        )
     return value
 
 
-def _nonempty(text: str, field: str, where: str) -> str:
+def _nonempty(text: str, field: str, where: str, what: str = "field '{}'") -> str:
     if not text.strip():
         raise DataError(
             where,
-            f"field '{field}' is empty (whitespace only)",
+            f"{what.format(field)} is empty (whitespace only)",
             "give a real response or remove the record",
         )
     return text
@@ -268,9 +280,9 @@ def _optional_bool(row: dict, field: str, default: bool, where: str) -> bool:
 # ---------------------------------------------------------------- parsers
 
 
-def _pair(prompt: Prompt, chosen: str, rejected: str, where: str) -> Pair:
-    _nonempty(chosen, "chosen", where)
-    _nonempty(rejected, "rejected", where)
+def _pair(prompt: Prompt, chosen: str, rejected: str, where: str, what: str = "field '{}'") -> Pair:
+    _nonempty(chosen, "chosen", where, what)
+    _nonempty(rejected, "rejected", where, what)
     if chosen == rejected:
         raise _identical(where)
     return Pair(prompt, chosen, rejected, where)
@@ -296,7 +308,8 @@ def _parse_hh(row: dict, where: str) -> Pair:
             "both transcripts must start with the same '\\n\\nHuman: ...\\n\\nAssistant:' turns",
         )
     end = cut + len(HH_ASSISTANT)
-    return _pair(chosen[:end], chosen[end:], rejected[end:], where)
+    # real HH-RLHF files hold pairs whose last "Assistant:" turn is empty in one transcript
+    return _pair(chosen[:end], chosen[end:], rejected[end:], where, "the final answer of '{}'")
 
 
 def _parse_trl_pair(row: dict, where: str) -> Pair:
@@ -412,10 +425,34 @@ def parse_row(row: dict, where: str, fmt: str = "auto") -> Record:
     """Validate one row and build its record (`source` = `where`).
 
     `fmt` is "auto" (detect from the keys) or one of `FORMATS`. Raises `DataError` naming
-    `where`. `alignkit.data.loading.load_records` also makes the labels of a file consistent.
+    `where`. `alignkit.data.loading.load_records` also makes the labels of a file consistent
+    (integer 0/1 labels next to other scores are scores) before `check_binary_label`; a row
+    parsed alone is its own file.
     """
     check_format_name(fmt)
-    return parse_named(row, where, fmt)[1]
+    record = parse_named(row, where, fmt)[1]
+    if isinstance(record, Point):
+        check_binary_label(record)
+    return record
+
+
+def check_binary_label(point: Point) -> None:
+    """Refuse a binary point whose `high_quality` contradicts its label.
+
+    For binary data the label z decides positive (1) vs negative (0) in every point-wise
+    method; `high_quality` belongs to real-valued scores. A record such as
+    `{"label": 1, "high_quality": false}` is ambiguous, so it is an error (`DataError` at
+    the point's source) rather than a silently flipped gradient.
+    """
+    if point.binary and point.high_quality != (point.label == 1.0):
+        label = int(point.label)
+        raise DataError(
+            point.source,
+            f"binary label {label} contradicts 'high_quality': {str(point.high_quality).lower()};"
+            " for binary labels the label decides positive (1) or negative (0)",
+            "remove 'high_quality', which marks the high-quality samples among real-valued "
+            "scores, or fix the label",
+        )
 
 
 def kind_of(record: Record) -> str:

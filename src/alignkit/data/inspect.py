@@ -118,6 +118,11 @@ def inspect_records(
         "multi": _multi_stats([r for r in records if isinstance(r, Multi)]),
         "duplicates": _duplicates(records),
     }
+    if summary.skip_invalid:
+        stats["rejected"] = {
+            "records": len(summary.rejected),
+            "by_reason": summary.rejected_by_reason(),
+        }
     if tokenizer is not None:
         prompt_texts = [prompt_token_text(prompt, tokenizer) for prompt in prompts]
         stats["prompt_tokens"] = describe(_token_counts(tokenizer, prompt_texts))
@@ -182,4 +187,8 @@ def format_report(stats: dict[str, Any]) -> str:
             f"min {per['min']} mean {_number(per['mean'])} max {per['max']}"
         )
     lines.append(f"  duplicates:      {stats['duplicates']} (same prompt and response)")
+    if "rejected" in stats:
+        dropped = stats["rejected"]
+        lines.append(f"  dropped:         {dropped['records']} invalid records (--skip-invalid)")
+        lines += [f"    {count:>6}  {reason}" for reason, count in dropped["by_reason"].items()]
     return "\n".join(lines)

@@ -14,16 +14,23 @@ training on "train" while a "test" split sits next to it would be a surprise, an
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from alignkit.data.formats import check_format_name, kind_of, parse_named
-from alignkit.data.records import LoadSummary, Point, Record
+from alignkit.data.formats import check_binary_label, check_format_name, kind_of, parse_named
+from alignkit.data.records import LoadSummary, Point, Record, Rejected
 from alignkit.errors import AlignkitError, DataError
+from alignkit.io import atomic_write_text
 
+log = logging.getLogger(__name__)
+
+# where the verbs that write a run or output directory list the records --skip-invalid dropped
+REJECTED_FILE = "rejected.jsonl"
 SUPPORTED = (".jsonl", ".json", ".parquet", "a folder written by datasets' save_to_disk")
 _PARQUET_BATCH_ROWS = 1024
 
@@ -52,30 +59,47 @@ def iter_rows(path: str, errors: list[DataError] | None = None) -> Iterator[tupl
 
 
 def _iter_jsonl(path: str, errors: list[DataError] | None) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    # Lines are split on b"\n" only and decoded one by one: a U+2028 inside a string is not a
+    # line break, a leading UTF-8 byte-order mark is ignored, and a line that is not UTF-8 is
+    # one bad record, not a crash of the whole file.
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 row = json.loads(line)
+            except UnicodeDecodeError as exc:
+                error = DataError(
+                    where,
+                    f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                    "save the file as UTF-8",
+                )
             except json.JSONDecodeError as exc:
                 error = DataError(
                     where, f"invalid JSON: {exc}", "each line must be one complete JSON object"
                 )
-                if errors is None:
-                    raise error from exc
-                errors.append(error)
+            else:
+                yield where, row
                 continue
-            yield where, row
+            if errors is None:
+                raise error
+            errors.append(error)
 
 
 def _iter_json(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}", f"invalid JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                path, f"not valid UTF-8 ({exc.reason})", "save the file as UTF-8"
+            ) from exc
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -133,11 +157,22 @@ def _single_split(path: str, splits: Any) -> Any:
 
 # ---------------------------------------------------------------- records
 
+SKIP_HINT = "or pass --skip-invalid to drop such records"
+
 
 class InvalidDataError(AlignkitError):
-    """Several data problems reported at once (the first `max_errors` of them are listed)."""
+    """Several data problems reported at once (the first `max_errors` of them are listed).
 
-    def __init__(self, errors: list[DataError], invalid_records: int, bad_files: int) -> None:
+    `all_invalid`: raised under `skip_invalid` because no valid record is left.
+    """
+
+    def __init__(
+        self,
+        errors: list[DataError],
+        invalid_records: int,
+        bad_files: int,
+        all_invalid: bool = False,
+    ) -> None:
         self.errors = errors
         self.invalid_records = invalid_records
         self.bad_files = bad_files
@@ -146,13 +181,17 @@ class InvalidDataError(AlignkitError):
             found.append(_plural(invalid_records, "invalid record"))
         if bad_files:
             found.append(_plural(bad_files, "unusable file"))
-        head = " and ".join(found) + " found"
+        if all_invalid:
+            head = f"all {_plural(invalid_records, 'record')} are invalid, none is left to use"
+        else:
+            head = " and ".join(found) + " found"
         if len(errors) < invalid_records + bad_files:
             head += f" (showing the first {len(errors)})"
         lines = [head + ":"] + [f"  {error}" for error in errors]
-        lines.append(
-            "Fix or remove them and run again (`alignkit data inspect PATH...` checks data)."
-        )
+        advice = "Fix or remove them and run again (`alignkit data inspect PATH...` checks data)"
+        if invalid_records and not all_invalid:
+            advice += f", {SKIP_HINT}"
+        lines.append(advice + ".")
         super().__init__("\n".join(lines))
 
 
@@ -160,11 +199,28 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-class _Problems:
-    """Collects errors across files; keeps the first `limit` and counts the rest."""
+def reason_of(error: DataError) -> str:
+    """The kind of a record's problem, for counting: its message cut before the details
+    that differ from record to record ("invalid JSON: Expecting ..." -> "invalid JSON")."""
+    text = error.message
+    for separator in (": ", " (", "; ", ", got "):
+        cut = text.find(separator)
+        if cut > 0:
+            text = text[:cut]
+    return text
 
-    def __init__(self, limit: int) -> None:
+
+class _Problems:
+    """Collects errors across files; keeps the first `limit` and counts the rest.
+
+    Under `skip_invalid` a record's error is not a problem: the record is dropped and listed
+    in `summary.rejected`. Errors of whole files (missing, unreadable, empty) always are.
+    """
+
+    def __init__(self, limit: int, skip_invalid: bool, summary: LoadSummary) -> None:
         self.limit = limit
+        self.skip_invalid = skip_invalid
+        self.summary = summary
         self.shown: list[DataError] = []
         self.records = 0
         self.files = 0
@@ -173,7 +229,13 @@ class _Problems:
     def total(self) -> int:
         return self.records + self.files
 
-    def add(self, error: DataError, file_level: bool = False) -> None:
+    def add(self, error: DataError, file_level: bool = False, row: Any = None) -> None:
+        if self.skip_invalid and not file_level:
+            reason = reason_of(error)
+            self.summary.rejected.append(
+                Rejected(error.where, reason, error.message, error.hint, row)
+            )
+            return
         if file_level:
             self.files += 1
         else:
@@ -192,7 +254,11 @@ class _Problems:
 
 
 def load_records(
-    paths: Sequence[str], fmt: str = "auto", max_errors: int = 20
+    paths: Sequence[str],
+    fmt: str = "auto",
+    max_errors: int = 20,
+    skip_invalid: bool = False,
+    rejected_path: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Record], LoadSummary]:
     """Load and validate every record of `paths` (files of different kinds may be mixed).
 
@@ -200,7 +266,14 @@ def load_records(
     first `max_errors` problems and says how many there are. An empty file is an error.
     Within one file, points with integer labels 0/1 are read as scores (not binary) when
     another point of the file has a non-0/1 score, so that a 0..4 rating column is not
-    split into binary and continuous points.
+    split into binary and continuous points; a point whose label stays binary must not
+    contradict it with `high_quality` (`formats.check_binary_label`).
+
+    `skip_invalid`: an invalid record (bad JSON line, missing or empty field, ...) is
+    dropped instead, and listed in `summary.rejected` with its "path:line" and reason;
+    problems of whole files still raise, and so does data in which every record is invalid.
+    `rejected_path` (with `skip_invalid`): also write the dropped records there as jsonl
+    (`write_rejected`; an empty file when nothing was dropped).
     """
     check_format_name(fmt)
     if isinstance(paths, str):
@@ -210,39 +283,88 @@ def load_records(
     if max_errors < 1:
         raise AlignkitError(f"max_errors must be >= 1, got {max_errors}")
     records: list[Record] = []
-    summary = LoadSummary()
-    problems = _Problems(max_errors)
+    summary = LoadSummary(skip_invalid=skip_invalid)
+    problems = _Problems(max_errors, skip_invalid, summary)
     for path in paths:
         summary.files.append(path)
         records.extend(_load_file(path, fmt, summary, problems))
     problems.raise_if_any()
+    if skip_invalid:
+        if not records:
+            errors = [_as_error(r) for r in summary.rejected[:max_errors]]
+            raise InvalidDataError(errors, len(summary.rejected), 0, all_invalid=True)
+        if summary.rejected:
+            _log_rejected(summary, rejected_path)
+        if rejected_path is not None:
+            write_rejected(rejected_path, summary.rejected)
     return records, summary
+
+
+def _as_error(rejected: Rejected) -> DataError:
+    return DataError(rejected.where, rejected.message, rejected.hint)
+
+
+def _log_rejected(summary: LoadSummary, rejected_path: Any) -> None:
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in summary.rejected_by_reason().items())
+    where = f"; listed in {rejected_path}" if rejected_path is not None else ""
+    log.warning(
+        "--skip-invalid: dropped %s (%s)%s",
+        _plural(len(summary.rejected), "invalid record"),
+        reasons,
+        where,
+    )
+
+
+def write_rejected(path: str | os.PathLike[str], rejected: Sequence[Rejected]) -> None:
+    """Write the dropped records as jsonl (atomically): one row per record with its `where`
+    ("path:line"), `reason`, full `error` and, when it was readable, the `record` itself.
+    Non-ASCII characters are escaped, so even a record with a broken surrogate is written."""
+    atomic_write_text(path, "".join(json.dumps(r.to_json(), default=str) + "\n" for r in rejected))
 
 
 def _load_file(path: str, fmt: str, summary: LoadSummary, problems: _Problems) -> list[Record]:
     records: list[Record] = []
     int_labels: list[tuple[int, bool | None]] = []  # points labelled with an integer 0/1
+    flagged: dict[int, Any] = {}  # points with an explicit high_quality: index -> row
     bad_lines: list[DataError] = []  # jsonl lines that are not JSON, filled by iter_rows
-    problems_before = problems.total
+    seen = 0  # rows read, valid or not
+    unusable = False
+    names: list[str] = []
     try:
         for where, row in iter_rows(path, bad_lines):
+            seen += len(bad_lines) + 1
             problems.add_all(bad_lines)
             try:
                 name, record = parse_named(row, where, fmt)
             except DataError as error:
-                problems.add(error)
+                problems.add(error, row=row)
                 continue
-            if isinstance(record, Point) and record.binary and name == "point":
-                if not isinstance(row["label"], bool):
+            if isinstance(record, Point) and name == "point":
+                if record.binary and not isinstance(row["label"], bool):
                     int_labels.append((len(records), row.get("high_quality")))
-            _count(summary, name, record)
+                if row.get("high_quality") is not None:
+                    flagged[len(records)] = row
+            names.append(name)
             records.append(record)
     except DataError as error:
         problems.add(error, file_level=True)
+        unusable = True
+    seen += len(bad_lines)
     problems.add_all(bad_lines)
-    if not records and problems.total == problems_before:
+    if not seen and not unusable:
         problems.add(DataError(path, "no records found", "the file is empty"), file_level=True)
-    return _scores_if_mixed(records, int_labels)
+    records = _scores_if_mixed(records, int_labels)
+    kept: list[Record] = []
+    for index, (name, record) in enumerate(zip(names, records, strict=True)):
+        if index in flagged and isinstance(record, Point):
+            try:
+                check_binary_label(record)
+            except DataError as error:
+                problems.add(error, row=flagged[index])
+                continue
+        _count(summary, name, record)
+        kept.append(record)
+    return kept
 
 
 def _count(summary: LoadSummary, name: str, record: Record) -> None:

@@ -8,7 +8,9 @@ data: the assistant message's content).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 Message = dict[str, str]
 Prompt = str | tuple[Message, ...]
@@ -29,8 +31,11 @@ class Point:
     """A point-wise example `(x, y, z)`.
 
     `label` is 1.0/0.0 when `binary`, else a real score (higher = better after any
-    rescaling). A demonstration is a binary point with label 1. `high_quality` marks the
-    samples that get the SFT term in continuous ULMA (default: binary label == 1).
+    `--label-transform`, `alignkit.data.labels`). A demonstration is a binary point with
+    label 1. For a binary label the label decides positive vs negative and `high_quality`
+    always equals `label == 1` (a record whose `high_quality` contradicts its binary label is
+    refused); for a score, `high_quality` (the record's field, or `--high-quality-if`) marks
+    the samples that get the SFT term in continuous ULMA.
     `unfinished` marks a generated completion cut off at the generation limit: it is
     tokenized without EOS, so training on it does not teach stopping mid-sentence.
     """
@@ -39,9 +44,14 @@ class Point:
     completion: str
     label: float
     binary: bool = True
-    high_quality: bool = False
+    # None (not given) becomes `binary and label == 1`: after construction always a bool
+    high_quality: bool | None = None
     source: str = ""
     unfinished: bool = False
+
+    def __post_init__(self) -> None:
+        if self.high_quality is None:
+            object.__setattr__(self, "high_quality", self.binary and self.label == 1.0)
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,55 @@ class Multi:
 Record = Pair | Point | Multi
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """An invalid record dropped by `load_records(..., skip_invalid=True)`.
+
+    `where` is its "path:line" (or "path[record N]"), `reason` the kind of problem (the error
+    message without record-specific details, used to count), `message` and `hint` those of
+    the `DataError`, `row` the record as read (None for a line that is not valid JSON).
+    """
+
+    where: str
+    reason: str
+    message: str
+    hint: str = ""
+    row: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One row of `rejected.jsonl`."""
+        error = f"{self.message} ({self.hint})" if self.hint else self.message
+        out: dict[str, Any] = {"where": self.where, "reason": self.reason, "error": error}
+        if self.row is not None:
+            out["record"] = self.row
+        return out
+
+
 @dataclass
 class LoadSummary:
-    """What loading a set of files found (printed by `alignkit data inspect`)."""
+    """What loading a set of files found (printed by `alignkit data inspect`).
+
+    `skip_invalid`: the files were loaded with it; `rejected` lists the invalid records it
+    dropped (empty otherwise).
+    """
 
     files: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # format name -> records
     kinds: dict[str, int] = field(default_factory=dict)  # "pair"/"point"/"multi" -> records
+    skip_invalid: bool = False
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """reason -> number of dropped records, most frequent first (ties: first seen)."""
+        return rejected_by_reason(self.rejected)
+
+
+def rejected_by_reason(rejected: Sequence[Rejected]) -> dict[str, int]:
+    """reason -> number of `rejected` records, most frequent first (ties: first seen)."""
+    counts: dict[str, int] = {}
+    for item in rejected:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def pair_to_points(pair: Pair) -> tuple[Point, Point]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alignkit.data import Pair, Point, Prompt, Record, load_records
+from alignkit.data import LoadSummary, Pair, Point, Prompt, Record, load_records
 from alignkit.data.formats import DataFormat
 from alignkit.data.prompts import prompt_key
 from alignkit.data.tokenize import Encoded
@@ -29,7 +29,7 @@ from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import Precision, check_model_spec
 from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
-from alignkit.rewards.loading import check_reward_spec
+from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.runs import ModelSpec
 
 METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
@@ -65,6 +65,16 @@ class EvalConfig:
         "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
         "an HF id, or package.module:function",
     )
+    reward_label: int = opt(
+        0,
+        "output of the reward model that is the reward (e.g. 1 = the positive class of a "
+        "2-label sentiment classifier, PLE's IMDb reward); checked against its labels",
+    )
+    reward_output: RewardOutput = opt(
+        "raw",
+        "reward = raw logit of --reward-label, sigmoid of it, or softmax probability of that "
+        "label (needs 2+ labels)",
+    )
     data_format: DataFormat = opt("auto", "format of the data files")
     num_prompts: int = opt(100, "test prompts to generate for (a seeded random sample; 0 = all)")
     max_new_tokens: int = opt(128, "max new tokens per generated response")
@@ -77,6 +87,11 @@ class EvalConfig:
     )
     precision: Precision = opt("auto", "compute precision")
     seed: int = opt(0, "seed of the prompt sample and of sampling")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid test records instead of stopping; they are counted by reason in the "
+        "report and listed with their file:line in REPORT.rejected.jsonl",
+    )
 
     def validate(self) -> None:
         for name in ("model", "output"):
@@ -92,7 +107,7 @@ class EvalConfig:
         if self.ref:
             check_model_spec(self.ref)
         if self.reward_model:
-            check_reward_spec(self.reward_model)
+            check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
         checks = {
             "--batch-size must be > 0": self.batch_size > 0,
             "--max-new-tokens must be > 0": self.max_new_tokens > 0,
@@ -116,13 +131,14 @@ class EvalConfig:
         return names
 
     def paths(self) -> dict[str, Path]:
-        """report.json, report.md, report.generations.jsonl."""
+        """report.json, report.md, report.generations.jsonl, report.rejected.jsonl."""
         report = Path(self.output)
         stem = report.with_suffix("")
         return {
             "json": report,
             "markdown": report.with_suffix(".md"),
             "generations": stem.with_name(stem.name + ".generations.jsonl"),
+            "rejected": stem.with_name(stem.name + ".rejected.jsonl"),
         }
 
 
@@ -356,7 +372,11 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
 
     config = ctx.config
     model = load_reward_model(
-        config.reward_model, batch_size=config.batch_size, precision=config.precision
+        config.reward_model,
+        batch_size=config.batch_size,
+        precision=config.precision,
+        label=config.reward_label,
+        output=config.reward_output,
     )
     scores = model.score([r["prompt"] for r in rows], [r["response"] for r in rows])
     for row, value in zip(rows, scores, strict=True):
@@ -366,10 +386,36 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def bleu_of(rows: list[dict[str, Any]]) -> tuple[dict, dict]:
-    """Corpus BLEU of the generations against the chosen responses."""
+    """BLEU of the generations against the chosen responses, both definitions: corpus
+    sacreBLEU on 0-100 (`bleu`) and the mean sentence BLEU on 0-1 (`bleu_sentence`, also
+    added to each row); `M.BLEU_DEFINITIONS` says which is which."""
     scored = [r for r in rows if "chosen" in r]
-    value = M.corpus_bleu([r["response"] for r in scored], [r["chosen"] for r in scored])
-    return {"bleu": value}, {"bleu_pairs": len(scored)}
+    hypotheses, references = [r["response"] for r in scored], [r["chosen"] for r in scored]
+    sentence = M.sentence_bleus(hypotheses, references)
+    for row, value in zip(scored, sentence, strict=True):
+        row["bleu_sentence"] = value
+    values = {
+        "bleu": M.corpus_bleu(hypotheses, references),
+        "bleu_sentence": sum(sentence) / len(sentence),
+    }
+    return values, {"bleu_pairs": len(scored)}
+
+
+METRIC_DEFINITIONS = {
+    "perplexity": "exp(-sum log p / tokens) of the reference responses (token-weighted)",
+    "margin": "mean(r_chosen - r_rejected), r = beta * (log pi - log pi_ref) (TRL/DPO units)",
+    "accuracy": "mean(r_chosen > r_rejected) (a tie counts as wrong)",
+    "dpo_loss": "mean(-log sigmoid(r_chosen - r_rejected))",
+    "reward_chosen": "mean r_chosen = beta * (log pi - log pi_ref) of the chosen responses",
+    "reward_rejected": "mean r_rejected = beta * (log pi - log pi_ref) of the rejected ones",
+    "margin_unscaled": "mean(u_chosen - u_rejected), u = log pi - log pi_ref without beta "
+    "(REAL Eq. 10 units; = margin / beta)",
+    "reward_chosen_unscaled": "mean u_chosen = log pi - log pi_ref of the chosen responses",
+    "reward_rejected_unscaled": "mean u_rejected = log pi - log pi_ref of the rejected ones",
+    "reward_mean": "mean reward-model score of the generations",
+    "reward_std": "population standard deviation of the reward-model scores",
+    **M.BLEU_DEFINITIONS,
+}
 
 
 # ------------------------------------------------------------ run
@@ -380,7 +426,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     from alignkit.models import autocast_dtype
 
     config.validate()
-    records, _ = load_records(config.data, config.data_format)
+    records, loaded = load_test_records(config)
     source = check_model_spec(config.model)
     prompts = sample_prompts(distinct_prompts(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
@@ -393,8 +439,23 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     _score_metrics(ctx, plan, records, source, values, counts)
     rows = _generation_metrics(ctx, plan, prompts, values, counts)
     report = _report(config, source, plan, values, counts, rows)
+    if config.skip_invalid:
+        report["rejected"] = {
+            "records": len(loaded.rejected),
+            "by_reason": loaded.rejected_by_reason(),
+            "file": str(config.paths()["rejected"]),
+        }
     write_report(config, report, rows)
     return report
+
+
+def load_test_records(config: EvalConfig) -> tuple[list[Record], LoadSummary]:
+    """The test records; with --skip-invalid the invalid ones are dropped and listed in
+    REPORT.rejected.jsonl."""
+    rejected = config.paths()["rejected"] if config.skip_invalid else None
+    return load_records(
+        config.data, config.data_format, skip_invalid=config.skip_invalid, rejected_path=rejected
+    )
 
 
 def _score_metrics(
@@ -459,6 +520,9 @@ def _report(
         "data": list(config.data),
         "computed": plan,
         "metrics": values,
+        "definitions": {
+            name: METRIC_DEFINITIONS[name] for name in values if name in METRIC_DEFINITIONS
+        },
         "counts": counts,
         "settings": {
             "beta": beta_of(config, source) if "margins" in plan else None,
@@ -490,8 +554,19 @@ def markdown(report: dict[str, Any]) -> str:
     for key in ("reference", "reward_model", "generations"):
         if report.get(key):
             lines.append(f"- {key.replace('_', ' ')}: `{report[key]}`")
-    lines += ["", "| metric | value |", "|---|---:|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in report["metrics"].items()]
+    if report.get("rejected"):
+        dropped = report["rejected"]
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in dropped["by_reason"].items())
+        lines.append(
+            f"- invalid records dropped (--skip-invalid): {dropped['records']}"
+            + (f" ({reasons}), listed in `{dropped['file']}`" if dropped["records"] else "")
+        )
+    definitions = report.get("definitions", {})
+    lines += ["", "| metric | value | definition |", "|---|---:|---|"]
+    lines += [
+        f"| {name} | {value:.4f} | {definitions.get(name, '')} |"
+        for name, value in report["metrics"].items()
+    ]
     if report["counts"]:
         lines += ["", "| count | value |", "|---|---:|"]
         lines += [f"| {name} | {value} |" for name, value in report["counts"].items()]

@@ -3,8 +3,9 @@
 An adapter turns an `ObjectiveBatch` + `ObjectiveConfig` into `(loss, metrics)`: a scalar
 loss and detached scalar metrics (TRL's names for pairs). Every adapter reduces log-probs
 with `cfg.reduction` and ignores sequences whose `batch.mask` is False. In point-wise
-methods "positive" means `batch.high_quality` (for binary points: label 1) and "negative"
-every other present point; a metric of an empty class is left out rather than NaN.
+methods "positive" means, for a binary point, label z = 1 (the label decides, whatever
+`high_quality` says) and, for a real-valued score, `batch.high_quality`; "negative" is every
+other present point. A metric of an empty class is left out rather than NaN.
 `compute_loss` adds the DEFT guidance term on top of any method.
 """
 
@@ -83,7 +84,10 @@ def _points(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> _Points:
     logps = batch.policy.reduced(cfg.reduction)[m]
     ref = None if batch.ref is None else batch.ref.reduced(cfg.reduction)[m]
     binary = batch.binary.unsqueeze(1).expand_as(m)[m]
-    return _Points(logps, ref, batch.labels[m].to(logps.dtype), binary, batch.high_quality[m])
+    labels = batch.labels[m].to(logps.dtype)
+    # binary data: the label decides; high_quality only marks the good real-valued scores
+    positive = torch.where(binary, labels == 1, batch.high_quality[m])
+    return _Points(logps, ref, labels, binary, positive)
 
 
 def _point_metrics(pts: _Points, beta: float) -> Metrics:
@@ -186,13 +190,20 @@ def _pointwise_mse(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor,
 
 
 def _ulma(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
-    """Binary ULMA when every present point is binary, else the continuous variant.
+    """Binary ULMA when the points are binary, the continuous variant when they are scores.
 
-    Decided per batch, so a batch mixing binary and real-valued points trains with
-    the continuous variant (its 0/1 labels then enter the MSE term as scores).
+    The variant belongs to the run, not to the batch: a run whose data has any real-valued
+    label turns its binary points into scores 0/1 up front (`alignkit.data.labels.as_scores`,
+    done by `alignkit train`), so a batch mixing the two is an error.
     """
     pts = _points(batch, cfg)
     ref = pts.need_ref()
+    if pts.binary.any() and not pts.binary.all():
+        raise AlignkitError(
+            "ulma: this batch mixes binary and real-valued labels, but the variant must be "
+            "the same for the whole run; turn the binary points into scores 0/1 before "
+            "batching (alignkit.data.labels.as_scores, as `alignkit train` does)"
+        )
     if pts.binary.all():
         loss, pos, neg = ulma_loss(pts.logps, ref, pts.positive, cfg.beta, cfg.logz)
         terms = {"loss/positive": (pos, pts.positive), "loss/negative": (neg, ~pts.positive)}

@@ -14,14 +14,19 @@ from typing import Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import SamplingConfig
-from alignkit.models import ALL_LINEAR
 from alignkit.objectives.base import Reduction
 from alignkit.online.generators import BACKENDS
 from alignkit.online.principles import PrincipleMode
 from alignkit.online.strategies import RankForm, Selection
 from alignkit.options import opt
-from alignkit.rewards.loading import check_reward_spec
-from alignkit.train.config import Scheduler, TrainConfig, TrainingOptions
+from alignkit.rewards.loading import RewardOutput, check_reward_spec
+from alignkit.train.config import (
+    LORA_PRESET_HELP,
+    LoraPreset,
+    Scheduler,
+    TrainConfig,
+    TrainingOptions,
+)
 
 Replay = Literal["none", "all"]
 
@@ -43,6 +48,16 @@ class OnlineConfig(TrainingOptions):
         "`alignkit train-rm`), or 'package.module:function' scoring (prompts, responses)",
         metavar="SPEC",
     )
+    reward_label: int = opt(
+        0,
+        "output of the reward model that is the reward (e.g. 1 = the positive class of a "
+        "2-label sentiment classifier, PLE's IMDb reward); checked against its labels",
+    )
+    reward_output: RewardOutput = opt(
+        "raw",
+        "reward = raw logit of --reward-label, sigmoid of it, or softmax probability of that "
+        "label (needs 2+ labels)",
+    )
     output: str = opt("", "run directory: generations/, metrics.jsonl, checkpoints/, model/")
     model: str = opt(
         "default", "policy: HF model id, local path, or 'default' (embedded SmolLM2-135M-Instruct)"
@@ -54,6 +69,11 @@ class OnlineConfig(TrainingOptions):
         metavar="PATH",
     )
     sft_epochs: float = opt(1.0, "epochs of the initial SFT on --sft-data")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records of --sft-data instead of stopping; they are listed with their "
+        "file:line in OUTPUT/sft/rejected.jsonl",
+    )
     iterations: int = opt(10, "online iterations, each: sample -> score -> train")
     queries_per_iteration: int = opt(
         16, "queries per iteration, drawn from seeded passes over the query set"
@@ -93,14 +113,7 @@ class OnlineConfig(TrainingOptions):
         metavar="PATH",
     )
     eval_every: int = opt(0, "evaluate --eval-queries every N iterations (0 = before and after)")
-    lora_r: int = opt(8, "LoRA rank (PLE paper: 8)")
-    lora_alpha: int = opt(16, "LoRA alpha (PLE paper: 16)")
-    lora_dropout: float = opt(0.05, "LoRA dropout")
-    lora_targets: list[str] = opt(
-        [ALL_LINEAR],
-        "module names LoRA adapts; all-linear = every linear layer but the head",
-        metavar="NAME",
-    )
+    lora_preset: LoraPreset = opt("ple", LORA_PRESET_HELP)
     lr: float = opt(1e-5, "learning rate (AdamW)")
     lr_scheduler: Scheduler = opt("constant", "learning-rate schedule over all iterations' steps")
     warmup_ratio: float = opt(0.0, "fraction of steps of linear warm-up (cosine, linear)")
@@ -116,7 +129,7 @@ class OnlineConfig(TrainingOptions):
             raise AlignkitError("no queries: give --queries PATH")
         self.validate_training()
         if self.reward_model:  # fail before any model is loaded or anything generated
-            check_reward_spec(self.reward_model)
+            check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
         positive = {
             "iterations": self.iterations,
             "queries_per_iteration": self.queries_per_iteration,
@@ -174,14 +187,16 @@ class PLEConfig(OnlineConfig):
         "the PLE paper, D_train grows) or on the iteration's own samples only (none)",
     )
     principle: str = opt(
-        "general",
-        "principle p: a built-in name (general, sentiment, summarization) or a text file",
+        "hh",
+        "principle p: a built-in name (hh: the PLE paper's HH rules, sec. 4.1; imdb, tldr: "
+        "its appendix A.3 prompts, verbatim; general: alignkit's HH wording) or a text file",
         metavar="NAME|FILE",
     )
     principle_mode: PrincipleMode = opt(
-        "system",
-        "how p is added for y_p: system (a system message; chat models) or prefix "
-        "(prepended to the query text)",
+        "prefix",
+        "how p is put before x for y_p: prefix (the paper's [p, x]: p, a blank line, then the "
+        "query, or its first user message for chat queries; works for every model, so it is "
+        "the default) or system (a system message; chat models with a system role only)",
     )
     tau0: float = opt(0.2, "initial threshold tau on s_p - s (rank loss above, weighted SFT below)")
     alpha: float = opt(0.9, "threshold decay per iteration: tau <- alpha * tau")
@@ -190,10 +205,25 @@ class PLEConfig(OnlineConfig):
         "ranking loss: paper (avg logp(y) - avg logp(y_p)) or hinge (RRHF's "
         "max(0, avg logp(y) - avg logp(y_p)))",
     )
+    rank_loss: bool = opt(
+        True,
+        "--no-rank-loss: the paper's ablation 'w/o L_rank' (Tables 4, 5): no principle "
+        "prompt (both responses are sampled from x alone) and no ranking loss (every example "
+        "gets the weighted SFT, whatever tau)",
+    )
+    weighted_sft: bool = opt(
+        True,
+        "--no-weighted-sft: the paper's ablation 'w/o L_weighted-sft' (Tables 4, 5): examples "
+        "with s_p - s <= tau add nothing to the loss (the ranking loss is unchanged)",
+    )
 
     def validate_method(self) -> None:
         if not 0 < self.alpha <= 1:
             raise AlignkitError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if not (self.rank_loss or self.weighted_sft):
+            raise AlignkitError(
+                "--no-rank-loss with --no-weighted-sft leaves no loss to train; drop one"
+            )
 
 
 @dataclass

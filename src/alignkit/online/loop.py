@@ -83,6 +83,8 @@ def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
             config.alpha,
             config.rank_form,
             config.reduction,
+            rank_loss=config.rank_loss,
+            weighted_sft=config.weighted_sft,
         )
     if isinstance(config, RAFTConfig):
         return RAFTStrategy(config.num_samples, config.selection, config.top_fraction, objective)
@@ -223,6 +225,8 @@ class OnlineTrainer(Trainer):
             device=self.device,
             precision=cfg.precision,
             trust_remote_code=cfg.trust_remote_code,
+            label=cfg.reward_label,
+            output=cfg.reward_output,
         )
         scorer = self.make_scorer(tokenizer)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())

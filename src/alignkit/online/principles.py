@@ -1,15 +1,17 @@
 """Principle prompts (PLE): the text `p` that guides the second response `y_p ~ pi(.|[p, x])`.
 
-Built-in principles live in `alignkit/principles/<name>.txt` (written for alignkit, after the
-PLE paper's three rules and its task prompts): `general` (ethical, informative, helpful),
-`sentiment` (positive movie-review continuation), `summarization` (TL;DR). `--principle`
-takes one of those names or the path of a text file.
+Built-in principles live in `alignkit/principles/<name>.txt` (sources in the README there):
+`hh` (the PLE paper's principle, sec. 4.1: ethical, informative, helpful; the default),
+`imdb` and `tldr` (the paper's appendix A.3 prompts, verbatim), `general` (alignkit's own
+wording of the HH rules). `--principle` takes one of those names or the path of a text file.
 
 Two ways to put `p` in front of `x`:
-- `system`: `p` becomes a system message before the conversation (chat models). An existing
-  leading system message keeps its text after `p`.
-- `prefix`: `p` and a blank line are prepended to the query text (the last user message of a
-  chat prompt). Works for plain-text models too.
+- `prefix` (the default; the paper's `[p, x]`, p concatenated before the query): `p` and a
+  blank line are prepended to the query text, or, for a chat prompt, to its first user
+  message, so `p` comes before the whole dialogue history `x` (the paper's HH `x`). Works for
+  plain-text and chat models, and for chat templates without a system role.
+- `system`: `p` becomes a system message before the conversation (chat models only). An
+  existing leading system message keeps its text after `p`. Not the paper's form.
 The policy is always trained on `x` without `p`; `p` only shapes the sampled `y_p`.
 """
 
@@ -69,9 +71,9 @@ def _with_prefix(messages: tuple[Message, ...], principle: str) -> tuple[Message
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise AlignkitError("a chat query without a user message cannot take a prefix principle")
-    last = users[-1]
-    changed = {"role": "user", "content": _prefixed(messages[last]["content"], principle)}
-    return (*messages[:last], changed, *messages[last + 1 :])
+    first = users[0]  # [p, x]: p before the whole dialogue, not only its last turn
+    changed = {"role": "user", "content": _prefixed(messages[first]["content"], principle)}
+    return (*messages[:first], changed, *messages[first + 1 :])
 
 
 def apply_principle(query: Prompt, principle: str, mode: PrincipleMode) -> Prompt:

@@ -8,6 +8,9 @@ which responses to sample for a query, which records to train on, and which loss
   loss on length-normalised log-probs, the others the reward-weighted SFT with
   `w = 2e^s/(e^s+e^{s_p}) - 1`, `w_p = -w`; total = rank part + weighted-SFT part, each summed
   over its examples and divided by the batch size. `tau <- alpha * tau` after each iteration.
+  The paper's ablations (Tables 4, 5): without the ranking loss and the principle (`y_p` is a
+  second unguided sample, every example gets the weighted SFT), or without the weighted SFT
+  (examples at or below tau add nothing).
 - RAFT (Dong et al. 2023): K samples per query; SFT on the best one per query, or on the top
   fraction of all samples of the iteration (the core `sft` objective).
 - Online RRHF (Yuan et al. 2023): K scored samples per query trained with the core `rrhf`
@@ -126,8 +129,29 @@ def ple_branch(s: Tensor, s_p: Tensor, tau: float) -> Tensor:
     return (s_p.float() - s.float()) > tau
 
 
+def ple_parts(
+    s: Tensor, s_p: Tensor, tau: float, rank_loss: bool = True, weighted_sft: bool = True
+) -> tuple[Tensor, Tensor]:
+    """(B,) bool masks (rank, sft): the examples that get the ranking loss and those that get
+    the weighted SFT. The method: rank where `s_p - s > tau`, SFT elsewhere. Ablation
+    `rank_loss=False` (paper: w/o L_rank): no rank, SFT everywhere; `weighted_sft=False`
+    (w/o L_weighted-sft): rank as usual, SFT nowhere."""
+    if rank_loss:
+        rank = ple_branch(s, s_p, tau)
+    else:
+        rank = torch.zeros(s.shape, dtype=torch.bool, device=s.device)
+    sft = ~rank if weighted_sft else torch.zeros_like(rank)
+    return rank, sft
+
+
 def ple_objective(
-    policy: SeqLogps, scores: Tensor, tau: float, form: RankForm, reduction: Reduction
+    policy: SeqLogps,
+    scores: Tensor,
+    tau: float,
+    form: RankForm,
+    reduction: Reduction,
+    rank_loss: bool = True,
+    weighted_sft: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PLE loss of B examples (response 0 = y, 1 = y_p); scores (B, 2) = (s, s_p).
 
@@ -135,16 +159,16 @@ def ple_objective(
     s_p - s > tau. Weighted-SFT part: `ple_weighted_sft_loss` with `ple_weights` on
     log-probs reduced by `reduction` (the paper: sum) for the others. Each part is summed over
     its examples and divided by B, so loss = rank part + weighted-SFT part (paper eq. 6).
+    `rank_loss` / `weighted_sft` False drop one part (`ple_parts`: the paper's ablations).
     """
     s, s_p = scores[:, 0], scores[:, 1]
-    rank = ple_branch(s, s_p, tau)
+    rank, sft = ple_parts(s, s_p, tau, rank_loss, weighted_sft)
     avg = policy.reduced("mean")
     logps = policy.reduced(reduction)
     b = max(scores.shape[0], 1)
     rank_part = ple_rank_loss(avg[rank, 0], avg[rank, 1], form).sum() / b
-    keep = ~rank
-    w, w_p = ple_weights(s[keep].float(), s_p[keep].float())
-    sft_part = ple_weighted_sft_loss(logps[keep, 0], logps[keep, 1], w, w_p).sum() / b
+    w, w_p = ple_weights(s[sft].float(), s_p[sft].float())
+    sft_part = ple_weighted_sft_loss(logps[sft, 0], logps[sft, 1], w, w_p).sum() / b
     metrics = {
         "loss/rank": rank_part.detach(),
         "loss/sft": sft_part.detach(),
@@ -167,6 +191,8 @@ class PLEStrategy:
         alpha: float,
         form: RankForm,
         reduction: Reduction,
+        rank_loss: bool = True,
+        weighted_sft: bool = True,
     ) -> None:
         self.principle = principle
         self.mode = mode
@@ -174,13 +200,20 @@ class PLEStrategy:
         self.alpha = alpha
         self.form = form
         self.reduction = reduction
+        self.rank_loss = rank_loss
+        self.weighted_sft = weighted_sft
 
     def guided(self, prompt: Prompt) -> Prompt:
+        """The prompt y_p is sampled from: [p, x] (without the ranking loss: x itself)."""
+        if not self.rank_loss:
+            return prompt
         return apply_principle(prompt, self.principle, self.mode)
 
     def generate(
         self, prompts: Sequence[Prompt], generator: Generator, sampling: SamplingConfig
     ) -> list[list[Completion]]:
+        if not self.rank_loss:  # ablation w/o L_rank: no principle, two samples from x
+            return [group[:2] for group in generator.generate(prompts, sampling, 2)]
         both = list(prompts) + [self.guided(p) for p in prompts]
         out = generator.generate(both, sampling, 1)
         n = len(prompts)
@@ -189,9 +222,9 @@ class PLEStrategy:
     def examples(self, n_queries: int) -> int:
         return n_queries
 
-    def _branches(self, samples: Sequence[Sampled]) -> Tensor:
+    def _parts(self, samples: Sequence[Sampled]) -> tuple[Tensor, Tensor]:
         scores = torch.tensor([x.scores for x in samples], dtype=torch.float32).view(-1, 2)
-        return ple_branch(scores[:, 0], scores[:, 1], self.tau)
+        return ple_parts(scores[:, 0], scores[:, 1], self.tau, self.rank_loss, self.weighted_sft)
 
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
         records: list[Record] = [
@@ -203,20 +236,21 @@ class PLEStrategy:
             )
             for x in samples
         ]
-        n_rank = int(self._branches(samples).sum()) if samples else 0
+        rank, sft = self._parts(samples)
         metrics = {
             "train/examples": float(len(records)),
-            "train/n_rank": float(n_rank),
-            "train/n_sft": float(len(records) - n_rank),
+            "train/n_rank": float(rank.sum()),
+            "train/n_sft": float(sft.sum()),
         }
         return records, metrics
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
-        branches = self._branches(samples).tolist() if samples else []
+        rank, sft = self._parts(samples)
         out = []
-        for x, rank in zip(samples, branches, strict=True):
+        for x, in_rank, in_sft in zip(samples, rank.tolist(), sft.tolist(), strict=True):
             s, s_p = x.scores
-            w, w_p = (None, None) if rank else _weights(s, s_p)
+            w, w_p = _weights(s, s_p) if in_sft else (None, None)
+            branch = "rank" if in_rank else "sft" if in_sft else "none"
             out.append(
                 {
                     "prompt": prompt_json(x.prompt),
@@ -227,7 +261,7 @@ class PLEStrategy:
                     "s_p": s_p,
                     "gap": s_p - s,
                     "tau": self.tau,
-                    "branch": "rank" if rank else "sft",
+                    "branch": branch,
                     "w": w,
                     "w_p": w_p,
                 }
@@ -237,19 +271,27 @@ class PLEStrategy:
     def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
         s = [x.scores[0] for x in samples]
         s_p = [x.scores[1] for x in samples]
-        n_rank = int(self._branches(samples).sum()) if samples else 0
+        rank, sft = self._parts(samples)
         return {
             "reward/mean": _mean(s),
             "ple/s": _mean(s),
             "ple/s_p": _mean(s_p),
             "ple/gap": _mean(s_p) - _mean(s),
             "ple/tau": self.tau,
-            "ple/n_rank": float(n_rank),
-            "ple/n_sft": float(len(samples) - n_rank),
+            "ple/n_rank": float(rank.sum()),
+            "ple/n_sft": float(sft.sum()),
         }
 
     def loss(self, policy: SeqLogps, batch: PackedBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, metrics = ple_objective(policy, batch.labels, self.tau, self.form, self.reduction)
+        loss, metrics = ple_objective(
+            policy,
+            batch.labels,
+            self.tau,
+            self.form,
+            self.reduction,
+            self.rank_loss,
+            self.weighted_sft,
+        )
         metrics["loss"] = loss.detach()
         return loss, metrics
 

@@ -1,9 +1,9 @@
 """One reward-model interface used everywhere (eval, PLE, RAFT, RRHF).
 
 A reward model maps (prompts, responses) to one float per pair. Three kinds plug in:
-- a model directory or HF id of an `AutoModelForSequenceClassification` with one label
-  (ours from `alignkit train-rm`, full model or LoRA adapter, or any Hugging Face reward
-  model), run batched;
+- a model directory or HF id of an `AutoModelForSequenceClassification` (ours from `alignkit
+  train-rm`, full model or LoRA adapter, or any Hugging Face reward model or classifier), run
+  batched;
 - a Python callable `(prompts, responses) -> scores`, given as an object or as
   "package.module:function";
 - any object with a `score(prompts, responses)` method.
@@ -14,12 +14,22 @@ training data (chat-message prompts rendered by the chat template with the gener
 plain-text prompts as they are), the response tokens + EOS appended, the score head read at
 the last response token by `RewardScorer` — so `HFReward.score` equals the reward the trainer
 computed. Any other model gets the whole conversation rendered by its own chat template and
-its own Hugging Face forward (plain-text prompts become one user turn).
+its own Hugging Face forward (plain-text prompts become one user turn); a tokenizer without a
+chat template (a sentiment classifier such as a BERT) gets the prompt text followed by the
+response, with its own special tokens.
+
+Which number is the reward. A classifier checkpoint keeps its own number of outputs (labels);
+only a causal LM without a classification head gets a fresh one-output head. With logits
+`l` (one per label), `label` N and `output` (`--reward-label`, `--reward-output`):
+`raw` = l[N] (a one-output reward model's score; PLE's IMDb reward is the positive-class
+logit of a 2-class sentiment classifier: label 1, raw), `sigmoid` = sigma(l[N]), `softmax` =
+softmax(l)[N] (the class probability; needs 2 or more labels).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -37,6 +47,9 @@ from alignkit.scoring.packing import PackedBatch
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
 InputFormat = Literal["auto", "alignkit", "chat"]
+RewardOutput = Literal["raw", "sigmoid", "softmax"]
+REWARD_OUTPUTS: tuple[str, ...] = ("raw", "sigmoid", "softmax")
+CLASSIFIER_SUFFIX = "ForSequenceClassification"
 
 MARKER_FORMAT = "alignkit-packed-v1"
 HEAD_NAMES = ("score",)  # the linear head of decoder-only *ForSequenceClassification classes
@@ -70,6 +83,63 @@ def _check_lengths(prompts: Sequence[Prompt], responses: Sequence[str]) -> None:
         raise AlignkitError(f"{len(prompts)} prompts but {len(responses)} responses")
 
 
+# ------------------------------------------------------------ which output is the reward
+
+
+def reward_from_logits(logits: Tensor, label: int = 0, output: RewardOutput = "raw") -> Tensor:
+    """(..., C) logits of a C-label head -> (...) rewards: `raw` = logits[..., label],
+    `sigmoid` = sigma(logits[..., label]), `softmax` = softmax(logits)[..., label]."""
+    if output == "softmax":
+        return torch.softmax(logits, dim=-1)[..., label]
+    picked = logits[..., label]
+    if output == "sigmoid":
+        return torch.sigmoid(picked)
+    if output == "raw":
+        return picked
+    raise AlignkitError(
+        f"--reward-output must be one of {', '.join(REWARD_OUTPUTS)}, got {output!r}"
+    )
+
+
+def _label_names(id2label: dict[Any, Any] | None, n: int) -> str:
+    names = {int(k): str(v) for k, v in (id2label or {}).items()}
+    if n < 2 or not names:
+        return ""
+    return " (" + ", ".join(f"{i} = {names.get(i, '?')}" for i in range(n)) + ")"
+
+
+def check_reward_output(
+    name: str,
+    num_labels: int,
+    label: int,
+    output: RewardOutput,
+    id2label: dict[Any, Any] | None = None,
+) -> None:
+    """A usage error unless label N exists among the model's `num_labels` outputs and
+    `output` makes sense for it (softmax over a single output is always 1)."""
+    if output not in REWARD_OUTPUTS:
+        raise AlignkitError(
+            f"--reward-output must be one of {', '.join(REWARD_OUTPUTS)}, got {output!r}"
+        )
+    labels = _label_names(id2label, num_labels)
+    if not 0 <= label < num_labels:
+        raise AlignkitError(
+            f"--reward-label {label} does not exist: the reward model {name} has "
+            f"{num_labels} output(s), labels 0..{num_labels - 1}{labels}"
+        )
+    if output == "softmax" and num_labels < 2:
+        raise AlignkitError(
+            f"--reward-output softmax needs a classifier with 2 or more labels; the reward "
+            f"model {name} has one output (softmax of it is always 1): use raw or sigmoid"
+        )
+
+
+def num_labels_of(model: nn.Module) -> int:
+    """The number of outputs of a sequence-classification model's head (peft-wrapped or not)."""
+    base = model.get_base_model() if is_peft(model) else model
+    return int(base.config.num_labels)
+
+
 # ------------------------------------------------------------ packed scorer
 
 
@@ -95,17 +165,20 @@ def last_token_positions(segments: Tensor, k: int) -> Tensor:
 
 
 class RewardScorer(nn.Module):
-    """Wraps a scalar-head model; `forward(batch)` returns the reward of every packed response.
+    """Wraps a scoring-head model; `forward(batch)` returns the reward of every packed response.
 
     The row `prompt|y_1|...|y_K` runs through the backbone once with the block attention mask
     and restarted position ids of `alignkit.scoring.forward` (each response sees the prompt and
     itself only), and the score head reads the hidden state at the last token of each
-    response (its EOS), in float32. Returns rewards (B, K), 0 where `batch.mask` is False.
+    response (its EOS), in float32; `reward_from_logits(logits, label, output)` makes it one
+    number (training: label 0, raw). Returns rewards (B, K), 0 where `batch.mask` is False.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, label: int = 0, output: RewardOutput = "raw") -> None:
         super().__init__()
         self.model = model
+        self.label = label
+        self.output = output
 
     def forward(self, batch: PackedBatch, autocast: torch.dtype | None = None) -> Tensor:
         decoder, head = backbone_and_score(self.model)
@@ -115,9 +188,9 @@ class RewardScorer(nn.Module):
         hidden = packed_hidden_states(decoder, batch, autocast)  # (B, L, d)
         rows = torch.arange(b, device=device)[:, None]
         picked = hidden[rows, last].float()  # (B, K, d)
-        # the head in float32: a d -> 1 map costs nothing, and bf16 rewards would be coarse
-        rewards = head(picked).squeeze(-1).float()  # (B, K); weights are float32
-        return rewards * batch.mask
+        # the head in float32: a d -> C map costs nothing, and bf16 rewards would be coarse
+        logits = head(picked).float()  # (B, K, C); weights are float32
+        return reward_from_logits(logits, self.label, self.output) * batch.mask
 
 
 # ------------------------------------------------------------ loading
@@ -131,18 +204,24 @@ def load_sequence_classifier(
     pad_token_id: int | None = None,
     trust_remote_code: bool = False,
 ) -> nn.Module:
-    """A float32 `AutoModelForSequenceClassification` with one label (the reward).
+    """A float32 `AutoModelForSequenceClassification`.
 
-    Any causal-LM checkpoint works as a backbone (the score head is then freshly
-    initialised). `lora` adds a fresh SEQ_CLS adapter whose score head is fully trained
-    (`modules_to_save`); `adapter` loads a saved one on top of `name`.
+    A sequence-classification checkpoint keeps its own head and number of labels (a reward
+    model: 1; a sentiment classifier: 2, ...). Any other checkpoint (a causal LM) works as a
+    backbone and gets a fresh one-output score head. `lora` adds a fresh SEQ_CLS adapter whose
+    score head is fully trained (`modules_to_save`); `adapter` loads a saved one on top of
+    `name`.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    path = resolve_model(name)
     try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if not is_classifier_config(config.architectures):
+            config.num_labels = 1  # a backbone: the fresh head has one output, the reward
         model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(name),
-            num_labels=1,
+            path,
+            config=config,
             dtype=torch.float32,
             trust_remote_code=trust_remote_code,
         )
@@ -162,8 +241,24 @@ def load_sequence_classifier(
     return model
 
 
+def is_classifier_config(architectures: Sequence[str] | None) -> bool:
+    """Whether a checkpoint's `architectures` name a sequence-classification head."""
+    return any(str(a).endswith(CLASSIFIER_SUFFIX) for a in architectures or ())
+
+
+def declared_labels(config: dict[str, Any]) -> tuple[int, dict[Any, Any] | None]:
+    """(outputs, id2label) a checkpoint's config.json gives the loaded reward model: its own
+    labels for a classifier (2 when it lists none, the transformers default), 1 otherwise."""
+    if not is_classifier_config(config.get("architectures")):
+        return 1, None
+    id2label = config.get("id2label")
+    n = config.get("num_labels") or (len(id2label) if id2label else 2)
+    return int(n), id2label
+
+
 class HFReward:
-    """An `AutoModelForSequenceClassification` with a single output = the reward.
+    """An `AutoModelForSequenceClassification` whose output `label` (raw, sigmoid or softmax
+    probability, `output`) is the reward.
 
     `name`: model directory (full model or peft adapter dir), HF id or "default".
     `input_format`: "alignkit" (training encoding, `RewardScorer`), "chat" (whole
@@ -171,6 +266,8 @@ class HFReward:
     when the directory has `alignkit_reward.json`). `max_length` defaults to the training
     max_length of an alignkit reward model, else 1024. `precision` as `--precision`
     ("fp32" by default: no autocast; the alignkit scorer runs its head in float32 anyway).
+    `label`, `output`: which output is the reward and how (`reward_from_logits`); checked
+    against the model's number of labels when it loads.
     """
 
     def __init__(
@@ -182,6 +279,8 @@ class HFReward:
         trust_remote_code: bool = False,
         precision: Precision = "fp32",
         input_format: InputFormat = "auto",
+        label: int = 0,
+        output: RewardOutput = "raw",
     ) -> None:
         from alignkit.models import autocast_dtype, load_tokenizer
 
@@ -195,9 +294,14 @@ class HFReward:
             pad_token_id=self.tokenizer.pad_token_id,
             trust_remote_code=trust_remote_code,
         )
+        base = self.model.get_base_model() if is_peft(self.model) else self.model
+        n_labels = num_labels_of(self.model)
+        check_reward_output(name, n_labels, label, output, getattr(base.config, "id2label", None))
+        self.label = label
+        self.output = output
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
-        self.scorer = RewardScorer(self.model)
+        self.scorer = RewardScorer(self.model, label, output)
         self.autocast = autocast_dtype(precision, self.device)
         self.batch_size = batch_size
         self.max_length = max_length or int((marker or {}).get("max_length", 1024))
@@ -232,9 +336,12 @@ class HFReward:
         return out
 
     def _score_chat(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
-        """The model's own forward on the chat-template-rendered conversation."""
+        """The model's own forward on the chat-template-rendered conversation (without a chat
+        template: the prompt text + response, with the tokenizer's special tokens, e.g. the
+        [CLS] ... [SEP] a BERT-style classifier reads)."""
         pairs = zip(prompts, responses, strict=True)
         texts = [render_conversation(p, r, self.tokenizer) for p, r in pairs]
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
         out: list[float] = []
         side = self.tokenizer.truncation_side
         self.tokenizer.truncation_side = "left"  # keep the response when cutting
@@ -247,39 +354,74 @@ class HFReward:
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
-                    add_special_tokens=False,
+                    add_special_tokens=not templated,  # a template writes its own
                 ).to(self.device)
                 with torch.autocast(
                     self.device.type, dtype=self.autocast or torch.float32, enabled=enabled
                 ):
-                    logits = self.model(**enc).logits
-                out.extend(logits[:, 0].float().cpu().tolist())
+                    logits = self.model(**enc).logits  # (B, C)
+                rewards = reward_from_logits(logits.float(), self.label, self.output)
+                out.extend(rewards.cpu().tolist())
         finally:
             self.tokenizer.truncation_side = side
         return out
 
 
-def load_reward_model(spec: str | ScoreFn | RewardModel, **kwargs: Any) -> RewardModel:
+def load_reward_model(
+    spec: str | ScoreFn | RewardModel,
+    *,
+    label: int = 0,
+    output: RewardOutput = "raw",
+    **kwargs: Any,
+) -> RewardModel:
     """A reward model from a path/HF id, "module:function", a callable, or a RewardModel.
 
-    `kwargs` go to `HFReward` (batch_size, max_length, device, precision, input_format, ...).
+    `label`, `output`: which output of a model is the reward (`HFReward`); a function or
+    object returns its own scores and takes neither. `kwargs` go to `HFReward` (batch_size,
+    max_length, device, precision, input_format, ...).
     """
+    if not isinstance(spec, str) or _is_function_spec(spec):
+        _no_output_options(str(getattr(spec, "__name__", spec)), label, output)
     if hasattr(spec, "score"):
         return spec  # type: ignore[return-value]
     if callable(spec):
         return CallableReward(spec, getattr(spec, "__name__", "callable"))
     if _is_function_spec(spec):
         return CallableReward(_import_function(spec), spec)
-    return HFReward(spec, **kwargs)
+    return HFReward(spec, label=label, output=output, **kwargs)
 
 
-def check_reward_spec(spec: str) -> None:
+def _no_output_options(name: str, label: int, output: str) -> None:
+    if (label, output) != (0, "raw"):
+        raise AlignkitError(
+            f"--reward-label and --reward-output choose an output of a reward model; the "
+            f"reward function {name} returns its own scores (drop them, or transform the "
+            "scores in the function)"
+        )
+
+
+def check_reward_spec(spec: str, label: int = 0, output: RewardOutput = "raw") -> None:
     """Fail now, before anything is loaded or generated, on a reward spec that cannot work:
-    a function that does not import, or a model spec that names no model."""
+    a function that does not import, a model spec that names no model, or a `label` /
+    `output` the model cannot give (checked here when its config.json is a local file, else
+    when it loads)."""
     if _is_function_spec(spec):
+        _no_output_options(spec, label, output)
         _import_function(spec)
-    else:
-        check_model_spec(spec)
+        return
+    if label < 0:
+        raise AlignkitError(f"--reward-label must be >= 0, got {label}")
+    model_spec = check_model_spec(spec)
+    config_file = Path(resolve_model(model_spec.weights)) / "config.json"
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # loading the model reports it
+        n_labels, id2label = declared_labels(config)
+        check_reward_output(spec, n_labels, label, output, id2label)
+    elif output not in REWARD_OUTPUTS:
+        check_reward_output(spec, 1, 0, output)
 
 
 def _is_function_spec(spec: str) -> bool:

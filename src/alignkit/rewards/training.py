@@ -1,8 +1,9 @@
 """Reward-model training: Bradley–Terry on preference pairs, through the shared Trainer.
 
 `RewardTrainer` is `alignkit.train.trainer.Trainer` with two hooks replaced: `build_scorer` returns
-a `RewardScorer` around an `AutoModelForSequenceClassification` (num_labels=1; any decoder
-backbone, optionally LoRA with the score head trained in full), and `step_loss` computes
+a `RewardScorer` around an `AutoModelForSequenceClassification` with one output (any decoder
+backbone gets a fresh one; a classifier with several labels is refused), optionally LoRA with
+the score head trained in full), and `step_loss` computes
 `-log sigmoid(R(x, chosen) - R(x, rejected))` on the rewards of one packed forward pass
 (the shared prompt is encoded once). Data loading, batching, accumulation, schedules,
 checkpoints/resume, held-out evaluation and saving are the Trainer's.
@@ -27,6 +28,7 @@ from alignkit.rewards.loading import (
     MARKER_FORMAT,
     RewardScorer,
     load_sequence_classifier,
+    num_labels_of,
 )
 from alignkit.runs import REWARD_MARKER
 from alignkit.scoring.packing import PackedBatch
@@ -84,6 +86,13 @@ class RewardTrainer(Trainer):
             pad_token_id=tokenizer.pad_token_id,
             trust_remote_code=cfg.trust_remote_code,
         )
+        labels = num_labels_of(model)
+        if labels != 1:
+            raise AlignkitError(
+                f"train-rm trains a reward model with one output, but {cfg.model} is a "
+                f"classifier with {labels} labels; start from a causal LM (it gets a fresh "
+                "one-output head) or from a one-output reward model"
+            )
         return RewardScorer(model)
 
     def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[Tensor, dict]:

@@ -7,9 +7,10 @@ were its own sequence — but the shared prompt (most of the tokens in HH-style 
 encoded once instead of K times. The first token of every response is predicted from the
 hidden state of the last prompt position.
 
-Only the hidden states that predict response tokens go through the LM head, and the
-log-softmax is a float32 gather minus logsumexp over those rows: no `[batch, seq, vocab]`
-tensor is ever materialised.
+Only the hidden states that predict response tokens go through the LM head, followed by the
+model family's logit post-processing (Gemma soft-capping, Cohere / Granite scaling:
+`alignkit.scoring.head`), and the log-softmax is a float32 gather minus logsumexp over those
+rows: no `[batch, seq, vocab]` tensor is ever materialised.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.models import backbone_and_head
 from alignkit.objectives.base import SeqLogps
-from alignkit.scoring.deft import distribution_reward
-from alignkit.scoring.packing import PAD_SEGMENT, PROMPT_SEGMENT, PackedBatch
+from alignkit.scoring.deft import RQSpec, distribution_reward
+from alignkit.scoring.head import decoder_and_head, logit_transform
+from alignkit.scoring.packing import PAD_SEGMENT, PROMPT_SEGMENT, PackedBatch, unpack_responses
+
+# module class names (lower case) of layers that pass information along the sequence other
+# than through attention; nn.Conv1d (the causal convolution of Mamba, gated delta nets, short
+# convolutions, RG-LRU) is checked by type. A false positive only costs speed.
+_RECURRENT_NAMES = ("mamba", "gateddeltanet", "rwkv", "lstm", "rglru", "recurrent", "shortconv")
 
 
 def block_attention_mask(segments: Tensor, additive_dtype: torch.dtype | None = None) -> Tensor:
@@ -65,34 +71,62 @@ def packed_hidden_states(
         ).last_hidden_state
 
 
+def mixes_positions(decoder: nn.Module) -> bool:
+    """True when `decoder` has layers that carry information along the sequence outside
+    attention (state-space / recurrent / convolutional mixers): a block attention mask cannot
+    keep packed responses apart, so they are scored one per row (`unpack_responses`)."""
+    for module in decoder.modules():
+        name = type(module).__name__.lower()
+        if isinstance(module, nn.Conv1d) or any(frag in name for frag in _RECURRENT_NAMES):
+            return True
+    return False
+
+
+def response_hidden_states(
+    decoder: nn.Module,
+    batch: PackedBatch,
+    autocast: torch.dtype | None = None,
+    unpack: bool = False,
+) -> Tensor:
+    """(N, d) final hidden states at the N positions that predict response tokens, in the
+    order of `batch.pred_index`: one packed row per example, or with `unpack` (and K > 1)
+    one row per response (`mixes_positions` models)."""
+    rows = unpack_responses(batch) if unpack and batch.shape[1] > 1 else batch
+    hidden = packed_hidden_states(decoder, rows, autocast)
+    return hidden.reshape(-1, hidden.shape[-1])[rows.pred_index]
+
+
 class SequenceScorer(nn.Module):
     """Wraps a causal LM; `forward(batch)` returns the log-probs of every packed response.
 
     It is a module (not a function) so that DDP/FSDP wrappers see the call and synchronise
-    gradients. `q_diff` (V,) enables the DEFT reward `mean_t <Q_diff, logits_t>`, computed as
-    `h_t . (W^T Q_diff)` — one d-vector, no vocabulary matmul (`alignkit.scoring.deft`).
+    gradients. `q_diff` (a (V,) tensor, or an `RQSpec` with the form and whether R_Q carries
+    a gradient) enables DEFT's reward R_Q (`alignkit.scoring.deft.distribution_reward`):
+    the log-prob form of a linearly post-processed head is `h_t . (W^T Q_diff)` (one d-vector,
+    no vocabulary matmul); otherwise it reuses the logits of the log-probs. The model's logit
+    post-processing is looked up once, here: a model whose post-processing alignkit does not
+    know is refused when the scorer is built. Models with recurrent or convolutional sequence
+    mixers (`mixes_positions`) are scored one response per row.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.logit_transform = logit_transform(model)
+        self.unpack = mixes_positions(decoder_and_head(model, self.logit_transform)[0])
 
     def forward(
         self,
         batch: PackedBatch,
-        q_diff: Tensor | None = None,
+        q_diff: Tensor | RQSpec | None = None,
         with_tokens: bool = False,
         autocast: torch.dtype | None = None,
     ) -> SeqLogps:
-        decoder, head = backbone_and_head(self.model)
+        decoder, head = decoder_and_head(self.model, self.logit_transform)
         device = batch.input_ids.device
-        hidden = packed_hidden_states(decoder, batch, autocast)
-        hidden = hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]  # (N, d)
-        with torch.autocast(
-            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
-            logits = head(hidden)  # (N, V), response positions only
-        token_logps = _gather_logps(logits.float(), batch.targets)
+        hidden = response_hidden_states(decoder, batch, autocast, self.unpack)  # (N, d)
+        logits = head.logits(hidden, autocast)  # (N, V) float32, response positions only
+        token_logps = _gather_logps(logits, batch.targets)
         b, k = batch.shape
         sums = torch.zeros(b * k, dtype=token_logps.dtype, device=device)
         sums = sums.index_add(0, batch.seq_id, token_logps).view(b, k)
@@ -103,7 +137,17 @@ class SequenceScorer(nn.Module):
             tokens = tokens.index_put((batch.seq_id, batch.tok_pos), token_logps).view(b, k, width)
         r_q = None
         if q_diff is not None:
-            r_q = distribution_reward(hidden.float(), head, q_diff, batch.seq_id, batch.counts)
+            spec = q_diff if isinstance(q_diff, RQSpec) else RQSpec(q_diff)
+            with torch.set_grad_enabled(spec.grad and torch.is_grad_enabled()):
+                r_q = distribution_reward(
+                    hidden.float(),
+                    head,
+                    spec.q_diff,
+                    batch.seq_id,
+                    batch.counts,
+                    spec.form,
+                    logits=logits,
+                )
         return SeqLogps(sum=sums, count=batch.counts, tokens=tokens, r_q=r_q)
 
 

@@ -3,7 +3,10 @@
 `collate` builds the row, the position ids (every response restarts right after the prompt),
 the segment of every position (prompt, response k, pad) and the flat indices of the positions
 whose hidden state predicts a response token; `alignkit.scoring.forward` turns the segments
-into a block attention mask and scores the row in one forward pass.
+into a block attention mask and scores the row in one forward pass. `unpack_responses` gives
+the same responses one per row `prompt | response_k`, for models whose layers pass information
+along the sequence other than through attention (Mamba, linear attention, convolutions), where
+a block mask cannot hide response 1 from response 2.
 """
 
 from __future__ import annotations
@@ -125,3 +128,21 @@ def collate(examples: Sequence[Encoded], pad_id: int, k: int | None = None) -> P
         mask=counts > 0,
         index=torch.tensor([e.index for e in examples], dtype=torch.long),
     )
+
+
+def unpack_responses(batch: PackedBatch) -> PackedBatch:
+    """The responses of `batch`, one per row `prompt | y_k` (rows in the order b*K + k, absent
+    responses skipped), so the rows' `pred_index` lists the same predictions in the same order
+    as `batch.pred_index`. Only the token ids, positions and segments matter (labels are not
+    copied)."""
+    b, k = batch.shape
+    ids, segments, mask = batch.input_ids.cpu(), batch.segments.cpu(), batch.mask.cpu()
+    rows = []
+    for row in range(b):
+        prompt = ids[row][segments[row] == PROMPT_SEGMENT].tolist()
+        for j in range(k):
+            if mask[row, j]:
+                response = ids[row][segments[row] == j + 1].tolist()
+                rows.append(Encoded(prompt, [response], [0.0], [False], True, row))
+    pad = int(ids[0, 0]) if ids.numel() else 0  # pad positions are masked: any id will do
+    return collate(rows, pad, 1).to(batch.input_ids.device)

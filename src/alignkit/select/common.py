@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from alignkit.data.loading import REJECTED_FILE
 from alignkit.errors import AlignkitError
 from alignkit.models import backbone_and_head
 
@@ -38,3 +40,11 @@ def distributed_state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def rejected_path(output: str, skip_invalid: bool, state: Any) -> Path | None:
+    """OUTPUT/rejected.jsonl where --skip-invalid lists the dropped records (main process
+    only; None without the flag)."""
+    if not skip_invalid or not state.is_main_process:
+        return None
+    return Path(output) / REJECTED_FILE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -20,23 +20,32 @@ from torch import Tensor, nn
 from alignkit.data.formats import DataFormat
 from alignkit.data.tokenize import Encoded, Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision, backbone_and_head
+from alignkit.models import Precision
 from alignkit.objectives.base import SeqLogps
 from alignkit.options import opt
 from alignkit.scoring.deft import (
+    R_Q_FORMS,
+    RQForm,
     TokenDistributions,
     distribution_reward,
+    encoded_fingerprint,
     fit_q_diff,
-    probability_reward,
     token_distributions,
+    tokenizer_identity,
 )
-from alignkit.scoring.forward import packed_hidden_states
+from alignkit.scoring.forward import mixes_positions, response_hidden_states
+from alignkit.scoring.head import decoder_and_head, logit_transform
 from alignkit.scoring.packing import PackedBatch
-from alignkit.select.common import check_vocab, distributed_state, fraction_count
+from alignkit.select.common import (
+    check_vocab,
+    distributed_state,
+    fraction_count,
+    rejected_path,
+)
 
 log = logging.getLogger(__name__)
 
-Form = Literal["logprob", "prob"]
+Form = RQForm  # the R_Q form (alignkit.scoring.deft)
 ScoreOn = Literal["chosen", "margin"]
 
 
@@ -67,40 +76,32 @@ def top_tokens(dists: TokenDistributions, tokenizer: Any, n: int) -> dict[str, l
 # ------------------------------------------------------------------------- R_Q scoring
 
 
-def response_hidden(model: nn.Module, batch: PackedBatch, autocast: torch.dtype | None) -> Tensor:
-    """(N, d) final hidden states at the N positions that predict response tokens: the
-    packed, block-masked forward of `SequenceScorer` without the LM head."""
-    decoder, _ = backbone_and_head(model)
-    hidden = packed_hidden_states(decoder, batch, autocast)
-    return hidden.reshape(-1, hidden.shape[-1])[batch.pred_index]
-
-
 class DistributionRewardScorer(nn.Module):
     """Scores R_Q only (no log-probs): `forward(batch)` -> SeqLogps with sum = r_q = (B, K).
 
-    Log-prob form: decoder + one d-vector W^T Q_diff (no LM head at all), so scoring costs
-    about one backbone forward. Probability form: LM head + softmax at response positions.
+    Log-prob form with a linearly post-processed head: decoder + one d-vector W^T Q_diff
+    (no LM head at all), so scoring costs about one backbone forward. Otherwise (bounded
+    form, or a soft-capped head) the LM head runs on the response positions, a chunk at a time.
     Plugs into `alignkit.scoring.dataset.score_dataset` (sharding, ordering, progress bar).
     """
 
     def __init__(self, model: nn.Module, q_diff: Tensor, form: Form = "logprob") -> None:
         super().__init__()
-        if form not in ("logprob", "prob"):
+        if form not in R_Q_FORMS:
             raise AlignkitError(f"unknown R_Q form {form!r}; choose logprob or prob")
         self.model = model
-        self.form = form
-        _, head = backbone_and_head(model)
-        q_diff = fit_q_diff(q_diff.float(), int(head.weight.shape[0]))
-        self.register_buffer("q_diff", q_diff, persistent=False)
+        self.form: Form = form
+        self.logit_transform = logit_transform(model)
+        decoder, head = decoder_and_head(model, self.logit_transform)
+        self.unpack = mixes_positions(decoder)
+        self.register_buffer("q_diff", fit_q_diff(q_diff.float(), head.rows), persistent=False)
 
     def forward(self, batch: PackedBatch, autocast: torch.dtype | None = None) -> SeqLogps:
-        _, head = backbone_and_head(self.model)
-        hidden = response_hidden(self.model, batch, autocast)
-        q = self.q_diff.to(hidden.device)
-        if self.form == "logprob":
-            r_q = distribution_reward(hidden.float(), head, q, batch.seq_id, batch.counts)
-        else:
-            r_q = probability_reward(hidden, head, q, batch.seq_id, batch.counts, autocast)
+        decoder, head = decoder_and_head(self.model, self.logit_transform)
+        hidden = response_hidden_states(decoder, batch, autocast, self.unpack)
+        r_q = distribution_reward(
+            hidden, head, self.q_diff, batch.seq_id, batch.counts, self.form, autocast=autocast
+        )
         return SeqLogps(sum=r_q, count=batch.counts, r_q=r_q)
 
 
@@ -188,7 +189,9 @@ class DeftConfig:
 
     data: list[str] = opt([], "pair data files to select from", metavar="PATH")
     output: str = opt(
-        "", "output directory: subset.jsonl, scores.jsonl, report.json/.md, r_q_hist.png"
+        "",
+        "output directory: subset.jsonl, scores.jsonl, q_diff.safetensors (for train "
+        "--q-diff), report.json/.md, r_q_hist.png",
     )
     model: str = opt(
         "default", "starting model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
@@ -212,6 +215,11 @@ class DeftConfig:
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     top_tokens: int = opt(20, "tokens listed in the report per Q_diff sign")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records instead of stopping; they are listed with their file:line and "
+        "reason in OUTPUT/rejected.jsonl",
+    )
 
     def validate(self) -> None:
         if not self.data:
@@ -231,7 +239,9 @@ class DeftConfig:
 class DeftSelection:
     """Everything the DEFT report is made of (scores are in the order of `encoded`).
 
-    table: (n, K) R_Q per response; scores: (n,) filtered on; keep: (m,) rows of `encoded`.
+    table: (n, K) R_Q per response; scores: (n,) filtered on; keep: (m,) rows of `encoded`;
+    tokenizer: `tokenizer_identity` of the tokenizer Q_diff was counted in; fingerprint:
+    `encoded_fingerprint` of the data it was counted from; special_ids: the ids excluded.
     """
 
     records: list[Any]
@@ -242,6 +252,9 @@ class DeftSelection:
     dists: TokenDistributions
     tokens: dict[str, list[dict]]
     encoding: str
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    special_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -269,7 +282,12 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
     config.validate()
     start = time.perf_counter()
     state = state or distributed_state()
-    records, _ = load_records(config.data, config.data_format)
+    records, _ = load_records(
+        config.data,
+        config.data_format,
+        skip_invalid=config.skip_invalid,
+        rejected_path=rejected_path(config.output, config.skip_invalid, state),
+    )
     require_pairs(records, "DEFT")
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     model = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
@@ -300,5 +318,8 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
         dists=dists,
         tokens=top_tokens(dists, tokenizer, config.top_tokens),
         encoding=enc.describe(config.max_length, truncation),
+        tokenizer=tokenizer_identity(tokenizer, config.model),
+        fingerprint=encoded_fingerprint(encoded),
+        special_ids=sorted(tokenizer.all_special_ids),
         seconds=time.perf_counter() - start,
     )

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from alignkit.data.prompts import prompt_json
 from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
+from alignkit.scoring.deft import Q_DIFF_FILE, save_q_diff
 from alignkit.select.common import distributed_state
 from alignkit.select.deft import DeftConfig, DeftSelection, select_deft
 from alignkit.select.real import RealConfig, RealSelection, select_real
@@ -181,8 +182,10 @@ def write_report(output: Path, summary: dict[str, Any], markdown: str) -> None:
 
 
 def write_deft(output: Path, config: DeftConfig, sel: DeftSelection) -> dict[str, Any]:
-    """subset.jsonl, scores.jsonl, r_q_hist.png, report.json/.md; returns the summary."""
+    """subset.jsonl, scores.jsonl, q_diff.safetensors, r_q_hist.png, report.json/.md;
+    returns the summary."""
     output.mkdir(parents=True, exist_ok=True)
+    save_q_diff(output / Q_DIFF_FILE, sel.dists, _q_diff_meta(config, sel))
     scores = sel.scores.double().numpy()
     keep = sel.keep.numpy()
     kept_mask = np.zeros(len(scores), dtype=bool)
@@ -217,10 +220,40 @@ def write_deft(output: Path, config: DeftConfig, sel: DeftSelection) -> dict[str
         "q_diff_top": sel.tokens,
         "encoding": sel.encoding,
         "seconds": round(sel.seconds, 2),
-        "files": {"subset": SUBSET, "scores": SCORES, "histogram": DEFT_PLOT},
+        "q_diff": {"tokenizer": sel.tokenizer, "fingerprint": sel.fingerprint},
+        "files": {
+            "subset": SUBSET,
+            "scores": SCORES,
+            "q_diff": Q_DIFF_FILE,
+            "histogram": DEFT_PLOT,
+        },
     }
     write_report(output, summary, _deft_markdown(summary))
     return summary
+
+
+def _q_diff_meta(config: DeftConfig, sel: DeftSelection) -> dict[str, Any]:
+    """What a Q_diff file records: the tokenizer it was counted in and the data."""
+    files = []
+    for name in config.data:
+        path = Path(name)
+        size = path.stat().st_size if path.is_file() else None
+        files.append({"path": str(path.resolve()), "bytes": size})
+    return {
+        "created_by": "alignkit select deft",
+        "selection": {"model": config.model, "form": config.form, "score": config.score},
+        "tokenizer": sel.tokenizer,
+        "special_ids_excluded": sel.special_ids,
+        "data": {
+            "files": files,
+            "format": config.data_format,
+            "records": len(sel.records),
+            "examples": len(sel.encoded),
+            "fingerprint": sel.fingerprint,
+            "encoding": sel.encoding,
+        },
+        "tokens": {"preferred": sel.dists.pos_tokens, "dispreferred": sel.dists.neg_tokens},
+    }
 
 
 def _deft_score_rows(sel: DeftSelection, kept: np.ndarray) -> list[dict[str, Any]]:
@@ -266,7 +299,10 @@ def _deft_markdown(s: dict[str, Any]) -> str:
             markdown_table(headers, token_rows(s["q_diff_top"]["positive"])),
             "## Tokens most typical of dispreferred responses (most negative Q_diff)",
             markdown_table(headers, token_rows(s["q_diff_top"]["negative"])),
-            f"Train on the subset: `alignkit train --method dpo --data {SUBSET} ...`\n",
+            f"Q_diff (the one filtered with) is in `{Q_DIFF_FILE}`; train on the subset with "
+            f"the same Q_diff for the guidance term: `alignkit train --method dpo --data "
+            f"{SUBSET} --q-diff {Q_DIFF_FILE} --deft-lambda 0.1 ...` (or `--log-r-q` to only "
+            "log R_Q).\n",
         ]
     )
 

@@ -31,7 +31,12 @@ from alignkit.data.formats import DataFormat
 from alignkit.errors import AlignkitError
 from alignkit.models import Precision
 from alignkit.options import opt
-from alignkit.select.common import check_vocab, distributed_state, fraction_count
+from alignkit.select.common import (
+    check_vocab,
+    distributed_state,
+    fraction_count,
+    rejected_path,
+)
 from alignkit.select.embeddings import Embeddings, embed_texts
 
 STRATEGIES = ("easy", "hard", "random", "centroid")
@@ -291,6 +296,11 @@ class RealConfig:
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records instead of stopping; they are listed with their file:line and "
+        "reason in OUTPUT/rejected.jsonl",
+    )
 
     def validate(self) -> None:
         if not self.data:
@@ -359,7 +369,12 @@ def select_real(config: RealConfig, state: Any = None) -> RealSelection:
     config.validate()
     start = time.perf_counter()
     state = state or distributed_state()
-    records, _ = load_records(config.data, config.data_format)
+    records, _ = load_records(
+        config.data,
+        config.data_format,
+        skip_invalid=config.skip_invalid,
+        rejected_path=rejected_path(config.output, config.skip_invalid, state),
+    )
     mode = real_mode(records)
     _check_mode_options(config, mode, records)
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)

@@ -14,16 +14,39 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alignkit.data.formats import DataFormat
+from alignkit.data.labels import (
+    HighQualityRule,
+    LabelTransform,
+    parse_high_quality_rule,
+    parse_label_transform,
+)
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
 from alignkit.models import ALL_LINEAR, LoraSettings, Precision, check_model_spec
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import opt
+from alignkit.scoring.deft import RQForm, read_q_diff_meta
 
 Scheduler = Literal["cosine", "linear", "constant"]
+LoraPreset = Literal["default", "ulma", "ple"]
 
-# The LoRA recipe of the ULMA paper (and alignkit's default): rank 8, alpha 32, q/v projections.
-ULMA_LORA_TARGETS = ["q_proj", "v_proj"]
+# Named LoRA recipes (`--lora-preset`). A preset gives every LoRA field the user did not set
+# (flag or YAML); a field set explicitly keeps its value.
+LORA_PRESETS: dict[str, LoraSettings] = {
+    # what current recipes use: every linear layer, rank 16, alpha 32
+    "default": LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=[ALL_LINEAR]),
+    # ULMA paper, sec. 5.1 "Models and Parameter Configuration": rank 8, alpha 32, dropout 0.1;
+    # the paper names no modules: q_proj/v_proj is peft's default for Llama models
+    "ulma": LoraSettings(r=8, alpha=32, dropout=0.1, target_modules=["q_proj", "v_proj"]),
+    # PLE paper, sec. 6.1 "Implementation Details": rank 8, alpha 16, all linear modules (no
+    # dropout given; 0.05 here)
+    "ple": LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=[ALL_LINEAR]),
+}
+LORA_PRESET_HELP = (
+    "LoRA recipe for the --lora-* values not given: default (r 16, alpha 32, dropout 0.05, "
+    "all linear layers), ulma (the ULMA paper: r 8, alpha 32, dropout 0.1, q_proj v_proj), "
+    "ple (the PLE paper: r 8, alpha 16, dropout 0.05, all linear layers)"
+)
 
 
 @dataclass
@@ -36,12 +59,13 @@ class TrainingOptions:
         "HF model id, local path, run directory, or 'default' (embedded SmolLM2-135M-Instruct)",
     )
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights")
-    lora_r: int = opt(8, "LoRA rank")
-    lora_alpha: int = opt(32, "LoRA alpha")
-    lora_dropout: float = opt(0.1, "LoRA dropout")
-    lora_targets: list[str] = opt(
-        list(ULMA_LORA_TARGETS),
-        f"module names LoRA adapts, or {ALL_LINEAR}",
+    lora_preset: LoraPreset = opt("default", LORA_PRESET_HELP)
+    lora_r: int | None = opt(None, "LoRA rank (default: from --lora-preset)")
+    lora_alpha: int | None = opt(None, "LoRA alpha (default: from --lora-preset)")
+    lora_dropout: float | None = opt(None, "LoRA dropout (default: from --lora-preset)")
+    lora_targets: list[str] | None = opt(
+        None,
+        f"module names LoRA adapts, or {ALL_LINEAR} (default: from --lora-preset)",
         metavar="NAME",
     )
     batch_size: int = opt(4, "examples per device per micro-batch")
@@ -87,9 +111,32 @@ class TrainingOptions:
             raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         check_model_spec(self.model)
 
+    def __post_init__(self) -> None:
+        self.apply_lora_preset()
+
+    def apply_lora_preset(self) -> None:
+        """Fill the LoRA fields left unset (None) from `lora_preset` (config.json then shows
+        the values used)."""
+        preset = LORA_PRESETS.get(self.lora_preset)
+        if preset is None:
+            raise AlignkitError(
+                f"--lora-preset must be one of {', '.join(LORA_PRESETS)}, got {self.lora_preset!r}"
+            )
+        if self.lora_r is None:
+            self.lora_r = preset.r
+        if self.lora_alpha is None:
+            self.lora_alpha = preset.alpha
+        if self.lora_dropout is None:
+            self.lora_dropout = preset.dropout
+        if self.lora_targets is None:
+            self.lora_targets = list(preset.target_modules)
+
     def lora_settings(self) -> LoraSettings | None:
         if not self.lora:
             return None
+        self.apply_lora_preset()
+        assert self.lora_r is not None and self.lora_alpha is not None
+        assert self.lora_dropout is not None and self.lora_targets is not None
         return LoraSettings(
             self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_targets)
         )
@@ -119,6 +166,12 @@ class DataTrainingOptions(TrainingOptions):
     save_steps: int = opt(0, "save a resumable checkpoint every N optimizer steps (0 = off)")
     logging_steps: int = opt(1, "log metrics every N optimizer steps")
     eval_steps: int = opt(0, "evaluate --eval-data every N steps (0 = only before and after)")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records (e.g. an HH pair with an empty final answer) instead of "
+        "stopping; they are counted by reason in summary.json and listed with their file:line "
+        "in OUTPUT/rejected.jsonl",
+    )
 
     def validate(self) -> None:
         if not self.data:
@@ -134,6 +187,10 @@ class DataTrainingOptions(TrainingOptions):
     def objective(self) -> ObjectiveConfig:
         """The objective's hyper-parameters (defaults: an objective without options)."""
         return ObjectiveConfig()
+
+    def label_options(self) -> tuple[LabelTransform | None, HighQualityRule | None]:
+        """`--label-transform` and `--high-quality-if`, parsed (none without the options)."""
+        return None, None
 
 
 @dataclass
@@ -151,11 +208,43 @@ class TrainConfig(DataTrainingOptions):
     deft_lambda: float = opt(
         0.0, "DEFT guidance: add -lambda * R_Q(x, chosen) to the loss (0 = off)"
     )
+    label_transform: str = opt(
+        "",
+        "affine map of real-valued point labels to 'higher = better', e.g. '4 - z' for "
+        "ratings 0-4 where 0 is best, 'z/4', '1 - z/4', '2*z + 1' (binary labels and pairs "
+        "are not changed)",
+        metavar="EXPR",
+    )
+    high_quality_if: str = opt(
+        "",
+        "rule on the real-valued score as written in the file (before --label-transform) "
+        "that marks the high-quality samples (continuous ULMA's SFT term), e.g. 'z == 0', "
+        "'z >= 3'; replaces the records' own high_quality",
+        metavar="RULE",
+    )
+    q_diff: str = opt(
+        "",
+        "DEFT Q_diff file (OUTPUT/q_diff.safetensors of `alignkit select deft`) for the "
+        "guidance term and the logged R_Q; default: counted on the training data. Implies "
+        "--log-r-q",
+        metavar="PATH",
+    )
+    log_r_q: bool = opt(
+        False, "log DEFT's R_Q (deft/r_q) without gradient even when --deft-lambda is 0"
+    )
+    deft_form: RQForm = opt(
+        "logprob",
+        "R_Q form of the guidance term and the log: logprob = mean_t <Q_diff, log p_t>, "
+        "prob = mean_t <Q_diff, p_t> (bounded)",
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.beta <= 0:
             raise AlignkitError(f"--beta must be > 0, got {self.beta}")
+        self.label_options()  # a bad expression fails before any loading
+        if self.q_diff:
+            read_q_diff_meta(self.q_diff)  # a Q_diff file of `select deft`, before any loading
 
     def objective(self) -> ObjectiveConfig:
         return ObjectiveConfig(
@@ -166,3 +255,8 @@ class TrainConfig(DataTrainingOptions):
             rrhf_sft_weight=self.rrhf_sft_weight,
             deft_lambda=self.deft_lambda,
         )
+
+    def label_options(self) -> tuple[LabelTransform | None, HighQualityRule | None]:
+        transform = parse_label_transform(self.label_transform) if self.label_transform else None
+        rule = parse_high_quality_rule(self.high_quality_if) if self.high_quality_if else None
+        return transform, rule

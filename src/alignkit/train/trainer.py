@@ -26,8 +26,17 @@ from transformers import get_scheduler
 
 from alignkit.data import as_kind, load_records
 from alignkit.data.batching import epoch_batches, rank_slice, sorted_chunks
-from alignkit.data.records import Pair
+from alignkit.data.labels import (
+    LabelReport,
+    LabelVariant,
+    apply_label_options,
+    as_scores,
+    point_label_variant,
+)
+from alignkit.data.loading import REJECTED_FILE, write_rejected
+from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
+from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text
 from alignkit.models import (
     autocast_dtype,
@@ -42,6 +51,7 @@ from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
 from alignkit.runs import absolute_if_local, flat_config, truncate_metrics
 from alignkit.scoring.dataset import reference_for, score_dataset
+from alignkit.scoring.deft import Q_DIFF_FILE, RQSpec, load_q_diff, token_distributions
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch, collate
 from alignkit.train import checkpoint
@@ -90,21 +100,82 @@ class Trainer:
             cpu=not torch.cuda.is_available(),
         )
         self.output = Path(config.output)
+        # set by `load`: the records dropped by --skip-invalid, the label options' report and
+        # the label variant of the run (binary or continuous, from the training data)
+        self.rejected: list[Rejected] = []
+        self.label_report: LabelReport | None = None
+        self.label_variant: LabelVariant | None = None
         self.device = self.accelerator.device
         self.autocast = autocast_dtype(config.precision, self.device)
 
     # ----------------------------------------------------------------- data
     def load(self, paths: list[str]) -> list:
-        """Read and validate records (before any model is loaded: bad data fails fast)."""
-        records, _ = load_records(paths, self.config.data_format)
-        return as_kind(records, self.method.kind)
+        """Read and validate the training records (before any model is loaded: bad data fails
+        fast), apply --label-transform / --high-quality-if and decide the run's label variant
+        once from the whole training data: with any real-valued label every binary point
+        becomes a score 0/1 (`alignkit.data.labels.as_scores`), so every batch trains the
+        same objective (ULMA's continuous variant)."""
+        records, report = self._read(paths, require_scores=True)
+        records = as_kind(records, self.method.kind)
+        self.label_variant = point_label_variant(records)
+        if self.label_variant == "continuous":
+            records = as_scores(records)
+        self.label_report = report
+        if report.scores:
+            log.info(
+                "labels: %d real-valued scores%s%s; label variant of the run: %s",
+                report.scores,
+                f", {report.transform!r} -> range {report.label_range}" if report.transform else "",
+                f", {report.high_quality} high quality ({report.high_quality_if!r})"
+                if report.high_quality_if
+                else "",
+                self.label_variant,
+            )
+        return records
 
     def load_eval(self, paths: list[str]) -> tuple[list, list[Pair]]:
-        """Held-out records in the method's shape, plus the held-out pairs as pairs when the
-        method trains on another shape (their implicit-reward metrics are reported too)."""
-        records, _ = load_records(paths, self.config.data_format)
+        """Held-out records in the method's shape (labels as in training: same transform,
+        rule and variant), plus the held-out pairs as pairs when the method trains on another
+        shape (their implicit-reward metrics are reported too)."""
+        records, _ = self._read(paths, require_scores=False)
         pairs = [] if self.method.kind == "pair" else [r for r in records if isinstance(r, Pair)]
-        return as_kind(records, self.method.kind), pairs
+        shaped = as_kind(records, self.method.kind)
+        if self.label_variant == "continuous":
+            shaped = as_scores(shaped)
+        elif self.method.name == "ulma" and point_label_variant(shaped) == "continuous":
+            raise AlignkitError(
+                "--eval-data has real-valued labels but the training data only binary ones: "
+                "ULMA's variant is chosen from the training data; evaluate on binary data"
+            )
+        return shaped, pairs
+
+    def _read(self, paths: list[str], require_scores: bool) -> tuple[list, LabelReport]:
+        """`load_records` (with --skip-invalid: rejected records are added to
+        OUTPUT/rejected.jsonl) and the label options."""
+        cfg = self.config
+        records, summary = load_records(paths, cfg.data_format, skip_invalid=cfg.skip_invalid)
+        if cfg.skip_invalid:
+            self.rejected.extend(summary.rejected)
+            if self.accelerator.is_main_process:
+                write_rejected(self.output / REJECTED_FILE, self.rejected)
+            if self.rejected:
+                log.info("invalid records listed in %s", self.output / REJECTED_FILE)
+        transform, rule = cfg.label_options()
+        return apply_label_options(records, transform, rule, require_scores)
+
+    def data_summary(self) -> dict[str, Any]:
+        """The data part of summary.json: dropped records by reason, labels, label variant."""
+        cfg = self.config
+        out: dict[str, Any] = {"label_variant": self.label_variant}
+        if self.label_report is not None and self.label_report.scores:
+            out["labels"] = self.label_report.to_json()
+        if cfg.skip_invalid:
+            out["skip_invalid"] = {
+                "rejected": len(self.rejected),
+                "by_reason": rejected_by_reason(self.rejected),
+                "file": REJECTED_FILE,
+            }
+        return out
 
     def prepare(
         self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
@@ -257,6 +328,8 @@ class Trainer:
             self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
         )
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        if getattr(cfg, "q_diff", ""):  # a Q_diff of another tokenizer fails before any pass
+            load_q_diff(cfg.q_diff).check_tokenizer(tokenizer, cfg.model)
         scorer = self.make_scorer(tokenizer)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
@@ -268,9 +341,7 @@ class Trainer:
             if eval_pair_records
             else None
         )
-        q_diff = (
-            self._q_diff(train, tokenizer, len(tokenizer)) if self.objective.deft_lambda else None
-        )
+        q_diff = self._q_diff(train, tokenizer)  # DEFT's R_Q: guidance term and/or log
         steps_per_epoch = self.steps_per_epoch(len(train.encoded))
         total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
         scorer, optimizer, scheduler, start_step = self.start(scorer, total_steps)
@@ -378,10 +449,39 @@ class Trainer:
             self._order_cache = (epoch, batches)
         return self._order_cache[1]
 
-    def _q_diff(self, train: Prepared, tokenizer, vocab: int) -> torch.Tensor:
-        from alignkit.scoring.deft import q_diff_from_encoded
+    def _q_diff(self, train: Prepared, tokenizer) -> RQSpec | None:
+        """What the forward pass computes DEFT's R_Q with, or None when R_Q is not wanted.
 
-        return q_diff_from_encoded(train.encoded, vocab, tokenizer.all_special_ids).to(self.device)
+        R_Q is computed with --deft-lambda != 0 (with gradient: the guidance term), and with
+        --log-r-q or --q-diff at lambda = 0 (without gradient: only logged as deft/r_q). Q_diff
+        is the file of --q-diff (the one `select deft` filtered with; its tokenizer must be the
+        model's), else counted on the training data; the log says which.
+        """
+        cfg = self.config
+        path = getattr(cfg, "q_diff", "")  # TrainConfig options; other verbs have no DEFT
+        lam = self.objective.deft_lambda
+        if not (lam or path or getattr(cfg, "log_r_q", False)):
+            return None
+        what = f"guidance term -{lam:g} * R_Q, R_Q logged" if lam else "R_Q logged, no gradient"
+        if path:
+            saved = load_q_diff(path)
+            saved.check_tokenizer(tokenizer, cfg.model)
+            q_diff = saved.q_diff
+            log.info("DEFT Q_diff: loaded from %s (%s); %s", path, saved.describe(), what)
+        else:
+            dists = token_distributions(train.encoded, len(tokenizer), tokenizer.all_special_ids)
+            q_diff = dists.q_diff
+            log.info(
+                "DEFT Q_diff: computed from the training data (%d preferred, %d dispreferred "
+                "tokens; give --q-diff OUTPUT/%s of `select deft` to use the Q_diff the data "
+                "was filtered with); %s",
+                dists.pos_tokens,
+                dists.neg_tokens,
+                Q_DIFF_FILE,
+                what,
+            )
+        form = getattr(cfg, "deft_form", "logprob")
+        return RQSpec(q_diff.to(self.device), form=form, grad=lam != 0)
 
     # ------------------------------------------------------- logs and saving
     def save_extra(self, model_dir: Path) -> None:
@@ -422,6 +522,8 @@ class Trainer:
             "base_model": absolute_if_local(self.config.model),
             "lora": self.config.lora,
         }
+        if self.label_variant is not None:  # data read by `load` (not the online loops)
+            summary["data"] = self.data_summary()
         model = self.accelerator.unwrap_model(scorer).model
         checkpoint.save_model_dir(
             self.accelerator, model, tokenizer, self.output, self.save_extra, summary
@@ -483,6 +585,8 @@ def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
         "model": cfg.model,
         "lora": cfg.lora,
         "format": cfg.data_format,
+        "skip_invalid": cfg.skip_invalid,
+        "labels": [option.text if option else None for option in cfg.label_options()],
         "kind": method.kind,
         "needs_ref": method.needs_ref,
         "max_length": cfg.max_length,
