@@ -187,6 +187,32 @@ def test_centroid_where_wrong_rules_pick_other_pairs():
     assert (got.chosen.item(), got.rejected.item()) == (2, 4)  # oriented: score 4 > 2
 
 
+def test_centroid_finds_the_best_split_where_one_lloyd_run_stops_short():
+    """Six unit vectors on a circle at 0, 80, 100, 110, 120 and 180 degrees. Seeded with the
+    least similar pair (0 deg, 180 deg), Lloyd's converges to {0, 80} | {100, 110, 120, 180}
+    (SSE 0.826 + 1.038 = 1.864), but the best split, by the enumeration below, is
+    {0} | {80, ..., 180} (SSE 0 + 1.471): restarting from every pair finds it. Squared
+    distances to the centre of {80..180}: .347, .091, .035, .030, .969, so the response nearest
+    it is 120 deg (index 4) and the centroid pair is (0, 4)."""
+    angles = torch.tensor([0.0, 80, 100, 110, 120, 180], dtype=torch.float64).deg2rad()
+    emb = torch.stack([angles.cos(), angles.sin()], dim=1)
+
+    def sse(group: list[int]) -> float:
+        return float(((emb[group] - emb[group].mean(0)) ** 2).sum())
+
+    local = sse([0, 1]) + sse([2, 3, 4, 5])
+    best = sse([0]) + sse([1, 2, 3, 4, 5])
+    assert local == pytest.approx(1.864, abs=1e-3) and best == pytest.approx(1.471, abs=1e-3)
+    splits = [
+        sse([i for i in range(6) if m >> i & 1]) + sse([i for i in range(6) if not m >> i & 1])
+        for m in range(1, 2**5)
+    ]
+    assert min(splits) == pytest.approx(best)
+    scores = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    got = select_per_prompt(emb.float(), offsets_of([6]), scores, "centroid")
+    assert (got.chosen.item(), got.rejected.item()) == (0, 4)
+
+
 # --------------------------------------------------------------------------- embeddings
 
 

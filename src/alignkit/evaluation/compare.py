@@ -31,6 +31,7 @@ CURVE_KEYS = (
     "eval/loss",
     "eval/rewards/margins",
     "eval/rewards/accuracies",
+    "eval/rewards/margins_unscaled",
     "eval/deft/r_q",
 )
 PER_RUN_KEYS = ("seed", "output", "resume")  # config keys that differ between seeds of a config

@@ -201,8 +201,11 @@ def _centroid_pairs(gram: Tensor, eligible: Tensor, iters: int = 20) -> tuple[Te
     """(c,), (c,): per prompt, the eligible responses nearest the two 2-means centres.
 
     Lloyd's algorithm in the Gram space: a centre is a weighted mean sum_j a_j e_j, so
-    ||e_i - c||^2 = G_ii - 2 (G a)_i + a^T G a. Seeded with the least similar pair; a
-    cluster that empties falls back to that pair.
+    ||e_i - c||^2 = G_ii - 2 (G a)_i + a^T G a. Lloyd's stops at a local optimum, so it is
+    restarted from every eligible pair as the two seeds (the least similar pair first) and the
+    split with the smallest within-cluster sum of squares is kept — what sklearn's `KMeans`
+    (the REAL authors' tool) approximates with random restarts. A cluster that empties falls
+    back to the least similar pair.
     """
     c, k, _ = gram.shape
     ar = torch.arange(c)
@@ -211,19 +214,41 @@ def _centroid_pairs(gram: Tensor, eligible: Tensor, iters: int = 20) -> tuple[Te
     )
     far = gram.masked_fill(~pair_ok, math.inf).flatten(1).argmin(1)
     a, b = far // k, far % k
-    second = gram[ar, :, b] > gram[ar, :, a]  # (c, k): in the cluster of b
+    best = _lloyd(gram, eligible, gram[ar, :, b] > gram[ar, :, a], iters)
+    best_sse = _within_sse(gram, eligible, best)
+    for s1, s2 in torch.ones(k, k, dtype=torch.bool).triu(1).nonzero().tolist():
+        second = _lloyd(gram, eligible, gram[:, :, s2] > gram[:, :, s1], iters)
+        sse = _within_sse(gram, eligible, second)
+        better = pair_ok[:, s1, s2] & (sse < best_sse - 1e-6 * best_sse.abs().clamp(min=1))
+        best = torch.where(better[:, None], second, best)
+        best_sse = torch.where(better, sse, best_sse)
+    dist = _centre_distances(gram, best, eligible)
+    first_m, second_m = eligible & ~best, eligible & best
+    i = dist[..., 0].masked_fill(~first_m, math.inf).argmin(1)
+    j = dist[..., 1].masked_fill(~second_m, math.inf).argmin(1)
+    empty = (first_m.sum(1) == 0) | (second_m.sum(1) == 0)
+    return torch.where(empty, a, i), torch.where(empty, b, j)
+
+
+def _lloyd(gram: Tensor, eligible: Tensor, second: Tensor, iters: int) -> Tensor:
+    """(c, k) bool: the second cluster after Lloyd's iterations from the split `second`."""
     for _ in range(iters):
         dist = _centre_distances(gram, second, eligible)
         moved = dist[..., 1] < dist[..., 0]
         if torch.equal(moved, second):
             break
         second = moved
+    return second
+
+
+def _within_sse(gram: Tensor, eligible: Tensor, second: Tensor) -> Tensor:
+    """(c,) sum over eligible responses of the squared distance to their own centre; a split
+    with an empty cluster counts as infinitely bad."""
     dist = _centre_distances(gram, second, eligible)
-    first_m, second_m = eligible & ~second, eligible & second
-    i = dist[..., 0].masked_fill(~first_m, math.inf).argmin(1)
-    j = dist[..., 1].masked_fill(~second_m, math.inf).argmin(1)
-    empty = (first_m.sum(1) == 0) | (second_m.sum(1) == 0)
-    return torch.where(empty, a, i), torch.where(empty, b, j)
+    own = torch.where(second, dist[..., 1], dist[..., 0])
+    sse = (own * eligible).sum(1)
+    empty = ((eligible & ~second).sum(1) == 0) | ((eligible & second).sum(1) == 0)
+    return sse.masked_fill(empty, math.inf)
 
 
 def _centre_distances(gram: Tensor, second: Tensor, eligible: Tensor) -> Tensor:
