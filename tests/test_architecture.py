@@ -37,10 +37,11 @@ LAYERS: dict[str, int] = {
     "rewards": 7,
     "online": 8,
     "evaluation": 8,
-    "commands": 9,
-    "cli": 10,
-    "__main__": 10,
-    "__init__": 10,
+    "study": 9,
+    "commands": 10,
+    "cli": 11,
+    "__main__": 11,
+    "__init__": 11,
 }
 
 

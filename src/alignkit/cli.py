@@ -12,12 +12,23 @@ import logging
 import sys
 
 from alignkit import __version__
-from alignkit.commands import compare, data, demo, judge, online, select, serve, train, train_rm
+from alignkit.commands import (
+    compare,
+    data,
+    demo,
+    judge,
+    online,
+    select,
+    serve,
+    study,
+    train,
+    train_rm,
+)
 from alignkit.commands import eval as evaluate
 from alignkit.errors import AlignkitError
 
 # in the order of `alignkit --help`
-COMMANDS = [train, data, demo, select, evaluate, train_rm, judge, serve, compare, online]
+COMMANDS = [train, data, demo, select, study, evaluate, train_rm, judge, serve, compare, online]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,30 @@
-"""`alignkit select deft|real`: cut a preference dataset down before training.
+"""`alignkit select NAME`: cut a preference dataset down before training.
 
-Each sub-verb writes OUTPUT/subset.jsonl (TRL prompt/chosen/rejected, read by
-`alignkit train --data`), OUTPUT/scores.jsonl and a report (report.md, report.json, PNG);
-`deft` also writes OUTPUT/q_diff.safetensors, the Q_diff it filtered with, for
-`alignkit train --q-diff`.
-Works under `torchrun --nproc_per_node N -m alignkit select ...`: every process scores a
-shard, the main process writes the outputs.
+One shape for every selector of `alignkit.select.registry` (a scorer plus a keep rule):
+`alignkit select NAME --data F --output DIR (--fraction F | --count N) [--keep lowest|highest]
+[--seed S] [selector options]`, NAME in random, deft, real, reward-gap, rm-margin (registered
+by `alignkit.rewards.selection`, imported here), perplexity, length. Each writes
+OUTPUT/subset.jsonl (read by `alignkit train --data`), OUTPUT/scores.jsonl, dropped.jsonl and
+a report (report.md, report.json, PNG histogram). `deft` and `real` keep their own verbs
+(`--keep-fraction`/`--keep-count` and `--strategy` stay; `--fraction`/`--count`/`--keep` are
+the common names); their subset is TRL prompt/chosen/rejected rows; `deft` also writes
+OUTPUT/q_diff.safetensors, the Q_diff it filtered with, for `alignkit train --q-diff`.
+`deft` and `real` work under `torchrun --nproc_per_node N -m alignkit select ...`: every
+process scores a shard, the main process writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
+import alignkit.rewards.selection  # noqa: F401  (registers rm-margin)
 from alignkit.options import CONFIG_NOTE, add_config_verb
 from alignkit.scoring.deft import Q_DIFF_FILE
 from alignkit.select.deft import DeftConfig
 from alignkit.select.real import RealConfig
+from alignkit.select.registry import SELECTORS, SelectConfig
 
 _DEFT_EPILOG = """\
 R_Q(x, y) = mean over response positions of <Q_diff, log p(. | x, y_<t)>, with
@@ -45,30 +53,79 @@ examples:
   alignkit train --method dpo --data sel/easy/subset.jsonl --output runs/real-easy"""
 
 
+_EXAMPLES = {
+    "random": "alignkit select random --data pairs.jsonl --fraction 0.25 --seed 1 --output sel/r1",
+    "reward-gap": "alignkit select reward-gap --data pairs.jsonl --model runs/sft --fraction 0.25 "
+    "--output sel/gap\n  alignkit select reward-gap --data pairs.jsonl --model default --ref none "
+    "--count 500 --output sel/gap",
+    "rm-margin": "alignkit select rm-margin --data pairs.jsonl --reward-model runs/rm "
+    "--fraction 0.5 --output sel/rm",
+    "perplexity": "alignkit select perplexity --data pairs.jsonl --model default --fraction 0.5 "
+    "--output sel/ppl",
+    "length": "alignkit select length --data pairs.jsonl --what pair --count 1000 --keep lowest "
+    "--output sel/short",
+}
+
+_COMMON_EPILOG = """\
+Writes OUTPUT/subset.jsonl (the kept records, original columns), scores.jsonl (every record:
+index, source, score, rank, kept), dropped.jsonl (the others with their scores), report.json,
+report.md and scores_hist.png (the cut marked). Ties at the cut are ordered by --seed.
+
+examples:
+  {example}
+  alignkit train --method dpo --data OUTPUT/subset.jsonl --output RUN_DIR"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "select",
-        help="choose the part of a dataset worth training (deft) or labelling (real)",
-        description="Select a subset of preference data before training; writes a dataset "
-        "`alignkit train --data` reads, a per-example scores file and a report.",
+        help="choose the part of a dataset worth training or labelling (random, deft, real, "
+        "reward-gap, rm-margin, perplexity, length)",
+        description="Select a subset of preference data before training: alignkit select NAME "
+        "--data F --output DIR (--fraction F | --count N) [--keep lowest|highest] [--seed S] "
+        "[options of NAME]. Writes a dataset `alignkit train --data` reads, every score, the "
+        "dropped records and a report.",
     )
     parser.set_defaults(func=lambda args: _usage(parser))
-    verbs = parser.add_subparsers(dest="select_command", metavar="SUBVERB")
-    for name, cls, func, help, epilog in (
-        ("deft", DeftConfig, run_deft_command, _DEFT_HELP, _DEFT_EPILOG),
-        ("real", RealConfig, run_real_command, _REAL_HELP, _REAL_EPILOG),
-    ):
+    verbs = parser.add_subparsers(dest="select_command", metavar="SELECTOR")
+    for name, selector in SELECTORS.items():
+        if name == "deft":
+            cls, func, help, epilog = DeftConfig, run_deft_command, _DEFT_HELP, _DEFT_EPILOG
+        elif name == "real":
+            cls, func, help, epilog = RealConfig, run_real_command, _REAL_HELP, _REAL_EPILOG
+        elif selector.config is not None:
+            cls, help = selector.config, selector.description
+            func = functools.partial(run_selection_command, name)
+            example = _EXAMPLES.get(name, f"alignkit select {name} --data pairs.jsonl "
+                                    "--fraction 0.5 --output sel/out")  # fmt: skip
+            epilog = _COMMON_EPILOG.format(example=example)
+        else:
+            continue  # a selector without CLI options: Python API only
         description = f"{help[0].upper()}{help[1:]}. {CONFIG_NOTE}"
         add_config_verb(verbs, name, cls, func, help=help, description=description, epilog=epilog)
 
 
-_DEFT_HELP = "keep the examples with the lowest DEFT distribution reward R_Q"
+_DEFT_HELP = "keep the examples with the lowest (--keep highest: highest) DEFT R_Q"
 _REAL_HELP = "choose response pairs by embedding similarity (REAL)"
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
+
+
+def run_selection_command(name: str, config: SelectConfig) -> int:
+    from alignkit.select.pipeline import run_selection
+
+    result = run_selection(name, config)
+    sign = "<=" if result.keep == "lowest" else ">="
+    print(
+        f"kept {result.kept} of {result.scored} records ({name}, {result.keep} scores, "
+        f"cut {sign} {result.cut:.6g})\nsubset: {result.subset}\n"
+        f"report: {result.output / 'report.md'}\n"
+        f"train on it: alignkit train --method dpo --data {result.subset} --output RUN_DIR"
+    )
+    return 0
 
 
 def run_deft_command(config: DeftConfig) -> int:
@@ -78,7 +135,8 @@ def run_deft_command(config: DeftConfig) -> int:
     if result is not None:
         q_diff = result.output / Q_DIFF_FILE
         print(
-            f"kept {result.kept} of {result.scored} examples (lowest R_Q, cut {result.cut:.6g})\n"
+            f"kept {result.kept} of {result.scored} examples ({config.keep} R_Q, cut "
+            f"{result.cut:.6g})\n"
             f"subset: {result.subset}\nQ_diff: {q_diff}\n"
             f"report: {result.output / 'report.md'}\n"
             f"train on it: alignkit train --method dpo --data {result.subset} "

@@ -125,6 +125,7 @@ def _dpo(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
         "logps/chosen": policy[:, 0].mean().detach(),
         "logps/rejected": policy[:, 1].mean().detach(),
         **_reward_metrics(chosen, rejected),
+        "rewards/dpo_loss": losses.mean().detach(),  # = the loss unless DEFT guidance is added
     }
     return losses.mean(), metrics
 

@@ -1,11 +1,14 @@
-"""Pieces shared by the selection methods (DEFT, REAL)."""
+"""Pieces shared by the selection methods: checks, the budget and keep rules, and the
+request a selector scores (`alignkit.select.registry`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,3 +51,74 @@ def rejected_path(output: str, skip_invalid: bool, state: Any) -> Path | None:
     if not skip_invalid or not state.is_main_process:
         return None
     return Path(output) / REJECTED_FILE
+
+
+# ------------------------------------------------------------------ budgets and keep rules
+
+Keep = Literal["lowest", "highest"]
+KEEPS: tuple[str, ...] = ("lowest", "highest")
+
+
+def budget_count(n: int, fraction: float | None, count: int | None) -> int:
+    """How many of `n` records a budget keeps: exactly one of `fraction` (in (0, 1],
+    `fraction_count`: round half up, at least 1) and `count` (1..n)."""
+    if n <= 0:
+        raise AlignkitError("no records to select from")
+    if fraction is not None and count is not None:
+        raise AlignkitError("give --fraction or --count, not both")
+    if count is not None:
+        if not 1 <= count <= n:
+            raise AlignkitError(f"--count must be in 1..{n} (the records scored), got {count}")
+        return int(count)
+    if fraction is None:
+        raise AlignkitError("give a budget: --fraction F or --count N")
+    return fraction_count(n, fraction, "--fraction")
+
+
+def keep_order(scores: Any, keep: Keep, seed: int = 0) -> np.ndarray:
+    """(n,) every index in the order the keep rule takes them: lowest (or highest) score
+    first; equal scores in a seeded random order (so ties do not always favour low indices)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1:
+        raise AlignkitError(f"scores must be one number per record, got shape {values.shape}")
+    if np.isnan(values).any():
+        raise AlignkitError(
+            f"{int(np.isnan(values).sum())} of {len(values)} scores are NaN; try --precision fp32"
+        )
+    if keep not in KEEPS:
+        raise AlignkitError(f"--keep must be lowest or highest, got {keep!r}")
+    perm = np.random.default_rng(seed).permutation(len(values))
+    key = values[perm] if keep == "lowest" else -values[perm]
+    return perm[np.argsort(key, kind="stable")]
+
+
+def keep_indices(scores: Any, count: int, keep: Keep, seed: int = 0) -> np.ndarray:
+    """(count,) sorted indices of the `count` lowest (or highest) scores; ties at the cut
+    broken by a seeded shuffle (`keep_order`)."""
+    n = len(np.asarray(scores))
+    if not 0 <= count <= n:
+        raise AlignkitError(f"cannot keep {count} of {n} records")
+    return np.sort(keep_order(scores, keep, seed)[:count])
+
+
+# ------------------------------------------------------------------ a scoring request
+
+
+@dataclass
+class ScoreRequest:
+    """What a selector scores, and with what (`alignkit.select.registry.score_records`).
+
+    `records`: alignkit records (`Pair` for the pair selectors); `options`: the selector's
+    options (unknown names are refused, missing ones take the selector's defaults);
+    `model`: a model spec (`alignkit.runs`); `cache_dir`: when set, scores are cached there by
+    content (records, selector, options, model and the other inputs the selector depends on).
+    """
+
+    records: list
+    options: dict[str, Any] = field(default_factory=dict)
+    model: str = "default"
+    seed: int = 0
+    batch_size: int = 8
+    max_length: int = 512
+    precision: str = "auto"
+    cache_dir: str | None = None

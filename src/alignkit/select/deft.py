@@ -2,8 +2,8 @@
 
 Q_diff and R_Q (both forms) are in `alignkit.scoring.deft`; this module scores every pair of
 a dataset with the starting model (`score_r_q`, sharded under a launcher) and keeps the
-lowest-R_Q fraction (`select_deft`). The end-to-end run that writes the subset and the report
-is `alignkit.select.pipeline.run_deft`.
+lowest-R_Q fraction (`select_deft`; `--keep highest` keeps the highest). The end-to-end run
+that writes the subset and the report is `alignkit.select.pipeline.run_deft`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ from alignkit.scoring.forward import mixes_positions, response_hidden_states
 from alignkit.scoring.head import decoder_and_head, logit_transform
 from alignkit.scoring.packing import PackedBatch
 from alignkit.select.common import (
+    KEEPS,
+    Keep,
     check_vocab,
     distributed_state,
     fraction_count,
+    keep_indices,
     rejected_path,
 )
 
@@ -172,12 +175,17 @@ def keep_count_for(n: int, keep_fraction: float | None, keep_count: int | None) 
 def keep_lowest(scores: Tensor, count: int) -> Tensor:
     """(count,) indices of the `count` lowest scores, in ascending index order.
 
-    Ties at the cut go to the lower index, so the result is deterministic.
+    Ties at the cut go to the lower index, so the result is deterministic. (`select deft`
+    uses `keep_indices`, which orders ties by a seeded shuffle like every selector.)
     """
-    if not torch.isfinite(scores).all():
-        raise AlignkitError("some R_Q scores are not finite; try --precision fp32")
+    check_finite(scores)
     order = torch.sort(scores, stable=True).indices
     return order[:count].sort().values
+
+
+def check_finite(scores: Tensor) -> None:
+    if not torch.isfinite(scores).all():
+        raise AlignkitError("some R_Q scores are not finite; try --precision fp32")
 
 
 # ------------------------------------------------------------------------- the command
@@ -190,17 +198,19 @@ class DeftConfig:
     data: list[str] = opt([], "pair data files to select from", metavar="PATH")
     output: str = opt(
         "",
-        "output directory: subset.jsonl, scores.jsonl, q_diff.safetensors (for train "
-        "--q-diff), report.json/.md, r_q_hist.png",
+        "output directory: subset.jsonl, scores.jsonl, dropped.jsonl, q_diff.safetensors "
+        "(for train --q-diff), report.json/.md, r_q_hist.png",
     )
     model: str = opt(
         "default", "starting model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
     )
     data_format: DataFormat = opt("auto", "format of the data files")
-    keep_fraction: float | None = opt(
-        None, "fraction of examples to keep, lowest R_Q first (default: 0.05)"
-    )
+    keep_fraction: float | None = opt(None, "fraction of examples to keep (default: 0.05)")
     keep_count: int = opt(0, "keep exactly this many examples instead (0 = use the fraction)")
+    fraction: float | None = opt(None, "the same as --keep-fraction (the shape of every selector)")
+    count: int | None = opt(None, "the same as --keep-count (the shape of every selector)")
+    keep: Keep = opt("lowest", "keep the lowest R_Q (DEFT) or the highest")
+    seed: int = opt(0, "seed of the order of tied scores at the cut")
     score: ScoreOn = opt(
         "chosen", "what is filtered on: R_Q of the chosen response, or chosen minus rejected"
     )
@@ -226,6 +236,9 @@ class DeftConfig:
             raise AlignkitError("no data: give --data PATH")
         if not self.output:
             raise AlignkitError("no output directory: give --output DIR")
+        self._fold_aliases()
+        if self.keep not in KEEPS:
+            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
         if self.keep_count and self.keep_fraction is not None:
             raise AlignkitError("give --keep-fraction or --keep-count, not both")
         if self.keep_count < 0:
@@ -233,6 +246,19 @@ class DeftConfig:
         keep_count_for(1, self.keep_fraction, None)  # range check of the fraction
         if self.batch_size <= 0 or self.top_tokens < 0:
             raise AlignkitError("--batch-size must be > 0 and --top-tokens >= 0")
+
+    def _fold_aliases(self) -> None:
+        """--fraction / --count are --keep-fraction / --keep-count under their common names."""
+        if self.fraction is not None:
+            if self.keep_fraction is not None and self.keep_fraction != self.fraction:
+                raise AlignkitError("--fraction and --keep-fraction are one option; give one")
+            self.keep_fraction = self.fraction
+        if self.count is not None:
+            if self.count < 1:
+                raise AlignkitError(f"--count must be >= 1, got {self.count}")
+            if self.keep_count and self.keep_count != self.count:
+                raise AlignkitError("--count and --keep-count are one option; give one")
+            self.keep_count = self.count
 
 
 @dataclass
@@ -309,12 +335,15 @@ def select_deft(config: DeftConfig, state: Any = None) -> DeftSelection:
     )
     scores = selection_scores(table, config.score)
     count = keep_count_for(len(scores), config.keep_fraction, config.keep_count)
+    check_finite(scores)
     return DeftSelection(
         records=list(records),
         encoded=encoded,
         table=table,
         scores=scores,
-        keep=keep_lowest(scores, count),
+        keep=torch.from_numpy(
+            keep_indices(scores.double().numpy(), count, config.keep, config.seed)
+        ),
         dists=dists,
         tokens=top_tokens(dists, tokenizer, config.top_tokens),
         encoding=enc.describe(config.max_length, truncation),

@@ -1,10 +1,18 @@
-"""The end-to-end runs of `alignkit select deft|real` and what they write.
+"""The end-to-end runs of `alignkit select NAME` and what they write.
 
-`run_deft` / `run_real`: load the records and the model, score and select (`alignkit.select.deft`
-/ `alignkit.select.real`, which never import this module), then write the subset (TRL
-prompt/chosen/rejected jsonl that `alignkit train --data` reads), a per-example scores file,
-report.json for machines and report.md + PNG histograms for people. Every file is written
-atomically, by the main process only.
+`run_selection(name, config)` (every registry selector with a CLI config: random, reward-gap,
+rm-margin, perplexity, length): load the records, score them (`alignkit.select.registry`),
+keep the budget by the keep rule, then write subset.jsonl (the kept records with their
+original columns, which `alignkit train --data` reads), scores.jsonl (every record: index,
+source, score, rank, kept), dropped.jsonl (the others with their scores), report.json,
+report.md and scores_hist.png (the cut marked).
+
+`run_deft` / `run_real` (`alignkit select deft|real`, with their own options and extra
+outputs): load the records and the model, score and select (`alignkit.select.deft` /
+`alignkit.select.real`, which never import this module), then write the subset (TRL
+prompt/chosen/rejected jsonl), a per-example scores file, dropped.jsonl, report.json for
+machines and report.md + PNG histograms for people. Every file is written atomically, by the
+main process only.
 
 Plots use matplotlib's Agg canvas directly (no pyplot global state, no display needed).
 """
@@ -12,7 +20,9 @@ Plots use matplotlib's Agg canvas directly (no pyplot global state, no display n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,19 +30,25 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from alignkit.data.loading import REJECTED_FILE, iter_rows
 from alignkit.data.prompts import prompt_json
+from alignkit.data.records import Multi, Pair, Point
+from alignkit.errors import DataError
 from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
 from alignkit.scoring.deft import Q_DIFF_FILE, save_q_diff
-from alignkit.select.common import distributed_state
+from alignkit.select.common import budget_count, distributed_state, keep_order
 from alignkit.select.deft import DeftConfig, DeftSelection, select_deft
 from alignkit.select.real import RealConfig, RealSelection, select_real
+from alignkit.select.registry import SelectConfig, get_selector, resolve_keep, score_records
 
 SUBSET = "subset.jsonl"
 SCORES = "scores.jsonl"
+DROPPED = "dropped.jsonl"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 DEFT_PLOT = "r_q_hist.png"
 REAL_PLOT = "similarity_hist.png"
+SCORES_PLOT = "scores_hist.png"
 
 
 # ------------------------------------------------------------------------------ runs
@@ -93,12 +109,203 @@ def run_real(config: RealConfig) -> RealResult | None:
     return result
 
 
+@dataclass
+class SelectionResult:
+    """Where `run_selection` wrote, and the headline numbers (also in report.json)."""
+
+    output: Path
+    subset: Path
+    scored: int
+    kept: int
+    keep: str
+    cut: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_selection(name: str, config: SelectConfig) -> SelectionResult:
+    """`alignkit select NAME`: load, score (cached by content with --cache-dir), keep the
+    budget, write the five outputs and the histogram."""
+    from alignkit.data import load_records
+
+    config.validate()
+    selector = get_selector(name)
+    options = selector.resolve_options(config.options())
+    keep = resolve_keep(name, options, config.keep)
+    start = time.perf_counter()
+    output = Path(config.output)
+    records, _ = load_records(
+        config.data,
+        config.data_format,
+        skip_invalid=config.skip_invalid,
+        rejected_path=output / REJECTED_FILE if config.skip_invalid else None,
+    )
+    scores = score_records(name, config.request(list(records)))
+    count = budget_count(len(records), config.fraction, config.count)
+    order = keep_order(scores, keep, config.seed)
+    info = {
+        "selector": name,
+        "description": selector.description,
+        "options": options,
+        "data": list(config.data),
+        "model": getattr(config, "model", None),
+        "fraction": config.fraction,
+        "count": config.count,
+        "keep": keep,
+        "seed": config.seed,
+    }
+    rows = original_rows(records, config.data)
+    summary = write_selection(output, records, rows, scores, order, count, info)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    write_report(output, summary, _selection_markdown(summary))
+    return SelectionResult(
+        output, output / SUBSET, len(records), count, keep, summary["cut"], summary
+    )
+
+
+def original_rows(records: Sequence[Any], paths: Iterable[str]) -> list[dict[str, Any]]:
+    """Each record's row as its file holds it (every column kept), found by its
+    `source` ("path:line" / "path[record N]"); a record whose file cannot be read again
+    (not a local file) is written as the row of its kind (`record_row`)."""
+    wanted = {r.source for r in records}
+    found: dict[str, Any] = {}
+    for path in dict.fromkeys(paths):
+        if not os.path.exists(path):
+            continue
+        try:
+            for where, row in iter_rows(path, errors=[]):
+                if where in wanted:
+                    found[where] = row
+        except DataError:
+            continue
+    return [
+        found[r.source] if isinstance(found.get(r.source), dict) else record_row(r) for r in records
+    ]
+
+
+def write_selection(
+    output: Path,
+    records: Sequence[Any],
+    rows: Sequence[dict[str, Any]],
+    scores: np.ndarray,
+    order: np.ndarray,
+    count: int,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """subset.jsonl (rows kept, in data order), scores.jsonl, dropped.jsonl and
+    scores_hist.png of one selection; returns the summary (`info` + counts, cut, stats).
+    `order`: every index in the order the keep rule takes them (`keep_order`)."""
+    output.mkdir(parents=True, exist_ok=True)
+    n = len(records)
+    kept = np.zeros(n, dtype=bool)
+    kept[order[:count]] = True
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    cut = float(scores[order[count - 1]])
+    score_rows = [
+        {
+            "index": i,
+            "source": r.source,
+            "score": float(scores[i]),
+            "rank": int(ranks[i]),
+            "kept": bool(kept[i]),
+        }
+        for i, r in enumerate(records)
+    ]
+    _write_rows(output / SUBSET, (rows[i] for i in range(n) if kept[i]))
+    _write_rows(output / SCORES, score_rows)
+    _write_rows(
+        output / DROPPED,
+        ({**_without(s, "kept"), "record": rows[s["index"]]} for s in score_rows if not s["kept"]),
+    )
+    keep = info.get("keep", "lowest")
+    cut_histogram_png(
+        output / SCORES_PLOT,
+        scores,
+        scores[kept],
+        cut,
+        title=f"{info.get('selector', 'selection')}: {keep} {count} of {n} kept",
+        xlabel="score",
+    )
+    return {
+        **info,
+        "records": n,
+        "kept": count,
+        "dropped": n - count,
+        "cut": cut,
+        "scores_all": stats(scores),
+        "scores_kept": stats(scores[kept]),
+        "scores_dropped": stats(scores[~kept]),
+        "files": {
+            "subset": SUBSET,
+            "scores": SCORES,
+            "dropped": DROPPED,
+            "histogram": SCORES_PLOT,
+        },
+    }
+
+
+def _write_rows(path: Path, rows: Iterable[Any]) -> None:
+    """jsonl; values JSON does not know (from parquet or datasets) written as strings."""
+    text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    atomic_write_text(path, text)
+
+
+def _selection_markdown(s: dict[str, Any]) -> str:
+    stat_rows = [
+        [name, *(s[key].get(k, "") for k in ("min", "mean", "median", "max"))]
+        for name, key in (
+            ("all", "scores_all"),
+            ("kept", "scores_kept"),
+            ("dropped", "scores_dropped"),
+        )
+    ]
+    options = ", ".join(f"{k}={v!r}" for k, v in s["options"].items()) or "none"
+    budget = f"fraction {s['fraction']}" if s["fraction"] is not None else f"count {s['count']}"
+    model = f"; model: {s['model']}" if s.get("model") else ""
+    sign = "<=" if s["keep"] == "lowest" else ">="
+    return "\n\n".join(
+        [
+            f"# Selection report: {s['selector']}",
+            f"{s['description'][:1].upper()}{s['description'][1:]}.",
+            f"Kept **{s['kept']} of {s['records']}** records with the {s['keep']} scores "
+            f"({budget}, seed {s['seed']}); cut score {sign} {s['cut']:.6g}. The kept records "
+            f"are in `{SUBSET}` with their original columns, the {s['dropped']} others with "
+            f"their scores in `{DROPPED}`, every score in `{SCORES}`.",
+            f"Data: {', '.join(s['data'])}{model}; options: {options}; {s['seconds']} s.",
+            f"![score histogram]({SCORES_PLOT})",
+            markdown_table(["score", "min", "mean", "median", "max"], stat_rows),
+            f"Train on the subset: `alignkit train --method dpo --data {SUBSET} ...`\n",
+        ]
+    )
+
+
 # ----------------------------------------------------------------------------- rows
 
 
 def pair_row(prompt: Any, chosen: str, rejected: str) -> dict[str, Any]:
     """One TRL-style preference row."""
     return {"prompt": prompt_json(prompt), "chosen": chosen, "rejected": rejected}
+
+
+def record_row(record: Any) -> dict[str, Any]:
+    """A record as the row a training file holds (pairs: TRL prompt/chosen/rejected)."""
+    if isinstance(record, Pair):
+        return pair_row(record.prompt, record.chosen, record.rejected)
+    if isinstance(record, Point):
+        row = {"prompt": prompt_json(record.prompt), "completion": record.completion}
+        label: Any = bool(record.label) if record.binary else record.label
+        return {**row, "label": label, "high_quality": record.high_quality}
+    if isinstance(record, Multi):
+        return {
+            "prompt": prompt_json(record.prompt),
+            "responses": list(record.responses),
+            "scores": list(record.scores),
+        }
+    raise TypeError(f"not a record: {record!r}")
+
+
+def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in keys}
 
 
 def stats(values: Tensor | np.ndarray) -> dict[str, float]:
@@ -190,16 +397,25 @@ def write_deft(output: Path, config: DeftConfig, sel: DeftSelection) -> dict[str
     keep = sel.keep.numpy()
     kept_mask = np.zeros(len(scores), dtype=bool)
     kept_mask[keep] = True
-    cut = float(scores[keep].max())
+    cut = float(scores[keep].max() if config.keep == "lowest" else scores[keep].min())
     records = [sel.records[sel.encoded[i].index] for i in keep]
     atomic_write_jsonl(output / SUBSET, (pair_row(r.prompt, r.chosen, r.rejected) for r in records))
-    atomic_write_jsonl(output / SCORES, _deft_score_rows(sel, kept_mask))
+    rows = _deft_score_rows(sel, kept_mask, keep_order(scores, config.keep, config.seed))
+    atomic_write_jsonl(output / SCORES, rows)
+    atomic_write_jsonl(
+        output / DROPPED,
+        (
+            {**_without(row, "kept"), "record": record_row(sel.records[row["index"]])}
+            for row in rows
+            if not row["kept"]
+        ),
+    )
     cut_histogram_png(
         output / DEFT_PLOT,
         scores,
         scores[kept_mask],
         cut,
-        title=f"DEFT R_Q ({config.form}, {config.score}) - lowest {len(keep)} kept",
+        title=f"DEFT R_Q ({config.form}, {config.score}) - {config.keep} {len(keep)} kept",
         xlabel="R_Q",
     )
     summary = {
@@ -213,6 +429,8 @@ def write_deft(output: Path, config: DeftConfig, sel: DeftSelection) -> dict[str
         "kept": int(len(keep)),
         "keep_fraction": config.keep_fraction if not config.keep_count else None,
         "keep_count": config.keep_count or None,
+        "keep": config.keep,
+        "seed": config.seed,
         "cut": cut,
         "r_q_all": stats(scores),
         "r_q_kept": stats(scores[kept_mask]),
@@ -224,6 +442,7 @@ def write_deft(output: Path, config: DeftConfig, sel: DeftSelection) -> dict[str
         "files": {
             "subset": SUBSET,
             "scores": SCORES,
+            "dropped": DROPPED,
             "q_diff": Q_DIFF_FILE,
             "histogram": DEFT_PLOT,
         },
@@ -256,10 +475,13 @@ def _q_diff_meta(config: DeftConfig, sel: DeftSelection) -> dict[str, Any]:
     }
 
 
-def _deft_score_rows(sel: DeftSelection, kept: np.ndarray) -> list[dict[str, Any]]:
-    """One row per scored example, in data order: R_Q per response, score, rank, kept."""
+def _deft_score_rows(
+    sel: DeftSelection, kept: np.ndarray, order: np.ndarray
+) -> list[dict[str, Any]]:
+    """One row per scored example, in data order: R_Q per response, score, rank (0 = the
+    first the keep rule takes), kept."""
     ranks = np.empty(len(kept), dtype=np.int64)
-    ranks[np.argsort(sel.scores.numpy(), kind="stable")] = np.arange(len(kept))
+    ranks[order] = np.arange(len(kept))
     table = sel.table.double().numpy()
     rows = []
     for i, enc in enumerate(sel.encoded):
@@ -288,7 +510,9 @@ def _deft_markdown(s: dict[str, Any]) -> str:
         [
             "# DEFT selection report",
             f"Kept **{s['kept']} of {s['scored']}** scored examples ({s['records']} records) with "
-            f"the lowest R_Q ({s['form']} form, on {s['score']}); cut R_Q <= {s['cut']:.6g}.",
+            f"the {s['keep']} R_Q ({s['form']} form, on {s['score']}); cut R_Q "
+            f"{'<=' if s['keep'] == 'lowest' else '>='} {s['cut']:.6g}. The others are in "
+            f"`{DROPPED}`.",
             f"Data: {', '.join(s['data'])}; model: {s['model']}; {s['encoding']}; "
             f"{s['seconds']} s.",
             f"![R_Q histogram]({DEFT_PLOT})",
@@ -319,6 +543,7 @@ def write_real(output: Path, config: RealConfig, sel: RealSelection) -> dict[str
         rows, scores, groups, subsets = _real_prompts(sel, config)
     atomic_write_jsonl(output / SUBSET, rows)
     atomic_write_jsonl(output / SCORES, scores)
+    atomic_write_jsonl(output / DROPPED, _real_dropped(sel, scores))
     overlay_histogram_png(
         output / REAL_PLOT,
         groups,
@@ -337,7 +562,7 @@ def write_real(output: Path, config: RealConfig, sel: RealSelection) -> dict[str
         "selected": len(rows),
         "subsets": subsets,
         "seconds": round(sel.seconds, 2),
-        "files": {"subset": SUBSET, "scores": SCORES, "histogram": REAL_PLOT},
+        "files": {"subset": SUBSET, "scores": SCORES, "dropped": DROPPED, "histogram": REAL_PLOT},
     }
     write_report(output, summary, _real_markdown(summary))
     return summary
@@ -408,6 +633,24 @@ def _real_prompts(sel: RealSelection, config: RealConfig) -> tuple[list, list, d
         name: {**pp.counts, "similarity": stats(pp.similarity)} for name, pp in sel.subsets.items()
     }
     return rows, scores, groups, subsets
+
+
+def _real_dropped(sel: RealSelection, scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that gave no pair to the subset: pair data with their similarity as the
+    score; multi-response data (prompts without a selected pair) with no score."""
+    if sel.mode == "pair":
+        return [
+            {**_without(row, "selected"), "score": row["similarity"],
+             "record": record_row(sel.records[row["index"]])}
+            for row in scores
+            if not row["selected"]
+        ]  # fmt: skip
+    picked = {row["index"] for row in scores}
+    return [
+        {"index": i, "source": r.source, "score": None, "record": record_row(r)}
+        for i, r in enumerate(sel.records)
+        if i not in picked
+    ]
 
 
 _COUNT_ORDER = (

@@ -32,6 +32,8 @@ from alignkit.errors import AlignkitError
 from alignkit.models import Precision
 from alignkit.options import opt
 from alignkit.select.common import (
+    KEEPS,
+    Keep,
     check_vocab,
     distributed_state,
     fraction_count,
@@ -45,16 +47,20 @@ STRATEGIES = ("easy", "hard", "random", "centroid")
 # ------------------------------------------------------------------------ pair subsets
 
 
-def select_pair_subset(sim: Tensor, strategy: str, fraction: float, seed: int = 0) -> Tensor:
+def select_pair_subset(
+    sim: Tensor, strategy: str, fraction: float, seed: int = 0, count: int | None = None
+) -> Tensor:
     """(m,) sorted indices of the pairs to keep. sim: (n,) cosine(chosen, rejected).
 
-    easy = the m least similar, hard = the m most similar (ties: lower index first),
-    random = a seeded uniform sample of m.
+    m = `count` when given, else `fraction` of n; easy = the m least similar, hard = the m
+    most similar (ties: lower index first), random = a seeded uniform sample of m.
     """
     n = len(sim)
     if n == 0:
         raise AlignkitError("no pairs to select from")
-    m = fraction_count(n, fraction, "--fraction")
+    if count is not None and count > n:
+        raise AlignkitError(f"--count {count} is more than the {n} pairs to select from")
+    m = count if count is not None else fraction_count(n, fraction, "--fraction")
     if strategy == "easy":
         order = torch.sort(sim, stable=True).indices
     elif strategy == "hard":
@@ -303,12 +309,22 @@ class RealConfig:
     model: str = opt(
         "default", "base model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
     )
-    strategy: str = opt("easy", "which pairs to keep", choices=list(STRATEGIES))
+    strategy: str = opt(
+        "",
+        "which pairs to keep (default: easy; hard with --keep highest)",
+        choices=list(STRATEGIES),
+    )
     data_format: DataFormat = opt("auto", "format of the data files")
     fraction: float | None = opt(
         None,
         "pair data: fraction of pairs to keep (default: 0.5); multi-response data "
         "keeps one pair per prompt",
+    )
+    count: int | None = opt(None, "pair data: the number of pairs to keep (instead of --fraction)")
+    keep: Keep | None = opt(
+        None,
+        "pair data: keep the lowest similarity (the same as --strategy easy) or the highest "
+        "(--strategy hard)",
     )
     seed: int = opt(0, "seed of the random strategy")
     min_score_ratio: float = opt(
@@ -332,18 +348,44 @@ class RealConfig:
             raise AlignkitError("no data: give --data PATH")
         if not self.output:
             raise AlignkitError("no output directory: give --output DIR")
+        if not self.strategy:
+            self.strategy = "hard" if self.keep == "highest" else "easy"
         if self.strategy not in STRATEGIES:
             raise AlignkitError(
                 f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"
             )
+        self._check_keep()
         if self.fraction is not None:
             fraction_count(1, self.fraction, "--fraction")  # range check
+        if self.count is not None:
+            if self.fraction is not None:
+                raise AlignkitError("give --fraction or --count, not both")
+            if self.count < 1:
+                raise AlignkitError(f"--count must be >= 1, got {self.count}")
         if self.min_score_ratio and self.min_score_ratio < 1:
             raise AlignkitError(
                 f"--min-score-ratio must be >= 1 (or 0 = off), got {self.min_score_ratio}"
             )
         if self.max_length < 0 or self.batch_size <= 0:
             raise AlignkitError("--max-length must be >= 0 and --batch-size > 0")
+
+    def _check_keep(self) -> None:
+        """--keep is the keep rule of easy (lowest similarity) / hard (highest)."""
+        if self.keep is None:
+            return
+        if self.keep not in KEEPS:
+            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
+        implied = {"easy": "lowest", "hard": "highest"}.get(self.strategy)
+        if implied is None:
+            raise AlignkitError(
+                f"--keep applies to --strategy easy (lowest similarity) or hard (highest); "
+                f"{self.strategy} has no keep rule"
+            )
+        if implied != self.keep:
+            raise AlignkitError(
+                f"--keep {self.keep} contradicts --strategy {self.strategy} (easy keeps the "
+                "lowest similarity, hard the highest): give one of them"
+            )
 
     def embedding_cache(self) -> Path:
         from alignkit.models import cache_dir
@@ -433,9 +475,10 @@ def _check_mode_options(config: RealConfig, mode: str, records: Sequence[Any]) -
         raise AlignkitError(
             "--min-score-ratio needs multi-response data with scores; pairs have none"
         )
-    if mode == "multi" and config.fraction is not None:
+    if mode == "multi" and (config.fraction is not None or config.count is not None):
+        flag = "--fraction" if config.fraction is not None else "--count"
         raise AlignkitError(
-            "--fraction applies to pair data; multi-response data yields one pair per prompt"
+            f"{flag} applies to pair data; multi-response data yields one pair per prompt"
         )
     if (
         mode == "multi"
@@ -461,7 +504,7 @@ def _pair_subsets(sel: RealSelection, config: RealConfig) -> None:
     fraction = 0.5 if config.fraction is None else config.fraction
     for strategy in ("easy", "hard", "random"):
         sel.subsets[strategy] = pool[
-            select_pair_subset(sel.sim[pool], strategy, fraction, config.seed)
+            select_pair_subset(sel.sim[pool], strategy, fraction, config.seed, config.count)
         ]
     if config.strategy not in sel.subsets:
         select_pair_subset(sel.sim, config.strategy, fraction)  # raises the explanation

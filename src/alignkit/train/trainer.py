@@ -203,8 +203,15 @@ class Trainer:
                 )
         return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))
 
-    def _cached_prepare(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
-        """`prepare` the training data, reusing `OUTPUT/cache/train.pt` when it matches."""
+    def prepare_eval(
+        self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
+    ) -> Prepared:
+        """Hook: `prepare` held-out data (a study shares it across its runs)."""
+        return self.prepare(records, tokenizer, scorer, with_ref)
+
+    def prepare_train(self, records: list, tokenizer, scorer: SequenceScorer) -> Prepared:
+        """Hook: `prepare` the training data, reusing `OUTPUT/cache/train.pt` when it matches
+        (a study hands every run its subset of data prepared once)."""
         cache = self.output / "cache" / "train.pt"
         key = _data_key(self.config, self.method)
         prepared = checkpoint.load_prepared(cache, key)
@@ -333,11 +340,11 @@ class Trainer:
         scorer = self.make_scorer(tokenizer)
         pad_id = tokenizer.pad_token_id
         self.output.mkdir(parents=True, exist_ok=True)
-        train = self._cached_prepare(train_records, tokenizer, scorer)
+        train = self.prepare_train(train_records, tokenizer, scorer)
         log.info("training data: %s", train.summary)
-        held_out = self.prepare(eval_records, tokenizer, scorer) if eval_records else None
+        held_out = self.prepare_eval(eval_records, tokenizer, scorer) if eval_records else None
         eval_pairs = (
-            self.prepare(eval_pair_records, tokenizer, scorer, with_ref=True)
+            self.prepare_eval(eval_pair_records, tokenizer, scorer, with_ref=True)
             if eval_pair_records
             else None
         )

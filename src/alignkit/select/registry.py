@@ -1,0 +1,476 @@
+"""One selection interface: every selector is a scorer plus a keep rule, behind one registry.
+
+A `Selector` gives one float per record (`score(ScoreRequest) -> (n,)`, in record order) and
+a default keep rule (keep the `lowest` or the `highest` scores); `budget_count` turns a
+fraction or a count into the number kept and `keep_indices` picks them (ties in a seeded
+order). `score_records` checks the options and the record kinds and, with
+`request.cache_dir`, caches the scores by content, so the cells of a study that need the
+same scores compute them once.
+
+Built in (`alignkit.select.scorers`): `random`, `deft`, `real` (pairs), `reward-gap`,
+`perplexity`, `length`. The registry is open: `register(Selector(...))` adds one.
+`rm-margin` (reward-model margin) needs `alignkit.rewards`, a higher layer than this one, so
+`alignkit.rewards.selection` registers it when imported (the CLI imports it).
+
+The keep rule of `real` depends on its options (easy = lowest similarity, hard = highest):
+`Selector.default_keep` may be a function of the options; `Selector.keep_for(options)` (or
+`resolve_keep`) always gives the rule.
+
+`SelectConfig` and its subclasses are the CLI options of `alignkit select NAME` for the
+selectors that have a `config`; `alignkit.select.pipeline.run_selection` runs one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from alignkit.data.formats import DataFormat, kind_of
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write, atomic_write_text
+from alignkit.models import Precision, check_model_spec
+from alignkit.options import opt
+from alignkit.scoring.deft import R_Q_FORMS
+from alignkit.select.common import (
+    KEEPS,
+    Keep,
+    ScoreRequest,
+    budget_count,
+    fraction_count,
+    keep_indices,
+    keep_order,
+)
+from alignkit.select.scorers import (
+    deft_scores,
+    length_scores,
+    perplexity_scores,
+    random_scores,
+    real_scores,
+    reward_gap_scores,
+)
+
+__all__ = [
+    "SELECTORS",
+    "Keep",
+    "ScoreRequest",
+    "SelectConfig",
+    "Selector",
+    "budget_count",
+    "get_selector",
+    "keep_indices",
+    "keep_order",
+    "register",
+    "resolve_keep",
+    "score_records",
+]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when a built-in score changes its definition (invalidates caches)
+REQUEST_INPUTS = ("model", "seed", "max_length", "precision")
+KeepRule = Keep | Callable[[Mapping[str, Any]], Keep]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A scorer plus a keep rule.
+
+    `default_keep`: "lowest" / "highest", or a function of the (user's) options giving one;
+    `needs_model`: scores with the causal LM `request.model`; `score`: request -> (n,)
+    float64, one per record in record order; `options`: option name -> default (other names
+    are refused); `choices`: option name -> allowed values; `depends_on`: the request fields
+    the scores depend on (the cache key; `batch_size` never is); `rule_options`: options
+    that only choose the keep rule (not in the cache key); `kinds`: record kinds it scores
+    ("pair", "point", "multi"); `config`: the options dataclass of `alignkit select NAME`
+    (a `SelectConfig`; None: no generic sub-verb).
+    """
+
+    name: str
+    default_keep: KeepRule
+    needs_model: bool
+    score: Callable[[ScoreRequest], np.ndarray]
+    description: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    choices: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = REQUEST_INPUTS
+    rule_options: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ("pair",)
+    config: type | None = None
+
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The defaults updated with `options`; an error for an unknown name or a value
+        outside its choices."""
+        given = dict(options or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            valid = ", ".join(sorted(self.options)) or "none"
+            raise AlignkitError(
+                f"selector {self.name}: unknown option(s) {', '.join(unknown)}; valid: {valid}"
+            )
+        merged = {**self.options, **given}
+        for name, allowed in self.choices.items():
+            if merged[name] not in allowed:
+                raise AlignkitError(
+                    f"selector {self.name}: option {name} is {merged[name]!r}; choose "
+                    + ", ".join(map(str, allowed))
+                )
+        return merged
+
+    def keep_for(self, options: Mapping[str, Any] | None = None) -> Keep:
+        """The default keep rule for these options."""
+        rule = self.default_keep
+        return rule(self.resolve_options(options)) if callable(rule) else rule
+
+
+SELECTORS: dict[str, Selector] = {}
+
+
+def register(selector: Selector) -> None:
+    """Add `selector` to `SELECTORS` (a later registration of the same name replaces it)."""
+    unknown = sorted(set(selector.depends_on) - set(REQUEST_INPUTS))
+    if unknown:
+        raise AlignkitError(f"selector {selector.name}: unknown depends_on {unknown}")
+    if not callable(selector.default_keep) and selector.default_keep not in KEEPS:
+        raise AlignkitError(f"selector {selector.name}: default_keep must be lowest or highest")
+    SELECTORS[selector.name] = selector
+
+
+def get_selector(name: str) -> Selector:
+    """The registered selector `name`; an error listing the names when there is none."""
+    if name not in SELECTORS:
+        hint = (
+            " (rm-margin is registered by alignkit.rewards.selection: import it first)"
+            if name == "rm-margin"
+            else ""
+        )
+        raise AlignkitError(f"unknown selector {name!r}; choose {', '.join(SELECTORS)}{hint}")
+    return SELECTORS[name]
+
+
+def resolve_keep(
+    name: str, options: Mapping[str, Any] | None = None, keep: str | None = None
+) -> Keep:
+    """`keep` when given (checked), else the selector's default keep rule for `options`."""
+    if keep:
+        if keep not in KEEPS:
+            raise AlignkitError(f"--keep must be lowest or highest, got {keep!r}")
+        return keep  # type: ignore[return-value]
+    return get_selector(name).keep_for(options)
+
+
+def score_records(name: str, request: ScoreRequest) -> np.ndarray:
+    """(n,) float64 scores of `request.records` by selector `name`, in record order.
+
+    Options are checked and completed with the selector's defaults first; with
+    `request.cache_dir`, scores computed before for the same content (records, selector,
+    options, and the request fields the selector depends on) are read back instead.
+    """
+    selector = get_selector(name)
+    options = selector.resolve_options(request.options)
+    records = list(request.records)
+    if not records:
+        raise AlignkitError(f"selector {name}: no records to score")
+    bad = [r for r in records if kind_of(r) not in selector.kinds]
+    if bad:
+        raise AlignkitError(
+            f"selector {name} scores {' / '.join(selector.kinds)} records, but {len(bad)} of "
+            f"{len(records)} are not, e.g. {bad[0].source or 'a record'} is a {kind_of(bad[0])}"
+        )
+    request = dataclasses.replace(request, records=records, options=options)
+    path = cache_path(selector, request)
+    if path is not None and path.is_file():
+        cached = np.load(path)
+        if cached.shape == (len(records),):
+            log.info("selector %s: scores read from the cache %s", name, path)
+            return cached.astype(np.float64)
+    scores = np.asarray(selector.score(request), dtype=np.float64)
+    if scores.shape != (len(records),):
+        raise AlignkitError(
+            f"selector {name} returned scores of shape {scores.shape} for {len(records)} records"
+        )
+    if path is not None:
+        _save(path, scores, selector, request)
+    return scores
+
+
+# ------------------------------------------------------------------ the score cache
+
+
+def records_digest(records: Sequence[Any]) -> str:
+    """sha256 of the records' content (kind and fields; not where they were read from)."""
+    h = hashlib.sha256()
+    for r in records:
+        fields = {k: v for k, v in dataclasses.asdict(r).items() if k != "source"}
+        h.update(json.dumps([type(r).__name__, fields], sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _files(path: Path) -> list[Any]:
+    """(name, bytes, mtime) of the files in a folder (or of one file): what tells a model
+    retrained into the same folder apart."""
+    items = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in items if p.is_file()]
+
+
+def spec_fingerprint(spec: Any) -> Any:
+    """A model spec (or any option value) as it enters the cache key: local models and files
+    with their files' sizes and times, anything else as it is."""
+    if not isinstance(spec, str) or not spec or not os.path.exists(os.path.expanduser(spec)):
+        return spec
+    from alignkit.runs import resolve_model_spec
+
+    try:
+        model = resolve_model_spec(spec)
+    except AlignkitError:
+        return [spec, _files(Path(os.path.expanduser(spec)))]
+    parts = [spec, model.path, _files(Path(model.path))] if Path(model.path).exists() else [spec]
+    if model.base:
+        parts.append(spec_fingerprint(model.base))
+    return parts
+
+
+def cache_key(selector: Selector, request: ScoreRequest) -> str:
+    """sha256 of everything the scores depend on (`request.options` already resolved)."""
+    key: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "selector": selector.name,
+        "options": {
+            k: spec_fingerprint(v)
+            for k, v in sorted(request.options.items())
+            if k not in selector.rule_options
+        },
+        "records": records_digest(request.records),
+        "n": len(request.records),
+    }
+    for name in selector.depends_on:
+        value = getattr(request, name)
+        key[name] = spec_fingerprint(value) if name == "model" else value
+    if "precision" in selector.depends_on:
+        import torch
+
+        key["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_path(selector: Selector, request: ScoreRequest) -> Path | None:
+    """CACHE_DIR/<selector>-<key>.npy, or None without a cache directory."""
+    if not request.cache_dir:
+        return None
+    return Path(request.cache_dir) / f"{selector.name}-{cache_key(selector, request)[:40]}.npy"
+
+
+def _save(path: Path, scores: np.ndarray, selector: Selector, request: ScoreRequest) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, scores)
+
+    atomic_write(path, write)
+    meta = {
+        "selector": selector.name,
+        "options": request.options,
+        "model": request.model if "model" in selector.depends_on else None,
+        "records": len(request.records),
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------ CLI options
+
+
+@dataclass
+class SelectConfig:
+    """Options of `alignkit select NAME` shared by every registry selector (field help texts
+    are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
+
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    data: list[str] = opt([], "data files to select from", metavar="PATH")
+    output: str = opt(
+        "",
+        "output directory: subset.jsonl (the kept records, with their original columns), "
+        "scores.jsonl, dropped.jsonl, report.json/.md, scores_hist.png",
+    )
+    fraction: float | None = opt(None, "budget: the fraction of the records to keep, in (0, 1]")
+    count: int | None = opt(None, "budget: the number of records to keep")
+    keep: Keep | None = opt(None, "keep the lowest or the highest scores (default: the selector's)")
+    seed: int = opt(0, "seed of the random draw, and of the order of tied scores at the cut")
+    data_format: DataFormat = opt("auto", "format of the data files")
+    cache_dir: str = opt(
+        "",
+        "cache the scores here, by content: a run with the same records, selector, options "
+        "and model reads them back (default: no cache)",
+    )
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records instead of stopping; they are listed with their file:line and "
+        "reason in OUTPUT/rejected.jsonl",
+    )
+
+    def validate(self) -> None:
+        if not self.data:
+            raise AlignkitError("no data: give --data PATH")
+        if not self.output:
+            raise AlignkitError("no output directory: give --output DIR")
+        if (self.fraction is None) == (self.count is None):
+            raise AlignkitError("give one budget: --fraction F or --count N")
+        if self.fraction is not None:
+            fraction_count(1, self.fraction, "--fraction")  # the range check
+        if self.count is not None and self.count < 1:
+            raise AlignkitError(f"--count must be >= 1, got {self.count}")
+        if self.keep is not None and self.keep not in KEEPS:
+            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
+
+    def options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.OPTIONS}
+
+    def request(self, records: list) -> ScoreRequest:
+        """The `ScoreRequest` of these options for `records`."""
+        return ScoreRequest(
+            records=records,
+            options=self.options(),
+            model=getattr(self, "model", "default"),
+            seed=self.seed,
+            batch_size=getattr(self, "batch_size", 8),
+            max_length=getattr(self, "max_length", 512),
+            precision=getattr(self, "precision", "auto"),
+            cache_dir=self.cache_dir or None,
+        )
+
+
+@dataclass
+class ModelSelectConfig(SelectConfig):
+    """`SelectConfig` + the causal LM that scores."""
+
+    model: str = opt(
+        "default", "scoring model: run directory, folder, HF id or 'default' (embedded SmolLM2)"
+    )
+    batch_size: int = opt(8, "examples per forward pass")
+    max_length: int = opt(512, "max tokens of prompt + one response (longer: truncated)")
+    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
+
+    def validate(self) -> None:
+        super().validate()
+        check_model_spec(self.model)
+        if self.batch_size <= 0 or self.max_length < 8:
+            raise AlignkitError("--batch-size must be > 0 and --max-length >= 8")
+
+
+@dataclass
+class RewardGapConfig(ModelSelectConfig):
+    """Options of `alignkit select reward-gap`."""
+
+    OPTIONS: ClassVar[tuple[str, ...]] = ("ref",)
+
+    ref: str = opt(
+        "",
+        "reference model spec; default: the model's base (its adapter disabled for a LoRA run, "
+        "the base_model of a full fine-tuning run), none where it has none; 'none': no "
+        "reference, the gap is log pi(chosen) - log pi(rejected)",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ref not in ("", "none"):
+            check_model_spec(self.ref)
+
+
+@dataclass
+class LengthConfig(SelectConfig):
+    """Options of `alignkit select length`."""
+
+    OPTIONS: ClassVar[tuple[str, ...]] = ("what",)
+
+    model: str = opt("default", "the model whose tokenizer counts the tokens")
+    what: str = opt(
+        "chosen", "count the chosen answer, or chosen + rejected", choices=["chosen", "pair"]
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        check_model_spec(self.model)
+
+
+def _real_keep(options: Mapping[str, Any]) -> Keep:
+    return "highest" if options.get("strategy") == "hard" else "lowest"
+
+
+_BUILT_IN = (
+    Selector(
+        "random",
+        "lowest",
+        False,
+        random_scores,
+        "the control: a seeded random subset (scores: a seeded uniform draw)",
+        depends_on=("seed",),
+        kinds=("pair", "point", "multi"),
+        config=SelectConfig,
+    ),
+    Selector(
+        "deft",
+        "lowest",
+        True,
+        deft_scores,
+        "DEFT: R_Q of the chosen answer or the margin (logprob or bounded prob form); keep "
+        "the lowest",
+        options={"form": "logprob", "score": "chosen"},
+        choices={"form": R_Q_FORMS, "score": ("chosen", "margin")},
+        depends_on=("model", "max_length", "precision"),
+    ),
+    Selector(
+        "real",
+        _real_keep,
+        True,
+        real_scores,
+        "REAL on pairs: cosine similarity of the chosen and rejected embeddings; easy = keep "
+        "the lowest, hard = the highest",
+        options={"strategy": "easy"},
+        choices={"strategy": ("easy", "hard")},
+        depends_on=("model", "precision"),
+        rule_options=("strategy",),
+    ),
+    Selector(
+        "reward-gap",
+        "lowest",
+        True,
+        reward_gap_scores,
+        "implicit-reward gap of --model against --ref (small gap = hard pair); keep the "
+        "lowest = the hardest",
+        options={"ref": ""},
+        depends_on=("model", "max_length", "precision"),
+        config=RewardGapConfig,
+    ),
+    Selector(
+        "perplexity",
+        "lowest",
+        True,
+        perplexity_scores,
+        "per-token perplexity of the chosen answer under --model; keep the lowest",
+        depends_on=("model", "max_length", "precision"),
+        kinds=("pair", "point"),
+        config=ModelSelectConfig,
+    ),
+    Selector(
+        "length",
+        "highest",
+        False,
+        length_scores,
+        "tokens of the chosen answer (or chosen + rejected); keep the highest = the longest",
+        options={"what": "chosen"},
+        choices={"what": ("chosen", "pair")},
+        depends_on=("model",),
+        kinds=("pair", "point"),
+        config=LengthConfig,
+    ),
+)
+for _selector in _BUILT_IN:
+    register(_selector)

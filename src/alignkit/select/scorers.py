@@ -1,0 +1,228 @@
+"""The scorers of the built-in selectors: one float64 per record, in record order.
+
+Each takes a `ScoreRequest` (`alignkit.select.common`) whose options are already merged with
+the selector's defaults and checked (`alignkit.select.registry` does that, caches the result
+and checks the record kinds). Model-free: `random_scores` (a seeded uniform draw),
+`length_scores` (tokens; needs a tokenizer only). With the causal LM `request.model`:
+`perplexity_scores`, `reward_gap_scores` (implicit reward of the model against a reference),
+`deft_scores` (R_Q, `alignkit.select.deft`), `real_scores` (REAL's cosine similarity of the
+chosen and rejected embeddings, `alignkit.select.embeddings`). The reward-model margin needs
+`alignkit.rewards` (a higher layer) and is registered from there
+(`alignkit.rewards.selection`).
+
+Log-probs are the packed forward of training (`alignkit.scoring.forward.SequenceScorer` via
+`alignkit.scoring.dataset.score_dataset`): the prompt as training renders it, each response
+tokenized alone with EOS appended, prompt + response truncated to `request.max_length`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alignkit.data.records import Pair, Point
+from alignkit.data.tokenize import Encoded, encode_records
+from alignkit.errors import AlignkitError
+from alignkit.select.common import ScoreRequest, check_vocab, distributed_state
+from alignkit.select.deft import chosen_only
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ model-free
+
+
+def random_scores(request: ScoreRequest) -> np.ndarray:
+    """A seeded uniform draw in [0, 1): keeping the lowest `count` is a seeded random subset
+    (another seed, another subset)."""
+    return np.random.default_rng(request.seed).random(len(request.records))
+
+
+def answers(records: Sequence[Any]) -> list[str]:
+    """The answer each record is judged by: a pair's chosen response, a point's completion."""
+    out = []
+    for r in records:
+        if isinstance(r, Pair):
+            out.append(r.chosen)
+        elif isinstance(r, Point):
+            out.append(r.completion)
+        else:
+            raise AlignkitError(f"{r.source or 'a record'}: expected a pair or a point")
+    return out
+
+
+def length_scores(request: ScoreRequest) -> np.ndarray:
+    """Tokens of the chosen answer (`what: chosen`; a point's completion), or of the chosen
+    plus the rejected answer (`what: pair`), in the tokenizer of `request.model`; the text
+    alone, without special tokens and without truncation."""
+    from alignkit.models import load_tokenizer
+
+    records = request.records
+    tokenizer = load_tokenizer(request.model)
+    what = request.options.get("what", "chosen")
+    if what == "pair":
+        bad = [r for r in records if not isinstance(r, Pair)]
+        if bad:
+            raise AlignkitError(
+                f"length with what=pair needs preference pairs; {bad[0].source or 'a record'} "
+                "is not one (use what=chosen)"
+            )
+        texts = [t for r in records for t in (r.chosen, r.rejected)]
+    else:
+        texts = answers(records)
+    counts = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+    if what == "pair":
+        counts = counts[0::2] + counts[1::2]
+    return counts.astype(np.float64)
+
+
+# ------------------------------------------------------------------ with a causal LM
+
+
+def load_scoring_model(spec: str, tokenizer: Any = None) -> tuple[nn.Module, Any]:
+    """(model in eval mode on this process's device, tokenizer) of the model spec `spec`;
+    `tokenizer` given: it must fit the model's vocabulary (a reference model)."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    tokenizer = tokenizer or load_tokenizer(spec)
+    model = load_causal_lm(spec)
+    check_vocab(model, tokenizer)
+    model.to(distributed_state().device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def encode_all(records: Sequence[Any], tokenizer: Any, max_length: int) -> list[Encoded]:
+    """Every record encoded as training encodes it (over-long examples truncated, none
+    dropped), in record order."""
+    encoded, _ = encode_records(records, tokenizer, max_length, "truncate")
+    if [e.index for e in encoded] != list(range(len(records))):
+        raise AlignkitError("internal: encoding dropped or reordered records")
+    return encoded
+
+
+def autocast_for(model: nn.Module, precision: str) -> torch.dtype | None:
+    from alignkit.models import autocast_dtype
+
+    return autocast_dtype(precision, next(model.parameters()).device)  # type: ignore[arg-type]
+
+
+def sequence_logps(
+    model: nn.Module, encoded: Sequence[Encoded], pad_id: int, request: ScoreRequest
+) -> np.ndarray:
+    """(n, K) summed log-probs of every response under `model` (float64)."""
+    from alignkit.scoring.dataset import score_dataset
+    from alignkit.scoring.forward import SequenceScorer
+
+    table = score_dataset(
+        SequenceScorer(model),
+        encoded,
+        batch_size=request.batch_size,
+        pad_id=pad_id,
+        device=next(model.parameters()).device,
+        autocast=autocast_for(model, request.precision),
+        desc="log-probs",
+    )
+    return table.double().numpy()
+
+
+def perplexity_scores(request: ScoreRequest) -> np.ndarray:
+    """exp(-sum_t log p(y_t) / n) of the chosen answer (a point's completion) under
+    `request.model`; n counts the answer's tokens including the EOS that training appends."""
+    model, tokenizer = load_scoring_model(request.model)
+    encoded = [chosen_only(e) for e in encode_all(request.records, tokenizer, request.max_length)]
+    sums = sequence_logps(model, encoded, tokenizer.pad_token_id, request)[:, 0]
+    tokens = np.array([len(e.responses[0]) for e in encoded], dtype=np.float64)
+    return np.exp(-sums / tokens)
+
+
+def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
+    """Implicit-reward gap [log pi(c) - log pi_ref(c)] - [log pi(r) - log pi_ref(r)] of the
+    policy `request.model` against the reference `options["ref"]`: a model spec; "" (the
+    default) = the policy's own base: the adapter disabled for a LoRA model, the `base_model`
+    of a full fine-tuning run; where the policy has no base, or with "none", there is no
+    reference and the gap is log pi(c) - log pi(r). Summed log-probs, as DPO's reward.
+    Small gap = a pair the model barely separates (hard)."""
+    from alignkit.models import reference_context
+    from alignkit.runs import resolve_model_spec
+
+    ref = str(request.options.get("ref") or "")
+    spec = resolve_model_spec(request.model)
+    model, tokenizer = load_scoring_model(request.model)
+    encoded = encode_all(request.records, tokenizer, request.max_length)
+    pad = tokenizer.pad_token_id
+    policy = sequence_logps(model, encoded, pad, request)
+    gap = policy[:, 0] - policy[:, 1]
+    ref_table = None
+    if ref == "" and spec.adapter:
+        log.info("reward-gap: reference = %s with the adapter disabled", spec.base)
+        with reference_context(model):
+            ref_table = sequence_logps(model, encoded, pad, request)
+    else:
+        if ref == "" and spec.base:
+            ref = spec.base
+        if ref and ref != "none":
+            del model
+            log.info("reward-gap: reference = %s", ref)
+            reference, _ = load_scoring_model(ref, tokenizer)
+            ref_table = sequence_logps(reference, encoded, pad, request)
+        else:
+            log.info("reward-gap: no reference model; gap = log pi(chosen) - log pi(rejected)")
+    if ref_table is not None:
+        gap = gap - (ref_table[:, 0] - ref_table[:, 1])
+    return gap
+
+
+def deft_scores(request: ScoreRequest) -> np.ndarray:
+    """DEFT's R_Q (`alignkit.select.deft`): Q_diff counted on these records, R_Q of the
+    chosen response (`score: chosen`) or chosen minus rejected (`score: margin`), in the
+    log-prob or the bounded form (`form: logprob | prob`) under `request.model`."""
+    from alignkit.scoring.deft import token_distributions
+    from alignkit.select.deft import score_r_q, selection_scores
+
+    score_on = request.options.get("score", "chosen")
+    model, tokenizer = load_scoring_model(request.model)
+    encoded = encode_all(request.records, tokenizer, request.max_length)
+    dists = token_distributions(encoded, len(tokenizer), tokenizer.all_special_ids)
+    table = score_r_q(
+        model,
+        encoded,
+        dists.q_diff,
+        pad_id=tokenizer.pad_token_id,
+        form=request.options.get("form", "logprob"),
+        score_on=score_on,
+        batch_size=request.batch_size,
+        autocast=autocast_for(model, request.precision),
+    )
+    return selection_scores(table, score_on).double().numpy()
+
+
+def real_scores(request: ScoreRequest) -> np.ndarray:
+    """REAL on pairs: cosine similarity of the chosen and the rejected response's embeddings
+    (`alignkit.select.embeddings`; cached on disk under `cache_dir/embeddings`, default
+    `$ALIGNKIT_CACHE/embeddings`). Easy pairs = least similar (keep lowest), hard = most
+    similar (keep highest). Responses are embedded whole: `max_length` does not apply."""
+    from alignkit.models import cache_dir
+    from alignkit.select.embeddings import embed_texts
+
+    records = request.records
+    model, tokenizer = load_scoring_model(request.model)
+    texts = [t for r in records for t in (r.chosen, r.rejected)]
+    root = Path(request.cache_dir) if request.cache_dir else cache_dir()
+    emb = embed_texts(
+        model,
+        tokenizer,
+        texts,
+        batch_size=request.batch_size,
+        autocast=autocast_for(model, request.precision),
+        cache_dir=root / "embeddings",
+    )
+    n = len(records)
+    chosen, rejected = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
+    return (emb.of(chosen) * emb.of(rejected)).sum(-1).double().numpy()

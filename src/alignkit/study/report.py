@@ -1,0 +1,189 @@
+"""The study's report: every metric vs budget with 95% intervals over seeds, and labels saved.
+
+Labels saved (the form of REAL's "28-65% fewer labels"): for each method and selector, the
+smallest budget whose mean reaches the random control's mean at the largest budget, and the
+share of the largest budget's labels that it saves. A selector that never reaches it saves
+nothing that this study can show ("not reached").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alignkit.evaluation.compare import interval
+from alignkit.io import atomic_write, atomic_write_text
+from alignkit.study.config import METRICS, StudyConfig
+
+CONTROL = "random"
+
+
+def aggregate(results: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per (method, selector, budget): count and, per metric, the interval over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in results:
+        groups.setdefault((row["method"], row["selector"], row["budget"]), []).append(row)
+    table = []
+    for (method, selector, budget), rows in groups.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "selector": selector,
+            "budget": budget,
+            "count": rows[0]["count"],
+            "seeds": sorted(r["seed"] for r in rows),
+        }
+        for name in metrics:
+            values = [r["metrics"][name] for r in rows if r["metrics"].get(name) is not None]
+            entry[name] = interval(values)
+        table.append(entry)
+    return table
+
+
+def labels_saved(
+    table: list[dict[str, Any]], metric: str, control_label: str
+) -> list[dict[str, Any]]:
+    """Per method and selector: the smallest budget reaching the control's mean at the largest
+    budget, and the fraction of labels saved against that largest budget."""
+    higher = METRICS[metric][1]
+    out = []
+    for method in sorted({r["method"] for r in table}):
+        rows = [r for r in table if r["method"] == method]
+        control = [
+            r for r in rows if r["selector"] == control_label and r[metric]["mean"] is not None
+        ]
+        if not control:
+            continue
+        top = max(control, key=lambda r: r["count"])
+        target = top[metric]["mean"]
+        for selector in sorted({r["selector"] for r in rows}):
+            mine = sorted(
+                (r for r in rows if r["selector"] == selector and r[metric]["mean"] is not None),
+                key=lambda r: r["count"],
+            )
+            reached = [
+                r
+                for r in mine
+                if (r[metric]["mean"] >= target if higher else r[metric]["mean"] <= target)
+            ]
+            first = reached[0] if reached else None
+            out.append(
+                {
+                    "method": method,
+                    "selector": selector,
+                    "metric": metric,
+                    "target": target,
+                    "target_count": top["count"],
+                    "reached_at_count": first["count"] if first else None,
+                    "reached_at_budget": first["budget"] if first else None,
+                    "labels_saved": 1 - first["count"] / top["count"] if first else None,
+                }
+            )
+    return out
+
+
+def write_report(
+    config: StudyConfig, results: list[dict[str, Any]], root: Path, pool_size: int
+) -> dict[str, Any]:
+    """study.json, study.md and one PNG per method x metric; returns the report."""
+    table = aggregate(results, config.metrics)
+    control = next(s.label for s in config.selectors if s.name == CONTROL)
+    saved = [row for m in config.metrics for row in labels_saved(table, m, control)]
+    report = {
+        "pool_size": pool_size,
+        "data": config.data,
+        "eval_data": config.eval_data,
+        "model": config.model,
+        "seeds": config.seeds,
+        "budgets": config.budgets,
+        "control": control,
+        "table": table,
+        "labels_saved": saved,
+        "cells": results,
+    }
+    atomic_write_text(root / "study.json", json.dumps(report, indent=2))
+    plots = [
+        _plot(table, method.name, m, root) for method in config.methods for m in config.metrics
+    ]
+    atomic_write_text(root / "study.md", markdown(report, plots))
+    return report
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return (
+        "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    )
+
+
+def markdown(report: dict[str, Any], plots: list[str]) -> str:
+    metrics = [k for k in METRICS if report["table"] and k in report["table"][0]]
+    lines = [
+        "# Study",
+        "",
+        f"Pool: {report['pool_size']} pairs from {', '.join(report['data'])}; held out: "
+        f"{', '.join(report['eval_data'])}; model: {report['model']}; seeds: {report['seeds']}.",
+        "Each cell: select -> train -> evaluate on the held-out pairs. Values: mean over seeds "
+        "[95% t-interval].",
+        "",
+        "| method | selector | budget | pairs | " + " | ".join(metrics) + " |",
+        "|---|---|---|---|" + "---|" * len(metrics),
+    ]
+    for row in sorted(report["table"], key=lambda r: (r["method"], r["selector"], r["count"])):
+        cells = []
+        for m in metrics:
+            iv = row[m]
+            ci = (
+                f" [{_fmt(iv['ci95_low'])}, {_fmt(iv['ci95_high'])}]"
+                if iv["ci95_low"] is not None
+                else ""
+            )
+            cells.append(f"{_fmt(iv['mean'])}{ci}")
+        lines.append(
+            f"| {row['method']} | {row['selector']} | {row['budget']:g} | {row['count']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        f"## Labels saved against `{report['control']}` at the largest budget",
+        "",
+        "| method | metric | selector | target (control, largest budget) | reached at | labels saved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in report["labels_saved"]:
+        reached = f"{s['reached_at_count']} pairs" if s["reached_at_count"] else "not reached"
+        saved = f"{100 * s['labels_saved']:.0f}%" if s["labels_saved"] is not None else "–"
+        lines.append(
+            f"| {s['method']} | {s['metric']} | {s['selector']} | {_fmt(s['target'])} "
+            f"({s['target_count']} pairs) | {reached} | {saved} |"
+        )
+    lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
+    return "\n".join(lines)
+
+
+def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> str:
+    """metric vs labelled pairs, one line per selector, 95% intervals as error bars."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.0))
+    ax = fig.add_subplot()
+    rows = [r for r in table if r["method"] == method]
+    for selector in sorted({r["selector"] for r in rows}):
+        mine = sorted((r for r in rows if r["selector"] == selector), key=lambda r: r["count"])
+        xs = [r["count"] for r in mine]
+        means = [r[metric]["mean"] for r in mine]
+        err = [
+            (r[metric]["mean"] - r[metric]["ci95_low"]) if r[metric]["ci95_low"] is not None else 0
+            for r in mine
+        ]
+        style = "--" if selector == CONTROL else "-"
+        ax.errorbar(xs, means, yerr=err, label=selector, marker="o", linestyle=style, capsize=3)
+    ax.set_xlabel("labelled pairs (budget)")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.set_title(f"{method}: {metric} vs budget (95% intervals over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = root / f"{method.replace('/', '_')}_{metric}.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return str(path)

@@ -1,0 +1,180 @@
+"""`alignkit study`: the grid, shared work done once, resume, intervals and labels saved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import pair_rows, write_jsonl
+
+from alignkit.cli import main
+from alignkit.data.tokenize import Encoded
+from alignkit.errors import AlignkitError
+from alignkit.study import run as study_run
+from alignkit.study.config import parse_study
+from alignkit.study.report import aggregate, labels_saved
+from alignkit.train.checkpoint import Prepared
+from alignkit.train.trainer import Trainer
+
+
+def _iv(mean: float) -> dict:
+    return {"n": 3, "mean": mean, "std": 0.0, "ci95_low": mean, "ci95_high": mean}
+
+
+def _table(rows: list[tuple[str, int, float, float]]) -> list[dict]:
+    return [
+        {
+            "method": "dpo",
+            "selector": s,
+            "budget": c,
+            "count": c,
+            "accuracy": _iv(a),
+            "dpo_loss": _iv(lo),
+        }
+        for s, c, a, lo in rows
+    ]
+
+
+def test_labels_saved_by_hand() -> None:
+    """Random reaches accuracy 0.80 with all 40 labels. `easy` passes 0.80 first at 20 labels:
+    1 - 20/40 = 50% saved; `hard` never reaches it. For the loss (lower is better) random's
+    target is 0.50; `easy` gets 0.49 at 10 labels: 75% saved."""
+    table = _table(
+        [
+            ("random", 10, 0.60, 0.70),
+            ("random", 20, 0.70, 0.60),
+            ("random", 40, 0.80, 0.50),
+            ("easy", 10, 0.75, 0.49),
+            ("easy", 20, 0.82, 0.45),
+            ("easy", 40, 0.85, 0.40),
+            ("hard", 10, 0.50, 0.80),
+            ("hard", 20, 0.60, 0.75),
+            ("hard", 40, 0.79, 0.55),
+        ]
+    )
+    acc = {r["selector"]: r for r in labels_saved(table, "accuracy", "random")}
+    assert acc["easy"]["reached_at_count"] == 20 and acc["easy"]["labels_saved"] == 0.5
+    assert acc["hard"]["reached_at_count"] is None and acc["hard"]["labels_saved"] is None
+    assert acc["random"]["reached_at_count"] == 40 and acc["random"]["labels_saved"] == 0.0
+    assert acc["easy"]["target"] == 0.80 and acc["easy"]["target_count"] == 40
+    loss = {r["selector"]: r for r in labels_saved(table, "dpo_loss", "random")}
+    assert loss["easy"]["reached_at_count"] == 10 and loss["easy"]["labels_saved"] == 0.75
+
+
+def test_aggregate_gives_the_t_interval_over_seeds() -> None:
+    """Seeds 0.6, 0.7, 0.8: mean 0.7, sample std 0.1, half-width t(0.975, 2) * 0.1 / sqrt 3
+    = 4.303 * 0.0577 = 0.2484."""
+    rows = [
+        {
+            "method": "dpo",
+            "selector": "random",
+            "budget": 0.5,
+            "count": 10,
+            "seed": s,
+            "metrics": {"accuracy": a},
+        }
+        for s, a in enumerate([0.6, 0.7, 0.8])
+    ]
+    (row,) = aggregate(rows, ["accuracy"])
+    iv = row["accuracy"]
+    assert row["seeds"] == [0, 1, 2] and iv["mean"] == pytest.approx(0.7)
+    assert iv["ci95_high"] - iv["mean"] == pytest.approx(4.303 * 0.1 / 3**0.5, abs=1e-4)
+
+
+def test_subset_of_reindexes_rows_and_reference() -> None:
+    """Pool records 0..3, record 2 dropped by the encoder (too long). Keeping records [3, 2, 0]
+    gives encoded rows for 3 and 0, re-indexed 0 and 1, with their reference rows."""
+    enc = [Encoded([1], [[2], [3]], [1.0, 0.0], [True, False], True, i) for i in (0, 1, 3)]
+    ref = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
+    sub = study_run.subset_of(Prepared(enc, ref, 2), np.array([3, 2, 0]))
+    assert [e.index for e in sub.encoded] == [0, 1]
+    assert torch.equal(sub.ref, torch.tensor([[-5.0, -6.0], [-1.0, -2.0]]))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"selectors": [{"name": "length"}]}, "control"),
+        ({"budgets": [1.5]}, "budget"),
+        ({"train": {"seed": 3}}, "may not set"),
+        ({"colour": "red"}, "unknown key"),
+        ({"selectors": [{"name": "random"}, {"name": "nope"}]}, "nope"),
+        ({"metrics": ["bleu"]}, "unknown metric"),
+    ],
+)
+def test_bad_study_configs_are_refused(change, message, tiny_model, tmp_path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", pair_rows(4))
+    raw = _raw(data, data, tmp_path / "out", tiny_model)
+    raw.update(change)
+    with pytest.raises(AlignkitError, match=message):
+        parse_study(raw)
+
+
+def _raw(data: str, eval_data: str, out: Path, model: str) -> dict:
+    return {
+        "data": data,
+        "eval_data": eval_data,
+        "output": str(out),
+        "model": model,
+        "selectors": [{"name": "random"}, {"name": "length", "keep": "lowest"}],
+        "budgets": [0.5, 1.0],
+        "seeds": [0, 1],
+        "methods": [{"name": "dpo", "method": "dpo"}],
+        "train": {"lr": 1e-3, "batch_size": 4, "epochs": 1, "precision": "fp32", "max_length": 64},
+        "selection": {"batch_size": 8},
+    }
+
+
+def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monkeypatch, capsys):
+    pool = write_jsonl(tmp_path / "pool.jsonl", pair_rows(12))
+    held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=5))
+    out = tmp_path / "study"
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(json.dumps(_raw(pool, held, out, tiny_model)))  # JSON is YAML
+    prepared: list[int] = []
+    original = Trainer.prepare
+
+    def counting(self, records, tokenizer, scorer, with_ref=None):
+        prepared.append(len(records))
+        return original(self, records, tokenizer, scorer, with_ref)
+
+    monkeypatch.setattr(Trainer, "prepare", counting)
+    assert main(["study", "--config", str(cfg)]) == 0
+    # 2 selectors x 2 budgets x 2 seeds = 8 cells, but the pool (12 pairs) and the held-out
+    # pairs (6) are tokenized and scored by the reference once each
+    assert sorted(prepared) == [6, 12]
+    report = json.loads((out / "study.json").read_text())
+    assert len(report["cells"]) == 8 and report["pool_size"] == 12
+    counts = {(c["selector"], c["budget"]): c["count"] for c in report["cells"]}
+    assert counts[("random", 0.5)] == 6 and counts[("length", 1.0)] == 12
+    random_half = [c for c in report["cells"] if c["selector"] == "random" and c["budget"] == 0.5]
+    subsets = {
+        c["seed"]: (out / "cells" / c["id"].replace("/", "__") / "subset.jsonl").read_text()
+        for c in random_half
+    }
+    assert subsets[0] != subsets[1]  # the control draws another subset per seed
+    for cell in report["cells"]:
+        assert 0.0 <= cell["metrics"]["accuracy"] <= 1.0 and cell["metrics"]["dpo_loss"] > 0
+    assert {r["selector"] for r in report["labels_saved"]} == {"random", "length"}
+    md = (out / "study.md").read_text()
+    assert "Labels saved" in md and "| dpo | length | 0.5 | 6 |" in md
+    assert (out / "dpo_accuracy.png").stat().st_size > 1000
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[")]
+    assert len(lines) == 8 and "ETA" in lines[-1]
+
+    # a killed study resumes: finished cells are skipped, a missing one is run again
+    victim = out / "cells" / report["cells"][3]["id"].replace("/", "__") / "cell.json"
+    victim.unlink()
+    ran: list[str] = []
+    original_cell = study_run.run_cell
+
+    def recording(config, cell, *args):
+        ran.append(cell.id)
+        return original_cell(config, cell, *args)
+
+    monkeypatch.setattr(study_run, "run_cell", recording)
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert ran == [report["cells"][3]["id"]]
