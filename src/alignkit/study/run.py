@@ -103,7 +103,10 @@ def subset_of(full: Prepared, keep: np.ndarray) -> Prepared:
 
 
 class CellTrainer(Trainer):
-    """The core Trainer for one cell: a pair method's data comes from `SharedData`."""
+    """The core Trainer for one cell: a pair method's data comes from `SharedData`; the
+    held-out metrics before training are the same for every cell and are not recomputed."""
+
+    evaluate_before = False
 
     def __init__(self, config, shared: SharedData, pool: list, keep: np.ndarray, key: tuple):
         super().__init__(config)
@@ -215,7 +218,6 @@ def run_cell(
         "keep": keep_rule(cell.selector),
         "selected_score_mean": float(values[keep].mean()) if len(keep) else None,
         "metrics": {name: result.eval_after.get(METRICS[name][0]) for name in config.metrics},
-        "eval_before": {n: result.eval_before.get(METRICS[n][0]) for n in config.metrics},
         "steps": result.steps,
     }
     atomic_write_text(out / CELL_FILE, json.dumps(row, indent=2))

@@ -358,7 +358,7 @@ class Trainer:
             return self.evaluate(scorer, held_out, pad_id, q_diff, eval_pairs)
 
         result = TrainResult(self.output, total_steps)
-        if held_out is not None:
+        if held_out is not None and self.evaluate_before:
             result.eval_before = evaluate()
             self.log_metrics(0, result.eval_before)
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
@@ -445,6 +445,8 @@ class Trainer:
         return sums, tokens
 
     _order_cache: tuple[int, list[list[int]]] | None = None
+    # held-out metrics before training (a study's cells all start from the same model: once)
+    evaluate_before = True
 
     def reset_batch_order(self) -> None:
         """Forget the cached batch order (call after replacing the training data)."""
