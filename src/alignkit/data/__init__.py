@@ -1,4 +1,5 @@
-"""Data: read jsonl/json/parquet/`save_to_disk` files, validate them and build records."""
+"""Data: read jsonl/json/parquet/`save_to_disk` files and `hf:` datasets, validate them and
+build records."""
 
 from alignkit.data.formats import (
     FORMATS,
@@ -7,7 +8,9 @@ from alignkit.data.formats import (
     detect_format,
     kind_of,
     parse_row,
+    record_row,
 )
+from alignkit.data.hub import is_hub_spec, parse_hub_spec
 from alignkit.data.inspect import format_report, inspect_records
 from alignkit.data.labels import (
     apply_label_options,
@@ -21,6 +24,8 @@ from alignkit.data.loading import (
     InvalidDataError,
     iter_rows,
     load_records,
+    source_exists,
+    source_identity,
     write_rejected,
 )
 from alignkit.data.records import (
@@ -54,13 +59,18 @@ __all__ = [
     "detect_format",
     "format_report",
     "inspect_records",
+    "is_hub_spec",
     "iter_rows",
     "kind_of",
     "load_records",
     "pair_to_points",
     "parse_high_quality_rule",
+    "parse_hub_spec",
     "parse_label_transform",
     "parse_row",
     "point_label_variant",
+    "record_row",
+    "source_exists",
+    "source_identity",
     "write_rejected",
 ]

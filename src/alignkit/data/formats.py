@@ -11,6 +11,16 @@ Formats (the key sets a row must contain; extra keys are ignored):
 - `demonstration`: prompt, completion, or messages (a chat ending in an assistant answer).
 - `multi`: prompt, responses (k >= 2 strings), scores (k numbers).
 
+Two formats are only read when named (`--data-format`), never detected:
+
+- `shp`: Stanford Human Preferences comparisons, one row per pair of comments of a post:
+  post_id, history, human_ref_A, human_ref_B, score_A, score_B (optional labels,
+  c_root_id_A, c_root_id_B). `load_records` groups the rows of a post into one `multi`
+  record (`ShpPosts`): prompt = history, responses = its distinct comments, scores = their
+  vote scores.
+- `ratings`: prompt, response, rating (a number) -> a `point` with a real-valued label
+  (never binary), optional high_quality.
+
 A prompt is a string or a tuple of messages `{"role", "content"}`; a response given as chat
 messages must be exactly one assistant message, whose content becomes the response text.
 """
@@ -22,8 +32,11 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import Any, Literal
 
+from alignkit.data.prompts import prompt_json
 from alignkit.data.records import (
     Message,
     Multi,
@@ -35,9 +48,9 @@ from alignkit.data.records import (
 )
 from alignkit.errors import AlignkitError, DataError
 
-FORMATS = ("hh", "trl-pair", "point", "demonstration", "multi")
-# `--data-format`: a format name of FORMATS, or auto (detected per file)
-DataFormat = Literal["auto", "hh", "trl-pair", "point", "demonstration", "multi"]
+FORMATS = ("hh", "trl-pair", "point", "demonstration", "multi", "shp", "ratings")
+# `--data-format`: a format name of FORMATS, or auto (detected per record)
+DataFormat = Literal["auto", "hh", "trl-pair", "point", "demonstration", "multi", "shp", "ratings"]
 assert DataFormat.__args__ == ("auto", *FORMATS)  # type: ignore[attr-defined]
 KINDS = ("pair", "point", "multi")
 ROLES = ("system", "user", "assistant")
@@ -51,6 +64,13 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("point", ("prompt", "completion", "label")),
     ("demonstration", ("prompt", "completion")),
     ("demonstration", ("messages",)),
+)
+# Formats read only when named, never detected: their key sets.
+SHP_FIELDS = ("post_id", "history", "human_ref_A", "human_ref_B", "score_A", "score_B")
+RATINGS_FIELDS = ("prompt", "response", "rating")
+_NAMED_ONLY: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("shp", SHP_FIELDS),
+    ("ratings", RATINGS_FIELDS),
 )
 RECOGNISED = (
     "hh {chosen, rejected} (transcripts); "
@@ -114,6 +134,15 @@ def _unknown_format(row: dict, where: str) -> DataError:
         missing = [key for key in keys if key not in row]
         if overlap and (best is None or (len(overlap), -len(missing)) > best[:2]):
             best = (len(overlap), -len(missing), keys, name)
+    for name, keys in _NAMED_ONLY:
+        if all(key in row for key in keys):
+            return DataError(
+                where,
+                f"unknown format; the fields {', '.join(keys)} are those of format '{name}', "
+                "which is read only when named",
+                f"choose format '{name}' (--data-format {name}; `alignkit data inspect "
+                f"--format {name}`)",
+            )
     if best is None:
         fields = ", ".join(sorted(map(str, row))) or "none"
         return DataError(where, f"unknown format (fields: {fields})", f"recognised: {RECOGNISED}")
@@ -132,7 +161,7 @@ def _missing(where: str, keys: tuple[str, ...], fmt: str, row: dict) -> DataErro
 def _check_explicit(row: Any, fmt: str, where: str) -> str:
     """Check a row has the fields of the format the user named."""
     _require_object(row, where)
-    options = [keys for name, keys in _SIGNATURES if name == fmt]
+    options = [keys for name, keys in (*_SIGNATURES, *_NAMED_ONLY) if name == fmt]
     if fmt == "trl-pair":
         options.append(("chosen", "rejected"))
     if any(all(key in row for key in keys) for keys in options):
@@ -400,12 +429,176 @@ def _parse_multi(row: dict, where: str) -> Multi:
     return Multi(prompt, texts, values, where)
 
 
+def _parse_ratings(row: dict, where: str) -> Point:
+    """A rated response: a point whose label is the rating (a real score, never binary)."""
+    prompt = _prompt(row["prompt"], where)
+    response = _response(row["response"], "response", where)
+    rating = _number(row["rating"], "rating", where)
+    high_quality = _optional_bool(row, "high_quality", False, where)
+    return Point(prompt, response, rating, False, high_quality, where)
+
+
+# ---------------------------------------------------------------- SHP
+
+
+@dataclass(frozen=True)
+class ShpComparison:
+    """One SHP row: two comments of the post `post_id`, each `(key, text, score)`; the key
+    is the comment id (c_root_id_A/B) when the row has one, else the text."""
+
+    post_id: str | int
+    history: Prompt
+    comments: tuple[tuple[Any, str, float], ...]
+    where: str
+
+
+def shp_comparison(row: Any, where: str) -> ShpComparison:
+    """Validate one SHP row (`SHP_FIELDS`, optional labels and c_root_id_A/B).
+
+    Refuses two identical comments and a `labels` value (1: A preferred, 0: B preferred)
+    that prefers the comment with fewer votes: SHP's preferred comment is the higher-scored
+    one, and the multi record keeps the scores, not the labels.
+    """
+    _check_explicit(row, "shp", where)
+    post_id = row["post_id"]
+    if isinstance(post_id, bool) or not isinstance(post_id, str | numbers.Integral):
+        raise DataError(
+            where,
+            f"field 'post_id' must be a string or an integer, got {_type_name(post_id)}",
+            "it names the post, whose rows become one record",
+        )
+    if isinstance(post_id, str) and not post_id.strip():
+        raise DataError(where, "field 'post_id' is empty", "give the id of the post")
+    history = _prompt(row["history"], where)
+    comments = []
+    for side in "AB":
+        text = _response(row[f"human_ref_{side}"], f"human_ref_{side}", where)
+        score = _number(row[f"score_{side}"], f"score_{side}", where)
+        comment_id = row.get(f"c_root_id_{side}")
+        key = ("id", comment_id) if isinstance(comment_id, str) and comment_id else ("text", text)
+        comments.append((key, text, score))
+    if comments[0][0] == comments[1][0]:
+        raise DataError(
+            where,
+            "human_ref_A and human_ref_B are the same comment",
+            "a comparison needs two different comments; remove the record",
+        )
+    _check_shp_label(row.get("labels"), comments[0][2], comments[1][2], where)
+    return ShpComparison(
+        int(post_id) if isinstance(post_id, numbers.Integral) else post_id,
+        history,
+        tuple(comments),
+        where,
+    )
+
+
+def _check_shp_label(labels: Any, score_a: float, score_b: float, where: str) -> None:
+    if labels is None:
+        return
+    if isinstance(labels, bool) or not isinstance(labels, numbers.Real) or labels not in (0, 1):
+        raise DataError(
+            where,
+            f"field 'labels' must be 1 (A preferred) or 0 (B preferred), got "
+            f"{_type_name(labels)} {labels!r}",
+            "write 1 or 0, or leave the field out",
+        )
+    side, lower = ("A", score_a < score_b) if labels == 1 else ("B", score_b < score_a)
+    if lower:
+        raise DataError(
+            where,
+            f"'labels' prefers comment {side}, which has fewer votes "
+            f"(score_A {score_a:g}, score_B {score_b:g})",
+            "in SHP the preferred comment is the higher-scored one; fix the labels or the "
+            "scores, or remove the record",
+        )
+
+
+@dataclass
+class _ShpPost:
+    history: Prompt
+    where: str
+    index: dict[Any, int] = _field(default_factory=dict)  # comment key -> position
+    texts: list[str] = _field(default_factory=list)
+    scores: list[float] = _field(default_factory=list)
+    sources: list[str] = _field(default_factory=list)  # where each comment first appeared
+
+
+class ShpPosts:
+    """Groups SHP comparisons by post into `multi` records: prompt = the history,
+    responses = the post's distinct comments (in order of first mention), scores = their
+    vote scores; posts in order of their first row, `source` = the where of that row."""
+
+    def __init__(self) -> None:
+        self._posts: dict[Any, _ShpPost] = {}
+
+    def add(self, comparison: ShpComparison) -> None:
+        """Add a row's two comments to its post. Raises `DataError` (at the row, the post
+        unchanged) when the row contradicts earlier rows of the post: another history, or a
+        comment with another text or score."""
+        where = comparison.where
+        post = self._posts.get(comparison.post_id)
+        if post is None:
+            post = _ShpPost(comparison.history, where)
+        elif post.history != comparison.history:
+            raise DataError(
+                where,
+                f"post {comparison.post_id!r} has another 'history' than at {post.where}",
+                "the rows of one post must give the same post text",
+            )
+        for side, (key, text, score) in zip("AB", comparison.comments, strict=True):
+            position = post.index.get(key)
+            if position is None:
+                continue
+            first = post.sources[position]
+            name = f"{key[1]!r}" if key[0] == "id" else f"human_ref_{side}"
+            if post.texts[position] != text:
+                raise DataError(
+                    where,
+                    f"comment {name} of post {comparison.post_id!r} has another text than "
+                    f"at {first}",
+                    "a comment id must name one text",
+                )
+            if post.scores[position] != score:
+                raise DataError(
+                    where,
+                    f"comment {name} of post {comparison.post_id!r} has score_{side} "
+                    f"{score:g} here but {post.scores[position]:g} at {first}",
+                    "each comment must have one vote score in all rows of its post",
+                )
+        for key, text, score in comparison.comments:
+            if key not in post.index:
+                post.index[key] = len(post.texts)
+                post.texts.append(text)
+                post.scores.append(score)
+                post.sources.append(where)
+        self._posts.setdefault(comparison.post_id, post)
+
+    def __len__(self) -> int:
+        return len(self._posts)
+
+    def records(self) -> list[Multi]:
+        return [
+            Multi(post.history, tuple(post.texts), tuple(post.scores), post.where)
+            for post in self._posts.values()
+        ]
+
+
+def _parse_shp(row: dict, where: str) -> Multi:
+    """One SHP row alone: a multi record of its two comments (`load_records` groups the
+    rows of a post instead)."""
+    posts = ShpPosts()
+    posts.add(shp_comparison(row, where))
+    return posts.records()[0]
+
+
 _PARSERS: dict[str, Callable[[dict, str], Record]] = {
     "hh": _parse_hh,
     "trl-pair": _parse_trl_pair,
     "point": _parse_point,
     "demonstration": _parse_demonstration,
     "multi": _parse_multi,
+    "shp": _parse_shp,
+    "ratings": _parse_ratings,
 }
 
 
@@ -497,6 +690,27 @@ def _convert(record: Record, kind: str) -> tuple[Record, ...]:
         return pair_to_points(record)
     pair = record
     return (Multi(pair.prompt, (pair.chosen, pair.rejected), (1.0, 0.0), pair.source),)
+
+
+def record_row(record: Record) -> dict[str, Any]:
+    """A record as a row of the format of its kind (`trl-pair`, `point` or `multi`) that
+    `parse_row` reads back as the same record, plus its `source` (an extra field, ignored
+    when read). A binary label is written as true/false, a score as a number with its
+    `high_quality`, so that reading the file back keeps binary and real-valued labels apart."""
+    row: dict[str, Any] = {"prompt": prompt_json(record.prompt)}
+    if isinstance(record, Pair):
+        row.update(chosen=record.chosen, rejected=record.rejected)
+    elif isinstance(record, Point):
+        row.update(completion=record.completion)
+        if record.binary:
+            row["label"] = record.label == 1.0
+        else:
+            row.update(label=record.label, high_quality=record.high_quality)
+    else:
+        row.update(responses=list(record.responses), scores=list(record.scores))
+    if record.source:
+        row["source"] = record.source
+    return row
 
 
 def _wrong_kind(total: int, bad: list[Record], kind: str) -> AlignkitError:

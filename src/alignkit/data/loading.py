@@ -1,15 +1,19 @@
 """Read data files into validated records: `iter_rows` (one file) and `load_records` (many).
 
-`iter_rows` reads jsonl, json (a list, or {"data": [...]}), parquet or a
-`datasets.save_to_disk` folder. Every row comes with a `where` string that error messages
-use: "path:LINE" (1-based) for jsonl, "path[record N]" (0-based) for everything else.
+`iter_rows` reads jsonl, json (a list, or {"data": [...]}), parquet, a
+`datasets.save_to_disk` folder, or `hf:NAME[:SUBSET][@SPLIT]`: a Hugging Face Hub dataset or
+a local folder of data files read with `datasets.load_dataset` (`alignkit.data.hub`). Every
+row comes with a `where` string that error messages use: "path:LINE" (1-based) for jsonl,
+"path[record N]" (0-based) for files and folders, "hf:NAME[SPLIT][record N]" for `hf:` data.
 Rows are passed on as they are (even when not objects): `alignkit.data.formats` judges them.
 
 A folder saved from a `DatasetDict` is refused unless it holds exactly one split: silently
 training on "train" while a "test" split sits next to it would be a surprise, and
 `PATH/<split>` is itself a loadable folder, so the error names those paths.
 
-`load_records` reads every file to the end and reports all problems at once.
+`load_records` reads every file to the end and reports all problems at once. Format `shp`
+is read per file: the comparisons of one post (rows with the same post_id) become one
+`multi` record (`formats.ShpPosts`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ import codecs
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from alignkit.data.formats import check_binary_label, check_format_name, kind_of, parse_named
+from alignkit.data import hub
+from alignkit.data.formats import (
+    ShpPosts,
+    check_binary_label,
+    check_format_name,
+    kind_of,
+    parse_named,
+    shp_comparison,
+)
 from alignkit.data.records import LoadSummary, Point, Record, Rejected
 from alignkit.errors import AlignkitError, DataError
 from alignkit.io import atomic_write_text
@@ -31,7 +43,13 @@ log = logging.getLogger(__name__)
 
 # where the verbs that write a run or output directory list the records --skip-invalid dropped
 REJECTED_FILE = "rejected.jsonl"
-SUPPORTED = (".jsonl", ".json", ".parquet", "a folder written by datasets' save_to_disk")
+SUPPORTED = (
+    ".jsonl",
+    ".json",
+    ".parquet",
+    "a folder written by datasets' save_to_disk",
+    f"{hub.SYNTAX} (a Hugging Face dataset, or hf:FOLDER of data files)",
+)
 _PARQUET_BATCH_ROWS = 1024
 
 
@@ -41,7 +59,12 @@ def iter_rows(path: str, errors: list[DataError] | None = None) -> Iterator[tupl
     Raises `DataError` for a missing or unreadable file or an unknown extension. A jsonl line
     that is not valid JSON raises too, unless `errors` is given: then the error is appended
     to it and reading goes on with the next line (so a caller can report all bad lines).
+    `hf:` data is read with `datasets.load_dataset` (`alignkit.data.hub`); a failure to load
+    it (no network and not cached, no such dataset or split) is a `DataError` too.
     """
+    if hub.is_hub_spec(path):
+        yield from hub.iter_hub_rows(path)
+        return
     if not os.path.exists(path):
         raise DataError(
             path, "no such file or directory", "check the path and the working directory"
@@ -141,6 +164,21 @@ def _iter_saved_dataset(path: str) -> Iterator[tuple[str, Any]]:
         loaded = _single_split(path, loaded)
     for index, row in enumerate(loaded):
         yield f"{path}[record {index}]", row
+
+
+def source_identity(path: str) -> list[Any]:
+    """What identifies the data of a `--data` value for a cache key: a file's absolute path,
+    size and modification time, or an `hf:` spec and the fingerprint of its dataset."""
+    if hub.is_hub_spec(path):
+        return hub.identity(path)
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, int(st.st_mtime_ns)]
+
+
+def source_exists(path: str) -> bool:
+    """Whether a `--data` value can be looked for: an `hf:` spec (checked when it is read)
+    or an existing path."""
+    return hub.is_hub_spec(path) or os.path.exists(path)
 
 
 def _single_split(path: str, splits: Any) -> Any:
@@ -259,8 +297,10 @@ def load_records(
     max_errors: int = 20,
     skip_invalid: bool = False,
     rejected_path: str | os.PathLike[str] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[list[Record], LoadSummary]:
-    """Load and validate every record of `paths` (files of different kinds may be mixed).
+    """Load and validate every record of `paths` (files of different kinds may be mixed;
+    `hf:NAME[:SUBSET][@SPLIT]` names a Hugging Face dataset, see `alignkit.data.hub`).
 
     All files are read to the end; if anything is invalid, one `InvalidDataError` lists the
     first `max_errors` problems and says how many there are. An empty file is an error.
@@ -274,6 +314,8 @@ def load_records(
     problems of whole files still raise, and so does data in which every record is invalid.
     `rejected_path` (with `skip_invalid`): also write the dropped records there as jsonl
     (`write_rejected`; an empty file when nothing was dropped).
+    `columns`: field -> column of the rows that holds it (e.g. {"rating": "score"}), for
+    data whose columns have other names; a row without the column is an invalid record.
     """
     check_format_name(fmt)
     if isinstance(paths, str):
@@ -287,7 +329,7 @@ def load_records(
     problems = _Problems(max_errors, skip_invalid, summary)
     for path in paths:
         summary.files.append(path)
-        records.extend(_load_file(path, fmt, summary, problems))
+        records.extend(_load_file(path, fmt, summary, problems, columns or {}))
     problems.raise_if_any()
     if skip_invalid:
         if not records:
@@ -322,37 +364,82 @@ def write_rejected(path: str | os.PathLike[str], rejected: Sequence[Rejected]) -
     atomic_write_text(path, "".join(json.dumps(r.to_json(), default=str) + "\n" for r in rejected))
 
 
-def _load_file(path: str, fmt: str, summary: LoadSummary, problems: _Problems) -> list[Record]:
+class _FileRows:
+    """The rows of one file for `load_records`: bad jsonl lines and errors of the whole file
+    go to `problems`, `columns` renames are applied, and a file without rows is reported."""
+
+    def __init__(self, path: str, problems: _Problems, columns: Mapping[str, str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.columns = columns
+        self.unusable = False
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        bad_lines: list[DataError] = []  # jsonl lines that are not JSON, filled by iter_rows
+        seen = 0  # rows read, valid or not
+        try:
+            for where, row in iter_rows(self.path, bad_lines):
+                seen += len(bad_lines) + 1
+                self.problems.add_all(bad_lines)
+                try:
+                    renamed = _renamed(row, self.columns, where)
+                except DataError as error:
+                    self.problems.add(error, row=row)
+                    continue
+                yield where, renamed
+        except DataError as error:
+            self.problems.add(error, file_level=True)
+            self.unusable = True
+        seen += len(bad_lines)
+        self.problems.add_all(bad_lines)
+        if not seen and not self.unusable:
+            self.problems.add(
+                DataError(self.path, "no records found", "the file is empty"), file_level=True
+            )
+
+
+def _renamed(row: Any, columns: Mapping[str, str], where: str) -> Any:
+    """`row` with each `columns` item field <- column applied (rows that are not objects
+    are left to the format check)."""
+    if not columns or not isinstance(row, dict):
+        return row
+    out = dict(row)
+    for field, column in columns.items():
+        if field == column:
+            continue
+        if column not in row:
+            raise DataError(
+                where,
+                f"missing column '{column}' (read as '{field}')",
+                f"check the column name; columns: {', '.join(map(str, row)) or 'none'}",
+            )
+        out.pop(column)
+        out[field] = row[column]
+    return out
+
+
+def _load_file(
+    path: str, fmt: str, summary: LoadSummary, problems: _Problems, columns: Mapping[str, str]
+) -> list[Record]:
+    if fmt == "shp":
+        return _load_shp(path, summary, problems, columns)
     records: list[Record] = []
     int_labels: list[tuple[int, bool | None]] = []  # points labelled with an integer 0/1
     flagged: dict[int, Any] = {}  # points with an explicit high_quality: index -> row
-    bad_lines: list[DataError] = []  # jsonl lines that are not JSON, filled by iter_rows
-    seen = 0  # rows read, valid or not
-    unusable = False
     names: list[str] = []
-    try:
-        for where, row in iter_rows(path, bad_lines):
-            seen += len(bad_lines) + 1
-            problems.add_all(bad_lines)
-            try:
-                name, record = parse_named(row, where, fmt)
-            except DataError as error:
-                problems.add(error, row=row)
-                continue
-            if isinstance(record, Point) and name == "point":
-                if record.binary and not isinstance(row["label"], bool):
-                    int_labels.append((len(records), row.get("high_quality")))
-                if row.get("high_quality") is not None:
-                    flagged[len(records)] = row
-            names.append(name)
-            records.append(record)
-    except DataError as error:
-        problems.add(error, file_level=True)
-        unusable = True
-    seen += len(bad_lines)
-    problems.add_all(bad_lines)
-    if not seen and not unusable:
-        problems.add(DataError(path, "no records found", "the file is empty"), file_level=True)
+    for where, row in _FileRows(path, problems, columns):
+        try:
+            name, record = parse_named(row, where, fmt)
+        except DataError as error:
+            problems.add(error, row=row)
+            continue
+        if isinstance(record, Point) and name == "point":
+            if record.binary and not isinstance(row["label"], bool):
+                int_labels.append((len(records), row.get("high_quality")))
+            if row.get("high_quality") is not None:
+                flagged[len(records)] = row
+        names.append(name)
+        records.append(record)
     records = _scores_if_mixed(records, int_labels)
     kept: list[Record] = []
     for index, (name, record) in enumerate(zip(names, records, strict=True)):
@@ -365,6 +452,23 @@ def _load_file(path: str, fmt: str, summary: LoadSummary, problems: _Problems) -
         _count(summary, name, record)
         kept.append(record)
     return kept
+
+
+def _load_shp(
+    path: str, summary: LoadSummary, problems: _Problems, columns: Mapping[str, str]
+) -> list[Record]:
+    """SHP comparisons -> one `multi` record per post; an invalid row, or one that
+    contradicts earlier rows of its post, is one invalid record (its post keeps the others)."""
+    posts = ShpPosts()
+    for where, row in _FileRows(path, problems, columns):
+        try:
+            posts.add(shp_comparison(row, where))
+        except DataError as error:
+            problems.add(error, row=row)
+    records: list[Record] = list(posts.records())
+    for record in records:
+        _count(summary, "shp", record)
+    return records
 
 
 def _count(summary: LoadSummary, name: str, record: Record) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch import Tensor, nn
 
+from alignkit.data.loading import source_exists
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text
 from alignkit.models import resolve_model
@@ -63,7 +64,7 @@ class RewardTrainConfig(DataTrainingOptions):
                 "from the config (use `alignkit train` for policy objectives)"
             )
         super().validate()
-        missing = [p for p in [*self.data, *self.eval_data] if not Path(p).exists()]
+        missing = [p for p in [*self.data, *self.eval_data] if not source_exists(p)]
         if missing:
             raise AlignkitError(f"data file(s) not found: {', '.join(missing)}")
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from alignkit.data.labels import (
     as_scores,
     point_label_variant,
 )
-from alignkit.data.loading import REJECTED_FILE, write_rejected
+from alignkit.data.loading import REJECTED_FILE, source_identity, write_rejected
 from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
@@ -584,13 +583,10 @@ def _every(interval: int, done: int, total: int) -> bool:
 
 
 def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
-    """What the cached tokenized data depends on (file identity by size and mtime)."""
-    files = []
-    for path in cfg.data:
-        st = os.stat(path)
-        files.append((os.path.abspath(path), st.st_size, int(st.st_mtime_ns)))
+    """What the cached tokenized data depends on (file identity by size and mtime; an `hf:`
+    dataset by its fingerprint)."""
     return {
-        "files": files,
+        "files": [source_identity(path) for path in cfg.data],
         "model": cfg.model,
         "lora": cfg.lora,
         "format": cfg.data_format,

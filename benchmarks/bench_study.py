@@ -1,0 +1,127 @@
+"""`alignkit study` vs the same cells run as separate CLI commands, in one invocation.
+
+The cells: every selector x budget (x seed) of a small grid on a pool of pairs, DPO with LoRA,
+evaluated on held-out pairs. Separately, each cell is what a user types without `study`:
+`alignkit select NAME ... --output SEL` then `alignkit train --data SEL/subset.jsonl
+--eval-data HELD ...` (each command loads the model, tokenizes, computes its reference log-probs
+and, for train, evaluates before and after). The study does the shared work once. Both sides
+start with empty caches (`ALIGNKIT_CACHE` points into a fresh temporary directory; the
+converted embedded model is linked in so neither side pays the conversion).
+
+    python benchmarks/bench_study.py                  # embedded model, pool 160, 4 cells
+    python benchmarks/bench_study.py --model PATH --pool 40 --held 16 --budgets 8 16   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "src" / "alignkit" / "demo_data"
+
+
+def take(path: Path, n: int, out: Path) -> str:
+    lines = [x for x in path.read_text().splitlines() if x.strip()][:n]
+    out.write_text("\n".join(lines) + "\n")
+    return str(out)
+
+
+def alignkit(args: list[str], env: dict[str, str]) -> None:
+    cmd = [sys.executable, "-m", "alignkit", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"failed: {' '.join(args)}\n{done.stderr[-3000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--pool", type=int, default=160, help="pairs in the pool")
+    ap.add_argument("--held", type=int, default=64, help="held-out pairs")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--selectors", nargs="+", default=["random", "real"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-study-"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    src_cache = Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+    pool = take(DATA / "prefs_train.jsonl", args.pool, work / "pool.jsonl")
+    held = take(DATA / "prefs_heldout.jsonl", args.held, work / "held.jsonl")
+    train = ["--lora", "--lr", "5e-4", "--batch-size", "8", "--max-length", "128"]
+
+    def fresh_cache(name: str) -> dict[str, str]:
+        cache = work / name
+        (cache / "models").mkdir(parents=True)
+        models = src_cache / "models"
+        if models.is_dir():  # the converted embedded model, shared read-only
+            for entry in models.iterdir():
+                (cache / "models" / entry.name).symlink_to(entry)
+        return {**env, "ALIGNKIT_CACHE": str(cache)}
+
+    cells = [(s, b, seed) for s in args.selectors for b in args.budgets for seed in args.seeds]
+
+    start = time.perf_counter()
+    study_env = fresh_cache("cache-study")
+    config = {
+        "data": pool,
+        "eval_data": held,
+        "output": str(work / "study"),
+        "model": args.model,
+        "selectors": [{"name": s} for s in args.selectors],
+        "budgets": [float(b) for b in args.budgets],
+        "seeds": args.seeds,
+        "methods": [{"name": "dpo", "method": "dpo"}],
+        "train": {"lora": True, "lr": 5e-4, "batch_size": 8, "max_length": 128},
+        "selection": {"batch_size": 16, "max_length": 128},
+    }
+    (work / "study.yaml").write_text(json.dumps(config))
+    alignkit(["study", "--config", str(work / "study.yaml")], study_env)
+    study_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    sep_env = fresh_cache("cache-separate")
+    for n, (selector, budget, seed) in enumerate(cells):
+        sel = work / f"sel-{n}"
+        select = ["select", selector, "--data", pool, "--output", str(sel)]
+        select += ["--count", str(budget), "--seed", str(seed)]
+        if selector != "random":  # the control needs no model
+            select += ["--model", args.model]
+        alignkit(select, sep_env)
+        run = ["train", "--method", "dpo", "--model", args.model, "--seed", str(seed)]
+        run += ["--data", str(sel / "subset.jsonl"), "--eval-data", held, *train]
+        alignkit([*run, "--output", str(work / f"run-{n}")], sep_env)
+    separate_s = time.perf_counter() - start
+
+    result = {
+        "cells": len(cells),
+        "pool": args.pool,
+        "held_out": args.held,
+        "study_s": round(study_s, 1),
+        "separate_s": round(separate_s, 1),
+        "speedup": round(separate_s / study_s, 2),
+        "load_average": os.getloadavg()[0],
+    }
+    print(
+        f"{len(cells)} cells ({', '.join(args.selectors)} x budgets {args.budgets} x seeds "
+        f"{args.seeds}), pool {args.pool}, held-out {args.held}"
+    )
+    print(f"  alignkit study           {study_s:8.1f} s")
+    print(f"  separate CLI runs        {separate_s:8.1f} s")
+    print(f"  separate / study         {separate_s / study_s:8.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
