@@ -206,12 +206,11 @@ def _valid_pairs(s: Tensor, eligible: Tensor, min_ratio: float) -> Tensor:
 def _centroid_pairs(gram: Tensor, eligible: Tensor, iters: int = 20) -> tuple[Tensor, Tensor]:
     """(c,), (c,): per prompt, the eligible responses nearest the two 2-means centres.
 
-    Lloyd's algorithm in the Gram space: a centre is a weighted mean sum_j a_j e_j, so
-    ||e_i - c||^2 = G_ii - 2 (G a)_i + a^T G a. Lloyd's stops at a local optimum, so it is
-    restarted from every eligible pair as the two seeds (the least similar pair first) and the
-    split with the smallest within-cluster sum of squares is kept — what sklearn's `KMeans`
-    (the REAL authors' tool) approximates with random restarts. A cluster that empties falls
-    back to the least similar pair.
+    The 2-means split is the one with the smallest within-cluster sum of squares (SSE) — what
+    sklearn's `KMeans` (the REAL authors' tool) approximates with random restarts. With up to
+    `EXACT_UP_TO` responses every split is scored from the Gram matrix (exact, and cheaper than
+    Lloyd's); with more, Lloyd's algorithm runs from every eligible pair as the two seeds and the
+    best split is kept. A cluster that empties falls back to the least similar pair.
     """
     c, k, _ = gram.shape
     ar = torch.arange(c)
@@ -220,20 +219,48 @@ def _centroid_pairs(gram: Tensor, eligible: Tensor, iters: int = 20) -> tuple[Te
     )
     far = gram.masked_fill(~pair_ok, math.inf).flatten(1).argmin(1)
     a, b = far // k, far % k
-    best = _lloyd(gram, eligible, gram[ar, :, b] > gram[ar, :, a], iters)
-    best_sse = _within_sse(gram, eligible, best)
-    for s1, s2 in torch.ones(k, k, dtype=torch.bool).triu(1).nonzero().tolist():
-        second = _lloyd(gram, eligible, gram[:, :, s2] > gram[:, :, s1], iters)
-        sse = _within_sse(gram, eligible, second)
-        better = pair_ok[:, s1, s2] & (sse < best_sse - 1e-6 * best_sse.abs().clamp(min=1))
-        best = torch.where(better[:, None], second, best)
-        best_sse = torch.where(better, sse, best_sse)
+    if k <= EXACT_UP_TO:
+        best = _best_split(gram, eligible)
+    else:
+        best = _lloyd(gram, eligible, gram[ar, :, b] > gram[ar, :, a], iters)
+        best_sse = _within_sse(gram, eligible, best)
+        for s1, s2 in torch.ones(k, k, dtype=torch.bool).triu(1).nonzero().tolist():
+            second = _lloyd(gram, eligible, gram[:, :, s2] > gram[:, :, s1], iters)
+            sse = _within_sse(gram, eligible, second)
+            better = pair_ok[:, s1, s2] & (sse < best_sse - 1e-6 * best_sse.abs().clamp(min=1))
+            best = torch.where(better[:, None], second, best)
+            best_sse = torch.where(better, sse, best_sse)
     dist = _centre_distances(gram, best, eligible)
     first_m, second_m = eligible & ~best, eligible & best
     i = dist[..., 0].masked_fill(~first_m, math.inf).argmin(1)
     j = dist[..., 1].masked_fill(~second_m, math.inf).argmin(1)
     empty = (first_m.sum(1) == 0) | (second_m.sum(1) == 0)
     return torch.where(empty, a, i), torch.where(empty, b, j)
+
+
+EXACT_UP_TO = 10  # responses per prompt scored by enumerating all 2^(k-1) - 1 splits
+
+
+def _best_split(gram: Tensor, eligible: Tensor) -> Tensor:
+    """(c, k) bool: the second cluster of the SSE-minimal split of each prompt's eligible
+    responses, by enumeration. SSE(S) = sum_{i in S} G_ii - (1/|S|) sum_{i,j in S} G_ij."""
+    c, k, _ = gram.shape
+    codes = torch.arange(1, 2 ** (k - 1))  # the last response is always in the first cluster
+    masks = (codes[:, None] >> torch.arange(k)) & 1  # (s, k)
+    second = masks.bool()[None] & eligible[:, None, :]  # (c, s, k)
+    first = ~masks.bool()[None] & eligible[:, None, :]
+    diag = gram.diagonal(dim1=1, dim2=2)  # (c, k)
+
+    def sse(member: Tensor) -> Tensor:
+        m = member.to(gram.dtype)
+        size = m.sum(-1)
+        quad = torch.einsum("csk,ckj,csj->cs", m, gram, m)
+        value = (m * diag[:, None, :]).sum(-1) - quad / size.clamp(min=1)
+        return value.masked_fill(size == 0, math.inf)
+
+    total = sse(first) + sse(second)  # (c, s)
+    pick = total.argmin(1)
+    return second[torch.arange(c), pick]
 
 
 def _lloyd(gram: Tensor, eligible: Tensor, second: Tensor, iters: int) -> Tensor:
