@@ -233,8 +233,9 @@ def _progress_line(n: int, total: int, cell: Cell, row: dict, timings: list[floa
     metrics = " ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row["metrics"].items()
     )
-    if timings:
-        per_cell = sum(timings) / len(timings)
+    if timings:  # the first cell run also did the shared work: leave it out once others ran
+        recent = timings[1:] or timings
+        per_cell = sum(recent) / len(recent)
         eta = f"{per_cell:.0f} s/cell, ETA {per_cell * (total - n) / 60:.1f} min"
     else:
         eta = "resumed"
