@@ -20,7 +20,7 @@ HELD=$(python -c "from alignkit.commands.demo import demo_file; print(demo_file(
 # a reward model for the `reward` metric: Bradley-Terry on the same training pairs
 if [ ! -f "$OUT/rm/model/config.json" ]; then
     "$BIN" train-rm --data "$DATA" --eval-data "$HELD" --model default --output "$OUT/rm" \
-        --lora --lora-r 16 --lr 5e-4 --epochs 1 --batch-size 8 --max-length 128
+        --lora --lora-preset ulma --lora-r 16 --lr 5e-4 --epochs 1 --batch-size 8 --max-length 128
 fi
 
 for METHOD in "$A" "$B"; do

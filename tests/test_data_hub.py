@@ -584,3 +584,19 @@ def test_train_on_hf_data(tmp_path, tiny_model) -> None:
     assert (out / "model").is_dir()
     rm = ["train-rm", "--model", tiny_model, "--output", str(tmp_path / "rm")]
     assert main([*rm, "--data", f"hf:{folder}", "--max-steps", "1", "--precision", "fp32"]) == 0
+
+
+def test_selecting_shp_posts_keeps_every_comment(tmp_path) -> None:
+    """An SHP post is one multi record built from several rows: a selected post is written
+    whole (all its comments and scores), not as its first comparison row only."""
+    rows = [
+        shp("p1", ("rayleigh", 52), ("dunno", 3), 1),
+        shp("p1", ("rayleigh", 52), ("magic", 1), 1),
+    ]
+    data = write_jsonl(tmp_path / "shp.jsonl", rows)
+    out = tmp_path / "sel"
+    args = ["select", "random", "--data", data, "--data-format", "shp", "--count", "1"]
+    assert main([*args, "--output", str(out)]) == 0
+    (kept,) = read_jsonl(out / "subset.jsonl")
+    assert sorted(kept["responses"]) == ["dunno", "magic", "rayleigh"]
+    assert sorted(kept["scores"]) == [1, 3, 52]

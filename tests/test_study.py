@@ -87,9 +87,9 @@ def test_aggregate_gives_the_t_interval_over_seeds() -> None:
 def test_subset_of_reindexes_rows_and_reference() -> None:
     """Pool records 0..3, record 2 dropped by the encoder (too long). Keeping records [3, 2, 0]
     gives encoded rows for 3 and 0, re-indexed 0 and 1, with their reference rows."""
-    enc = [Encoded([1], [[2], [3]], [1.0, 0.0], [True, False], True, i) for i in (0, 1, 3)]
+    enc = [Encoded([1], [[2], [3]], [1.0, 0.0], [True, False], True, i) for i in (0, 1, 2)]
     ref = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
-    sub = study_run.subset_of(Prepared(enc, ref, 2), np.array([3, 2, 0]))
+    sub = study_run.subset_of(Prepared(enc, ref, 2, records=[0, 1, 3]), np.array([3, 2, 0]))
     assert [e.index for e in sub.encoded] == [0, 1]
     assert torch.equal(sub.ref, torch.tensor([[-5.0, -6.0], [-1.0, -2.0]]))
 
@@ -100,6 +100,7 @@ def test_subset_of_reindexes_rows_and_reference() -> None:
         ({"selectors": [{"name": "length"}]}, "control"),
         ({"budgets": [1.5]}, "budget"),
         ({"train": {"seed": 3}}, "may not set"),
+        ({"methods": [{"name": "d", "method": "dpo", "options": {"data": "x"}}]}, "may not set"),
         ({"colour": "red"}, "unknown key"),
         ({"selectors": [{"name": "random"}, {"name": "nope"}]}, "nope"),
         ({"metrics": ["bleu"]}, "unknown metric"),
@@ -178,3 +179,10 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
     monkeypatch.setattr(study_run, "run_cell", recording)
     assert main(["study", "--config", str(cfg)]) == 0
     assert ran == [report["cells"][3]["id"]]
+    # a finished cell whose settings changed (another lr in the YAML) is not reported as is
+    config = parse_study(_raw(pool, held, out, tiny_model))
+    changed = parse_study({**_raw(pool, held, out, tiny_model), "train": {"lr": 1e-4}})
+    cell = study_run.plan_cells(config, 12)[0]
+    assert study_run._finished(cell, config, out) is not None
+    assert study_run._finished(cell, changed, out) is None
+    assert not (out / "cells" / cell.id.replace("/", "__") / "model").exists()  # not saved

@@ -519,3 +519,34 @@ def test_skip_invalid_drops_and_lists_records(tmp_path, tiny_model, capsys, verb
     listed = rows(out / "rejected.jsonl")
     assert [r["where"] for r in listed] == [f"{data}:5", f"{data}:10", f"{held}:3"]
     assert listed[0]["record"]["rejected"].endswith("sure here is how")
+
+
+def test_truncation_drop_with_a_reference(tmp_path, tiny_model):
+    """--truncation drop removes over-long pairs before the reference pass: the kept examples
+    must look up their own reference rows (the first, long pair used to shift every lookup
+    and end in an IndexError). Held-out pairs go through the same path."""
+    rows = pair_rows(8)
+    rows[0]["chosen"] = rows[0]["chosen"].replace("danger", "danger " + "the cat " * 200)
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = train(
+        tmp_path,
+        tiny_model,
+        "--method",
+        "dpo",
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--truncation",
+        "drop",
+        "--max-length",
+        "64",
+        "--max-steps",
+        "2",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    # before training the policy is the reference: every held-out margin is exactly 0
+    assert summary["eval_before"]["eval/rewards/margins"] == 0.0
+    cached = torch.load(out / "cache" / "train.pt", weights_only=True)
+    assert cached["records"] == list(range(1, 8))
+    assert [e["index"] for e in cached["encoded"]] == list(range(7))

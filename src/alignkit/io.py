@@ -12,6 +12,9 @@ from typing import Any
 
 from alignkit.errors import AlignkitError, DataError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once (setting it back at once)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary path in `path`'s directory, then rename it to `path`.
@@ -25,6 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,9 +46,7 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def iter_jsonl(
-    path: str | Path, *, allow_partial_last: bool = False
-) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | Path, *, allow_partial_last: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield `(line number, value)` of every non-blank line of a jsonl file.
 
     A missing or unreadable file raises `AlignkitError`; a line that is not valid JSON raises

@@ -166,7 +166,8 @@ def original_rows(records: Sequence[Any], paths: Iterable[str]) -> list[dict[str
     """Each record's row as its file holds it (every column kept), found by its
     `source` ("path:line" / "path[record N]"); a record whose file cannot be read again
     (not a local file) is written as the row of its kind (`record_row`)."""
-    wanted = {r.source for r in records}
+    # a multi-response record can be built from several rows (an SHP post): write it whole
+    wanted = {r.source for r in records if not isinstance(r, Multi)}
     found: dict[str, Any] = {}
     for path in dict.fromkeys(paths):
         if not os.path.exists(path):
@@ -178,7 +179,10 @@ def original_rows(records: Sequence[Any], paths: Iterable[str]) -> list[dict[str
         except DataError:
             continue
     return [
-        found[r.source] if isinstance(found.get(r.source), dict) else record_row(r) for r in records
+        found[r.source]
+        if r.source in wanted and isinstance(found.get(r.source), dict)
+        else record_row(r)
+        for r in records
     ]
 
 

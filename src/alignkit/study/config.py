@@ -40,7 +40,7 @@ METRICS = {  # study metric -> (held-out metric of the run, higher is better)
     "dpo_loss": ("eval/rewards/dpo_loss", False),
 }
 # TrainConfig options a study sets itself for every cell
-_CELL_OWNED = ("data", "eval_data", "output", "method", "seed", "resume", "model")
+_CELL_OWNED = ("data", "eval_data", "output", "method", "seed", "resume", "model", "skip_invalid")
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,12 @@ def validate_study(config: StudyConfig, where: str) -> None:
     bad = [m for m in config.metrics if m not in METRICS]
     if bad:
         raise AlignkitError(f"{where}: unknown metric(s) {bad}; choose from {list(METRICS)}")
-    owned = sorted(set(config.train) & set(_CELL_OWNED))
-    if owned:
-        raise AlignkitError(f"{where}: `train:` may not set {owned}: the study sets them per cell")
+    for what, options in [("train", config.train)] + [(m.name, m.options) for m in config.methods]:
+        owned = sorted(set(options) & set(_CELL_OWNED))
+        if owned:
+            raise AlignkitError(
+                f"{where}: options of {what} may not set {owned}: the study sets them per cell"
+            )
     for method in config.methods:  # every option checked now, not after hours of other cells
         config.train_config(method, data=config.data, output=config.output).validate()
     if not any(s.name == "random" for s in config.selectors):

@@ -4,13 +4,16 @@ Shared work is done once. Selector scores are computed once per selector (and se
 random control) and cached by content (`select.registry`). The pool is tokenized and its
 reference log-probs computed once, as are the held-out pairs'; every cell of a pair method
 trains on its rows of that table (`SharedData`), so a 4 x 4 x 3 grid runs the reference pass
-twice, not 48 times. Each cell writes its run directory (`cells/<id>/`: subset, model-free
-`summary.json`, metrics) and `cell.json` last: a killed study resumes and skips finished cells.
+twice, not 48 times (pair methods; a point method's view of the pairs is prepared per cell).
+Each cell writes its run directory (`cells/<id>/`: subset, metrics, `summary.json`; no model
+unless `train: {save_model: true}`) and `cell.json` last, with a digest of its settings: a
+killed study resumes and skips finished cells whose settings did not change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -21,11 +24,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from alignkit.data.loading import load_records
+from alignkit.data.loading import load_records, source_identity
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.options import to_dict
 from alignkit.select.pipeline import pair_row
 from alignkit.select.registry import (
     ScoreRequest,
@@ -36,6 +40,7 @@ from alignkit.select.registry import (
 )
 from alignkit.study.config import METRICS, Keep, MethodEntry, SelectorEntry, StudyConfig
 from alignkit.train.checkpoint import Prepared
+from alignkit.train.config import TrainConfig
 from alignkit.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -87,11 +92,21 @@ class SharedData:
             self._prepared[key] = build()
         return self._prepared[key]
 
+    def find(self, what: str, key: tuple) -> Prepared | None:
+        """The prepared pool (`what` = "train") of any reference setting for `key`, if any."""
+        for stored, prepared in self._prepared.items():
+            if stored[0] == what and stored[-len(key) :] == key:
+                return prepared
+        return None
+
 
 def subset_of(full: Prepared, keep: np.ndarray) -> Prepared:
     """The rows of `full` for the kept pool records, re-indexed 0..m-1 in `keep`'s order
     (records the encoder dropped as too long are skipped)."""
-    by_record = {e.index: (row, e) for row, e in enumerate(full.encoded)}
+    positions = full.records or [e.index for e in full.encoded]
+    by_record = {
+        pos: (row, e) for row, (pos, e) in enumerate(zip(positions, full.encoded, strict=True))
+    }
     rows, encoded = [], []
     for i in keep.tolist():
         if i in by_record:
@@ -119,6 +134,14 @@ class CellTrainer(Trainer):
         full = self.shared.get(view, lambda: self.prepare(self.pool, tokenizer, scorer))
         return subset_of(full, self.keep)
 
+    def q_diff_data(self, train: Prepared) -> tuple[list, str]:
+        """DEFT guidance counts Q_diff on the whole pool (as the `deft` selector does), not on
+        the cell's subset: one Q_diff for filtering and guidance."""
+        pool = self.shared.find("train", self.key)
+        if pool is None:  # a point method: its own view of the data
+            return super().q_diff_data(train)
+        return pool.encoded, f"the study's pool ({len(pool.encoded)} examples)"
+
     def prepare_eval(self, records: list, tokenizer, scorer, with_ref: bool | None = None):
         view = (self.method.kind, self.method.needs_ref) if with_ref is None else ("pairs", True)
         build = lambda: self.prepare(records, tokenizer, scorer, with_ref)  # noqa: E731
@@ -141,7 +164,7 @@ def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> d
     shared, results, timings = SharedData(), [], []
     scores = Scores(config, pool, root)
     for n, cell in enumerate(cells, 1):
-        result = _finished(cell, root)
+        result = _finished(cell, config, root)
         if result is None:
             start = time.perf_counter()
             result = run_cell(config, cell, pool, scores, shared, root)
@@ -197,14 +220,7 @@ def run_cell(
     atomic_write_jsonl(
         subset, [pair_row(pool[i].prompt, pool[i].chosen, pool[i].rejected) for i in keep]
     )
-    train = config.train_config(
-        cell.method,
-        data=[str(subset)],
-        eval_data=list(config.eval_data),
-        output=str(out),
-        seed=cell.seed,
-        resume=False,
-    )
+    train = cell_train_config(config, cell, out)
     train.validate()
     key = (config.model, train.max_length, train.truncation, train.precision, train.lora)
     result = CellTrainer(train, shared, pool, keep, key).run()
@@ -219,14 +235,49 @@ def run_cell(
         "selected_score_mean": float(values[keep].mean()) if len(keep) else None,
         "metrics": {name: result.eval_after.get(METRICS[name][0]) for name in config.metrics},
         "steps": result.steps,
+        "settings": cell_settings(config, cell),
     }
     atomic_write_text(out / CELL_FILE, json.dumps(row, indent=2))
     return row
 
 
-def _finished(cell: Cell, root: Path) -> dict[str, Any] | None:
+def cell_train_config(config: StudyConfig, cell: Cell, out: Path) -> TrainConfig:
+    """The cell's `alignkit train` options. The model is not saved (`cell.json` holds the
+    metrics; add `save_model: true` under `train:` to keep every cell's model)."""
+    values = {"save_model": False, **config.train}
+    return config.train_config(
+        cell.method,
+        **{k: v for k, v in values.items() if k == "save_model"},
+        data=[str(out / "subset.jsonl")],
+        eval_data=list(config.eval_data),
+        output=str(out),
+        seed=cell.seed,
+        resume=False,
+        skip_invalid=config.skip_invalid,
+    )
+
+
+def cell_settings(config: StudyConfig, cell: Cell) -> str:
+    """A digest of everything a cell's result depends on: its training options, selector,
+    budget, seed and the pool and held-out files; a finished cell whose digest differs (the
+    YAML changed) is run again rather than reported."""
+    train = to_dict(cell_train_config(config, cell, Path("cell")))
+    parts = {
+        "train": train,
+        "selector": [cell.selector.name, cell.selector.options, cell.selector.keep],
+        "budget": cell.budget,
+        "selection": config.selection,
+        "files": [source_identity(p) for p in [*config.data, *config.eval_data]],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished(cell: Cell, config: StudyConfig, root: Path) -> dict[str, Any] | None:
     path = cell.directory(root) / CELL_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    return row if row.get("settings") == cell_settings(config, cell) else None
 
 
 def _progress_line(n: int, total: int, cell: Cell, row: dict, timings: list[float]) -> str:

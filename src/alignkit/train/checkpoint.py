@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,23 @@ from alignkit.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "alignkit-data-cache-v2"
+CACHE_FORMAT = "alignkit-data-cache-v3"
 STATE_FILE = "alignkit_state.json"  # written last into a checkpoint: it is complete
 
 
 @dataclass
 class Prepared:
-    """A tokenized dataset with its precomputed reference log-probs ((n, K) or None)."""
+    """A tokenized dataset with its precomputed reference log-probs ((n, K) or None).
+
+    `encoded[i].index == i` (the row of `ref`); `records[i]` is the position of its record in
+    the list that was encoded (they differ when `--truncation drop` dropped records).
+    """
 
     encoded: list[Encoded]
     ref: torch.Tensor | None
     k: int
     summary: str = ""
+    records: list[int] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ data cache
@@ -52,6 +57,7 @@ def save_prepared(path: Path, key: dict[str, Any], prepared: Prepared) -> None:
         "ref": prepared.ref,
         "k": prepared.k,
         "summary": prepared.summary,
+        "records": prepared.records,
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -68,7 +74,8 @@ def load_prepared(path: Path, key: dict[str, Any]) -> Prepared | None:
         ):
             return None
         encoded = [Encoded(**row) for row in saved["encoded"]]
-        return Prepared(encoded, saved["ref"], int(saved["k"]), str(saved["summary"]))
+        records = [int(i) for i in saved["records"]]
+        return Prepared(encoded, saved["ref"], int(saved["k"]), str(saved["summary"]), records)
     except Exception as exc:  # any unreadable cache is a miss, never a failed run
         log.info("ignoring the data cache %s (%s): recomputing", path, exc)
         return None
@@ -95,6 +102,7 @@ def save_checkpoint(acc: Accelerator, output: Path, step: int, keep: int) -> Non
     acc.wait_for_everyone()
     if acc.is_main_process:
         atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step}))
+        shutil.rmtree(final, ignore_errors=True)  # a rerun without --resume: same step again
         os.replace(tmp, final)
         for old in checkpoints(output)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -8,6 +8,7 @@ gradient accumulation, schedules, checkpoints with exact resume, logging and sav
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -183,6 +184,8 @@ class Trainer:
         `with_ref`)."""
         cfg = self.config
         encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)
+        positions = [e.index for e in encoded]  # --truncation drop leaves gaps
+        encoded = [dataclasses.replace(e, index=i) for i, e in enumerate(encoded)]
         k = max(len(e.responses) for e in encoded)
         ref = None
         if self.method.needs_ref if with_ref is None else with_ref:
@@ -200,7 +203,8 @@ class Trainer:
                     desc="reference log-probs",
                     k=k,
                 )
-        return Prepared(encoded, ref, k, summary.describe(cfg.max_length, cfg.truncation))
+        description = summary.describe(cfg.max_length, cfg.truncation)
+        return Prepared(encoded, ref, k, description, positions)
 
     def prepare_eval(
         self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
@@ -457,6 +461,11 @@ class Trainer:
             self._order_cache = (epoch, batches)
         return self._order_cache[1]
 
+    def q_diff_data(self, train: Prepared) -> tuple[list, str]:
+        """Hook: the examples DEFT's Q_diff is counted on without --q-diff, and what they are
+        (a study counts it on its whole pool, the data its `deft` selector filtered)."""
+        return train.encoded, "the training data"
+
     def _q_diff(self, train: Prepared, tokenizer) -> RQSpec | None:
         """What the forward pass computes DEFT's R_Q with, or None when R_Q is not wanted.
 
@@ -477,12 +486,14 @@ class Trainer:
             q_diff = saved.q_diff
             log.info("DEFT Q_diff: loaded from %s (%s); %s", path, saved.describe(), what)
         else:
-            dists = token_distributions(train.encoded, len(tokenizer), tokenizer.all_special_ids)
+            examples, what_data = self.q_diff_data(train)
+            dists = token_distributions(examples, len(tokenizer), tokenizer.all_special_ids)
             q_diff = dists.q_diff
             log.info(
-                "DEFT Q_diff: computed from the training data (%d preferred, %d dispreferred "
+                "DEFT Q_diff: computed from %s (%d preferred, %d dispreferred "
                 "tokens; give --q-diff OUTPUT/%s of `select deft` to use the Q_diff the data "
                 "was filtered with); %s",
+                what_data,
                 dists.pos_tokens,
                 dists.neg_tokens,
                 Q_DIFF_FILE,
