@@ -550,3 +550,27 @@ def test_truncation_drop_with_a_reference(tmp_path, tiny_model):
     cached = torch.load(out / "cache" / "train.pt", weights_only=True)
     assert cached["records"] == list(range(1, 8))
     assert [e["index"] for e in cached["encoded"]] == list(range(7))
+
+
+def test_a_model_retrained_in_place_is_not_served_stale_reference_log_probs(
+    tmp_path, tiny_model, pairs_file, caplog
+):
+    """The data cache holds the reference log-probs of `--model`; a model folder rewritten
+    since (e.g. `runs/sft` retrained in place) must not reuse them."""
+    import shutil
+
+    model = tmp_path / "sft-model"
+    shutil.copytree(tiny_model, model)
+    args = ["--method", "dpo", "--data", pairs_file, "--max-steps", "1"]
+    train(tmp_path, str(model), *args, name="dpo")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(tmp_path, str(model), *args, name="dpo")
+    assert "reusing tokenized data" in caplog.text  # unchanged model: the cache is used
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # rewritten in place (new mtime)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(tmp_path, str(model), *args, name="dpo")
+    assert "reusing tokenized data" not in caplog.text

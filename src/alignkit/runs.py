@@ -143,6 +143,30 @@ def resolve_model_spec(spec: str) -> ModelSpec:
     return ModelSpec(spec, str(path), summary.get("base_model"), False, run_config, marker)
 
 
+def folder_files(path: Path) -> list[Any]:
+    """(name, bytes, mtime) of the files in a folder (or of one file): what tells a model
+    retrained into the same folder apart."""
+    items = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in items if p.is_file()]
+
+
+def spec_fingerprint(spec: Any) -> Any:
+    """A model spec (or any option value) as it enters the cache key: local models and files
+    with their files' sizes and times, anything else as it is."""
+    if not isinstance(spec, str) or not spec or not os.path.exists(os.path.expanduser(spec)):
+        return spec
+    try:
+        model = resolve_model_spec(spec)
+    except AlignkitError:
+        return [spec, folder_files(Path(os.path.expanduser(spec)))]
+    parts = (
+        [spec, model.path, folder_files(Path(model.path))] if Path(model.path).exists() else [spec]
+    )
+    if model.base:
+        parts.append(spec_fingerprint(model.base))
+    return parts
+
+
 # ------------------------------------------------------------------ run directories
 
 

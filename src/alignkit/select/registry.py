@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
 from alignkit.models import Precision, check_model_spec
 from alignkit.options import opt
+from alignkit.runs import spec_fingerprint
 from alignkit.scoring.deft import R_Q_FORMS
 from alignkit.select.common import (
     KEEPS,
@@ -213,30 +213,6 @@ def records_digest(records: Sequence[Any]) -> str:
         h.update(json.dumps([type(r).__name__, fields], sort_keys=True, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def _files(path: Path) -> list[Any]:
-    """(name, bytes, mtime) of the files in a folder (or of one file): what tells a model
-    retrained into the same folder apart."""
-    items = sorted(path.iterdir()) if path.is_dir() else [path]
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in items if p.is_file()]
-
-
-def spec_fingerprint(spec: Any) -> Any:
-    """A model spec (or any option value) as it enters the cache key: local models and files
-    with their files' sizes and times, anything else as it is."""
-    if not isinstance(spec, str) or not spec or not os.path.exists(os.path.expanduser(spec)):
-        return spec
-    from alignkit.runs import resolve_model_spec
-
-    try:
-        model = resolve_model_spec(spec)
-    except AlignkitError:
-        return [spec, _files(Path(os.path.expanduser(spec)))]
-    parts = [spec, model.path, _files(Path(model.path))] if Path(model.path).exists() else [spec]
-    if model.base:
-        parts.append(spec_fingerprint(model.base))
-    return parts
 
 
 def cache_key(selector: Selector, request: ScoreRequest) -> str:

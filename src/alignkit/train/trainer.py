@@ -49,7 +49,7 @@ from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
 from alignkit.objectives.metrics import pair_eval_metrics
 from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
-from alignkit.runs import absolute_if_local, flat_config, truncate_metrics
+from alignkit.runs import absolute_if_local, flat_config, spec_fingerprint, truncate_metrics
 from alignkit.scoring.dataset import reference_for, score_dataset
 from alignkit.scoring.deft import Q_DIFF_FILE, RQSpec, load_q_diff, token_distributions
 from alignkit.scoring.forward import SequenceScorer
@@ -598,7 +598,7 @@ def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
     dataset by its fingerprint)."""
     return {
         "files": [source_identity(path) for path in cfg.data],
-        "model": cfg.model,
+        "model": spec_fingerprint(cfg.model),  # a model retrained in place is another model
         "lora": cfg.lora,
         "format": cfg.data_format,
         "skip_invalid": cfg.skip_invalid,
