@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -103,3 +106,32 @@ def pair_rows(n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture
 def pairs_file(tmp_path) -> str:
     return write_jsonl(tmp_path / "pairs.jsonl", pair_rows(16))
+
+
+class OneHotDecoder(nn.Module):
+    """hidden state at t = one-hot of token t: with an identity LM head, logits_t = e_{y_t}."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.config = SimpleNamespace(_attn_implementation="sdpa")
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
+        return SimpleNamespace(last_hidden_state=F.one_hot(input_ids, self.vocab).float())
+
+
+class TransparentLM(nn.Module):
+    """A causal LM whose logits at t are the one-hot of token t (R_Q by hand)."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.decoder = OneHotDecoder(vocab)
+        self.head = nn.Linear(vocab, vocab, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(vocab))
+
+    def get_decoder(self):
+        return self.decoder
+
+    def get_output_embeddings(self):
+        return self.head

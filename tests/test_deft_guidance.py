@@ -10,14 +10,11 @@ import logging
 import math
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import WORDS, make_tiny_model, make_tokenizer, pair_rows, write_jsonl
+from conftest import WORDS, TransparentLM, make_tiny_model, make_tokenizer, pair_rows, write_jsonl
 from safetensors.torch import load_file
-from torch import nn
 
 import alignkit.select.deft as select_deft_module
 from alignkit.cli import main
@@ -217,33 +214,6 @@ def test_r_q_with_and_without_the_term_and_compare_plots_both(tmp_path, tiny_mod
 # ------------------------------------------------------------ the bounded guidance term
 
 
-class _OneHotDecoder(nn.Module):
-    """hidden state at t = one-hot of token t: with an identity LM head, logits_t = e_{y_t}."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.config = SimpleNamespace(_attn_implementation="sdpa")
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
-        return SimpleNamespace(last_hidden_state=F.one_hot(input_ids, self.vocab).float())
-
-
-class _TransparentLM(nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.decoder = _OneHotDecoder(vocab)
-        self.head = nn.Linear(vocab, vocab, bias=False)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.eye(vocab))
-
-    def get_decoder(self):
-        return self.decoder
-
-    def get_output_embeddings(self):
-        return self.head
-
-
 def test_bounded_guidance_term_by_hand():
     """V = 4, prompt [0], chosen [1, 2], rejected [3]; logits_t = one-hot(token t), so
     p_t = softmax(e_prev) puts e/(e+3) on prev and 1/(e+3) elsewhere, and because Q sums to 0
@@ -253,7 +223,7 @@ def test_bounded_guidance_term_by_hand():
     The rejected one from prev = 0 only: R_Q = (e-1)/(e+3) * 0.5."""
     q = torch.tensor([0.5, -0.25, 0.25, -0.5])
     batch = collate([Encoded([0], [[1, 2], [3]], [1, 0], [True, False], True, 0)], pad_id=3)
-    model = _TransparentLM(4)
+    model = TransparentLM(4)
     scale = (math.e - 1) / (math.e + 3)
     out = SequenceScorer(model)(batch, q_diff=RQSpec(q, "prob"))
     assert torch.allclose(out.r_q, torch.tensor([[scale * 0.125, scale * 0.5]]), atol=1e-7)

@@ -10,14 +10,12 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_model, make_tokenizer, pair_rows, write_jsonl
-from torch import nn
+from conftest import TransparentLM, make_tiny_model, make_tokenizer, pair_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import Pair, Point
@@ -92,33 +90,6 @@ def test_q_diff_is_positive_exactly_on_the_chosen_vocabulary(tokenizer):
 # ------------------------------------------------------------------------------ R_Q
 
 
-class _OneHotDecoder(nn.Module):
-    """hidden state at t = one-hot of token t: with an identity LM head, logits_t = e_{y_t}."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.config = SimpleNamespace(_attn_implementation="sdpa")
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
-        return SimpleNamespace(last_hidden_state=F.one_hot(input_ids, self.vocab).float())
-
-
-class _TransparentLM(nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.decoder = _OneHotDecoder(vocab)
-        self.head = nn.Linear(vocab, vocab, bias=False)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.eye(vocab))
-
-    def get_decoder(self):
-        return self.decoder
-
-    def get_output_embeddings(self):
-        return self.head
-
-
 def test_r_q_and_the_cut_match_hand_computation(tokenizer):
     """With logits_t = one-hot(previous token): <Q_diff, log p_t> = Q_diff[prev] and
     <Q_diff, p_t> = (e - 1) Q_diff[prev] / (e + V - 1), because sum(Q_diff) = 0."""
@@ -137,7 +108,7 @@ def test_r_q_and_the_cut_match_hand_computation(tokenizer):
         scale = 1.0 if form == "logprob" else (math.e - 1) / (math.e + vocab - 1)
         return sum(scale * q_hand[t] for t in prev) / len(prev)
 
-    model = _TransparentLM(vocab)
+    model = TransparentLM(vocab)
     for form in ("logprob", "prob"):
         table = score_r_q(model, encoded, q, pad_id=tokenizer.pad_token_id, form=form, batch_size=2)
         expected = torch.tensor([by_hand(e, form) for e in encoded])

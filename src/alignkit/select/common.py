@@ -15,6 +15,7 @@ from torch import nn
 from alignkit.data.loading import REJECTED_FILE
 from alignkit.errors import AlignkitError
 from alignkit.models import backbone_and_head
+from alignkit.options import opt
 
 
 def check_vocab(model: nn.Module, tokenizer: Any) -> int:
@@ -122,3 +123,20 @@ class ScoreRequest:
     max_length: int = 512
     precision: str = "auto"
     cache_dir: str | None = None
+
+
+def skip_invalid_option() -> Any:
+    """The `--skip-invalid` field of every select config."""
+    return opt(
+        False,
+        "drop invalid records instead of stopping; they are listed with their file:line and "
+        "reason in OUTPUT/rejected.jsonl",
+    )
+
+
+def require_data_and_output(data: list[str], output: str) -> None:
+    """The first check of every select config: something to read, somewhere to write."""
+    if not data:
+        raise AlignkitError("no data: give --data PATH")
+    if not output:
+        raise AlignkitError("no output directory: give --output DIR")

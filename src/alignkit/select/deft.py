@@ -44,6 +44,8 @@ from alignkit.select.common import (
     fraction_count,
     keep_indices,
     rejected_path,
+    require_data_and_output,
+    skip_invalid_option,
 )
 
 log = logging.getLogger(__name__)
@@ -225,17 +227,10 @@ class DeftConfig:
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     top_tokens: int = opt(20, "tokens listed in the report per Q_diff sign")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid records instead of stopping; they are listed with their file:line and "
-        "reason in OUTPUT/rejected.jsonl",
-    )
+    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
-        if not self.data:
-            raise AlignkitError("no data: give --data PATH")
-        if not self.output:
-            raise AlignkitError("no output directory: give --output DIR")
+        require_data_and_output(self.data, self.output)
         self._fold_aliases()
         if self.keep not in KEEPS:
             raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")

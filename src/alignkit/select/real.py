@@ -38,6 +38,8 @@ from alignkit.select.common import (
     distributed_state,
     fraction_count,
     rejected_path,
+    require_data_and_output,
+    skip_invalid_option,
 )
 from alignkit.select.embeddings import Embeddings, embed_texts
 
@@ -364,17 +366,10 @@ class RealConfig:
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
     trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid records instead of stopping; they are listed with their file:line and "
-        "reason in OUTPUT/rejected.jsonl",
-    )
+    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
-        if not self.data:
-            raise AlignkitError("no data: give --data PATH")
-        if not self.output:
-            raise AlignkitError("no output directory: give --output DIR")
+        require_data_and_output(self.data, self.output)
         if not self.strategy:
             self.strategy = "hard" if self.keep == "highest" else "easy"
         if self.strategy not in STRATEGIES:

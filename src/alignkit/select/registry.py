@@ -48,6 +48,8 @@ from alignkit.select.common import (
     fraction_count,
     keep_indices,
     keep_order,
+    require_data_and_output,
+    skip_invalid_option,
 )
 from alignkit.select.scorers import (
     deft_scores,
@@ -286,17 +288,10 @@ class SelectConfig:
         "cache the scores here, by content: a run with the same records, selector, options "
         "and model reads them back (default: no cache)",
     )
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid records instead of stopping; they are listed with their file:line and "
-        "reason in OUTPUT/rejected.jsonl",
-    )
+    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
-        if not self.data:
-            raise AlignkitError("no data: give --data PATH")
-        if not self.output:
-            raise AlignkitError("no output directory: give --output DIR")
+        require_data_and_output(self.data, self.output)
         if (self.fraction is None) == (self.count is None):
             raise AlignkitError("give one budget: --fraction F or --count N")
         if self.fraction is not None:
