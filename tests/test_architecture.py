@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "online": 8,
     "evaluation": 8,
     "study": 9,
+    "labelling": 9,
     "commands": 10,
     "cli": 11,
     "__main__": 11,

@@ -89,9 +89,35 @@ def test_subset_of_reindexes_rows_and_reference() -> None:
     gives encoded rows for 3 and 0, re-indexed 0 and 1, with their reference rows."""
     enc = [Encoded([1], [[2], [3]], [1.0, 0.0], [True, False], True, i) for i in (0, 1, 2)]
     ref = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
-    sub = study_run.subset_of(Prepared(enc, ref, 2, records=[0, 1, 3]), np.array([3, 2, 0]))
+    full = Prepared(enc, None, 2, records=[0, 1, 3])
+    rows = study_run.subset_rows(full, np.array([3, 2, 0]))
+    assert rows == [2, 0]
+    sub = study_run.subset_of(full, rows, ref[rows])
     assert [e.index for e in sub.encoded] == [0, 1]
+    assert [e.prompt for e in sub.encoded] == [[1], [1]]
     assert torch.equal(sub.ref, torch.tensor([[-5.0, -6.0], [-1.0, -2.0]]))
+
+
+def test_reference_log_probs_are_computed_once_per_row_and_only_when_needed() -> None:
+    """Cell 1 needs rows [2, 0], cell 2 rows [0, 1]: the reference scores rows 0 and 2, then
+    only row 1; every row gets its own values whichever cell asked first."""
+    enc = [Encoded([1], [[2], [3]], [1.0, 0.0], [True, False], True, i) for i in (0, 1, 2)]
+    full = Prepared(enc, None, 2)
+    truth = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
+    asked: list[list[int]] = []
+
+    def compute(encoded: list[Encoded]) -> torch.Tensor:  # the reference of the given rows
+        asked.append([e.index for e in encoded])
+        return torch.stack([truth[int(e.prompt[0])] for e in encoded])
+
+    for r, e in enumerate(enc):  # mark each row by its pool position, to check the lookup
+        enc[r] = Encoded([r], e.responses, e.labels, e.high_quality, True, r)
+    shared = study_run.SharedData()
+    first = shared.with_reference(("k",), full, [2, 0], compute)
+    second = shared.with_reference(("k",), full, [0, 1], compute)
+    assert torch.equal(first, truth[[2, 0]])
+    assert torch.equal(second, truth[[0, 1]])
+    assert asked == [[0, 1], [0]]  # rows 0, 2 re-indexed 0..1; then row 1 alone as index 0
 
 
 @pytest.mark.parametrize(
@@ -186,3 +212,120 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
     assert study_run._finished(cell, config, out) is not None
     assert study_run._finished(cell, changed, out) is None
     assert not (out / "cells" / cell.id.replace("/", "__") / "model").exists()  # not saved
+
+
+def short_reward(prompts, responses) -> list[float]:
+    """A reward for the test: shorter answers are better (-characters)."""
+    return [-float(len(r)) for r in responses]
+
+
+def test_online_methods_and_the_reward_metric_in_a_study(tiny_model, tmp_path, monkeypatch):
+    """A DPO cell and a RAFT cell (online): both get the reward-model score of greedy answers
+    to the first 2 held-out prompts; RAFT samples from its subset's prompts; the DPO cell is
+    evaluated on the first 3 held-out pairs only (eval_limit)."""
+    pool = write_jsonl(tmp_path / "pool.jsonl", pair_rows(8))
+    held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=5))
+    out = tmp_path / "study"
+    raw = {
+        **_raw(pool, held, out, tiny_model),
+        "selectors": [{"name": "random"}],
+        "budgets": [4],
+        "seeds": [0],
+        "methods": [{"name": "dpo", "method": "dpo"}, {"name": "raft", "method": "raft"}],
+        "reward_model": "test_study:short_reward",
+        "reward_prompts": 2,
+        "reward_max_new_tokens": 4,
+        "eval_limit": 3,
+        "online": {
+            "iterations": 1,
+            "queries_per_iteration": 2,
+            "num_samples": 2,
+            "max_new_tokens": 4,
+            "batch_size": 2,
+            "max_length": 64,
+            "precision": "fp32",
+        },
+    }
+    config = parse_study(raw)
+    assert config.metrics == ["accuracy", "margin", "dpo_loss", "reward"]
+    evaluated: list[int] = []
+    original = Trainer.evaluate
+
+    def counting(self, scorer, held_out, *args):
+        evaluated.append(len(held_out.encoded))
+        return original(self, scorer, held_out, *args)
+
+    monkeypatch.setattr(Trainer, "evaluate", counting)
+    report = study_run.run_study(config, progress=lambda line: None)
+    cells = {c["method"]: c for c in report["cells"]}
+    assert evaluated == [3]  # the DPO cell, after training, on eval_limit pairs
+    dpo_dir = out / "cells" / cells["dpo"]["id"].replace("/", "__")
+    raft_dir = out / "cells" / cells["raft"]["id"].replace("/", "__")
+    rows = [
+        json.loads(x) for x in (dpo_dir / "eval" / "generations.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 2 and all(r["reward"] == -len(r["response"]) for r in rows)
+    assert cells["dpo"]["metrics"]["reward"] == pytest.approx(sum(r["reward"] for r in rows) / 2)
+    assert cells["raft"]["metrics"]["reward"] is not None
+    assert cells["raft"]["metrics"]["accuracy"] is None  # no implicit reward for online cells
+    queries = (raft_dir / "queries.jsonl").read_text().splitlines()
+    subset = (raft_dir / "subset.jsonl").read_text().splitlines()
+    assert len(queries) == len({json.dumps(json.loads(x)["prompt"]) for x in subset}) <= 4
+    assert (raft_dir / "generations").is_dir() and not (raft_dir / "model").exists()
+    md = (out / "study.md").read_text()
+    assert "| raft | random | 4 | 4 |" in md and "reward" in md
+
+
+def test_online_methods_need_a_reward_model(tiny_model, tmp_path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", pair_rows(4))
+    raw = {
+        **_raw(data, data, tmp_path / "o", tiny_model),
+        "methods": [{"name": "p", "method": "ple"}],
+    }
+    with pytest.raises(AlignkitError, match="reward_model"):
+        parse_study(raw)
+
+
+def longer_judge(prompt, first, second) -> str:
+    """A judge for the test: the longer answer is better; equal lengths tie."""
+    return "[[A]]" if len(first) > len(second) else "[[B]]" if len(second) > len(first) else "[[C]]"
+
+
+def test_judge_win_rate_against_the_baseline_cell_of_the_same_seed(tiny_model, tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", pair_rows(8))
+    held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=5))
+    out = tmp_path / "study"
+    raw = {
+        **_raw(pool, held, out, tiny_model),
+        "selectors": [{"name": "random"}],
+        "budgets": [4],
+        "methods": [{"name": "dpo", "method": "dpo"}, {"name": "sft", "method": "sft"}],
+        "judge": "test_study:longer_judge",
+        "reward_prompts": 3,
+        "reward_max_new_tokens": 6,
+        "train": {"lr": 0.05, "batch_size": 2, "precision": "fp32", "max_length": 64},
+    }
+    config = parse_study(raw)
+    assert config.metrics[-1] == "win_rate" and config.baseline_key() == ("dpo", "random", 4.0)
+    report = study_run.run_study(config, progress=lambda line: None)
+    for cell in report["cells"]:
+        if cell["method"] == "dpo":  # the baseline: no win rate against itself
+            assert cell["metrics"]["win_rate"] is None
+            continue
+        base = f"dpo/random/b4/s{cell['seed']}"
+        assert cell["win_rate_against"] == base
+
+        def answers(cell_id: str) -> list[str]:
+            path = out / "cells" / cell_id.replace("/", "__") / "eval" / "generations.jsonl"
+            return [json.loads(x)["response"] for x in path.read_text().splitlines()]
+
+        points = [  # both orders agree for this judge: 1 win, 1/2 tie, 0 loss
+            1.0 if len(a) > len(b) else 0.5 if len(a) == len(b) else 0.0
+            for a, b in zip(answers(cell["id"]), answers(base), strict=True)
+        ]
+        assert len(points) == 3
+        assert cell["metrics"]["win_rate"] == pytest.approx(sum(points) / 3)
+    assert (out / "methods_win_rate.png").is_file()
+    bad = {**raw, "baseline": {"method": "ppo"}}
+    with pytest.raises(AlignkitError, match="baseline method"):
+        parse_study(bad)

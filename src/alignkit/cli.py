@@ -16,7 +16,9 @@ from alignkit.commands import (
     compare,
     data,
     demo,
+    generate,
     judge,
+    label,
     online,
     select,
     serve,
@@ -28,7 +30,21 @@ from alignkit.commands import eval as evaluate
 from alignkit.errors import AlignkitError
 
 # in the order of `alignkit --help`
-COMMANDS = [train, data, demo, select, study, evaluate, train_rm, judge, serve, compare, online]
+COMMANDS = [
+    train,
+    data,
+    demo,
+    select,
+    study,
+    generate,
+    label,
+    evaluate,
+    train_rm,
+    judge,
+    serve,
+    compare,
+    online,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

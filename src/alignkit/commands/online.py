@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
+from alignkit.online.config import ONLINE_METHODS, OnlineConfig
 from alignkit.options import CONFIG_NOTE, add_config_verb
 
 OUTPUTS = """
@@ -23,9 +23,8 @@ run directory (--output):
   model/, summary.json         the final policy
 """
 
-VERBS: dict[str, tuple[type[OnlineConfig], str, str]] = {
+VERBS: dict[str, tuple[str, str]] = {  # verb (a key of ONLINE_METHODS) -> help, description
     "ple": (
-        PLEConfig,
         "PLE: principle-guided sampling, reward scoring and a decaying threshold",
         "Progressively label enhancement (PLE paper). Per iteration and query x: sample y from "
         "x and y_p from the principle-guided [p, x], score both against x with the reward "
@@ -37,14 +36,12 @@ VERBS: dict[str, tuple[type[OnlineConfig], str, str]] = {
         "--no-weighted-sft.",
     ),
     "raft": (
-        RAFTConfig,
         "RAFT: sample K responses, fine-tune on the best by reward",
         "Reward-ranked fine-tuning (Dong et al. 2023). Per iteration: K samples per query, "
         "scored by the reward model; SFT on the best sample of every query (--selection "
         "per-prompt) or on the top --top-fraction of all samples (--selection global).",
     ),
     "rrhf-online": (
-        RRHFOnlineConfig,
         "online RRHF: rank K fresh samples by reward (+ SFT on the best)",
         "RRHF (Yuan et al. 2023) on fresh samples. Per iteration: K samples per query, scored "
         "by the reward model, trained with the rrhf objective of `alignkit train`: a ranking "
@@ -64,11 +61,11 @@ EXAMPLES = {
 
 
 def register(subparsers) -> None:
-    for verb, (cls, short, description) in VERBS.items():
+    for verb, (short, description) in VERBS.items():
         add_config_verb(
             subparsers,
             verb,
-            cls,
+            ONLINE_METHODS[verb],
             run,
             help=short,
             description=textwrap.fill(f"{description} {CONFIG_NOTE}", 88),

@@ -255,3 +255,11 @@ class RRHFOnlineConfig(OnlineConfig):
     def validate_method(self) -> None:
         if self.num_samples < 2:
             raise AlignkitError(f"--num-samples must be >= 2 for RRHF, got {self.num_samples}")
+
+
+# the online verbs and their options (`alignkit ple|raft|rrhf-online`, study methods)
+ONLINE_METHODS: dict[str, type[OnlineConfig]] = {
+    "ple": PLEConfig,
+    "raft": RAFTConfig,
+    "rrhf-online": RRHFOnlineConfig,
+}

@@ -379,7 +379,7 @@ class OnlineTrainer(Trainer):
         return result
 
     def _eval_before(self, session: Session, start: int) -> dict[str, float]:
-        if not session.eval_queries:
+        if not session.eval_queries or not self.evaluate_before:
             return {}
         if start == 0:
             metrics = self.evaluate_reward(session, 0)

@@ -16,6 +16,21 @@ methods:                           # any `alignkit train` method with its option
   - {name: dpo+deft, method: dpo, options: {deft_lambda: 0.1}}
 train: {lora: true, lr: 5.0e-4, epochs: 1, batch_size: 8, max_length: 128}
 selection: {batch_size: 16, max_length: 256}   # options of the scorers
+eval_limit: 200                    # evaluate on the first 200 held-out pairs (0 = all)
+```
+
+Optional, for a reward-model score of every cell and for the online methods (`ple`, `raft`,
+`rrhf-online`, which sample from the prompts of the cell's subset):
+
+```yaml
+reward_model: runs/rm              # a spec (folder, HF id, module:function), or
+reward_model: {data: prefs.jsonl, max_steps: 40, lora: true}   # `alignkit train-rm`
+                                   # options: trained once into OUTPUT/reward_model
+reward_prompts: 32                 # greedy answers to the first 32 held-out prompts,
+reward_max_new_tokens: 64          # scored by the reward model: metric `reward`
+online: {iterations: 3, queries_per_iteration: 8}   # options of every online method
+judge: local:default               # win rate of each cell's answers to those prompts
+baseline: {method: dpo, selector: random, budget: 1.0}  # against this cell (same seed)
 ```
 """
 
@@ -30,6 +45,8 @@ import yaml
 
 import alignkit.rewards.selection  # noqa: F401  (registers the rm-margin selector)
 from alignkit.errors import AlignkitError
+from alignkit.online.config import ONLINE_METHODS, OnlineConfig
+from alignkit.rewards.training import RewardTrainConfig
 from alignkit.select.registry import get_selector
 from alignkit.train.config import TrainConfig
 
@@ -38,9 +55,24 @@ METRICS = {  # study metric -> (held-out metric of the run, higher is better)
     "accuracy": ("eval/rewards/accuracies", True),
     "margin": ("eval/rewards/margins", True),
     "dpo_loss": ("eval/rewards/dpo_loss", False),
+    "reward": ("eval/reward", True),  # reward-model score of greedy answers (reward_model:)
+    "win_rate": ("win_rate", True),  # judge's win rate against the baseline cell (judge:)
 }
-# TrainConfig options a study sets itself for every cell
-_CELL_OWNED = ("data", "eval_data", "output", "method", "seed", "resume", "model", "skip_invalid")
+PAIR_METRICS = ["accuracy", "margin", "dpo_loss"]  # the default without a reward model
+# options a study sets itself for every cell
+_CELL_OWNED = (
+    "data",
+    "eval_data",
+    "output",
+    "method",
+    "seed",
+    "resume",
+    "model",
+    "skip_invalid",
+    "queries",
+    "eval_queries",
+    "reward_model",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +93,12 @@ class MethodEntry:
     method: str
     options: dict[str, Any] = field(default_factory=dict, hash=False)
 
+    @property
+    def online(self) -> bool:
+        """An online method (ple, raft, rrhf-online): it samples from the subset's prompts
+        and learns from the reward model's scores, not from the pairs' labels."""
+        return self.method in ONLINE_METHODS
+
 
 @dataclass
 class StudyConfig:
@@ -74,8 +112,28 @@ class StudyConfig:
     model: str = "default"
     train: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(PAIR_METRICS))
     skip_invalid: bool = False
+    eval_limit: int = 0
+    reward_model: str | dict[str, Any] = ""
+    reward_prompts: int = 32
+    reward_max_new_tokens: int = 64
+    online: dict[str, Any] = field(default_factory=dict)
+    judge: str = ""
+    baseline: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generates(self) -> bool:
+        """Whether cells answer the held-out prompts (for a reward score or a judge)."""
+        return bool(self.reward_model or self.judge)
+
+    def baseline_key(self) -> tuple[str, str, float]:
+        """(method, selector label, budget) of the cell every cell is judged against: by
+        default the first method, the random control, the largest budget."""
+        control = next(s.label for s in self.selectors if s.name == "random")
+        base = {"method": self.methods[0].name, "selector": control, "budget": max(self.budgets)}
+        base.update(self.baseline)
+        return str(base["method"]), str(base["selector"]), float(base["budget"])
 
     def train_config(self, method: MethodEntry, **cell: Any) -> TrainConfig:
         """The `TrainConfig` of one cell: the study's `train` options, the method's own, and
@@ -87,6 +145,27 @@ class StudyConfig:
         except TypeError as exc:
             raise AlignkitError(f"study: invalid train option for {method.name}: {exc}") from exc
         return config
+
+    def online_config(self, method: MethodEntry, **cell: Any) -> OnlineConfig:
+        """The options of one online cell: the study's `online` options, the method's own,
+        and the cell's queries, output, seed and reward model."""
+        values = {**self.online, **method.options, "model": self.model}
+        values.update(cell)
+        try:
+            return ONLINE_METHODS[method.method](**values)
+        except TypeError as exc:
+            raise AlignkitError(f"study: invalid option for {method.name}: {exc}") from exc
+
+    def reward_train_config(self, output: str) -> RewardTrainConfig:
+        """`reward_model:` given as `alignkit train-rm` options: trained into `output`."""
+        assert isinstance(self.reward_model, dict)
+        values = {"model": self.model, **self.reward_model, "output": output}
+        if isinstance(values.get("data"), str):
+            values["data"] = [values["data"]]
+        try:
+            return RewardTrainConfig(**values)
+        except TypeError as exc:
+            raise AlignkitError(f"study: invalid reward_model (train-rm) option: {exc}") from exc
 
 
 def load_study_config(path: str, overrides: dict[str, Any]) -> StudyConfig:
@@ -123,9 +202,21 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
         model=str(raw.get("model", "default")),
         train=dict(raw.get("train") or {}),
         selection=dict(raw.get("selection") or {}),
-        metrics=[str(m) for m in raw.get("metrics", list(METRICS))],
         skip_invalid=bool(raw.get("skip_invalid", False)),
+        eval_limit=int(raw.get("eval_limit", 0)),
+        reward_model=_reward_model(raw.get("reward_model") or "", where),
+        reward_prompts=int(raw.get("reward_prompts", 32)),
+        reward_max_new_tokens=int(raw.get("reward_max_new_tokens", 64)),
+        online=dict(raw.get("online") or {}),
+        judge=str(raw.get("judge") or ""),
+        baseline=dict(raw.get("baseline") or {}),
     )
+    default = (
+        PAIR_METRICS
+        + (["reward"] if config.reward_model else [])
+        + (["win_rate"] if config.judge else [])
+    )
+    config.metrics = [str(m) for m in raw.get("metrics", default)]
     validate_study(config, where)
     return config
 
@@ -144,19 +235,74 @@ def validate_study(config: StudyConfig, where: str) -> None:
     bad = [m for m in config.metrics if m not in METRICS]
     if bad:
         raise AlignkitError(f"{where}: unknown metric(s) {bad}; choose from {list(METRICS)}")
-    for what, options in [("train", config.train)] + [(m.name, m.options) for m in config.methods]:
+    sections = [("train", config.train), ("online", config.online)]
+    for what, options in sections + [(m.name, m.options) for m in config.methods]:
         owned = sorted(set(options) & set(_CELL_OWNED))
         if owned:
             raise AlignkitError(
                 f"{where}: options of {what} may not set {owned}: the study sets them per cell"
             )
+    for name in ("eval_limit", "reward_prompts", "reward_max_new_tokens"):
+        if getattr(config, name) < 0:
+            raise AlignkitError(f"{where}: {name} must be >= 0")
+    online = [m.name for m in config.methods if m.online]
+    if online and not config.reward_model:
+        raise AlignkitError(
+            f"{where}: the online method(s) {online} learn from a reward model: add "
+            "`reward_model:` (a spec, or `alignkit train-rm` options)"
+        )
+    for method in config.methods:
+        tokens = {**config.online, **method.options}.get("max_new_tokens", 128)
+        if method.online and tokens != config.reward_max_new_tokens:
+            raise AlignkitError(
+                f"{where}: {method.name} answers the held-out prompts with its max_new_tokens "
+                f"({tokens}); set it equal to reward_max_new_tokens "
+                f"({config.reward_max_new_tokens}) so every cell's answers have one limit"
+            )
+    if "win_rate" in config.metrics and not config.judge:
+        raise AlignkitError(f"{where}: the metric `win_rate` needs `judge:` (e.g. local:default)")
+    if config.judge:
+        _check_baseline(config, where)
+    if "reward" in config.metrics and not config.reward_model:
+        raise AlignkitError(f"{where}: the metric `reward` needs `reward_model:`")
+    if isinstance(config.reward_model, dict):
+        config.reward_train_config(config.output).validate()
     for method in config.methods:  # every option checked now, not after hours of other cells
-        config.train_config(method, data=config.data, output=config.output).validate()
+        if method.online:  # the reward model may not exist yet: checked when it is loaded
+            config.online_config(method, queries=config.data[0], output=config.output).validate()
+        else:
+            config.train_config(method, data=config.data, output=config.output).validate()
     if not any(s.name == "random" for s in config.selectors):
         raise AlignkitError(
             f"{where}: add the control `- {{name: random}}` to selectors: labels saved are "
             "measured against it"
         )
+
+
+def _check_baseline(config: StudyConfig, where: str) -> None:
+    from alignkit.evaluation.judges import judge_kind
+
+    judge_kind(config.judge)  # an unknown judge spec fails now
+    extra = sorted(set(config.baseline) - {"method", "selector", "budget"})
+    if extra:
+        raise AlignkitError(f"{where}: baseline: unknown key(s) {extra} (method, selector, budget)")
+    method, selector, budget = config.baseline_key()
+    if method not in [m.name for m in config.methods]:
+        raise AlignkitError(f"{where}: baseline method {method!r} is not one of the methods")
+    if selector not in [s.label for s in config.selectors]:
+        raise AlignkitError(f"{where}: baseline selector {selector!r} is not one of the selectors")
+    if budget not in config.budgets:
+        raise AlignkitError(f"{where}: baseline budget {budget:g} is not one of the budgets")
+
+
+def _reward_model(value: Any, where: str) -> str | dict[str, Any]:
+    if isinstance(value, dict):
+        return {str(k).replace("-", "_"): v for k, v in value.items()}
+    if not isinstance(value, str):
+        raise AlignkitError(
+            f"{where}: reward_model is a model spec or a mapping of `alignkit train-rm` options"
+        )
+    return value
 
 
 def _paths(value: Any) -> list[str]:

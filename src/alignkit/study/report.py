@@ -102,9 +102,20 @@ def write_report(
         "cells": results,
     }
     atomic_write_text(root / "study.json", json.dumps(report, indent=2))
-    plots = [
-        _plot(table, method.name, m, root) for method in config.methods for m in config.metrics
-    ]
+    measured = {(r["method"], m) for r in table for m in config.metrics if r[m]["mean"] is not None}
+    if len(config.budgets) > 1:  # a budget sweep: metric vs budget per method
+        plots = [
+            _plot(table, method.name, m, root)
+            for method in config.methods
+            for m in config.metrics
+            if (method.name, m) in measured
+        ]
+    else:  # one budget: the methods side by side
+        plots = [
+            _plot_methods(table, m, root)
+            for m in config.metrics
+            if any(m == x for _, x in measured)
+        ]
     atomic_write_text(root / "study.md", markdown(report, plots))
     return report
 
@@ -185,5 +196,34 @@ def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> 
     ax.legend()
     fig.tight_layout()
     path = root / f"{method.replace('/', '_')}_{metric}.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return str(path)
+
+
+def _plot_methods(table: list[dict[str, Any]], metric: str, root: Path) -> str:
+    """metric per method (one budget), one marker series per selector, 95% intervals."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in table if r[metric]["mean"] is not None]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    selectors = sorted({r["selector"] for r in rows})
+    fig = Figure(figsize=(max(5.0, 1.1 * len(methods) + 2), 4.0))
+    ax = fig.add_subplot()
+    width = 0.8 / len(selectors)
+    for j, selector in enumerate(selectors):
+        mine = {r["method"]: r[metric] for r in rows if r["selector"] == selector}
+        xs = [
+            i + (j - (len(selectors) - 1) / 2) * width for i, m in enumerate(methods) if m in mine
+        ]
+        ivs = [mine[m] for m in methods if m in mine]
+        err = [iv["mean"] - iv["ci95_low"] if iv["ci95_low"] is not None else 0 for iv in ivs]
+        ax.errorbar(xs, [iv["mean"] for iv in ivs], yerr=err, fmt="o", capsize=4, label=selector)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.set_title(f"{metric} per method (95% intervals over seeds)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    path = root / f"methods_{metric}.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     return str(path)

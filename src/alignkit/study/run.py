@@ -1,10 +1,15 @@
 """Running a study: for every method x selector x budget x seed, select -> train -> evaluate.
 
 Shared work is done once. Selector scores are computed once per selector (and seed, for the
-random control) and cached by content (`select.registry`). The pool is tokenized and its
-reference log-probs computed once, as are the held-out pairs'; every cell of a pair method
-trains on its rows of that table (`SharedData`), so a 4 x 4 x 3 grid runs the reference pass
-twice, not 48 times (pair methods; a point method's view of the pairs is prepared per cell).
+random control) and cached by content (`select.registry`). The pool is tokenized once and
+the reference log-probs of a pool record are computed the first time a cell trains on it
+(most records of a small-budget study never are); the held-out pairs are prepared once.
+Every cell of a pair method trains on its rows of that table (`SharedData`), so a 4 x 4 x 3
+grid runs the reference policy over each record at most once, not 48 times (pair methods; a
+point method's view of the pairs is prepared per cell). With `reward_model:`, the reward
+model is trained (if given as options) and loaded once, and scores every cell's greedy
+answers to the held-out prompts; the online methods (ple, raft, rrhf-online) sample from the
+prompts of their cell's subset and learn from that reward model.
 Each cell writes its run directory (`cells/<id>/`: subset, metrics, `summary.json`; no model
 unless `train: {save_model: true}`) and `cell.json` last, with a digest of its settings: a
 killed study resumes and skips finished cells whose settings did not change.
@@ -23,13 +28,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import torch
 
 from alignkit.data.loading import load_records, source_identity
+from alignkit.data.prompts import prompt_json, prompt_key
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
+from alignkit.evaluation.judges import build_judge
+from alignkit.evaluation.win_rate import Item, VerdictCache, judge_pairs, load_generations
+from alignkit.inference.generation import SamplingConfig
 from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.online.evaluation import heldout_metrics, heldout_rows
+from alignkit.online.generators import HFGenerator
+from alignkit.online.loop import OnlineTrainer
+from alignkit.online.queries import load_queries
 from alignkit.options import to_dict
+from alignkit.rewards.loading import RewardModel, load_reward_model
+from alignkit.rewards.training import RewardTrainer
 from alignkit.select.pipeline import pair_row
 from alignkit.select.registry import (
     ScoreRequest,
@@ -41,10 +57,11 @@ from alignkit.select.registry import (
 from alignkit.study.config import METRICS, Keep, MethodEntry, SelectorEntry, StudyConfig
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.config import TrainConfig
-from alignkit.train.trainer import Trainer
+from alignkit.train.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
+GENERATIONS = "eval/generations.jsonl"  # a cell's greedy answers to the held-out prompts
 
 
 @dataclass(frozen=True)
@@ -81,11 +98,13 @@ class SharedData:
     """Tokenized data with reference log-probs, prepared once and reused by every cell.
 
     Valid because every cell starts from the same model (`StudyConfig.model`): its reference
-    policy, and so the reference log-probs, are the same for all of them.
+    policy, and so the reference log-probs, are the same for all of them. The pool's
+    reference log-probs are filled in row by row as cells need them (`with_reference`).
     """
 
     def __init__(self) -> None:
         self._prepared: dict[tuple, Prepared] = {}
+        self._ref: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (values, done)
 
     def get(self, key: tuple, build: Callable[[], Prepared]) -> Prepared:
         if key not in self._prepared:
@@ -93,27 +112,47 @@ class SharedData:
         return self._prepared[key]
 
     def find(self, what: str, key: tuple) -> Prepared | None:
-        """The prepared pool (`what` = "train") of any reference setting for `key`, if any."""
-        for stored, prepared in self._prepared.items():
-            if stored[0] == what and stored[-len(key) :] == key:
-                return prepared
-        return None
+        """The prepared pool (`what` = "train") for `key`, if a cell prepared it."""
+        return self._prepared.get((what, *key))
+
+    def with_reference(
+        self,
+        key: tuple,
+        full: Prepared,
+        rows: list[int],
+        compute: Callable[[list[Encoded]], torch.Tensor],
+    ) -> torch.Tensor:
+        """Reference log-probs [len(rows), k] of the given rows of `full`; rows no earlier
+        cell needed are scored now (`compute` of their encodings, re-indexed 0..m-1)."""
+        if key not in self._ref:
+            n = len(full.encoded)
+            self._ref[key] = (torch.zeros(n, full.k), torch.zeros(n, dtype=torch.bool))
+        values, done = self._ref[key]
+        missing = sorted({r for r in rows if not done[r]})
+        if missing:
+            values[missing] = compute(reindexed(full, missing)).to(values.dtype)
+            done[missing] = True
+        return values[torch.tensor(rows, dtype=torch.long)]
 
 
-def subset_of(full: Prepared, keep: np.ndarray) -> Prepared:
-    """The rows of `full` for the kept pool records, re-indexed 0..m-1 in `keep`'s order
-    (records the encoder dropped as too long are skipped)."""
+def reindexed(full: Prepared, rows: list[int]) -> list[Encoded]:
+    """The encodings of `full`'s `rows`, indexed 0..m-1 in that order."""
+    return [
+        Encoded(**{**dataclasses.asdict(full.encoded[r]), "index": i}) for i, r in enumerate(rows)
+    ]
+
+
+def subset_rows(full: Prepared, keep: np.ndarray) -> list[int]:
+    """The rows of `full` holding the kept pool records, in `keep`'s order (records the
+    encoder dropped as too long are skipped)."""
     positions = full.records or [e.index for e in full.encoded]
-    by_record = {
-        pos: (row, e) for row, (pos, e) in enumerate(zip(positions, full.encoded, strict=True))
-    }
-    rows, encoded = [], []
-    for i in keep.tolist():
-        if i in by_record:
-            row, e = by_record[i]
-            rows.append(row)
-            encoded.append(Encoded(**{**dataclasses.asdict(e), "index": len(encoded)}))
-    ref = full.ref[rows] if full.ref is not None else None
+    row_of = {pos: row for row, pos in enumerate(positions)}
+    return [row_of[i] for i in keep.tolist() if i in row_of]
+
+
+def subset_of(full: Prepared, rows: list[int], ref: torch.Tensor | None = None) -> Prepared:
+    """`full`'s `rows` re-indexed 0..m-1, with their reference log-probs `ref` (or none)."""
+    encoded = reindexed(full, rows)
     return Prepared(encoded, ref, full.k, f"{len(encoded)} of the pool's {len(full.encoded)}")
 
 
@@ -123,16 +162,22 @@ class CellTrainer(Trainer):
 
     evaluate_before = False
 
-    def __init__(self, config, shared: SharedData, pool: list, keep: np.ndarray, key: tuple):
+    def __init__(self, config, context: StudyContext, keep: np.ndarray, key: tuple) -> None:
         super().__init__(config)
-        self.shared, self.pool, self.keep, self.key = shared, pool, keep, key
+        self.context, self.keep, self.key = context, keep, key
+        self.shared, self.pool = context.shared, context.pool
 
     def prepare_train(self, records: list, tokenizer, scorer) -> Prepared:
         if self.method.kind != "pair":  # point / multi views of a pair differ per method
             return super().prepare_train(records, tokenizer, scorer)
-        view = ("train", self.method.needs_ref, *self.key)
-        full = self.shared.get(view, lambda: self.prepare(self.pool, tokenizer, scorer))
-        return subset_of(full, self.keep)
+        build = lambda: self.prepare(self.pool, tokenizer, scorer, with_ref=False)  # noqa: E731
+        full = self.shared.get(("train", *self.key), build)
+        rows = subset_rows(full, self.keep)
+        if not self.method.needs_ref:
+            return subset_of(full, rows)
+        pad_id = tokenizer.pad_token_id
+        compute = lambda enc: self.reference_logps(scorer, enc, full.k, pad_id)  # noqa: E731
+        return subset_of(full, rows, self.shared.with_reference(self.key, full, rows, compute))
 
     def q_diff_data(self, train: Prepared) -> tuple[list, str]:
         """DEFT guidance counts Q_diff on the whole pool (as the `deft` selector does), not on
@@ -142,10 +187,105 @@ class CellTrainer(Trainer):
             return super().q_diff_data(train)
         return pool.encoded, f"the study's pool ({len(pool.encoded)} examples)"
 
+    def load_eval(self, paths: list[str]) -> tuple[list, list[Pair]]:
+        """The held-out data, cut to the study's `eval_limit` first records."""
+        records, pairs = super().load_eval(paths)
+        limit = self.context.config.eval_limit
+        return (records[:limit], pairs[:limit]) if limit else (records, pairs)
+
     def prepare_eval(self, records: list, tokenizer, scorer, with_ref: bool | None = None):
         view = (self.method.kind, self.method.needs_ref) if with_ref is None else ("pairs", True)
         build = lambda: self.prepare(records, tokenizer, scorer, with_ref)  # noqa: E731
         return self.shared.get(("eval", *view, *self.key), build)
+
+    def after_training(self, scorer, tokenizer) -> dict[str, float]:
+        """With a reward model or a judge: greedy answers to the held-out prompts
+        (`eval/generations.jsonl`), and their mean reward."""
+        config = self.context.config
+        if not config.generates:
+            return {}
+        prompts = self.context.eval_prompts()
+        queries = load_queries(str(prompts), tokenizer, True, 0).queries
+        policy = self.accelerator.unwrap_model(scorer).model
+        sampling = SamplingConfig(
+            max_new_tokens=config.reward_max_new_tokens, do_sample=False, batch_size=16
+        )
+        generator = HFGenerator(policy, tokenizer, self.autocast)
+        scorer.eval()
+        reward = self.context.reward()
+        if reward is not None:
+            rows = heldout_rows(queries, generator, reward, sampling)
+        else:
+            answers = generator.generate([q.prompt for q in queries], sampling, 1)
+            rows = [
+                {"prompt": prompt_json(q.prompt), "response": group[0].text}
+                for q, group in zip(queries, answers, strict=True)
+            ]
+        atomic_write_jsonl(self.output / GENERATIONS, rows)
+        return heldout_metrics(rows) if reward is not None else {}
+
+
+class StudyContext:
+    """What the cells of one study share: the pool, the prepared data, the selector scores
+    and the reward model (trained or loaded once, on first use)."""
+
+    def __init__(self, config: StudyConfig, pool: list, root: Path) -> None:
+        self.config, self.pool, self.root = config, pool, root
+        self.shared = SharedData()
+        self.scores = Scores(config, pool, root)
+        self.reward_prompts = root / "reward_prompts.jsonl"
+        self._reward: RewardModel | None = None
+        self._eval_prompts_written = False
+
+    def reward_spec(self) -> str:
+        """The reward model's spec; `reward_model:` given as train-rm options is trained
+        into OUTPUT/reward_model first (once: a finished run with the same options is kept)."""
+        spec = self.config.reward_model
+        if not isinstance(spec, dict):
+            return spec
+        out = self.root / "reward_model"
+        train = self.config.reward_train_config(str(out))
+        digest = hashlib.sha256(json.dumps(to_dict(train), sort_keys=True).encode()).hexdigest()
+        done = out / "study-settings.txt"
+        if not (done.is_file() and done.read_text() == digest and (out / "model").is_dir()):
+            log.info("training the study's reward model into %s", out)
+            RewardTrainer(train).run()
+            atomic_write_text(done, digest)
+        return str(out)
+
+    def reward(self) -> RewardModel | None:
+        """The study's reward model (None without `reward_model:`)."""
+        if not self.config.reward_model:
+            return None
+        if self._reward is None:
+            self._reward = load_reward_model(
+                self.reward_spec(),
+                batch_size=16,
+                precision=str(self.config.train.get("precision", "auto")),
+            )
+        return self._reward
+
+    def eval_prompts(self) -> Path:
+        """A queries file of the first `reward_prompts` distinct held-out prompts."""
+        if not self._eval_prompts_written:
+            config = self.config
+            records, _ = load_records(config.eval_data, skip_invalid=config.skip_invalid)
+            rows = distinct_prompts(records)[: config.reward_prompts]
+            if not rows:
+                raise AlignkitError("study: reward_prompts is 0 or the held-out data is empty")
+            atomic_write_jsonl(self.reward_prompts, rows)
+            self._eval_prompts_written = True
+        return self.reward_prompts
+
+
+def distinct_prompts(records: list) -> list[dict[str, Any]]:
+    """`{"prompt": ...}` rows of the records' distinct prompts, in first-seen order."""
+    seen, rows = set(), []
+    for record in records:
+        if prompt_key(record.prompt) not in seen:
+            seen.add(prompt_key(record.prompt))
+            rows.append({"prompt": prompt_json(record.prompt)})
+    return rows
 
 
 def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -161,16 +301,16 @@ def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> d
         )
     cells = plan_cells(config, len(pool))
     atomic_write_text(root / "plan.json", json.dumps([c.id for c in cells], indent=1))
-    shared, results, timings = SharedData(), [], []
-    scores = Scores(config, pool, root)
+    context, results, timings = StudyContext(config, pool, root), [], []
     for n, cell in enumerate(cells, 1):
         result = _finished(cell, config, root)
         if result is None:
             start = time.perf_counter()
-            result = run_cell(config, cell, pool, scores, shared, root)
+            result = run_cell(context, cell)
             timings.append(time.perf_counter() - start)
         results.append(result)
         progress(_progress_line(n, len(cells), cell, result, timings))
+    add_win_rates(context, cells, results)
     return write_report(config, results, root, len(pool))
 
 
@@ -209,21 +349,23 @@ def keep_rule(selector: SelectorEntry) -> Keep:
     return cast(Keep, default(selector.options) if callable(default) else default)
 
 
-def run_cell(
-    config: StudyConfig, cell: Cell, pool: list, scores: Scores, shared: SharedData, root: Path
-) -> dict[str, Any]:
+def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     """Select the cell's subset, train on it, evaluate; write cell.json last."""
-    out = cell.directory(root)
-    values = scores.of(cell.selector, cell.seed)
+    config, pool = context.config, context.pool
+    out = cell.directory(context.root)
+    values = context.scores.of(cell.selector, cell.seed)
     keep = keep_indices(values, cell.count, keep_rule(cell.selector), seed=cell.seed)
     subset = out / "subset.jsonl"
     atomic_write_jsonl(
         subset, [pair_row(pool[i].prompt, pool[i].chosen, pool[i].rejected) for i in keep]
     )
-    train = cell_train_config(config, cell, out)
-    train.validate()
-    key = (config.model, train.max_length, train.truncation, train.precision, train.lora)
-    result = CellTrainer(train, shared, pool, keep, key).run()
+    if cell.method.online:
+        result = _run_online(context, cell, keep, out)
+    else:
+        train = cell_train_config(config, cell, out)
+        train.validate()
+        key = (config.model, train.max_length, train.truncation, train.precision, train.lora)
+        result = CellTrainer(train, context, keep, key).run()
     row = {
         "id": cell.id,
         "method": cell.method.name,
@@ -239,6 +381,48 @@ def run_cell(
     }
     atomic_write_text(out / CELL_FILE, json.dumps(row, indent=2))
     return row
+
+
+def _run_online(context: StudyContext, cell: Cell, keep: np.ndarray, out: Path) -> TrainResult:
+    """An online cell: the subset's distinct prompts are its queries; its greedy answers to
+    the held-out prompts are scored by the study's reward model after training."""
+    reward = context.reward()
+    assert reward is not None  # validated: online methods need `reward_model:`
+    atomic_write_jsonl(out / "queries.jsonl", distinct_prompts([context.pool[i] for i in keep]))
+    online = cell_online_config(context.config, cell, out, str(context.eval_prompts()))
+    trainer = OnlineTrainer(online, reward=reward)
+    trainer.evaluate_before = False  # the same for every cell
+    result = trainer.run()
+    final = out / "eval" / f"iter-{online.iterations:04d}.jsonl"
+    atomic_write_text(out / GENERATIONS, final.read_text(encoding="utf-8"))
+    return result
+
+
+def add_win_rates(context: StudyContext, cells: list[Cell], results: list[dict]) -> None:
+    """With `judge:`: each cell's answers to the held-out prompts against the baseline cell's
+    of the same seed, judged in both orders (ties count half; verdicts cached on disk, so a
+    resumed study asks only new questions). The baseline cell itself gets none."""
+    config = context.config
+    if not config.judge:
+        return
+    judge = build_judge(config.judge)
+    cache = VerdictCache(context.root / "cache" / "judge.jsonl")
+    base = config.baseline_key()
+    by_seed = {c.seed: c for c in cells if (c.method.name, c.selector.label, c.budget) == base}
+    for cell, row in zip(cells, results, strict=True):
+        baseline = by_seed[cell.seed]
+        if baseline is cell:
+            row["metrics"]["win_rate"] = None
+            continue
+        mine = load_generations(str(cell.directory(context.root) / GENERATIONS))
+        theirs = load_generations(str(baseline.directory(context.root) / GENERATIONS))
+        items = [Item(p, a, b) for (p, a), (_, b) in zip(mine, theirs, strict=True)]
+        report = judge_pairs(items, judge, cache, concurrency=1)
+        row["metrics"]["win_rate"] = report["win_rate_ties_half"]
+        row["win_rate_against"] = baseline.id
+        summary = {k: v for k, v in report.items() if k != "per_prompt"}
+        out = cell.directory(context.root) / "win_rate.json"
+        atomic_write_text(out, json.dumps({"against": baseline.id, **summary}, indent=2))
 
 
 def cell_train_config(config: StudyConfig, cell: Cell, out: Path) -> TrainConfig:
@@ -257,13 +441,34 @@ def cell_train_config(config: StudyConfig, cell: Cell, out: Path) -> TrainConfig
     )
 
 
+def cell_online_config(config: StudyConfig, cell: Cell, out: Path, eval_queries: str):
+    """An online cell's options: no checkpoints or model unless the study's `online:` or
+    the method's options ask for them; the reward model is the study's (an object)."""
+    values = {"save_model": False, "save_every": 0, **config.online, **cell.method.options}
+    return config.online_config(
+        cell.method,
+        save_model=values["save_model"],
+        save_every=values["save_every"],
+        queries=str(out / "queries.jsonl"),
+        eval_queries=eval_queries,
+        output=str(out),
+        seed=cell.seed,
+        resume=False,
+    )
+
+
 def cell_settings(config: StudyConfig, cell: Cell) -> str:
     """A digest of everything a cell's result depends on: its training options, selector,
     budget, seed and the pool and held-out files; a finished cell whose digest differs (the
     YAML changed) is run again rather than reported."""
-    train = to_dict(cell_train_config(config, cell, Path("cell")))
+    if cell.method.online:
+        train = to_dict(cell_online_config(config, cell, Path("cell"), "eval"))
+    else:
+        train = to_dict(cell_train_config(config, cell, Path("cell")))
     parts = {
         "train": train,
+        "eval_limit": config.eval_limit,
+        "reward": [config.reward_model, config.reward_prompts, config.reward_max_new_tokens],
         "selector": [cell.selector.name, cell.selector.options, cell.selector.keep],
         "budget": cell.budget,
         "selection": config.selection,

@@ -189,22 +189,29 @@ class Trainer:
         k = max(len(e.responses) for e in encoded)
         ref = None
         if self.method.needs_ref if with_ref is None else with_ref:
-            with reference_context(scorer.model):
-                ref = score_dataset(
-                    scorer,
-                    encoded,
-                    batch_size=cfg.batch_size * 2,
-                    pad_id=tokenizer.pad_token_id,
-                    device=self.device,
-                    autocast=self.autocast,
-                    rank=self.accelerator.process_index,
-                    world=self.accelerator.num_processes,
-                    gather=gather_object,
-                    desc="reference log-probs",
-                    k=k,
-                )
+            ref = self.reference_logps(scorer, encoded, k, tokenizer.pad_token_id)
         description = summary.describe(cfg.max_length, cfg.truncation)
         return Prepared(encoded, ref, k, description, positions)
+
+    def reference_logps(
+        self, scorer: SequenceScorer, encoded: list, k: int, pad_id: int
+    ) -> torch.Tensor:
+        """Reference log-probs of `encoded` (rows indexed 0..n-1): [n, k], one pass of the
+        reference policy (the model with any adapter disabled)."""
+        with reference_context(scorer.model):
+            return score_dataset(
+                scorer,
+                encoded,
+                batch_size=self.config.batch_size * 2,
+                pad_id=pad_id,
+                device=self.device,
+                autocast=self.autocast,
+                rank=self.accelerator.process_index,
+                world=self.accelerator.num_processes,
+                gather=gather_object,
+                desc="reference log-probs",
+                k=k,
+            )
 
     def prepare_eval(
         self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
@@ -378,12 +385,19 @@ class Trainer:
         result.final_metrics = progress.close()
         if held_out is not None:
             result.eval_after = evaluate()
+        result.eval_after.update(self.after_training(scorer, tokenizer))
+        if result.eval_after:
             self.log_metrics(total_steps, result.eval_after)
         if cfg.save_model:
             self.save_final(scorer, tokenizer, result)
         if self.owns_accelerator:
             acc.end_training()
         return result
+
+    def after_training(self, scorer: nn.Module, tokenizer) -> dict[str, float]:
+        """Hook: more held-out metrics of the trained model, logged with the evaluation after
+        training (a study scores generations with a reward model here)."""
+        return {}
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps of one pass over `n_examples` (global batches / grad_accum)."""

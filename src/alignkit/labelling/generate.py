@@ -1,0 +1,535 @@
+"""`alignkit generate`: a policy writes K answers to every prompt of a file into a pool.
+
+The pool (jsonl, one line per prompt: prompt, responses, finished flags, prompt_id, model)
+is what `alignkit label select` reads. Three backends sit behind the online loop's
+`Generator` interface: batched Hugging Face `generate` (`HFGenerator`), vLLM
+(`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator`, here:
+`alignkit serve`, vLLM or SGLang servers, through `HttpJudge`'s HTTP client).
+
+A run is resumable: each finished batch of prompts is appended and fsynced at once, so a
+killed run loses at most the batch in flight; the next run skips the prompts already in the
+pool (dropping a last line cut by the kill). `OUTPUT.meta.json` records the model and
+sampling settings, and a run with other settings is refused instead of mixing two
+distributions in one pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from alignkit.data.prompts import prompt_json, prompt_key
+from alignkit.data.records import Prompt
+from alignkit.errors import AlignkitError
+from alignkit.evaluation.judges import HttpJudge, JudgeUnavailable, QuestionRejected
+from alignkit.inference.generation import Completion, SamplingConfig
+from alignkit.io import atomic_write_text
+from alignkit.labelling.pairs import prompt_id, read_pool
+from alignkit.online.generators import Generator
+from alignkit.online.queries import Query, load_queries, read_queries
+from alignkit.options import opt
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "hf", "vllm"]
+META_SUFFIX = ".meta.json"
+SEED_RANGE = 2**31  # seeds sent to servers stay 32-bit signed integers
+
+
+@dataclass
+class GenerateConfig:
+    """Options of `alignkit generate`."""
+
+    prompts: str = opt(
+        "",
+        "prompts file (jsonl/json/parquet): records with a 'prompt' (text or chat messages)",
+        metavar="PATH",
+    )
+    output: str = opt("", "the pool file to write (jsonl; resumed when it exists)", metavar="PATH")
+    model: str = opt(
+        "",
+        "policy: HF model id, local path, run directory or 'default' (embedded "
+        "SmolLM2-135M-Instruct; the default); with --endpoint: the served model's name "
+        "(default: the only one its /models lists)",
+    )
+    num_responses: int = opt(4, "responses sampled per prompt (K)")
+    max_new_tokens: int = opt(128, "tokens generated per response at most")
+    temperature: float = opt(1.0, "sampling temperature (> 0: a pool needs different answers)")
+    top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this mass")
+    top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)")
+    seed: int = opt(
+        42,
+        "random seed (also sent to --endpoint): the hf backend gives the same pool for the "
+        "same seed and settings",
+    )
+    batch_size: int = opt(
+        8, "prompts per batch; each batch (all its K responses) is appended when done"
+    )
+    chat: bool = opt(
+        True,
+        "send plain-text prompts as a user chat message when the tokenizer has a chat "
+        "template (--no-chat: use the text as it is); the pool keeps the prompt as sent",
+    )
+    max_prompt_tokens: int = opt(
+        0, "drop prompts longer than this many tokens, and report how many (0 = keep all)"
+    )
+    backend: Backend = opt(
+        "auto",
+        "local generation: hf (transformers generate), vllm (needs vllm and a GPU), auto "
+        "(vllm when usable, else hf)",
+    )
+    vllm_gpu_memory_utilization: float = opt(
+        0.9, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
+    )
+    endpoint: str = opt(
+        "",
+        "an OpenAI-compatible server instead of a local model, e.g. http://127.0.0.1:8000/v1 "
+        "(`alignkit serve`, vLLM, SGLang)",
+        metavar="URL",
+    )
+    api_key: str = field(  # kept out of reprs: never logged
+        default="",
+        repr=False,
+        metadata={"help": "API key of --endpoint (default: $OPENAI_API_KEY; never written)"},
+    )
+    concurrency: int = opt(4, "--endpoint: requests in flight at once")
+    timeout: float = opt(120.0, "--endpoint: seconds to wait for a reply")
+    retries: int = opt(
+        4, "--endpoint: retries of a failed request (connection errors, HTTP 429/5xx)"
+    )
+    retry_wait: float = opt(
+        1.0, "--endpoint: seconds before the first retry, doubled at each next one"
+    )
+    overwrite: bool = opt(False, "start the pool over instead of resuming it")
+
+    def validate(self) -> None:
+        if not self.prompts or not self.output:
+            raise AlignkitError("give --prompts FILE and --output POOL.jsonl")
+        positive = {
+            "num_responses": self.num_responses,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if min(self.top_k, self.max_prompt_tokens, self.retries, self.retry_wait) < 0:
+            raise AlignkitError(
+                "--top-k, --max-prompt-tokens, --retries, --retry-wait must be >= 0"
+            )
+        if not 0 < self.top_p <= 1:
+            raise AlignkitError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise AlignkitError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        if self.endpoint:
+            self._validate_endpoint()
+        else:
+            from alignkit.models import check_model_spec
+
+            self.model = self.model or "default"
+            check_model_spec(self.model)
+
+    def _validate_endpoint(self) -> None:
+        if not re.match(r"https?://[^/\s]+", self.endpoint):
+            raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
+        if self.backend != "auto":
+            raise AlignkitError("--backend is for local models: drop it with --endpoint")
+        if not self.chat:
+            raise AlignkitError("--no-chat: an endpoint takes chat messages; drop --no-chat")
+        if self.max_prompt_tokens:
+            raise AlignkitError(
+                "--max-prompt-tokens needs the model's tokenizer: not available with --endpoint"
+            )
+
+    def sampling(self, seed: int) -> SamplingConfig:
+        """The decoding settings of one batch (all K responses of a prompt are in it)."""
+        return SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            batch_size=self.batch_size * self.num_responses,  # one generate call per batch
+            seed=seed,
+        )
+
+    def settings(self, model_label: str) -> dict[str, Any]:
+        """What the pool's responses depend on (the sidecar file; a resume must match it)."""
+        return {
+            "model": model_label,
+            "num_responses": self.num_responses,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "chat": self.chat,
+        }
+
+
+# ------------------------------------------------------------------ seeds
+
+
+def derived_seed(seed: int, *parts: str) -> int:
+    """A seed that depends on `seed` and `parts` only (so a resumed run repeats it)."""
+    text = "|".join([str(seed), *parts])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % SEED_RANGE
+
+
+# ------------------------------------------------------------------ endpoint
+
+
+def _endpoint_words(message: str) -> str:
+    """A message of the judges' HTTP client, worded for `alignkit generate`."""
+    for old, new in (
+        ("the judge at", "the endpoint at"),
+        ("name the judge with --judge-model", "name the model with --model"),
+        ("--judge-model", "--model"),
+        ("--api-key-env NAME_OF_THE_VARIABLE_HOLDING_THE_KEY", "--api-key or set OPENAI_API_KEY"),
+    ):
+        message = message.replace(old, new)
+    return message
+
+
+class _ChatClient(HttpJudge):
+    """`HttpJudge`'s transport (timeouts, retries with backoff, bearer key, error messages)
+    used to post any chat-completions body."""
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(self.request("/chat/completions", body))
+
+
+class EndpointGenerator:
+    """Samples from an OpenAI-compatible chat endpoint, `concurrency` prompts at a time.
+
+    All K responses of a prompt are asked in one request (`n`); a server that answers
+    with fewer choices, or refuses `n` > 1 (`alignkit serve`), is then asked one response
+    per request, each with its own seed, for the rest of the run.
+    """
+
+    def __init__(self, config: GenerateConfig) -> None:
+        key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
+        try:
+            self.client = _ChatClient(
+                config.endpoint,
+                config.model or None,
+                key,
+                timeout=config.timeout,
+                retries=config.retries,
+                retry_wait=config.retry_wait,
+            )
+        except JudgeUnavailable as exc:
+            raise AlignkitError(_endpoint_words(str(exc))) from None
+        self.concurrency = config.concurrency
+        self.label = f"{self.client.model} @ {self.client.base_url}"
+        self.multi: bool | None = None  # does the server honour n > 1? (None: not known yet)
+
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: SamplingConfig, n: int = 1
+    ) -> list[list[Completion]]:
+        seed = sampling.seed or 0
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda p: self._complete(p, sampling, n, seed), prompts))
+
+    def sync(self, model: Any) -> None:
+        """Nothing to do: the server holds its own weights."""
+
+    def _complete(
+        self, prompt: Prompt, sampling: SamplingConfig, n: int, seed: int
+    ) -> list[Completion]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        seed = derived_seed(seed, prompt_key(prompt))
+        out = self._ask_all(list(messages), sampling, n, seed) if self.multi is not False else []
+        while len(out) < n:  # one response per request, each with its own seed
+            try:
+                extra = self._ask(list(messages), sampling, 1, (seed + len(out)) % SEED_RANGE)
+            except QuestionRejected as exc:
+                raise self._rejected(exc) from None
+            out += extra[:1]
+        return out[:n]
+
+    def _ask_all(
+        self, messages: list, sampling: SamplingConfig, n: int, seed: int
+    ) -> list[Completion]:
+        """The n responses in one request; fewer (remembered for the next prompts) when the
+        server answers fewer choices or refuses n > 1."""
+        try:
+            out = self._ask(messages, sampling, n, seed)
+        except QuestionRejected as exc:
+            if self.multi or not re.search(r"\bn\b", str(exc)):
+                raise self._rejected(exc) from None
+            out = []
+        if len(out) < n and self.multi is not False:
+            log.info("%s gives one response per request: asking each one apart", self.label)
+        self.multi = len(out) >= n
+        return out
+
+    def _ask(self, messages: list, sampling: SamplingConfig, n: int, seed: int) -> list[Completion]:
+        body: dict[str, Any] = {
+            "model": self.client.model,
+            "messages": messages,
+            "n": n,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": seed,
+        }
+        if sampling.top_k > 0:
+            body["top_k"] = sampling.top_k  # vLLM and SGLang extension
+        try:
+            reply = self.client.post(body)
+        except JudgeUnavailable as exc:
+            raise AlignkitError(_endpoint_words(str(exc))) from None
+        choices = reply.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise AlignkitError(f"{self.client.base_url}: a reply without choices: {reply!r:.200}")
+        return [_completion(c, self.client.base_url) for c in choices]
+
+    def _rejected(self, exc: QuestionRejected) -> AlignkitError:
+        return AlignkitError(f"{self.client.base_url}/chat/completions refused a request: {exc}")
+
+
+def _completion(choice: Any, url: str) -> Completion:
+    """One choice as a `Completion`; finished = the model stopped by itself."""
+    try:
+        text = choice["message"]["content"]
+    except (KeyError, TypeError):
+        raise AlignkitError(f"{url}: a choice without message.content: {choice!r:.200}") from None
+    return Completion((text or "").strip(), choice.get("finish_reason") == "stop")
+
+
+# ------------------------------------------------------------------ local backends
+
+
+def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
+    """`HFGenerator` or `VLLMGenerator` (`--backend`, auto: vLLM when usable)."""
+    import torch
+
+    from alignkit.models import autocast_dtype, load_inference_model, resolve_model
+    from alignkit.online.generators import (
+        HFGenerator,
+        VLLMGenerator,
+        choose_backend,
+        engine_kwargs,
+        vllm_available,
+    )
+    from alignkit.runs import resolve_model_spec
+
+    cuda = torch.cuda.is_available()
+    try:
+        backend = choose_backend(config.backend, 1, cuda, vllm_available())
+    except AlignkitError as exc:
+        raise AlignkitError(str(exc).replace("--generator", "--backend")) from None
+    log.info("generation backend: %s", backend)
+    if backend == "vllm":
+        spec = resolve_model_spec(config.model)
+        engine = engine_kwargs(
+            resolve_model(spec.weights), config.vllm_gpu_memory_utilization, config.seed, 0
+        )
+        limit = config.max_prompt_tokens
+        engine["max_model_len"] = limit + config.max_new_tokens if limit else None
+        generator = VLLMGenerator(tokenizer, engine)
+        if spec.adapter:  # the engine holds the base model: push the merged weights
+            generator.sync(load_inference_model(config.model).model)
+        return generator
+    model = load_inference_model(config.model).model
+    if cuda:
+        model = model.to("cuda")
+    device = next(model.parameters()).device
+    return HFGenerator(model, tokenizer, autocast_dtype("auto", device), progress=False)
+
+
+# ------------------------------------------------------------------ the pool file
+
+
+def meta_path(output: str | Path) -> Path:
+    return Path(str(output) + META_SUFFIX)
+
+
+def check_settings(output: str, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume a pool made with other settings; then record this run's settings."""
+    pool, meta = Path(output), meta_path(output)
+    if overwrite:
+        pool.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+    fix = "give a new --output or --overwrite to start over"
+    started = pool.exists() and pool.stat().st_size > 0
+    if started and meta.exists():
+        try:
+            stored = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AlignkitError(f"cannot read {meta}: {exc}; {fix}") from None
+        changed = [k for k in settings if stored.get(k) != settings[k]]
+        if changed:
+            diff = "; ".join(f"{k}: {stored.get(k)!r} then, {settings[k]!r} now" for k in changed)
+            raise AlignkitError(
+                f"{output} was generated with other settings ({diff}); a pool holds samples "
+                f"of one setting: rerun with the same options to resume, or {fix}"
+            )
+    elif started:
+        raise AlignkitError(
+            f"{output} exists without {meta.name} (not written by this verb); {fix}"
+        )
+    atomic_write_text(meta, json.dumps(settings, indent=2) + "\n")
+
+
+def drop_cut_line(output: str) -> None:
+    """End the pool with a whole line: a last line cut by a kill is dropped (a warning)."""
+    path = Path(output)
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    if not text or text.endswith("\n"):
+        return
+    head, _, last = text.rpartition("\n")
+    try:
+        json.loads(last)
+    except ValueError:
+        number = head.count("\n") + 1 + bool(head)
+        log.warning(
+            "%s:%d: dropped a line cut short (a killed run); it is generated again", output, number
+        )
+        atomic_write_text(path, head + "\n" if head else "")
+        return
+    atomic_write_text(path, text + "\n")  # complete, only its newline was lost
+
+
+def done_ids(output: str, k: int) -> set[str]:
+    """The prompt ids already in the pool with their K responses."""
+    path = Path(output)
+    if not path.exists() or not path.read_text(encoding="utf-8").strip():
+        return set()
+    done = set()
+    for entry in read_pool(path):
+        if len(entry.responses) != k:
+            raise AlignkitError(
+                f"{entry.source}: {len(entry.responses)} responses where this pool has {k}; "
+                "remove the line (it is generated again) or give a new --output"
+            )
+        done.add(prompt_id(entry.prompt))
+    return done
+
+
+def append_rows(output: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Append pool lines durably (flush + fsync: a kill after this loses none of them)."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def pool_row(prompt: Prompt, pid: str, group: Sequence[Completion], model: str) -> dict:
+    return {
+        "prompt": prompt_json(prompt),
+        "responses": [c.text for c in group],
+        "finished": [c.finished for c in group],
+        "prompt_id": pid,
+        "model": model,
+    }
+
+
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class GenerateSummary:
+    """What a run did (`describe()` is the closing line of the verb)."""
+
+    output: str
+    prompts: int  # distinct prompts of the prompts file (after the length filter)
+    resumed: int  # of them, already in the pool
+    generated: int = 0
+    responses: int = 0
+    unfinished: int = 0
+    duplicates: int = 0
+    dropped_long: int = 0
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.resumed + self.generated}/{self.prompts} prompts done "
+            f"({self.generated} now, {self.resumed} already in the pool): {self.output}",
+            f"{self.responses} responses, {self.unfinished} unfinished (hit --max-new-tokens), "
+            f"{self.seconds:.1f} s",
+        ]
+        if self.duplicates:
+            lines.append(f"{self.duplicates} repeated prompts of the prompts file kept once")
+        if self.dropped_long:
+            lines.append(f"{self.dropped_long} prompts longer than --max-prompt-tokens dropped")
+        return "\n".join(lines)
+
+
+def load_prompts(config: GenerateConfig, tokenizer: Any) -> tuple[list[Query], int]:
+    """The queries of --prompts (validated, length-filtered) and how many were too long."""
+    if tokenizer is None:  # an endpoint: chat messages, no length filter
+        return read_queries(config.prompts, chat=True), 0
+    found = load_queries(config.prompts, tokenizer, config.chat, config.max_prompt_tokens)
+    return found.queries, found.dropped
+
+
+def generate_pool(config: GenerateConfig, generator: Generator | None = None) -> GenerateSummary:
+    """Write (or complete) the pool of `config`; `generator` replaces the backend (tests)."""
+    from tqdm.auto import tqdm
+
+    start = time.monotonic()
+    config.validate()
+    endpoint = EndpointGenerator(config) if config.endpoint else None
+    check_settings(
+        config.output,
+        config.settings(endpoint.label if endpoint else config.model),
+        config.overwrite,
+    )
+    tokenizer = None
+    if endpoint is None:
+        from alignkit.models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+    queries, dropped = load_prompts(config, tokenizer)
+    unique: dict[str, Query] = {}
+    for q in queries:  # a repeated prompt is generated once
+        unique.setdefault(prompt_id(prompt_json(q.prompt)), q)
+    order = list(unique.items())
+    drop_cut_line(config.output)
+    done = done_ids(config.output, config.num_responses)
+    pending = [(pid, q) for pid, q in order if pid not in done]
+    summary = GenerateSummary(
+        config.output,
+        len(order),
+        len(order) - len(pending),
+        duplicates=len(queries) - len(order),
+        dropped_long=dropped,
+    )
+    if pending and generator is None:
+        generator = endpoint or local_generator(config, tokenizer)
+    size = max(config.batch_size, config.concurrency) if endpoint else config.batch_size
+    label = endpoint.label if endpoint else config.model
+    with tqdm(total=len(order), initial=summary.resumed, unit="prompt", desc="generate") as bar:
+        for i in range(0, len(pending), size):
+            chunk = pending[i : i + size]
+            seed = derived_seed(config.seed, *(pid for pid, _ in chunk))
+            groups = generator.generate(
+                [q.prompt for _, q in chunk], config.sampling(seed), config.num_responses
+            )
+            rows = [
+                pool_row(q.prompt, pid, g, label) for (pid, q), g in zip(chunk, groups, strict=True)
+            ]
+            append_rows(config.output, rows)
+            summary.generated += len(rows)
+            summary.responses += sum(len(g) for g in groups)
+            summary.unfinished += sum(not c.finished for g in groups for c in g)
+            bar.update(len(chunk))
+    summary.seconds = time.monotonic() - start
+    return summary

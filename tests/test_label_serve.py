@@ -1,0 +1,446 @@
+"""`alignkit label serve`: the labelling page driven in a real headless Chromium (keys, clicks,
+undo, kill and restart, model text shown as text), and its HTTP API (token, errors, appends)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alignkit.errors import AlignkitError, DataError
+from alignkit.labelling import server as label_server
+from alignkit.labelling.pairs import pair_id, read_verdicts
+from alignkit.labelling.server import make_server, shown_left
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "s3cret-Token_1"
+
+PAIRS = [
+    ("How do I keep bread fresh?", "Wrap it in a cloth bag.", "Put it in the fridge."),
+    ("Name a prime number.", "7", "9"),
+    (
+        [
+            {"role": "system", "content": "You answer in one sentence."},
+            {"role": "user", "content": "Why is the sky blue?"},
+        ],
+        "Air scatters blue light more than red light.",
+        "Because it reflects the ocean.",
+    ),
+    ("Translate 'merci' to English.", "Thank you.", "Please."),
+    ("Is 0.1 + 0.2 == 0.3 in Python?", "No, it is 0.30000000000000004.", "Yes."),
+    ("Suggest a name for a cat.", "Miso", "Cat"),
+]
+
+
+def write_pairs(path: Path, pairs: list[tuple[Any, str, str]]) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "pair_id": pair_id(p, a, b),
+            "prompt": p,
+            "a": a,
+            "b": b,
+            "score": None,
+            "strategy": "easy",
+        }
+        for p, a, b in pairs
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
+    pairs = tmp_path / "pairs.jsonl"
+    return pairs, tmp_path / "verdicts.jsonl", write_pairs(pairs, PAIRS)
+
+
+@contextmanager
+def serving(pairs: Path, verdicts: Path, **options: Any) -> Iterator[label_server.LabelServer]:
+    """The server in a thread; leaving the block shuts it down (as a killed server: the
+    verdicts file is all that remains)."""
+    server = make_server(pairs, verdicts, **{"port": 0, **options})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ------------------------------------------------------------------ browser
+
+
+def _missing(reason: str) -> None:
+    """Skip a browser test, unless ALIGNKIT_REQUIRE_BROWSER=1 (CI): then fail."""
+    if os.environ.get("ALIGNKIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}; ALIGNKIT_REQUIRE_BROWSER=1 requires the browser tests to run")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("python playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as pw_expect
+
+    return pw_expect(locator)
+
+
+def on_screen(page: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The pair on the page and which of its answers ("a"/"b") is on the left."""
+    left, right = page.inner_text("#left"), page.inner_text("#right")
+    for row in rows:
+        if (row["a"], row["b"]) == (left, right):
+            return row, "a"
+        if (row["b"], row["a"]) == (left, right):
+            return row, "b"
+    raise AssertionError(f"no pair shows {left!r} | {right!r}")
+
+
+def test_orders_differ_between_pairs_and_stay_fixed(files: Any) -> None:
+    ids = [row["pair_id"] for row in files[2]]
+    orders = [shown_left(0, i) for i in ids]
+    assert set(orders) == {"a", "b"}  # both orders occur, so the a/b translation is tested
+    assert orders == [shown_left(0, i) for i in ids]
+    assert [shown_left(1, i) for i in ids] != orders or [shown_left(2, i) for i in ids] != orders
+
+
+def test_label_in_browser_with_keys_clicks_undo_and_restart(files: Any, browser: Any) -> None:
+    pairs, verdicts, rows = files
+    flip = {"a": "b", "b": "a"}
+    expected: dict[str, str] = {}  # pair id -> the verdict the person meant, in a/b terms
+
+    def act(page: Any, do: Any, meaning: str, progress: str) -> None:
+        row, left = on_screen(page, rows)
+        assert row["pair_id"] == rows[len(expected)]["pair_id"]  # pairs come in file order
+        do()
+        expect(page.locator("#progress-text")).to_have_text(progress)
+        expected[row["pair_id"]] = {"left": left, "right": flip[left]}.get(meaning, meaning)
+
+    with serving(pairs, verdicts) as server:
+        port = server.server_address[1]
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#message")).to_contain_text("Type your name")
+        page.click("#annotator")
+        page.keyboard.type("ana")
+        page.keyboard.press("Enter")
+        expect(page.locator("#progress-text")).to_have_text("0 / 6 labelled")
+        assert page.locator("#prompt .content").inner_text() == PAIRS[0][0]
+        act(page, lambda: page.keyboard.press("a"), "left", "1 / 6 labelled")
+        act(page, lambda: page.keyboard.press("b"), "right", "2 / 6 labelled")
+        # pair 2 is a chat: one role-labelled block per message
+        roles = page.locator("#prompt .role").all_inner_texts()
+        assert [r.lower() for r in roles] == ["system", "user"]
+        if os.environ.get("ALIGNKIT_SCREENSHOT_DIR"):
+            shots = Path(os.environ["ALIGNKIT_SCREENSHOT_DIR"])
+            shots.mkdir(parents=True, exist_ok=True)
+            page.set_viewport_size({"width": 1100, "height": 640})
+            page.screenshot(path=str(shots / "label_serve.png"), full_page=True)
+        act(page, lambda: page.keyboard.press("t"), "tie", "3 / 6 labelled")
+        act(page, lambda: page.keyboard.press("s"), "skip", "4 / 6 labelled")
+        page.keyboard.press("u")  # undo the skip: pair 3 comes back
+        expect(page.locator("#progress-text")).to_have_text("3 / 6 labelled")
+        del expected[rows[3]["pair_id"]]
+        act(page, lambda: page.click("#btn-right"), "right", "4 / 6 labelled")
+        act(page, lambda: page.keyboard.press("ArrowLeft"), "left", "5 / 6 labelled")
+        page.click("#btn-undo")
+        expect(page.locator("#progress-text")).to_have_text("4 / 6 labelled")
+        del expected[rows[4]["pair_id"]]
+        act(page, lambda: page.click("#btn-left"), "left", "5 / 6 labelled")
+
+    # the server is gone; the file holds every verdict, in a/b terms, with its shown order
+    written = lines(verdicts)
+    assert len(written) == 9  # 7 verdicts + 2 undo lines
+    undo_lines = [w for w in written if w.get("undo")]
+    assert [w["pair_id"] for w in undo_lines] == [rows[3]["pair_id"], rows[4]["pair_id"]]
+    for w in written:
+        assert w["annotator"] == "ana"
+        if not w.get("undo"):
+            assert w["shown_left"] == shown_left(0, w["pair_id"])
+    assert written[3]["verdict"] == "skip"
+    in_force = read_verdicts(verdicts)
+    assert {v.pair_id: v.verdict for v in in_force} == expected
+    assert len(expected) == 5
+    assert {v.verdict for v in in_force} >= {"a", "b", "tie"}
+    assert {v.shown_left for v in in_force} == {"a", "b"}
+
+    # a new server on the same files (and port: the name stays in localStorage) resumes
+    with serving(pairs, verdicts, port=port):
+        page.reload()
+        assert page.input_value("#annotator") == "ana"
+        expect(page.locator("#progress-text")).to_have_text("5 / 6 labelled")
+        assert on_screen(page, rows)[0]["pair_id"] == rows[5]["pair_id"]
+        page.keyboard.press("t")
+        expect(page.locator("#progress-text")).to_have_text("6 / 6 labelled")
+        expect(page.locator("#finished")).to_be_visible()
+        expect(page.locator("#answers")).to_be_hidden()
+        assert page.get_attribute("#progress", "value") == "6"
+    assert len(read_verdicts(verdicts)) == 6
+    page.close()
+
+
+def test_model_text_is_shown_as_text_not_run(tmp_path: Path, browser: Any) -> None:
+    script, img = "<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">'
+    prompt = [{"role": "user", "content": "<b onmouseover=alert(1)>hi</b>"}]
+    pairs, verdicts = tmp_path / "pairs.jsonl", tmp_path / "verdicts.jsonl"
+    write_pairs(pairs, [(prompt, script, img)])
+    with serving(pairs, verdicts, annotator="eve") as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#progress-text")).to_have_text("0 / 1 labelled")
+        assert page.input_value("#annotator") == "eve"  # prefilled from --annotator
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("window.__pwned") is None
+        assert {page.inner_text("#left"), page.inner_text("#right")} == {script, img}
+        assert page.inner_text("#prompt .content") == prompt[0]["content"]
+        assert page.locator("main img, main script, main b").count() == 0
+        page.keyboard.press("b")
+        expect(page.locator("#finished")).to_be_visible()
+        assert page.evaluate("window.__pwned") is None
+        page.close()
+    (verdict,) = read_verdicts(verdicts)
+    assert verdict.verdict == ("b" if verdict.shown_left == "a" else "a")
+    assert (verdict.a, verdict.b) == (script, img)
+
+
+def test_browser_with_token(files: Any, browser: Any) -> None:
+    pairs, verdicts, rows = files
+    with serving(pairs, verdicts, token=TOKEN, annotator="tom") as server:
+        page = browser.new_page()
+        refused = page.goto(server.url.split("?")[0])
+        assert refused.status == 403
+        assert "token" in page.inner_text("body")
+        page.goto(server.url)
+        expect(page.locator("#progress-text")).to_have_text("0 / 6 labelled")
+        left = on_screen(page, rows)[1]
+        page.keyboard.press("a")
+        expect(page.locator("#progress-text")).to_have_text("1 / 6 labelled")
+        page.close()
+    (verdict,) = read_verdicts(verdicts)
+    assert (verdict.annotator, verdict.verdict, verdict.shown_left) == ("tom", left, left)
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def call(
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any, Any]:
+    """(status, parsed JSON or text, headers) of a GET (no body) or POST."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, headers=all_headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            status, text, info = response.status, response.read().decode(), response.headers
+    except urllib.error.HTTPError as exc:
+        status, text, info = exc.code, exc.read().decode(), exc.headers
+    try:
+        return status, json.loads(text), info
+    except json.JSONDecodeError:
+        return status, text, info
+
+
+def base(server: label_server.LabelServer) -> str:
+    return server.url.split("?")[0].rstrip("/")
+
+
+def test_token_is_required_on_every_request(files: Any) -> None:
+    pairs, verdicts, rows = files
+    verdict = {"annotator": "x", "pair_id": rows[0]["pair_id"], "choice": "left"}
+    with serving(pairs, verdicts, token=TOKEN) as server:
+        url = base(server)
+        for path in ("/", "/label.js", "/api/config", "/api/state?annotator=x"):
+            assert call(url + path)[0] == 403
+            assert call(f"{url}{path}{'&' if '?' in path else '?'}token=wrong")[0] == 403
+        assert call(url + "/api/verdict", verdict)[0] == 403
+        assert call(url + "/api/verdict", verdict, {"X-Alignkit-Token": "wrong"})[0] == 403
+        assert not verdicts.exists()
+        status, page, headers = call(f"{url}/?token={TOKEN}")
+        assert status == 200 and "<title>alignkit label</title>" in page
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert cookie == f"alignkit_token={TOKEN}"
+        assert call(url + "/api/state?annotator=x", headers={"Cookie": cookie})[0] == 200
+        assert call(url + "/api/verdict", verdict, {"X-Alignkit-Token": TOKEN})[0] == 200
+    assert len(lines(verdicts)) == 1
+
+
+def test_non_loopback_host_needs_a_token(files: Any) -> None:
+    pairs, verdicts, _ = files
+    with pytest.raises(AlignkitError, match="--token"):
+        make_server(pairs, verdicts, host="0.0.0.0", port=0)
+    with pytest.raises(AlignkitError, match="--token must be"):
+        make_server(pairs, verdicts, port=0, token="has space")
+    with serving(pairs, verdicts) as server:  # no token: only loopback Host names (rebinding)
+        assert call(base(server) + "/api/config", headers={"Host": "evil.example"})[0] == 403
+        assert call(base(server) + "/api/config")[0] == 200
+
+
+def test_page_headers_forbid_inline_scripts(files: Any) -> None:
+    pairs, verdicts, _ = files
+    with serving(pairs, verdicts) as server:
+        url = base(server)
+        for path, kind in (("/", "text/html"), ("/label.js", "text/javascript")):
+            status, text, headers = call(url + path)
+            assert status == 200 and headers["Content-Type"].startswith(kind)
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            csp = headers["Content-Security-Policy"]
+            assert "default-src 'self'" in csp and "script-src 'self'" in csp
+            assert "unsafe-inline" not in csp
+        page = call(url + "/")[1]
+        assert re.findall(r"<script[^>]*>", page) == ['<script src="/label.js">']
+        script = call(url + "/label.js")[1]
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document.write", script)
+
+
+def test_each_post_is_on_disk_when_answered(files: Any) -> None:
+    pairs, verdicts, rows = files
+    with serving(pairs, verdicts, seed=3) as server:
+        url = base(server)
+        state = call(url + "/api/state?annotator=bo")[1]
+        first = rows[0]
+        assert state["labelled"] == 0 and state["total"] == 6
+        assert state["pair"]["pair_id"] == first["pair_id"]
+        left = shown_left(3, first["pair_id"])
+        assert state["pair"]["left"] == first[left]
+        body = {"annotator": " bo ", "pair_id": first["pair_id"], "choice": "right"}
+        status, state, _ = call(url + "/api/verdict", body)
+        assert status == 200 and state["labelled"] == 1
+        assert state["pair"]["pair_id"] == rows[1]["pair_id"]
+        (line,) = lines(verdicts)
+        assert line["verdict"] == {"a": "b", "b": "a"}[left] and line["shown_left"] == left
+        assert (line["annotator"], line["prompt"], line["a"]) == ("bo", first["prompt"], first["a"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line["time"])
+        body = {"annotator": "bo", "pair_id": rows[1]["pair_id"], "choice": "tie"}
+        assert call(url + "/api/verdict", body)[1]["labelled"] == 2
+        assert lines(verdicts)[1]["verdict"] == "tie"
+        status, state, _ = call(url + "/api/undo", {"annotator": "bo"})
+        assert status == 200 and state["labelled"] == 1
+        assert state["pair"]["pair_id"] == rows[1]["pair_id"]
+        assert lines(verdicts)[2] == {
+            "pair_id": rows[1]["pair_id"],
+            "undo": True,
+            "annotator": "bo",
+            "time": lines(verdicts)[2]["time"],
+        }
+        assert call(url + "/api/undo", {"annotator": "bo"})[1]["labelled"] == 0
+        assert len(lines(verdicts)) == 4
+        assert call(url + "/api/state?annotator=other")[1]["labelled"] == 0
+    assert read_verdicts(verdicts) == []
+
+
+def test_bad_requests_are_refused_with_a_message(files: Any) -> None:
+    pairs, verdicts, rows = files
+    pid = rows[0]["pair_id"]
+    with serving(pairs, verdicts) as server:
+        url = base(server)
+        good = {"annotator": "x", "pair_id": pid, "choice": "left"}
+        cases = [
+            ({**good, "pair_id": "0123456789abcdef"}, 400, "unknown pair id"),
+            ({**good, "choice": "A"}, 400, "'choice' must be one of left, right, tie, skip"),
+            ({**good, "annotator": ""}, 400, "'annotator'"),
+            ({**good, "annotator": "x" * 101}, 400, "'annotator'"),
+            ({"annotator": "x", "choice": "left"}, 400, "'pair_id'"),
+            ([good], 400, "JSON object"),
+        ]
+        for body, status, message in cases:
+            got = call(url + "/api/verdict", body)
+            assert got[0] == status and message in got[1]["error"], (body, got)
+        assert call(url + "/api/verdict", raw=b"{not json")[0] == 400
+        text_plain = call(url + "/api/verdict", good, {"Content-Type": "text/plain"})
+        assert text_plain[0] == 400 and "application/json" in text_plain[1]["error"]
+        assert call(url + "/api/undo", {"annotator": "x"})[1]["error"] == "x has no verdict to undo"
+        assert call(url + "/api/state")[0] == 400
+        assert call(url + "/api/nothing")[0] == 404
+        assert not verdicts.exists()  # nothing refused was written
+        assert call(url + "/api/verdict", good)[0] == 200
+        status, body, _ = call(url + "/api/verdict", good)
+        assert status == 409 and "undo it first" in body["error"]
+    assert len(lines(verdicts)) == 1
+
+
+def test_restart_resumes_each_annotator_at_their_first_unlabelled_pair(files: Any) -> None:
+    pairs, verdicts, rows = files
+    ids = [r["pair_id"] for r in rows]
+    written = [
+        {"pair_id": ids[0], "verdict": "a", "annotator": "ana", "shown_left": "a"},
+        {"pair_id": ids[2], "verdict": "skip", "annotator": "ana", "shown_left": "b"},
+        {"pair_id": ids[1], "verdict": "b", "annotator": "ana", "shown_left": "a"},
+        {"pair_id": ids[1], "undo": True, "annotator": "ana"},
+        {"pair_id": ids[0], "verdict": "tie", "annotator": "bob", "shown_left": "a"},
+    ]
+    text = "".join(json.dumps(w) + "\n" for w in written)
+    verdicts.write_text(text + '{"pair_id": "cut off by a ki', encoding="utf-8")
+    with serving(pairs, verdicts) as server:
+        url = base(server)
+        ana = call(url + "/api/state?annotator=ana")[1]
+        assert (ana["labelled"], ana["pair"]["pair_id"]) == (2, ids[1])
+        bob = call(url + "/api/state?annotator=bob")[1]
+        assert (bob["labelled"], bob["pair"]["pair_id"]) == (1, ids[1])
+        assert call(url + "/api/state?annotator=cy")[1]["pair"]["pair_id"] == ids[0]
+        body = {"annotator": "ana", "pair_id": ids[1], "choice": "skip"}
+        assert call(url + "/api/verdict", body)[1]["pair"]["pair_id"] == ids[3]
+    assert verdicts.read_text(encoding="utf-8").startswith(text)  # the torn line was cut
+    assert len(lines(verdicts)) == 6
+
+
+def test_pairs_file_errors_name_the_file_and_line(tmp_path: Path, files: Any) -> None:
+    pairs, verdicts, rows = files
+    with pytest.raises(AlignkitError, match="cannot read"):
+        make_server(tmp_path / "missing.jsonl", verdicts, port=0)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(AlignkitError, match="no pairs"):
+        make_server(empty, verdicts, port=0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "a": "changed"}) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{bad}:2")):
+        make_server(bad, verdicts, port=0)
+
+
+def test_cli_flags() -> None:
+    parser = argparse.ArgumentParser()
+    label_server.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--pairs", "p.jsonl", "--verdicts", "v.jsonl"])
+    assert (args.host, args.port, args.token, args.seed, args.annotator) == (
+        "127.0.0.1",
+        8080,
+        None,
+        0,
+        "",
+    )
+    assert args.func is label_server.run
+    args = parser.parse_args(["serve", "--pairs", "p", "--verdicts", "v", "--port", "70000"])
+    with pytest.raises(AlignkitError, match="--port"):
+        label_server.run(args)
