@@ -212,8 +212,8 @@ def test_content_parts_and_developer_role(served):
         (chat_body(temperature=3), "temperature"),
         (chat_body(top_p=0), "top_p"),
         (chat_body(top_p=1.5), "top_p"),
-        (chat_body(stream=True), "stream"),
-        (chat_body(n=2), "n"),
+        (chat_body(stream="yes"), "stream"),
+        (chat_body(n=17), "n"),
         (chat_body(stop=["a", "b", "c", "d", "e"]), "stop"),
         (chat_body(stop=[""]), "stop"),
         (chat_body(seed=1.5), "seed"),
@@ -231,7 +231,7 @@ def test_bad_bodies_and_paths(served):
     assert post(served.url + "/chat/completions", None, raw=b"")[0] == 400
     big = json.dumps(chat_body(pad="x" * (1 << 20))).encode()
     assert post(served.url + "/chat/completions", None, raw=big)[0] == 413
-    assert post(served.url + "/completions", chat_body())[0] == 404
+    assert post(served.url + "/embeddings", chat_body())[0] == 404
     assert get(served.url + "/nothing")[0] == 404
 
 

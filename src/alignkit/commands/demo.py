@@ -104,11 +104,11 @@ def register(subparsers) -> None:
 def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) -> list[str]:
     from alignkit.data.prompts import as_prompt
     from alignkit.inference.generation import SamplingConfig, generate
-    from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
+    from alignkit.models import generation_dtype, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, **load)
-    dtype = autocast_dtype("auto", next(model.parameters()).device)
+    dtype = generation_dtype("auto", next(model.parameters()).device)
     chat = bool(getattr(tokenizer, "chat_template", None))
     queries = [as_prompt(p["prompt"], chat) for p in prompts]
     return generate(model, tokenizer, queries, SamplingConfig(max_new_tokens=max_new_tokens), dtype)

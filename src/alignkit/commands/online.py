@@ -1,6 +1,6 @@
-"""`alignkit ple`, `alignkit raft`, `alignkit rrhf-online`: online alignment with a reward model.
+"""`alignkit ple`, `raft`, `rrhf-online`, `rloo`, `ppo`: online alignment with a reward model.
 
-The three verbs share one loop (sample -> score with the reward model -> train -> repeat) and
+The verbs share one loop (sample -> score with the reward model -> train -> repeat) and
 one set of options; each adds its own. Users need only queries and a reward model: no
 preference labels.
 """
@@ -47,6 +47,34 @@ VERBS: dict[str, tuple[str, str]] = {  # verb (a key of ONLINE_METHODS) -> help,
         "by the reward model, trained with the rrhf objective of `alignkit train`: a ranking "
         "loss over length-normalised log-probs + SFT on the best sample.",
     ),
+    "rloo": (
+        "RLOO: REINFORCE with a leave-one-out baseline over K samples, KL to the reference",
+        "REINFORCE leave-one-out (Ahmadian et al. 2024, 'Back to Basics'). Per iteration: K "
+        "samples per query, scored by the reward model; each sample's reward is r_i - kl_coef "
+        "* sum_t (log pi - log pi_ref), the reference being the starting policy (the model "
+        "with the LoRA adapter disabled, or a frozen copy); advantage A_i = reward_i - the "
+        "mean reward of the query's other K-1 samples; one pass of REINFORCE steps on "
+        "-mean(A_i * log pi(y_i|x)). The K samples of a query share one packed forward (the "
+        "prompt encoded once); log-probs use logits / --temperature, as sampled. No critic, "
+        "no ratio clipping. Logs reward, rloo/kl, "
+        "rloo/advantage_std and the loss per iteration.",
+    ),
+    "ppo": (
+        "PPO: RLHF with a value head, per-token KL penalty, GAE and clipped losses",
+        "PPO as in TRL's PPOTrainer (Ziegler et al. 2019). Per iteration: sample responses, "
+        "score them with the reward model, then one no-gradient pass records the policy's "
+        "and the reference's token log-probs and the value head's estimates; per-token "
+        "reward -kl_coef * (log pi - log pi_ref) plus the score at the last token "
+        "(--whiten-rewards: scaled to unit variance), GAE(--gamma, --lam) advantages "
+        "(whitened) and returns; then --num-ppo-epochs passes of mini-batch steps on the "
+        "clipped policy loss (--cliprange) + --vf-coef * the clipped value loss "
+        "(--cliprange-value), stopped early when the approximate KL to the sampling policy "
+        "exceeds 1.5 * --target-kl. The value head is a linear layer on the policy's last "
+        "hidden state, sharing its backbone (and LoRA adapter); checkpoints hold it and the "
+        "final model directory gets value_head.pt. Log-probs use logits / --temperature, as "
+        "sampled. Logs reward, ppo/kl, ppo/entropy, "
+        "ppo/clipfrac, ppo/value_loss and ppo/explained_variance per iteration.",
+    ),
 }
 
 EXAMPLES = {
@@ -57,6 +85,10 @@ EXAMPLES = {
     "--output runs/raft",
     "rrhf-online": "alignkit rrhf-online --queries q.jsonl --reward-model mypkg.rewards:score "
     "--output runs/rrhf",
+    "rloo": "alignkit rloo --queries q.jsonl --reward-model runs/rm/model --num-samples 4 "
+    "--kl-coef 0.05 --lora --output runs/rloo",
+    "ppo": "alignkit ppo --queries q.jsonl --reward-model runs/rm/model --lora "
+    "--num-ppo-epochs 4 --target-kl 0.1 --output runs/ppo",
 }
 
 

@@ -10,13 +10,21 @@ from typing import Any
 
 _DESCRIPTION = """\
 Serve one local model through an OpenAI-compatible HTTP API (POST /v1/chat/completions,
-GET /v1/models). Requests are answered one at a time. The server has no authentication:
-keep the default host unless you mean to expose it. Stop it with Ctrl-C."""
+POST /v1/completions, GET /v1/models), with streaming ("stream": true, server-sent events) and
+n choices per request. One generation runs at a time; other requests wait their turn (a
+streamed reply never holds the model while its client reads). The server has no
+authentication: keep the default host unless you mean to expose it. Stop it with Ctrl-C."""
 
 _EPILOG = """\
 endpoints:
-  POST /v1/chat/completions   {messages, max_tokens, temperature, top_p, seed, stop}
+  POST /v1/chat/completions   {messages, max_tokens | max_completion_tokens, temperature, top_p,
+                               top_k, seed, stop, n, stream, stream_options.include_usage}
+  POST /v1/completions        {prompt (a string or up to 16), max_tokens, temperature, top_p,
+                               top_k, seed, stop, n, stream, stream_options.include_usage}
   GET  /v1/models             the one served model
+  n <= 16 choices, each its own sample (choice i uses seed + i); top_k 0 or -1 = off.
+  Parameters that would change the output but are not implemented (penalties, logprobs,
+  tools, response_format other than text, echo, suffix, best_of > 1) are refused with 400.
 
 examples:
   alignkit serve --model default
@@ -24,6 +32,8 @@ examples:
   alignkit serve --model runs/dpo-lora/model         # a LoRA adapter (base from summary.json)
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64}'
+  curl -N http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+       -d '{"prompt": "Once upon a time", "max_tokens": 32, "stream": true}'
   OpenAI clients: base_url="http://127.0.0.1:8000/v1" (any api_key, any model name)
 """
 
@@ -31,7 +41,7 @@ examples:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve a local model through an OpenAI-compatible chat API",
+        help="serve a local model through an OpenAI-compatible API (chat, completions, streaming)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,7 +70,7 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="N",
         default=256,
-        help="tokens generated per reply when a request gives no max_tokens, and the upper "
+        help="tokens generated per choice when a request gives no max_tokens, and the upper "
         "limit when it does (default: 256)",
     )
     parser.set_defaults(func=run)
@@ -81,7 +91,7 @@ def _stop_on_signals() -> None:
 def run(args: argparse.Namespace) -> int:
     from alignkit.errors import AlignkitError
     from alignkit.inference.server import ChatModel, make_server
-    from alignkit.models import autocast_dtype, load_inference_model
+    from alignkit.models import generation_dtype, load_inference_model
 
     if args.max_new_tokens < 1:
         raise AlignkitError("--max-new-tokens must be at least 1")
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise AlignkitError("--port must be between 0 and 65535")
     loaded = load_inference_model(args.model)
     device = next(loaded.model.parameters()).device
-    chat = ChatModel(loaded, args.model, args.max_new_tokens, autocast_dtype("auto", device))
+    chat = ChatModel(loaded, args.model, args.max_new_tokens, generation_dtype("auto", device))
     server = make_server(chat, args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} without authentication", file=sys.stderr)

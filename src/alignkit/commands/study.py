@@ -8,11 +8,17 @@ EPILOG = """\
 The grid (selectors x budgets x seeds x methods) is a YAML file; see recipes/*.yaml and
 `alignkit.study.config`. Each cell selects its subset of --data with one selector and budget,
 trains one method on it with one seed, and evaluates on --eval-data (held-out implicit-reward
-accuracy, margin, DPO loss). Tokens, reference log-probs and selector scores are computed once.
-A killed study resumes where it stopped: finished cells (cells/<id>/cell.json) are skipped.
+accuracy, margin, DPO loss; the first `eval_limit` pairs). Methods are `alignkit train`
+methods, or online ones (ple, raft, rrhf-online: they sample from the subset's prompts).
+Optional: `reward_model:` (a spec, or train-rm options: trained once) scores every cell's
+greedy answers to the first `reward_prompts` held-out prompts (metric `reward`); `judge:`
+gives each cell's win rate against a `baseline:` cell of the same seed (metric `win_rate`).
+Tokens, reference log-probs, selector scores and the reward model are computed once. A
+killed study resumes where it stopped: finished cells (cells/<id>/cell.json) are skipped.
 
 outputs: OUTPUT/study.json, OUTPUT/study.md, OUTPUT/<method>_<metric>.png (metric vs budget,
-one line per selector, 95% intervals over seeds), OUTPUT/cells/<id>/ (one run directory each)
+one line per selector, 95% intervals over seeds; one budget: methods_<metric>.png, methods
+side by side), OUTPUT/cells/<id>/ (one run directory each)
 
 example:
   alignkit study --config recipes/real.yaml

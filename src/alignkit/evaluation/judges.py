@@ -4,32 +4,31 @@ The question (`Question`: a prompt, two answers and optionally a `Criterion`), t
 that render it as chat messages (`Template`: the built-in `DEFAULT_TEMPLATE` = `JUDGE_SYSTEM`
 + `JUDGE_USER`, `CRITERION_TEMPLATE` for one criterion at a time with explicit ties, or a
 user's file read by `load_template`), and the judges: a local causal LM (`LocalJudge`,
-greedy), any OpenAI-compatible endpoint (`HttpJudge`: timeouts, retries with exponential
-backoff, API key from an environment variable, never logged), or a Python function
-(`FunctionJudge`, also `--judge package.module:function`). Any object with `name`,
-`batch_size`, `max_concurrency` and `ask_batch(questions) -> answers` works (`Judge`).
+greedy), any OpenAI-compatible endpoint (`HttpJudge`, through the shared client of
+`alignkit.inference.openai_client`: timeouts, retries with exponential backoff, API key
+from an environment variable, never logged), or a Python function (`FunctionJudge`, also
+`--judge package.module:function`). Any object with `name`, `batch_size`,
+`max_concurrency` and `ask_batch(questions) -> answers` works (`Judge`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import importlib
 import json
 import logging
 import re
 import string
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from alignkit.data.prompts import messages_to_prompt, prompt_key, prompt_transcript
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
+from alignkit.inference.openai_client import EndpointUnavailable, OpenAIClient, RequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -297,12 +296,12 @@ class LocalJudge(Judge):
     def __init__(
         self, spec: str, max_tokens: int = 16, template: Template = DEFAULT_TEMPLATE
     ) -> None:
-        from alignkit.models import autocast_dtype, load_inference_model
+        from alignkit.models import generation_dtype, load_inference_model
 
         self.loaded = load_inference_model(spec)
         self.max_tokens = max_tokens
         self.template = template
-        self.autocast = autocast_dtype("auto", next(self.loaded.model.parameters()).device)
+        self.autocast = generation_dtype("auto", next(self.loaded.model.parameters()).device)
         self.name = f"local:{spec}|max_tokens={max_tokens}|template={template.id}"
 
     def ask_batch(self, questions: Sequence[Question]) -> list[str]:
@@ -318,29 +317,10 @@ class LocalJudge(Judge):
         )
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, wait: float | None = None) -> None:
-        super().__init__(message)
-        self.wait = wait
-
-
-_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-def _error_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read().decode("utf-8", "replace")
-    except OSError:
-        return exc.reason or ""
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.strip()[:300] or str(exc.reason)
-
-
 class HttpJudge(Judge):
     """An OpenAI-compatible chat endpoint (`base_url` as OpenAI clients take it, e.g.
-    http://127.0.0.1:8000/v1). The API key is sent as a bearer token, never logged."""
+    http://127.0.0.1:8000/v1), through the shared `OpenAIClient` (timeouts, retries with
+    backoff, the API key as a bearer token, never logged)."""
 
     batch_size = 1
 
@@ -356,12 +336,19 @@ class HttpJudge(Judge):
         max_tokens: int = 16,
         template: Template = DEFAULT_TEMPLATE,
     ) -> None:
-        self.base_url = base_url.rstrip("/").removesuffix("/chat/completions")
-        self._api_key = api_key
-        self.timeout, self.retries, self.retry_wait = timeout, retries, retry_wait
+        self.client = OpenAIClient(
+            base_url,
+            api_key,
+            timeout=timeout,
+            retries=retries,
+            retry_wait=retry_wait,
+            key_flag="--api-key-env NAME_OF_THE_VARIABLE_HOLDING_THE_KEY",
+            model_flag="--judge-model",
+        )
+        self.base_url = self.client.base_url
         self.max_tokens = max_tokens
         self.template = template
-        self.model = model or self._only_model()
+        self.model = model or _as_judge_error(self.client.only_model)
         self.name = f"http:{self.base_url}|model={self.model}|max_tokens={max_tokens}|template={template.id}"
 
     def __repr__(self) -> str:  # no key in reprs, tracebacks or logs
@@ -369,13 +356,7 @@ class HttpJudge(Judge):
 
     def request(self, path: str, body: dict[str, Any] | None = None) -> urllib.request.Request:
         """The HTTP request for `path` (GET without a body, POST with one)."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        return urllib.request.Request(self.base_url + path, data=data, headers=headers)
+        return self.client.request(path, body)
 
     def ask(self, question: Question) -> str:
         body = {
@@ -384,74 +365,23 @@ class HttpJudge(Judge):
             "max_tokens": self.max_tokens,
             "temperature": 0,
         }
-        reply = self._call(self.request("/chat/completions", body))
+        reply = _as_judge_error(self.client.chat, body)
         try:
             content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise QuestionRejected(f"reply without choices[0].message.content: {exc!r}") from exc
         return content if isinstance(content, str) else ""
 
-    def _only_model(self) -> str:
-        reply = self._call(self.request("/models"))
-        ids = [m.get("id") for m in reply.get("data", []) if isinstance(m, dict)]
-        if len(ids) != 1 or not isinstance(ids[0], str):
-            raise JudgeUnavailable(
-                f"{self.base_url}/models lists {len(ids)} models: name the judge with --judge-model"
-            )
-        return ids[0]
 
-    def _call(self, req: urllib.request.Request) -> dict[str, Any]:
-        """Send with retries (exponential backoff); fatal errors raise JudgeUnavailable."""
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._send(req)
-            except _Retryable as exc:
-                last = str(exc)
-                if attempt < self.retries:
-                    delay = self.retry_wait * 2**attempt
-                    time.sleep(min(max(delay, exc.wait or 0.0), 60.0))
-                    log.warning(
-                        "judge request failed (%s); retry %d/%d", last, attempt + 1, self.retries
-                    )
-        raise JudgeUnavailable(
-            f"the judge at {req.full_url} did not answer after {self.retries + 1} attempts: {last}"
-        )
-
-    def _send(self, req: urllib.request.Request) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            self._raise_for_status(exc, req.full_url)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise _Retryable(f"{type(reason).__name__}: {reason}") from None
-        try:
-            reply = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _Retryable(f"the reply is not JSON: {raw[:100]!r}") from None
-        if not isinstance(reply, dict):
-            raise _Retryable("the reply is not a JSON object")
-        return reply
-
-    def _raise_for_status(self, exc: urllib.error.HTTPError, url: str) -> NoReturn:
-        message = f"HTTP {exc.code}: {_error_message(exc)}"
-        if exc.code in _RETRY_STATUS:
-            after = exc.headers.get("Retry-After") if exc.headers else None
-            wait = float(after) if after and after.replace(".", "", 1).isdigit() else None
-            raise _Retryable(message, wait) from None
-        if exc.code in (401, 403):
-            raise JudgeUnavailable(
-                f"the judge at {url} refused the request ({message}); "
-                "pass --api-key-env NAME_OF_THE_VARIABLE_HOLDING_THE_KEY"
-            ) from None
-        if exc.code in (404, 405):
-            raise JudgeUnavailable(
-                f"{url}: {message} (is the base URL right? it usually ends in /v1; "
-                "is --judge-model a model the endpoint serves?)"
-            ) from None
-        raise QuestionRejected(message) from None
+def _as_judge_error(call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)` with the client's errors as the judges' (a refused question is counted
+    as unparseable; an unreachable judge stops the run)."""
+    try:
+        return call(*args)
+    except EndpointUnavailable as exc:
+        raise JudgeUnavailable(str(exc)) from None
+    except RequestRefused as exc:
+        raise QuestionRejected(exc.reason) from None
 
 
 _FUNCTION_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")

@@ -1,8 +1,17 @@
-"""An OpenAI-compatible chat server for one local model (`alignkit serve`).
+"""An OpenAI-compatible server for one local model (`alignkit serve`).
 
-`POST /v1/chat/completions` and `GET /v1/models`, enough for OpenAI clients (and for
-`alignkit judge --judge http:...`). The server is threaded (a slow client never blocks
-the others) but generation runs under one lock: the model is used by one request at a time.
+Endpoints: `POST /v1/chat/completions`, `POST /v1/completions` (legacy text completions),
+`GET /v1/models`; each POST may ask for `n` choices and for server-sent events
+(`"stream": true`). The wire format (parsing, response objects) is `openai_api`; this module
+generates and speaks HTTP.
+
+Concurrency: the HTTP server is threaded (a slow client never blocks the others) but the model
+and tokenizer are used under one lock: one generation at a time, the others wait their turn
+(in no guaranteed order). The lock is taken per choice, so the `n` choices of one request may
+interleave with other requests. A streamed reply is generated in a worker thread that never
+waits for the client: pieces queue up (at most `max_tokens` of them) while the handler writes
+them out, so a slow reader holds only its own connection, never the lock. A client that
+disconnects mid-stream stops its generation at the next token.
 
 Models: any model spec of `alignkit.runs` (`default`, a Hugging Face id, a model or adapter
 folder, a run directory), loaded by `alignkit.models.load_inference_model` (adapters merged).
@@ -12,63 +21,47 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import socket
 import sys
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from alignkit.data.prompts import messages_to_prompt, render_prompt
 from alignkit.errors import AlignkitError
+from alignkit.inference.openai_api import (
+    ChatChunks,
+    ChatCompletion,
+    ChatParams,
+    Choice,
+    RequestError,
+    TextChunks,
+    chat_response,
+    error_body,
+    models_response,
+    parse_chat_request,
+    parse_text_request,
+    text_response,
+)
 from alignkit.models import LoadedModel
+
+__all__ = ["ChatCompletion", "ChatModel", "ChatParams", "ChatServer", "Choice", "RequestError"]
+__all__ += ["make_server"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 DRAIN_LIMIT_BYTES = 1 << 26  # larger bodies are cut off unread
-ROLES = ("system", "developer", "user", "assistant")
-MAX_STOP_SEQUENCES = 4
 
 
-# ------------------------------------------------------------------ generation
-
-
-@dataclass
-class ChatParams:
-    """Decoding settings of one request (temperature 0 = greedy)."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ChatCompletion:
-    """The reply to one chat request, with the token counts of its `usage`."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end of turn or a stop sequence) or "length"
-
-
-def _text_content(content: Any) -> str | None:
-    """A message's text: a string, or OpenAI content parts of type "text"."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-        for p in content
-    ):
-        return "".join(p["text"] for p in content)
-    return None
+# ------------------------------------------------------------------ text as it is generated
 
 
 def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -78,8 +71,72 @@ def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return text[: min(cuts)], True
 
 
+def _settled(text: str, stop: list[str], strip: bool) -> str:
+    """The part of a reply decoded so far that later tokens cannot change: without a trailing
+    half character (U+FFFD), trailing whitespace when replies are stripped (it may be the
+    end), or a tail that may begin a stop sequence."""
+    text, stopped = _truncate_at_stop(text, stop)
+    if strip:
+        text = text.strip()
+    if stopped:
+        return text
+    text = text.rstrip("\ufffd")
+    hold = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return text[: len(text) - hold]
+
+
+class _PieceStreamer(BaseStreamer):
+    """Given to `generate`: decodes the new tokens as they come and hands each settled new
+    piece of text to `on_text`, so that the pieces add up to the final reply."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], strip: bool, on_text: Callable) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.strip = strip
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first call passes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self.advance(_settled(text, self.stop, self.strip))
+
+    def end(self) -> None:
+        pass
+
+    def advance(self, text: str) -> None:
+        """Send what `text` adds to the text sent so far (nothing if it does not extend it:
+        a decoding that changed earlier characters waits for the final text)."""
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.on_text(text[len(self.sent) :])
+            self.sent = text
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once `event` is set (the client of a stream went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+# ------------------------------------------------------------------ the model
+
+
 class ChatModel:
-    """Answers chat requests with a loaded model, one request at a time."""
+    """Answers requests with a loaded model, one generation at a time (`lock`)."""
 
     def __init__(
         self,
@@ -93,10 +150,19 @@ class ChatModel:
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.autocast = autocast
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # also covers the tokenizer (not thread-safe)
 
     def complete(self, messages: list[dict[str, str]], params: ChatParams) -> ChatCompletion:
-        """The model's reply; the lock also covers the tokenizer (not thread-safe)."""
+        """The model's `params.n` replies to chat messages (stripped of outer whitespace)."""
+        return self.answer(self.encode_messages(messages), params, strip=True)
+
+    def complete_text(self, prompts: list[str], params: ChatParams) -> list[ChatCompletion]:
+        """`params.n` continuations of each plain-text prompt (no chat template)."""
+        encodings = [self.encode_text(p) for p in prompts]
+        return [self.answer(enc, params, strip=False) for enc in encodings]
+
+    def encode_messages(self, messages: list[dict[str, str]]) -> Any:
+        """Chat messages as model input: rendered by the chat template (if any), tokenized."""
         prompt = messages_to_prompt(messages, self.tokenizer)
         with self.lock:
             try:
@@ -105,12 +171,52 @@ class ChatModel:
                 raise RequestError(
                     f"the model's chat template rejects these messages: {exc}"
                 ) from exc
-            enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)
-            new = self._generate(enc, params)
-            return self._completion(new, enc["input_ids"].shape[1], params)
+            return self.tokenizer(text, return_tensors="pt", add_special_tokens=not templated)
+
+    def encode_text(self, prompt: str) -> Any:
+        """A plain-text prompt as model input (with the tokenizer's special tokens)."""
+        with self.lock:
+            enc = self.tokenizer(prompt, return_tensors="pt")
+        if enc["input_ids"].shape[1] == 0:
+            raise RequestError("a prompt is empty (this tokenizer adds no start token)", "prompt")
+        return enc
+
+    def answer(self, enc: Any, params: ChatParams, strip: bool) -> ChatCompletion:
+        choices = [self.generate_choice(enc, params, i, strip) for i in range(params.n)]
+        return ChatCompletion(choices, enc["input_ids"].shape[1])
+
+    def generate_choice(
+        self,
+        enc: Any,
+        params: ChatParams,
+        index: int = 0,
+        strip: bool = True,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Choice:
+        """Choice `index` of a request, sampled with seed + index. `on_text` receives the
+        reply piece by piece as it is generated (the pieces add up to `Choice.text`);
+        setting `cancel` stops generation at the next token."""
+        streamer = None
+        if on_text is not None:
+            streamer = _PieceStreamer(self.tokenizer, params.stop, strip, on_text)
+        with self.lock:
+            if params.seed is not None and params.temperature > 0:
+                torch.manual_seed(params.seed + index)
+            new = self._generate(enc, params, streamer, cancel)
+            choice = self._choice(new, params, strip)
+        if streamer is not None:
+            streamer.advance(choice.text)
+        return choice
 
     @torch.no_grad()
-    def _generate(self, enc: Any, params: ChatParams) -> torch.Tensor:
+    def _generate(
+        self,
+        enc: Any,
+        params: ChatParams,
+        streamer: BaseStreamer | None,
+        cancel: threading.Event | None,
+    ) -> torch.Tensor:
         device = next(self.model.parameters()).device
         enc = enc.to(device)
         kwargs: dict[str, Any] = {
@@ -118,23 +224,22 @@ class ChatModel:
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
             "do_sample": params.temperature > 0,
+            "streamer": streamer,
         }
-        if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+        if params.temperature > 0:  # top_k 0 also overrides a model's default top-k (often 50)
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
         dtype = self.autocast or torch.float32
         with torch.autocast(device.type, dtype=dtype, enabled=self.autocast is not None):
             ids = self.model.generate(**enc, **kwargs)
         return ids[0, enc["input_ids"].shape[1] :].cpu()
 
-    def _completion(
-        self, new: torch.Tensor, prompt_tokens: int, params: ChatParams
-    ) -> ChatCompletion:
+    def _choice(self, new: torch.Tensor, params: ChatParams, strip: bool) -> Choice:
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos) if isinstance(eos, list) else {eos}
         ended = len(new) > 0 and int(new[-1]) in eos_ids
@@ -144,133 +249,45 @@ class ChatModel:
         if stopped:
             count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         finish = "stop" if ended or stopped or len(new) < params.max_tokens else "length"
-        return ChatCompletion(text.strip(), prompt_tokens, count, finish)
+        return Choice(text.strip() if strip else text, count, finish)
 
 
-# ------------------------------------------------------------------ request parsing
+class _Worker:
+    """Generates the choices of one streamed request in its own thread, so that generation
+    never waits for the client. Iterating yields ("text", index, piece), ("done", index,
+    Choice) and, if generation fails, ("error", None, message)."""
 
+    def __init__(self, chat: ChatModel, encodings: list[Any], params: ChatParams, strip: bool):
+        self.events: queue.Queue = queue.Queue()
+        self.cancel = threading.Event()
+        args = (chat, encodings, params, strip)
+        threading.Thread(target=self._run, args=args, daemon=True).start()
 
-class RequestError(Exception):
-    """A bad request: answered with `status` and an OpenAI-style error body."""
+    def _run(self, chat: ChatModel, encodings: list[Any], params: ChatParams, strip: bool) -> None:
+        try:
+            for p, enc in enumerate(encodings):
+                for j in range(params.n):
+                    if self.cancel.is_set():
+                        return
+                    index = p * params.n + j
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
+                    def on_text(piece: str, index: int = index) -> None:
+                        self.events.put(("text", index, piece))
 
+                    choice = chat.generate_choice(enc, params, j, strip, on_text, self.cancel)
+                    self.events.put(("done", index, choice))
+        except Exception as exc:  # reported to the client inside the stream
+            log.exception("generation failed")
+            self.events.put(("error", None, f"generation failed: {exc}"))
+        finally:
+            self.events.put(None)
 
-def _parse_messages(raw: Any) -> list[dict[str, str]]:
-    if not isinstance(raw, list) or not raw:
-        raise RequestError("'messages' must be a non-empty list of {role, content}", "messages")
-    messages = []
-    for i, m in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise RequestError(f"{where} must be an object with 'role' and 'content'", where)
-        if m.get("role") not in ROLES:
-            raise RequestError(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
-        content = _text_content(m.get("content"))
-        if content is None:
-            raise RequestError(
-                f"{where}.content must be a string (or text parts)", f"{where}.content"
-            )
-        role = "system" if m["role"] == "developer" else m["role"]
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise RequestError(f"'{key}' must be a number between {low} and {high}", key)
-    return float(value)
-
-
-def _max_tokens(body: dict[str, Any], limit: int) -> int:
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    value = body.get(key)
-    if value is None:
-        return limit
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(f"'{key}' must be a positive integer", key)
-    return min(value, limit)
-
-
-def _stop(value: Any) -> list[str]:
-    if value is None:
-        return []
-    stops = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(stops, list)
-        or len(stops) > MAX_STOP_SEQUENCES
-        or not all(isinstance(s, str) and s for s in stops)
-    ):
-        raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings", "stop")
-    return stops
-
-
-def _seed(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise RequestError("'seed' must be an integer", "seed")
-    return value
-
-
-def parse_chat_request(body: Any, max_new_tokens: int) -> tuple[list[dict[str, str]], ChatParams]:
-    """Validate a chat-completions body; `max_new_tokens` is the default and the upper limit."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    if body.get("stream"):
-        raise RequestError('streaming is not supported: send "stream": false', "stream")
-    if body.get("n", 1) != 1:
-        raise RequestError("only n=1 is supported", "n")
-    messages = _parse_messages(body.get("messages"))
-    params = ChatParams(
-        max_tokens=_max_tokens(body, max_new_tokens),
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 1e-9, 1.0),
-        seed=_seed(body.get("seed")),
-        stop=_stop(body.get("stop")),
-    )
-    return messages, params
-
-
-def completion_response(completion: ChatCompletion, model: str) -> dict[str, Any]:
-    """An OpenAI `chat.completion` object."""
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-        },
-    }
-
-
-def models_response(model: str, created: int) -> dict[str, Any]:
-    """An OpenAI model list with the one served model."""
-    entry = {"id": model, "object": "model", "created": created, "owned_by": "alignkit"}
-    return {"object": "list", "data": [entry]}
+    def __iter__(self) -> Iterator[tuple[str, int | None, Any]]:
+        while (event := self.events.get()) is not None:
+            yield event
 
 
 # ------------------------------------------------------------------ HTTP
-
-
-def _error_body(message: str, param: str | None, status: int) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -293,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _fail(self, exc: RequestError) -> None:
-        self._send(exc.status, _error_body(exc.message, exc.param, exc.status))
+        self._send(exc.status, error_body(exc.message, exc.param, exc.status))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self._path() == "/models":
@@ -303,21 +320,79 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         try:
-            if self._path() != "/chat/completions":
+            path = self._path()
+            if path == "/chat/completions":
+                self._chat(self._body())
+            elif path == "/completions":
+                self._text(self._body())
+            else:
                 raise RequestError(f"no such endpoint: POST {self.path}", status=404)
-            messages, params = parse_chat_request(self._body(), self.server.chat.max_new_tokens)
-            completion = self.server.chat.complete(messages, params)
         except RequestError as exc:
             self._fail(exc)
-            return
         except AlignkitError as exc:
             self._fail(RequestError(str(exc)))
-            return
         except Exception as exc:  # one failed request must not stop the server
             log.exception("generation failed")
             self._fail(RequestError(f"generation failed: {exc}", status=500))
+
+    def _chat(self, body: Any) -> None:
+        chat = self.server.chat
+        request = parse_chat_request(body, chat.max_new_tokens)
+        if not request.stream:
+            completion = chat.complete(request.messages, request.params)
+            self._send(200, chat_response(completion, chat.name))
             return
-        self._send(200, completion_response(completion, self.server.chat.name))
+        encodings = [chat.encode_messages(request.messages)]  # a bad prompt is still a 400
+        chunks = ChatChunks(chat.name, request.include_usage)
+        self._stream(chunks, encodings, request.params, strip=True)
+
+    def _text(self, body: Any) -> None:
+        chat = self.server.chat
+        request = parse_text_request(body, chat.max_new_tokens)
+        if not request.stream:
+            completions = chat.complete_text(request.prompts, request.params)
+            self._send(200, text_response(completions, chat.name))
+            return
+        encodings = [chat.encode_text(p) for p in request.prompts]
+        chunks = TextChunks(chat.name, request.include_usage)
+        self._stream(chunks, encodings, request.params, strip=False)
+
+    def _stream(
+        self, chunks: ChatChunks, encodings: list[Any], params: ChatParams, strip: bool
+    ) -> None:
+        """Server-sent events: `data: {chunk}` per piece, then `data: [DONE]`; the body ends
+        with the connection (HTTP/1.0, no length)."""
+        worker = _Worker(self.server.chat, encodings, params, strip)
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for index in range(len(encodings) * params.n):  # at once, before waiting for the lock
+                self._event(chunks.start(index))
+            failed, used = False, 0
+            for kind, index, value in worker:
+                if kind == "text":
+                    self._event(chunks.piece(index, value))
+                elif kind == "done":
+                    used += value.completion_tokens
+                    self._event(chunks.finish(index, value.finish_reason))
+                else:
+                    failed = True
+                    self._event(error_body(value, None, 500))
+            if chunks.include_usage and not failed:
+                prompt_tokens = sum(enc["input_ids"].shape[1] for enc in encodings)
+                self._event(chunks.usage(prompt_tokens, used))
+            self.wfile.write(b"data: [DONE]\n\n")
+        except OSError:  # the client went away (ConnectionError) or closed the socket
+            log.info("%s left mid-stream: its generation stops", self.address_string())
+        finally:
+            worker.cancel.set()
+
+    def _event(self, chunk: dict[str, Any] | None) -> None:
+        if chunk is not None:
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
     def _body(self) -> Any:
         try:

@@ -3,8 +3,9 @@
 The pool (jsonl, one line per prompt: prompt, responses, finished flags, prompt_id, model)
 is what `alignkit label select` reads. Three backends sit behind the online loop's
 `Generator` interface: batched Hugging Face `generate` (`HFGenerator`), vLLM
-(`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator`, here:
-`alignkit serve`, vLLM or SGLang servers, through `HttpJudge`'s HTTP client).
+(`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator` of
+`alignkit.online.remote`, the class behind the online loops' `--generator URL`:
+`alignkit serve`, vLLM or SGLang servers).
 
 A run is resumable: each finished batch of prompts is appended and fsynced at once, so a
 killed run loses at most the batch in flight; the next run skips the prompts already in the
@@ -15,34 +16,32 @@ distributions in one pool.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit.data.prompts import prompt_json, prompt_key
+from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
-from alignkit.evaluation.judges import HttpJudge, JudgeUnavailable, QuestionRejected
 from alignkit.inference.generation import Completion, SamplingConfig
+from alignkit.inference.openai_client import OpenAIClient
 from alignkit.io import atomic_write_text
 from alignkit.labelling.pairs import prompt_id, read_pool
+from alignkit.models import Precision
 from alignkit.online.generators import Generator
 from alignkit.online.queries import Query, load_queries, read_queries
+from alignkit.online.remote import EndpointGenerator, derived_seed, is_url
 from alignkit.options import opt
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "hf", "vllm"]
 META_SUFFIX = ".meta.json"
-SEED_RANGE = 2**31  # seeds sent to servers stay 32-bit signed integers
 
 
 @dataclass
@@ -73,6 +72,11 @@ class GenerateConfig:
     )
     batch_size: int = opt(
         8, "prompts per batch; each batch (all its K responses) is appended when done"
+    )
+    precision: Precision = opt(
+        "auto",
+        "hf backend: bf16 autocast, fp32, or auto (bf16 on a GPU; fp32 on a CPU, where "
+        "decoding is faster without autocast)",
     )
     chat: bool = opt(
         True,
@@ -142,7 +146,7 @@ class GenerateConfig:
             check_model_spec(self.model)
 
     def _validate_endpoint(self) -> None:
-        if not re.match(r"https?://[^/\s]+", self.endpoint):
+        if not is_url(self.endpoint):
             raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
         if self.backend != "auto":
             raise AlignkitError("--backend is for local models: drop it with --endpoint")
@@ -179,135 +183,22 @@ class GenerateConfig:
         }
 
 
-# ------------------------------------------------------------------ seeds
-
-
-def derived_seed(seed: int, *parts: str) -> int:
-    """A seed that depends on `seed` and `parts` only (so a resumed run repeats it)."""
-    text = "|".join([str(seed), *parts])
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % SEED_RANGE
-
-
 # ------------------------------------------------------------------ endpoint
 
 
-def _endpoint_words(message: str) -> str:
-    """A message of the judges' HTTP client, worded for `alignkit generate`."""
-    for old, new in (
-        ("the judge at", "the endpoint at"),
-        ("name the judge with --judge-model", "name the model with --model"),
-        ("--judge-model", "--model"),
-        ("--api-key-env NAME_OF_THE_VARIABLE_HOLDING_THE_KEY", "--api-key or set OPENAI_API_KEY"),
-    ):
-        message = message.replace(old, new)
-    return message
-
-
-class _ChatClient(HttpJudge):
-    """`HttpJudge`'s transport (timeouts, retries with backoff, bearer key, error messages)
-    used to post any chat-completions body."""
-
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call(self.request("/chat/completions", body))
-
-
-class EndpointGenerator:
-    """Samples from an OpenAI-compatible chat endpoint, `concurrency` prompts at a time.
-
-    All K responses of a prompt are asked in one request (`n`); a server that answers
-    with fewer choices, or refuses `n` > 1 (`alignkit serve`), is then asked one response
-    per request, each with its own seed, for the rest of the run.
-    """
-
-    def __init__(self, config: GenerateConfig) -> None:
-        key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
-        try:
-            self.client = _ChatClient(
-                config.endpoint,
-                config.model or None,
-                key,
-                timeout=config.timeout,
-                retries=config.retries,
-                retry_wait=config.retry_wait,
-            )
-        except JudgeUnavailable as exc:
-            raise AlignkitError(_endpoint_words(str(exc))) from None
-        self.concurrency = config.concurrency
-        self.label = f"{self.client.model} @ {self.client.base_url}"
-        self.multi: bool | None = None  # does the server honour n > 1? (None: not known yet)
-
-    def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, n: int = 1
-    ) -> list[list[Completion]]:
-        seed = sampling.seed or 0
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda p: self._complete(p, sampling, n, seed), prompts))
-
-    def sync(self, model: Any) -> None:
-        """Nothing to do: the server holds its own weights."""
-
-    def _complete(
-        self, prompt: Prompt, sampling: SamplingConfig, n: int, seed: int
-    ) -> list[Completion]:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        seed = derived_seed(seed, prompt_key(prompt))
-        out = self._ask_all(list(messages), sampling, n, seed) if self.multi is not False else []
-        while len(out) < n:  # one response per request, each with its own seed
-            try:
-                extra = self._ask(list(messages), sampling, 1, (seed + len(out)) % SEED_RANGE)
-            except QuestionRejected as exc:
-                raise self._rejected(exc) from None
-            out += extra[:1]
-        return out[:n]
-
-    def _ask_all(
-        self, messages: list, sampling: SamplingConfig, n: int, seed: int
-    ) -> list[Completion]:
-        """The n responses in one request; fewer (remembered for the next prompts) when the
-        server answers fewer choices or refuses n > 1."""
-        try:
-            out = self._ask(messages, sampling, n, seed)
-        except QuestionRejected as exc:
-            if self.multi or not re.search(r"\bn\b", str(exc)):
-                raise self._rejected(exc) from None
-            out = []
-        if len(out) < n and self.multi is not False:
-            log.info("%s gives one response per request: asking each one apart", self.label)
-        self.multi = len(out) >= n
-        return out
-
-    def _ask(self, messages: list, sampling: SamplingConfig, n: int, seed: int) -> list[Completion]:
-        body: dict[str, Any] = {
-            "model": self.client.model,
-            "messages": messages,
-            "n": n,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": seed,
-        }
-        if sampling.top_k > 0:
-            body["top_k"] = sampling.top_k  # vLLM and SGLang extension
-        try:
-            reply = self.client.post(body)
-        except JudgeUnavailable as exc:
-            raise AlignkitError(_endpoint_words(str(exc))) from None
-        choices = reply.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise AlignkitError(f"{self.client.base_url}: a reply without choices: {reply!r:.200}")
-        return [_completion(c, self.client.base_url) for c in choices]
-
-    def _rejected(self, exc: QuestionRejected) -> AlignkitError:
-        return AlignkitError(f"{self.client.base_url}/chat/completions refused a request: {exc}")
-
-
-def _completion(choice: Any, url: str) -> Completion:
-    """One choice as a `Completion`; finished = the model stopped by itself."""
-    try:
-        text = choice["message"]["content"]
-    except (KeyError, TypeError):
-        raise AlignkitError(f"{url}: a choice without message.content: {choice!r:.200}") from None
-    return Completion((text or "").strip(), choice.get("finish_reason") == "stop")
+def endpoint_generator(config: GenerateConfig) -> EndpointGenerator:
+    """The online loops' `EndpointGenerator` on --endpoint (key: --api-key or $OPENAI_API_KEY)."""
+    key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
+    client = OpenAIClient(
+        config.endpoint,
+        key,
+        timeout=config.timeout,
+        retries=config.retries,
+        retry_wait=config.retry_wait,
+        key_flag="--api-key or set OPENAI_API_KEY",
+        model_flag="--model",
+    )
+    return EndpointGenerator(client, config.model or None, concurrency=config.concurrency)
 
 
 # ------------------------------------------------------------------ local backends
@@ -317,7 +208,7 @@ def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
     """`HFGenerator` or `VLLMGenerator` (`--backend`, auto: vLLM when usable)."""
     import torch
 
-    from alignkit.models import autocast_dtype, load_inference_model, resolve_model
+    from alignkit.models import generation_dtype, load_inference_model, resolve_model
     from alignkit.online.generators import (
         HFGenerator,
         VLLMGenerator,
@@ -348,7 +239,7 @@ def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
     if cuda:
         model = model.to("cuda")
     device = next(model.parameters()).device
-    return HFGenerator(model, tokenizer, autocast_dtype("auto", device), progress=False)
+    return HFGenerator(model, tokenizer, generation_dtype(config.precision, device), progress=False)
 
 
 # ------------------------------------------------------------------ the pool file
@@ -486,7 +377,7 @@ def generate_pool(config: GenerateConfig, generator: Generator | None = None) ->
 
     start = time.monotonic()
     config.validate()
-    endpoint = EndpointGenerator(config) if config.endpoint else None
+    endpoint = endpoint_generator(config) if config.endpoint else None
     check_settings(
         config.output,
         config.settings(endpoint.label if endpoint else config.model),

@@ -368,7 +368,7 @@ examples:
   alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --annotator ana
   alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --host 0.0.0.0 \\
       --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
-  alignkit label import --verdicts verdicts.jsonl ...   (then train on the labels)"""
+  alignkit label import verdicts.jsonl --output prefs.jsonl   (then train on the labels)"""
 
 
 def register(subparsers: Any) -> None:

@@ -1,24 +1,28 @@
-"""Options of the online verbs (`alignkit ple`, `raft`, `rrhf-online`), as dataclasses.
+"""Options of the online verbs (`alignkit ple`, `raft`, `rrhf-online`, `rloo`, `ppo`), as
+dataclasses.
 
-`OnlineConfig` holds what the three share; `PLEConfig`, `RAFTConfig` and `RRHFOnlineConfig`
-add their own, so each verb's --help lists only flags that have an effect for it. Training
-options keep the names of `alignkit train` (`TrainConfig`) and are handed to the core
-`Trainer` through `train_config()`.
+`OnlineConfig` holds what they share; `PLEConfig`, `RAFTConfig`, `RRHFOnlineConfig`,
+`RLOOConfig` and `PPOConfig` add their own, so each verb's --help lists only flags that have
+an effect for it. Training options keep the names of `alignkit train` (`TrainConfig`) and are
+handed to the core `Trainer` through `train_config()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import SamplingConfig
+from alignkit.inference.openai_client import OpenAIClient
 from alignkit.objectives.base import Reduction
 from alignkit.online.generators import BACKENDS
 from alignkit.online.principles import PrincipleMode
+from alignkit.online.remote import is_url
 from alignkit.online.strategies import RankForm, Selection
-from alignkit.options import opt
+from alignkit.options import opt, to_dict
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.train.config import (
     LORA_PRESET_HELP,
@@ -92,9 +96,41 @@ class OnlineConfig(TrainingOptions):
     top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)")
     generator: str = opt(
         "auto",
-        "generation backend: hf (transformers generate), vllm (needs vllm, a GPU and "
-        "one process), auto (vllm when usable, else hf)",
-        choices=list(BACKENDS),
+        "who samples: hf (transformers generate on the policy), vllm (an engine in this "
+        "process, needs vllm, a GPU and one process), auto (vllm when usable, else hf), or "
+        "the URL of an OpenAI-compatible server (http://HOST:PORT/v1: vLLM, SGLang, "
+        "`alignkit serve`) so sampling runs on other machines; a server samples with its "
+        "own weights, not the policy being trained, unless --generator-sync-url updates it",
+        metavar="auto|hf|vllm|URL",
+    )
+    generator_model: str = opt(
+        "",
+        "--generator URL: the model name sent (default: the only one the server's /models lists)",
+        metavar="NAME",
+    )
+    generator_api_key: str = field(  # kept out of reprs and of config.json: never logged
+        default="",
+        repr=False,
+        metadata={"help": "API key of --generator URL (default: $OPENAI_API_KEY; never written)"},
+    )
+    generator_concurrency: int = opt(4, "--generator URL: requests in flight at once")
+    generator_timeout: float = opt(120.0, "--generator URL: seconds to wait for a reply")
+    generator_retries: int = opt(
+        4, "--generator URL: retries of a failed request (connection errors, HTTP 429/5xx)"
+    )
+    generator_retry_wait: float = opt(
+        1.0, "--generator URL: seconds before the first retry, doubled at each next one"
+    )
+    generator_sync_url: str = opt(
+        "",
+        "--generator URL: after every iteration, save the trained LoRA adapter (--lora) to "
+        "OUTPUT/sync/ and POST it to this vLLM endpoint, e.g. "
+        "http://HOST:8000/v1/load_lora_adapter (vLLM started with --enable-lora and "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; it must read OUTPUT/sync/ and serve --model "
+        "as its base); later samples then come from the policy. Without it the server's "
+        "weights never change: samples come from the server's fixed weights (off-policy), "
+        "as a warning says",
+        metavar="URL",
     )
     generation_batch_size: int = opt(16, "prompts per generate call (hf backend)")
     vllm_gpu_memory_utilization: float = opt(
@@ -150,7 +186,66 @@ class OnlineConfig(TrainingOptions):
             raise AlignkitError(f"--top-p must be in (0, 1], got {self.top_p}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise AlignkitError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        self.validate_generator()
         self.validate_method()
+
+    @property
+    def remote(self) -> bool:
+        """Does an OpenAI-compatible server sample (--generator URL)?"""
+        return is_url(self.generator)
+
+    def validate_generator(self) -> None:
+        """--generator is a backend name or a server URL; the --generator-* options of a
+        server are refused without one (they would have no effect)."""
+        if not self.remote:
+            if self.generator not in BACKENDS:
+                raise AlignkitError(
+                    f"--generator {self.generator!r}: expected auto, hf, vllm or the URL of an "
+                    "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+                )
+            defaults = {f.name: f.default for f in dataclasses.fields(OnlineConfig)}
+            given = [n for n in REMOTE_OPTIONS if getattr(self, n) != defaults[n]]
+            if given:
+                flags = ", ".join("--" + n.replace("_", "-") for n in given)
+                raise AlignkitError(f"{flags}: only for --generator URL (a server); drop it")
+            return
+        for name in ("generator_concurrency", "generator_timeout"):
+            if getattr(self, name) <= 0:
+                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0")
+        if min(self.generator_retries, self.generator_retry_wait) < 0:
+            raise AlignkitError("--generator-retries and --generator-retry-wait must be >= 0")
+        if not self.chat:
+            raise AlignkitError("--no-chat: a server takes chat messages; drop --no-chat")
+        if self.generator_sync_url:
+            if not is_url(self.generator_sync_url):
+                raise AlignkitError(
+                    f"--generator-sync-url {self.generator_sync_url!r}: expected "
+                    "http(s)://HOST:PORT/v1/load_lora_adapter"
+                )
+            if not self.lora:
+                raise AlignkitError(
+                    "--generator-sync-url loads the trained LoRA adapter into the server: add "
+                    "--lora (vLLM documents no endpoint that reloads full weights)"
+                )
+
+    def generator_client(self) -> OpenAIClient:
+        """The HTTP client of --generator URL (key: --generator-api-key or $OPENAI_API_KEY)."""
+        return OpenAIClient(
+            self.generator,
+            self.generator_api_key or os.environ.get("OPENAI_API_KEY") or None,
+            timeout=self.generator_timeout,
+            retries=self.generator_retries,
+            retry_wait=self.generator_retry_wait,
+            key_flag="--generator-api-key or set OPENAI_API_KEY",
+            model_flag="--generator-model",
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options as config.json and trackers record them: without the API key."""
+        values = to_dict(self)
+        if values.get("generator_api_key"):
+            values["generator_api_key"] = "(set, not written)"
+        return values
 
     def validate_method(self) -> None:
         """Checks of the method's own options (subclasses)."""
@@ -257,9 +352,103 @@ class RRHFOnlineConfig(OnlineConfig):
             raise AlignkitError(f"--num-samples must be >= 2 for RRHF, got {self.num_samples}")
 
 
-# the online verbs and their options (`alignkit ple|raft|rrhf-online`, study methods)
+def _check_on_policy(config: OnlineConfig, kl_coef: float) -> None:
+    """RLOO and PPO learn from the current policy's own samples and sequence log-probs."""
+    if config.replay != "none":
+        raise AlignkitError(
+            f"--replay {config.replay}: RLOO and PPO are on-policy (each iteration trains on "
+            "its own samples); drop --replay"
+        )
+    if config.reduction != "sum":
+        raise AlignkitError(
+            "--reduction: RLOO and PPO use the sum of token log-probs (a sequence's log-prob, "
+            "or per-token terms); drop --reduction"
+        )
+    if kl_coef < 0:
+        raise AlignkitError(f"--kl-coef must be >= 0, got {kl_coef}")
+
+
+@dataclass
+class RLOOConfig(OnlineConfig):
+    """RLOO: REINFORCE with a leave-one-out baseline (Ahmadian et al. 2024)."""
+
+    num_samples: int = opt(4, "responses sampled per query (K >= 2; TRL: rloo_k, num_generations)")
+    kl_coef: float = opt(
+        0.05,
+        "KL penalty: reward r_i - kl_coef * sum_t (log pi - log pi_ref) of each sample, the "
+        "reference being the starting policy (TRL: kl_coef, beta)",
+    )
+
+    def validate_method(self) -> None:
+        if self.num_samples < 2:
+            raise AlignkitError(f"--num-samples must be >= 2 for RLOO, got {self.num_samples}")
+        _check_on_policy(self, self.kl_coef)
+
+
+@dataclass
+class PPOConfig(OnlineConfig):
+    """PPO with a value head (Ziegler et al. 2019; option names as TRL's PPOConfig)."""
+
+    num_samples: int = opt(
+        1, "responses sampled per query (each one is an episode; OpenRLHF: n_samples_per_prompt)"
+    )
+    kl_coef: float = opt(
+        0.05,
+        "per-token KL penalty: reward -kl_coef * (log pi - log pi_ref) at every token, the "
+        "reward model's score added at the last one (OpenRLHF: init_kl_coef)",
+    )
+    whiten_rewards: bool = opt(
+        False, "scale the per-token rewards to unit variance over the rollout (mean kept)"
+    )
+    gamma: float = opt(1.0, "discount factor of GAE")
+    lam: float = opt(0.95, "lambda of GAE (OpenRLHF: lambd)")
+    cliprange: float = opt(0.2, "clip range of the policy ratio pi / pi_old (OpenRLHF: eps_clip)")
+    cliprange_value: float = opt(
+        0.2,
+        "clip range of the value head's change from its rollout estimate (OpenRLHF: value_clip)",
+    )
+    vf_coef: float = opt(0.1, "weight of the value loss: loss = policy loss + vf_coef * value loss")
+    num_ppo_epochs: int = opt(
+        4,
+        "passes over each iteration's rollout, in mini-batches of --batch-size queries x "
+        "--grad-accum (OpenRLHF: max_epochs)",
+    )
+    target_kl: float = opt(
+        0.0,
+        "stop an iteration's remaining PPO steps once the approximate KL to the sampling "
+        "policy, 0.5 * mean (log pi - log pi_old)^2, exceeds 1.5 * target_kl (0 = never)",
+    )
+
+    def validate_method(self) -> None:
+        if self.num_samples < 1:
+            raise AlignkitError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.num_ppo_epochs < 1:
+            raise AlignkitError(f"--num-ppo-epochs must be >= 1, got {self.num_ppo_epochs}")
+        if min(self.cliprange, self.cliprange_value) <= 0:
+            raise AlignkitError("--cliprange and --cliprange-value must be > 0")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise AlignkitError("--gamma and --lam must be in [0, 1]")
+        if min(self.vf_coef, self.target_kl) < 0:
+            raise AlignkitError("--vf-coef and --target-kl must be >= 0")
+        _check_on_policy(self, self.kl_coef)
+
+
+# options of --generator URL only (refused with a local backend)
+REMOTE_OPTIONS = (
+    "generator_model",
+    "generator_api_key",
+    "generator_concurrency",
+    "generator_timeout",
+    "generator_retries",
+    "generator_retry_wait",
+    "generator_sync_url",
+)
+
+# the online verbs and their options (`alignkit ple|raft|rrhf-online|rloo|ppo`, study methods)
 ONLINE_METHODS: dict[str, type[OnlineConfig]] = {
     "ple": PLEConfig,
     "raft": RAFTConfig,
     "rrhf-online": RRHFOnlineConfig,
+    "rloo": RLOOConfig,
+    "ppo": PPOConfig,
 }

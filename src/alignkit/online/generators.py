@@ -8,6 +8,9 @@ backend sample from the policy's current weights.
 - `VLLMGenerator` runs a `vllm.LLM` next to the trained model (one GPU, one process) and
   copies the policy's weights into it after every iteration (LoRA adapters are merged first).
   vLLM is imported only when this backend is chosen.
+- `EndpointGenerator` (`alignkit.online.remote`, `--generator URL`) asks an OpenAI-compatible
+  server; its `sync` loads the trained LoRA adapter into a vLLM server, or warns that the
+  samples come from the server's fixed weights.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ def choose_backend(requested: str, world: int, cuda: bool, has_vllm: bool) -> st
                 f"--generator vllm needs {', '.join(missing)}; use --generator hf (or auto)"
             )
         return "vllm"
-    raise AlignkitError(f"--generator must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    raise AlignkitError(
+        f"--generator must be one of {', '.join(BACKENDS)} or a server URL, got {requested!r}"
+    )
 
 
 def sampling_params_kwargs(sampling: SamplingConfig, n: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The online loop shared by PLE, RAFT and online RRHF: generate -> score -> build -> train.
+"""The online loop shared by PLE, RAFT, online RRHF, RLOO and PPO: generate -> score -> build
+-> train.
 
 `OnlineTrainer` subclasses the core `Trainer` and reuses its pieces rather than copying them:
 model loading (`build_scorer`), AdamW + schedule (`build_optimizer`), the optimizer step
@@ -12,18 +13,22 @@ same `PackedBatch` (K responses in one packed row) as in offline training. A str
 Per iteration i (1-based in files and logs): the queries of the iteration are split over the
 processes, each samples and scores its share, the samples are gathered so every process
 holds the same training set, and the policy takes ceil(examples / global batch / grad_accum)
-optimizer steps on it. Then the strategy's state advances (PLE: tau <- alpha * tau) and a
-checkpoint (model, optimizer, scheduler, RNG, tau, replay buffer) is saved, so a killed run
-resumes at the iteration it was in. In metrics.jsonl, `step` is the number of completed
+optimizer steps on it (RLOO, PPO: after a no-gradient rollout pass, `strategy.rollout`; PPO
+repeats the pass `num_ppo_epochs` times unless `strategy.stop_early`). Then the strategy's
+state advances (PLE: tau <- alpha * tau) and a checkpoint (model with PPO's value head,
+optimizer, scheduler, RNG, tau, replay buffer) is saved, so a killed run resumes at the
+iteration it was in. In metrics.jsonl, `step` is the number of completed
 iterations (0 = the evaluation before training).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +36,23 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 
 from alignkit.data.batching import rank_slice
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
-from alignkit.models import load_tokenizer, resolve_model
+from alignkit.models import generation_dtype, load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
-from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
+from alignkit.online.config import (
+    OnlineConfig,
+    PLEConfig,
+    PPOConfig,
+    RAFTConfig,
+    RLOOConfig,
+    RRHFOnlineConfig,
+)
 from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.generators import (
     Generator,
@@ -53,17 +65,18 @@ from alignkit.online.generators import (
 from alignkit.online.policy import initial_sft, load_policy, policy_source
 from alignkit.online.principles import load_principle
 from alignkit.online.queries import Query, QuerySet, iteration_indices, load_queries
+from alignkit.online.remote import EndpointGenerator
+from alignkit.online.rl import PPOSettings, PPOStrategy, RLOOStrategy
 from alignkit.online.strategies import (
     PLEStrategy,
     RAFTStrategy,
+    RolloutInputs,
     RRHFStrategy,
     Sampled,
     Strategy,
 )
-from alignkit.options import to_dict
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
 from alignkit.runs import flat_config, resolve_model_spec, truncate_metrics
-from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.trainer import Trainer, TrainResult
@@ -90,6 +103,12 @@ def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
         return RAFTStrategy(config.num_samples, config.selection, config.top_fraction, objective)
     if isinstance(config, RRHFOnlineConfig):
         return RRHFStrategy(config.num_samples, objective)
+    if isinstance(config, RLOOConfig):
+        return RLOOStrategy(config.num_samples, config.kl_coef, config.temperature, objective)
+    if isinstance(config, PPOConfig):
+        names = [f.name for f in dataclasses.fields(PPOSettings)]  # PPOConfig has them all
+        settings = PPOSettings(**{name: getattr(config, name) for name in names})
+        return PPOStrategy(config.num_samples, settings, objective)
     raise AlignkitError(f"no online method for {type(config).__name__}")
 
 
@@ -135,6 +154,13 @@ class Session:
     reward: RewardModel
     queries: QuerySet
     eval_queries: list[Query]
+    eval_generator: Generator | None = None  # None: `generator`
+
+    @property
+    def evaluator(self) -> Generator:
+        """Who answers the held-out queries: the policy itself when a server that is never
+        updated samples (its answers would measure the server's model, not the policy)."""
+        return self.eval_generator or self.generator
 
     @property
     def pad_id(self) -> int:
@@ -167,7 +193,10 @@ class OnlineTrainer(Trainer):
 
     def build_scorer(self, tokenizer) -> nn.Module:
         model, adapter = self.policy_source()
-        return SequenceScorer(load_policy(self.online, model, adapter))
+        return self.strategy.make_scorer(load_policy(self.online, model, adapter))
+
+    def save_extra(self, model_dir: Path) -> None:
+        self.strategy.save_extra(model_dir)  # PPO: the value head
 
     # ------------------------------------------------------------------ setup
     def planned_steps(self) -> int:
@@ -176,7 +205,7 @@ class OnlineTrainer(Trainer):
         total = 0
         for it in range(cfg.iterations):
             n_queries = cfg.queries_per_iteration * (it + 1 if cfg.replay == "all" else 1)
-            total += self.steps_for(self.strategy.examples(n_queries))
+            total += self.steps_for(self.strategy.examples(n_queries)) * self.strategy.epochs
         return total
 
     def steps_for(self, n_examples: int) -> int:
@@ -188,13 +217,16 @@ class OnlineTrainer(Trainer):
         if self._injected_generator is not None:
             return self._injected_generator
         acc, cfg = self.accelerator, self.online
+        if cfg.remote:
+            return self.remote_generator()
         policy = acc.unwrap_model(scorer).model
         backend = choose_backend(
             cfg.generator, acc.num_processes, torch.cuda.is_available(), vllm_available()
         )
         log.info("generation backend: %s", backend)
         if backend == "hf":
-            return HFGenerator(policy, tokenizer, self.autocast, acc.is_main_process)
+            dtype = generation_dtype(cfg.precision, self.device)
+            return HFGenerator(policy, tokenizer, dtype, acc.is_main_process)
         base, _ = self.policy_source()
         engine = engine_kwargs(
             resolve_model(resolve_model_spec(base).weights),
@@ -203,6 +235,26 @@ class OnlineTrainer(Trainer):
             cfg.max_length + cfg.max_new_tokens,
         )
         return VLLMGenerator(tokenizer, engine)  # weights pushed by `sync` in `run`
+
+    def remote_generator(self) -> EndpointGenerator:
+        """--generator URL: a server samples, with its own weights; `sync` loads the trained
+        adapter into it (--generator-sync-url) or warns that the samples are off-policy."""
+        cfg, acc = self.online, self.accelerator
+        token = [uuid.uuid4().hex[:8]]  # a fresh adapter name per run (a resumed one too)
+        if acc.num_processes > 1:
+            broadcast_object_list(token)
+        generator = EndpointGenerator(
+            cfg.generator_client(),
+            cfg.generator_model or None,
+            concurrency=cfg.generator_concurrency,
+            sync_url=cfg.generator_sync_url or None,
+            sync_dir=self.output / "sync",
+            run_name=f"alignkit-{token[0]}",
+            main=acc.is_main_process,
+            barrier=acc.wait_for_everyone,
+        )
+        log.info("generation: %s (sync: %s)", generator.label, cfg.generator_sync_url or "none")
+        return generator
 
     def setup(self) -> Session:
         """Load queries, reward, policy and generator; prepare with accelerate; register the
@@ -229,13 +281,20 @@ class OnlineTrainer(Trainer):
             output=cfg.reward_output,
         )
         scorer = self.make_scorer(tokenizer)
+        # RLOO, PPO: the reference is the starting policy (a copy unless a fresh adapter)
+        self.strategy.attach_reference(scorer, copy=self.policy_source()[1] is not None)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
         scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
         acc.register_for_checkpointing(self.state)
         generator = self.build_generator(scorer, tokenizer)
-        return Session(
+        session = Session(
             tokenizer, scorer, optimizer, scheduler, generator, reward, queries, eval_queries
         )
+        if eval_queries and cfg.remote and not cfg.generator_sync_url:
+            policy = acc.unwrap_model(scorer).model
+            dtype = generation_dtype(cfg.precision, self.device)
+            session.eval_generator = HFGenerator(policy, tokenizer, dtype, False)
+        return session
 
     # ------------------------------------------------------------- the steps
     def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
@@ -280,7 +339,8 @@ class OnlineTrainer(Trainer):
         data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
         session.scorer.train()  # from_pretrained gives eval mode; dropout (LoRA's) must be on
         self.reset_batch_order()  # new data: the core recomputes its batch order
-        steps = self.steps_for(len(encoded))
+        metrics.update(self.strategy.rollout(self.rollout_inputs(session, data)))
+        steps = self.steps_for(len(encoded)) * self.strategy.epochs
         per_step = []
         for step in range(steps):
             step_metrics, _ = self.train_step(
@@ -293,10 +353,28 @@ class OnlineTrainer(Trainer):
                 None,
             )
             per_step.append(step_metrics)
-        self.state.optimizer_steps += steps
+            if self.strategy.stop_early(step_metrics):
+                break
+        self.state.optimizer_steps += len(per_step)
         metrics.update(_average(per_step))
-        metrics.update({"train/steps": float(steps), "lr": session.scheduler.get_last_lr()[0]})
+        metrics.update(
+            {"train/steps": float(len(per_step)), "lr": session.scheduler.get_last_lr()[0]}
+        )
         return metrics
+
+    def rollout_inputs(self, session: Session, data: Prepared) -> RolloutInputs:
+        acc = self.accelerator
+        return RolloutInputs(
+            acc.unwrap_model(session.scorer),
+            data.encoded,
+            data.k,
+            session.pad_id,
+            self.device,
+            self.autocast,
+            self.config.batch_size,
+            acc.process_index,
+            acc.num_processes,
+        )
 
     def run_iteration(self, session: Session, iteration: int) -> dict[str, float]:
         """Sample, log the generations, train, advance the strategy; returns the metrics."""
@@ -328,7 +406,7 @@ class OnlineTrainer(Trainer):
         """Held-out reward of greedy unguided responses (queries split over processes)."""
         acc = self.accelerator
         mine = session.eval_queries[acc.process_index :: acc.num_processes]
-        rows = heldout_rows(mine, session.generator, session.reward, self.online.sampling())
+        rows = heldout_rows(mine, session.evaluator, session.reward, self.online.sampling())
         rows = list(gather_object(rows))
         self._write(f"eval/iter-{step:04d}.jsonl", rows)
         return heldout_metrics(rows)
@@ -348,10 +426,10 @@ class OnlineTrainer(Trainer):
             )
         session.generator.sync(acc.unwrap_model(session.scorer).model)  # resumed weights
         if acc.is_main_process:
-            atomic_write_text(self.output / "config.json", json.dumps(to_dict(cfg), indent=2))
+            atomic_write_text(self.output / "config.json", json.dumps(cfg.public_dict(), indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start)
         if acc.log_with:
-            acc.init_trackers("alignkit", config=flat_config(to_dict(cfg)))
+            acc.init_trackers("alignkit", config=flat_config(cfg.public_dict()))
         result = TrainResult(self.output, 0)
         result.eval_before = self._eval_before(session, start)
         for it in range(start, cfg.iterations):

@@ -15,6 +15,11 @@ which responses to sample for a query, which records to train on, and which loss
   fraction of all samples of the iteration (the core `sft` objective).
 - Online RRHF (Yuan et al. 2023): K scored samples per query trained with the core `rrhf`
   objective (ranking over length-normalised log-probs + SFT on the best).
+
+RLOO and PPO (`alignkit.online.rl`) use the hooks of `StrategyBase` that the others leave at
+their defaults: their own scorer (per-token log-probs, a value head), a reference policy, a
+no-gradient rollout pass over the iteration's samples before training, several epochs over it
+and an early stop.
 """
 
 from __future__ import annotations
@@ -22,19 +27,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Point, Prompt, Record
+from alignkit.data.tokenize import Encoded
 from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.objectives import ObjectiveConfig, SeqLogps, compute_loss
 from alignkit.objectives.base import Kind, Reduction
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
 from alignkit.online.generators import Generator
 from alignkit.online.principles import PrincipleMode, apply_principle
+from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch
 
 RankForm = Literal["paper", "hinge"]
@@ -113,6 +121,61 @@ class Strategy(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # hooks with defaults in `StrategyBase` (only the RL methods change them)
+    epochs: int
+
+    def make_scorer(self, model: nn.Module) -> nn.Module: ...
+
+    def attach_reference(self, scorer: nn.Module, copy: bool) -> None: ...
+
+    def rollout(self, inputs: RolloutInputs) -> Metrics: ...
+
+    def stop_early(self, step_metrics: Metrics) -> bool: ...
+
+    def save_extra(self, model_dir: Path) -> None: ...
+
+
+@dataclass
+class RolloutInputs:
+    """What a strategy's rollout pass (before the optimizer steps of an iteration) scores:
+    every encoded example of the iteration, in chunks of `batch_size`, this process's share
+    (`rank` of `world`), with `scorer` (the policy, unwrapped from DDP) under no gradient."""
+
+    scorer: nn.Module
+    encoded: list[Encoded]
+    k: int
+    pad_id: int
+    device: torch.device
+    autocast: torch.dtype | None
+    batch_size: int
+    rank: int = 0
+    world: int = 1
+
+
+class StrategyBase:
+    """Defaults of the hooks PLE, RAFT and RRHF do not need: the plain `SequenceScorer`, no
+    reference, no rollout pass, one pass over the data, no early stop, nothing extra saved."""
+
+    epochs = 1
+
+    def make_scorer(self, model: nn.Module) -> nn.Module:
+        """The module the loop trains (and `accelerate` prepares and checkpoints)."""
+        return SequenceScorer(model)
+
+    def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
+        """Called once with the policy before training (`copy`: freeze a copy of it)."""
+
+    def rollout(self, inputs: RolloutInputs) -> Metrics:
+        """A no-gradient pass over the iteration's examples before its optimizer steps."""
+        return {}
+
+    def stop_early(self, step_metrics: Metrics) -> bool:
+        """After an optimizer step: skip the iteration's remaining steps?"""
+        return False
+
+    def save_extra(self, model_dir: Path) -> None:
+        """Write extra files next to the final model (`save_pretrained`)."""
+
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
@@ -178,7 +241,7 @@ def ple_objective(
     return rank_part + sft_part, metrics
 
 
-class PLEStrategy:
+class PLEStrategy(StrategyBase):
     """Principle-guided sampling, reward scoring and the decaying threshold tau."""
 
     name = "ple"
@@ -313,8 +376,8 @@ def _weights(s: float, s_p: float) -> tuple[float, float]:
 # ------------------------------------------------------------------ RAFT and RRHF
 
 
-class _KSamples:
-    """Shared by RAFT and RRHF: K unguided samples per query."""
+class KSamples(StrategyBase):
+    """Shared by RAFT, RRHF, RLOO and PPO: K unguided samples per query."""
 
     name = ""
 
@@ -370,7 +433,7 @@ def raft_select(scores: Sequence[Sequence[float]], selection: Selection, fractio
     return sorted(ranked[: n_selected(len(flat), fraction)])
 
 
-class RAFTStrategy(_KSamples):
+class RAFTStrategy(KSamples):
     """Reward-ranked fine-tuning: SFT on the best samples."""
 
     name = "raft"
@@ -420,7 +483,7 @@ class RAFTStrategy(_KSamples):
         return self._compute("sft", policy, batch, "point")
 
 
-class RRHFStrategy(_KSamples):
+class RRHFStrategy(KSamples):
     """Online RRHF: the core rrhf objective on K freshly scored samples per query."""
 
     name = "rrhf"

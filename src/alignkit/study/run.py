@@ -39,6 +39,7 @@ from alignkit.evaluation.judges import build_judge
 from alignkit.evaluation.win_rate import Item, VerdictCache, judge_pairs, load_generations
 from alignkit.inference.generation import SamplingConfig
 from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.models import generation_dtype
 from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.generators import HFGenerator
 from alignkit.online.loop import OnlineTrainer
@@ -210,7 +211,9 @@ class CellTrainer(Trainer):
         sampling = SamplingConfig(
             max_new_tokens=config.reward_max_new_tokens, do_sample=False, batch_size=16
         )
-        generator = HFGenerator(policy, tokenizer, self.autocast)
+        generator = HFGenerator(
+            policy, tokenizer, generation_dtype(self.config.precision, self.device)
+        )
         scorer.eval()
         reward = self.context.reward()
         if reward is not None:
@@ -390,6 +393,7 @@ def _run_online(context: StudyContext, cell: Cell, keep: np.ndarray, out: Path) 
     assert reward is not None  # validated: online methods need `reward_model:`
     atomic_write_jsonl(out / "queries.jsonl", distinct_prompts([context.pool[i] for i in keep]))
     online = cell_online_config(context.config, cell, out, str(context.eval_prompts()))
+    online.reward_model = context.reward_spec()  # for the run's config.json: the object is used
     trainer = OnlineTrainer(online, reward=reward)
     trainer.evaluate_before = False  # the same for every cell
     result = trainer.run()

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 from alignkit.data.tokenize import Encoded
 from alignkit.io import atomic_write, atomic_write_text
@@ -122,6 +123,35 @@ def resume_latest(acc: Accelerator, output: Path) -> int:
     return step
 
 
+def full_state_dict(
+    acc: Accelerator, prepared: torch.nn.Module, prefix: str = ""
+) -> dict[str, torch.Tensor] | None:
+    """The whole (unsharded) state dict of a `prepare`d module on the main process, keys
+    relative to its submodule `prefix` (e.g. "model." of a `SequenceScorer`); None elsewhere.
+
+    Under FSDP2 and DeepSpeed ZeRO-3 every rank holds a shard only: the parameters are
+    gathered (`accelerator.get_state_dict`, a collective: every rank calls it). Without
+    sharding this is None (the model's own state dict is saved as it is).
+    """
+    sharded = acc.distributed_type == DistributedType.FSDP or (
+        acc.distributed_type == DistributedType.DEEPSPEED
+        and acc.deepspeed_config["zero_optimization"]["stage"] == 3
+    )
+    if not sharded:
+        return None
+    state = acc.get_state_dict(prepared)
+    if not acc.is_main_process:
+        return None
+    # a tied parameter (lm_head = embed_tokens) comes back as two tensors; `save_pretrained`
+    # drops tied copies only when they share storage, so keep its first name only
+    module = acc.unwrap_model(prepared)
+    first = {name for name, _ in module.named_parameters()}
+    aliases = {n for n, _ in module.named_parameters(remove_duplicate=False)} - first
+    return {
+        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and k not in aliases
+    }
+
+
 def save_model_dir(
     acc: Accelerator,
     model: torch.nn.Module,
@@ -129,14 +159,16 @@ def save_model_dir(
     output: Path,
     extra: Callable[[Path], None],
     summary: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """`save_pretrained` model + tokenizer (+ `extra(folder)`) into OUTPUT/model, replacing
-    it as a whole, then OUTPUT/summary.json."""
+    it as a whole, then OUTPUT/summary.json. `state_dict`: the gathered weights of a sharded
+    model (`full_state_dict`), saved instead of the model's own."""
     acc.wait_for_everyone()
     if acc.is_main_process:
         tmp = output / ".tmp-model"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         extra(tmp)
         final = output / "model"

@@ -12,14 +12,20 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    gather_object,
+    set_seed,
+)
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -37,10 +43,11 @@ from alignkit.data.loading import REJECTED_FILE, source_identity, write_rejected
 from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_write_text
+from alignkit.io import atomic_write_text, iter_jsonl
 from alignkit.models import (
     autocast_dtype,
     enable_gradient_checkpointing,
+    is_peft,
     load_causal_lm,
     load_tokenizer,
     reference_context,
@@ -70,6 +77,90 @@ class TrainResult:
     eval_after: dict[str, float] = field(default_factory=dict)
 
 
+def make_accelerator(log_with: list[str] | None, project_dir: str | None) -> Accelerator:
+    """The run's `Accelerator`, as `accelerate launch` configured it (DDP, FSDP2, DeepSpeed).
+
+    cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks. On CPU
+    accelerate then always takes DDP, even when the launcher asked for FSDP: torch's
+    `fully_shard` runs over gloo as well, so the launcher's FSDP settings are applied here
+    (this is how `configs/accelerate/fsdp2.yaml` is tested on CPU).
+    """
+    acc = Accelerator(log_with=log_with, project_dir=project_dir, cpu=not torch.cuda.is_available())
+    if acc.distributed_type == DistributedType.MULTI_CPU and _env_true("ACCELERATE_USE_FSDP"):
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # read from the launcher's env
+        # both shared states: accelerate rebuilds AcceleratorState from PartialState's later
+        PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
+    if acc.distributed_type == DistributedType.FSDP:
+        check_fsdp(acc.state.fsdp_plugin)
+    if (
+        acc.distributed_type == DistributedType.DEEPSPEED
+        and acc.state.deepspeed_plugin.zero3_init_flag
+    ):
+        # zero.Init partitions the weights while they load: the reference pass, before
+        # `prepare`, would see empty tensors (FSDP's cpu_ram_efficient_loading, likewise)
+        raise AlignkitError(
+            "zero3_init_flag: true is not supported: alignkit scores the reference log-probs on "
+            "every rank's full copy of the model before DeepSpeed partitions it; set "
+            "zero3_init_flag: false (as configs/accelerate/zero3.yaml does)"
+        )
+    return acc
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def check_fsdp(plugin: FullyShardedDataParallelPlugin) -> None:
+    """Refuse the FSDP settings alignkit cannot honour, before any model is loaded."""
+    if plugin.fsdp_version != 2:
+        raise AlignkitError(
+            "alignkit supports FSDP2 only: set fsdp_version: 2 in the accelerate config "
+            "(configs/accelerate/fsdp2.yaml)"
+        )
+    if plugin.cpu_ram_efficient_loading:
+        # with it, transformers loads real weights on rank 0 only; the others hold empty
+        # tensors until `prepare` broadcasts rank 0's, but the reference log-probs are scored
+        # before that, on every rank's own copy
+        raise AlignkitError(
+            "fsdp_cpu_ram_efficient_loading: true is not supported: alignkit scores the "
+            "reference log-probs on every rank's full copy of the model before sharding it; "
+            "set fsdp_cpu_ram_efficient_loading: false (as configs/accelerate/fsdp2.yaml does)"
+        )
+
+
+def fsdp_layers_to_wrap(plugin: FullyShardedDataParallelPlugin, model: nn.Module) -> None:
+    """With TRANSFORMER_BASED_WRAP and no fsdp_transformer_layer_cls_to_wrap, shard every
+    decoder layer of the model, whatever its family: the classes of its `_no_split_modules`
+    (accelerate reads them from the module it is given, here alignkit's scorer, which has
+    none, so the whole model would be one unit)."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy:
+        return  # another policy, or already resolved
+    if not plugin.transformer_cls_names_to_wrap:
+        base = model.get_base_model() if is_peft(model) else model  # type: ignore[operator]
+        layers = list(getattr(base, "_no_split_modules", None) or [])
+        if not layers:
+            raise AlignkitError(
+                f"{type(base).__name__} names no decoder layer class (_no_split_modules): give "
+                "it to accelerate launch, e.g. --fsdp_transformer_layer_cls_to_wrap "
+                "LlamaDecoderLayer"
+            )
+        plugin.transformer_cls_names_to_wrap = layers
+    log.info("FSDP2: one shard unit per %s", ", ".join(plugin.transformer_cls_names_to_wrap))
+
+
+def configure_deepspeed(acc: Accelerator, cfg: DataTrainingOptions) -> None:
+    """Fill the DeepSpeed config from the run's options before `prepare`: accelerate takes the
+    micro-batch size from a dataloader, and alignkit batches by hand (no dataloader)."""
+    ds = acc.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds["gradient_accumulation_steps"] = cfg.grad_accum
+    ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * acc.num_processes
+    ds["gradient_clipping"] = float(cfg.max_grad_norm)  # the engine clips (0: off)
+    acc.gradient_accumulation_steps = cfg.grad_accum
+
+
 class Trainer:
     """Trains `config.method` on `config.data`; `run()` does the whole job.
 
@@ -93,11 +184,8 @@ class Trainer:
         self.objective: ObjectiveConfig = config.objective()
         trackers = [t for t in config.report_to if t != "none"]
         self.owns_accelerator = accelerator is None  # a caller's accelerator is theirs to end
-        # cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks
-        self.accelerator = accelerator or Accelerator(
-            log_with=trackers or None,
-            project_dir=str(config.output) if config.output else None,
-            cpu=not torch.cuda.is_available(),
+        self.accelerator = accelerator or make_accelerator(
+            trackers or None, str(config.output) if config.output else None
         )
         self.output = Path(config.output)
         # set by `load`: the records dropped by --skip-invalid, the label options' report and
@@ -319,9 +407,14 @@ class Trainer:
         (margins exactly 0)."""
         acc = self.accelerator
         chunks = sorted_chunks([e.length for e in data.encoded], self.config.batch_size * 2)
-        for chunk in chunks[acc.process_index :: acc.num_processes]:
+        mine = chunks[acc.process_index :: acc.num_processes]
+        for chunk in mine:
             part = [data.encoded[i] for i in chunk]
             yield collate(part, pad_id, data.k).to(self.device), len(part)
+        # every rank makes the same number of forward calls: a sharded model (FSDP, ZeRO-3)
+        # gathers its parameters collectively in each one; the extra calls count 0 examples
+        for _ in range(-(-len(chunks) // acc.num_processes) - len(mine)):
+            yield collate([data.encoded[i] for i in chunks[0]], pad_id, data.k).to(self.device), 0
 
     def _pair_logps(
         self, scorer, pairs: Prepared, pad_id: int
@@ -329,8 +422,11 @@ class Trainer:
         """(n, 2) policy and reference log-probs (sums over response tokens, as DPO) of this
         rank's held-out (chosen, rejected) pairs."""
         policy, ref = [torch.zeros(0, 2)], [torch.zeros(0, 2)]
-        for batch, _ in self._eval_batches(pairs, pad_id):
-            policy.append(scorer(batch, autocast=self.autocast).sum.float().cpu())
+        for batch, size in self._eval_batches(pairs, pad_id):
+            logps = scorer(batch, autocast=self.autocast).sum.float().cpu()
+            if size == 0:  # a lockstep call (see `_eval_batches`)
+                continue
+            policy.append(logps)
             assert pairs.ref is not None  # held-out pairs are always prepared with_ref
             ref.append(reference_for(batch, pairs.ref).sum.float().cpu())
         return torch.cat(policy), torch.cat(ref)
@@ -369,8 +465,10 @@ class Trainer:
 
         result = TrainResult(self.output, total_steps)
         if held_out is not None and self.evaluate_before:
-            result.eval_before = evaluate()
-            self.log_metrics(0, result.eval_before)
+            # a resumed run logged them before it was interrupted (the model has moved since)
+            result.eval_before = self.logged_eval_before() if start_step else evaluate()
+            if not start_step:
+                self.log_metrics(0, result.eval_before)
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
         progress = Progress(self, total_steps, start_step, steps_per_epoch, scheduler)
         for step in range(start_step, total_steps):
@@ -399,6 +497,15 @@ class Trainer:
         training (a study scores generations with a reward model here)."""
         return {}
 
+    def logged_eval_before(self) -> dict[str, float]:
+        """The held-out metrics before training of the step-0 row of metrics.jsonl (what a
+        resumed run logged before it was interrupted; rounded as logged)."""
+        path = self.output / "metrics.jsonl"
+        for _, row in iter_jsonl(path) if path.exists() else ():
+            if row.get("step") == 0:
+                return {k: v for k, v in row.items() if k.startswith("eval/")}
+        return {}
+
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps of one pass over `n_examples` (global batches / grad_accum)."""
         global_batch = self.config.batch_size * self.accelerator.num_processes
@@ -409,6 +516,10 @@ class Trainer:
         (scorer, optimizer, scheduler, first step)."""
         acc = self.accelerator
         optimizer, scheduler = self.build_optimizer(scorer, total_steps)
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            configure_deepspeed(acc, self.config)
+        if acc.distributed_type == DistributedType.FSDP:
+            fsdp_layers_to_wrap(acc.state.fsdp_plugin, scorer.model)
         # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
         # optimizer step (accelerate would step it once per process)
         scorer, optimizer = acc.prepare(scorer, optimizer)
@@ -436,6 +547,9 @@ class Trainer:
         n_batches = math.ceil(len(lengths) / global_batch)
         sums: dict[str, float] = {}
         tokens = 0
+        # DeepSpeed accumulates itself: it divides the loss by --grad-accum (its
+        # gradient_accumulation_steps, `configure_deepspeed`) and steps at the boundary we mark
+        deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         for micro in range(cfg.grad_accum):
             g = step * cfg.grad_accum + micro
             epoch, within = divmod(g, n_batches)
@@ -444,9 +558,11 @@ class Trainer:
             batch = collate([train.encoded[i] for i in idx], pad_id, train.k).to(self.device)
             tokens += batch.n_tokens() * world
             sync = micro == cfg.grad_accum - 1
+            if deepspeed:
+                acc.gradient_state._set_sync_gradients(sync)
             with acc.no_sync(scorer) if not sync else contextlib.nullcontext():
                 loss, metrics = self.step_loss(scorer, batch, train.ref, q_diff)
-                acc.backward(loss / cfg.grad_accum)
+                acc.backward(loss if deepspeed else loss / cfg.grad_accum)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum
         if cfg.max_grad_norm > 0:
@@ -558,8 +674,9 @@ class Trainer:
         if self.label_variant is not None:  # data read by `load` (not the online loops)
             summary["data"] = self.data_summary()
         model = self.accelerator.unwrap_model(scorer).model
+        state = checkpoint.full_state_dict(self.accelerator, scorer, prefix="model.")
         checkpoint.save_model_dir(
-            self.accelerator, model, tokenizer, self.output, self.save_extra, summary
+            self.accelerator, model, tokenizer, self.output, self.save_extra, summary, state
         )
 
 

@@ -1,0 +1,393 @@
+"""RLHF with a reward model inside the online loop: RLOO and PPO.
+
+Both sample K responses per query, score them with the reward model and train on them with
+the loop of `alignkit.online.loop`; what they add is a rollout pass before the optimizer steps
+of an iteration (`rollout`): one packed forward per query (the prompt encoded once for its K
+responses), without gradient, that records each response token's log-prob under the policy
+that sampled it, under the reference policy (the starting policy: the model with its LoRA
+adapter disabled, or a frozen copy), and for PPO the value head's estimate. Then:
+
+- RLOO (Ahmadian et al. 2024, "Back to Basics"): reward r_i - kl_coef * sum_t (log pi - log
+  pi_ref), leave-one-out baseline (the mean of the other K-1 rewards of the query), and the
+  REINFORCE loss -mean(A_i * log pi(y_i|x)) over one pass of mini-batches.
+- PPO (Ziegler et al. 2019, as TRL's PPOTrainer): per-token rewards -kl_coef * (log pi - log
+  pi_ref) plus the score at the last token, optional reward whitening, GAE(gamma, lam) with
+  the value head, whitened advantages, the clipped policy and value losses over
+  `num_ppo_epochs` passes of mini-batches, stopped early when the approximate KL to the
+  sampling policy exceeds 1.5 * target_kl.
+
+The value head is a linear layer (zero-initialised) on the policy's last hidden state: it
+shares the backbone (and, under LoRA, the adapter) with the policy, as TRL's
+`AutoModelForCausalLMWithValueHead` did; it is part of the trained module, so checkpoints hold
+it and a resumed run continues exactly. Dropout is switched off in the policy (as TRL does):
+the rollout's log-probs are then those the first optimizer step sees.
+"""
+
+from __future__ import annotations
+
+import copy as copying
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import gather_object
+from torch import Tensor, nn
+
+from alignkit.data.records import Multi, Record
+from alignkit.models import is_peft, reference_context
+from alignkit.objectives import ObjectiveConfig
+from alignkit.objectives.rl import (
+    approx_kl,
+    explained_variance,
+    gae,
+    kl_penalty_rewards,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    reinforce_loss,
+    rloo_advantages,
+    whiten,
+)
+from alignkit.online.strategies import KSamples, Metrics, RolloutInputs, Sampled
+from alignkit.scoring.forward import SequenceScorer, response_hidden_states
+from alignkit.scoring.head import decoder_and_head
+from alignkit.scoring.packing import PackedBatch, collate
+
+
+@dataclass
+class TokenOutputs:
+    """Per-token outputs of `RLScorer` for a batch of B prompts x K responses, as rows
+    S = B*K (row b*K + k) right-padded to the batch's longest response W.
+
+    logps (S, W): log pi(y_t | x, y_<t) with gradient; entropy (S, W): the policy's entropy at
+    each position (no gradient); values (S, W) or None: the value head's V(s_t), the state
+    before token t; mask (S, W) bool: the response's tokens.
+    """
+
+    logps: Tensor
+    entropy: Tensor
+    values: Tensor | None
+    mask: Tensor
+
+
+def per_token(batch: PackedBatch, flat: Tensor) -> Tensor:
+    """(N,) values at the batch's response tokens -> (B*K, W) rows, 0 after each response."""
+    b, k = batch.shape
+    width = max(int(batch.counts.max()), 1)
+    out = flat.new_zeros(b * k, width)
+    return out.index_put((batch.seq_id, batch.tok_pos), flat)
+
+
+def token_mask(batch: PackedBatch) -> Tensor:
+    """(B*K, W) bool: True at the response tokens."""
+    width = max(int(batch.counts.max()), 1)
+    positions = torch.arange(width, device=batch.counts.device)
+    return positions[None, :] < batch.counts.reshape(-1, 1)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """p = 0 in every dropout layer (LoRA's too), so that log-probs are deterministic."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class RLScorer(SequenceScorer):
+    """The policy as RLOO and PPO train it: per-token log-probs (logits / temperature, as they
+    were sampled), the entropy, and with `value_head` a linear value head on the last hidden
+    state. Packed forward as `SequenceScorer` (one row per prompt and its K responses)."""
+
+    def __init__(self, model: nn.Module, value_head: bool = False, temperature: float = 1.0):
+        super().__init__(model)
+        disable_dropout(model)
+        self.temperature = temperature
+        self.value_head: nn.Linear | None = None
+        if value_head:
+            head = decoder_and_head(model, self.logit_transform)[1].module
+            self.value_head = nn.Linear(head.weight.shape[1], 1)
+            nn.init.zeros_(self.value_head.weight)  # V = 0 before any update
+            nn.init.zeros_(self.value_head.bias)
+
+    def forward(  # type: ignore[override]
+        self,
+        batch: PackedBatch,
+        q_diff: Tensor | None = None,
+        with_tokens: bool = False,
+        autocast: torch.dtype | None = None,
+    ) -> TokenOutputs:
+        if q_diff is not None:
+            raise ValueError("RLScorer computes no DEFT reward")
+        decoder, head = decoder_and_head(self.model, self.logit_transform)
+        hidden = response_hidden_states(decoder, batch, autocast, self.unpack)  # (N, d)
+        logits = head.logits(hidden, autocast) / self.temperature  # (N, V) float32
+        norm = torch.logsumexp(logits, dim=-1)
+        logps = logits.gather(1, batch.targets[:, None]).squeeze(1) - norm
+        with torch.no_grad():
+            entropy = norm - (F.softmax(logits, dim=-1) * logits).sum(-1)
+        values = None
+        if self.value_head is not None:
+            values = per_token(batch, self.value_head(hidden.float()).squeeze(-1))
+        return TokenOutputs(
+            per_token(batch, logps), per_token(batch, entropy), values, token_mask(batch)
+        )
+
+
+class Reference:
+    """log pi_ref per token. The reference is the policy the run starts from: the policy with
+    its LoRA adapter disabled when the adapter is fresh (no second copy in memory), else a
+    frozen copy made before the first update (full fine-tuning, or an adapter of --sft-data)."""
+
+    def __init__(self, policy: RLScorer, copy: bool) -> None:
+        self.frozen: RLScorer | None = None
+        if copy or not is_peft(policy.model):
+            frozen = RLScorer(copying.deepcopy(policy.model), temperature=policy.temperature)
+            self.frozen = frozen.requires_grad_(False).eval()
+
+    def logps(self, policy: RLScorer, batch: PackedBatch, autocast) -> Tensor:
+        if self.frozen is not None:
+            return self.frozen(batch, autocast=autocast).logps
+        with reference_context(policy.model):
+            return policy(batch, autocast=autocast).logps
+
+
+@dataclass
+class Rollout:
+    """The rollout of an iteration: every response as a row i*K + k (example i, response k),
+    right-padded to the longest response T. logps: the sampling policy's per-token log-probs,
+    ref_logps: the reference's, values: the value head's (None without one), mask: tokens."""
+
+    logps: Tensor
+    ref_logps: Tensor
+    values: Tensor | None
+    mask: Tensor
+    k: int
+
+    def rows(self, batch: PackedBatch) -> Tensor:
+        """(B*K,) the rollout rows of a batch's sequences (in the batch's row order)."""
+        offsets = torch.arange(self.k, device=batch.index.device)
+        return (batch.index[:, None] * self.k + offsets[None, :]).reshape(-1)
+
+    def take(self, table: Tensor, batch: PackedBatch) -> Tensor:
+        """(B*K, W) the batch's rows of a (n*K, T) table, cut to the batch's width W."""
+        width = max(int(batch.counts.max()), 1)
+        return table[self.rows(batch).to(table.device), :width].to(batch.counts.device)
+
+
+def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
+    """`Rollout` of `inputs.encoded` (no gradient): each process scores its share in chunks of
+    `batch_size` examples (one packed row per example), and the shares are gathered."""
+    scorer = inputs.scorer
+    mine = list(range(len(inputs.encoded)))[inputs.rank :: inputs.world]
+    rows: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
+    with torch.no_grad():
+        for start in range(0, len(mine), inputs.batch_size):
+            idx = mine[start : start + inputs.batch_size]
+            batch = collate([inputs.encoded[i] for i in idx], inputs.pad_id, inputs.k)
+            batch = batch.to(inputs.device)
+            out = scorer(batch, autocast=inputs.autocast)
+            ref = reference.logps(scorer, batch, inputs.autocast)
+            for r, i in enumerate(idx):
+                for j in range(inputs.k):
+                    s, n = r * inputs.k + j, int(batch.counts[r, j])
+                    values = None if out.values is None else out.values[s, :n].float().cpu()
+                    rows.append(
+                        (i * inputs.k + j, out.logps[s, :n].cpu(), ref[s, :n].cpu(), values)
+                    )
+    if inputs.world > 1:
+        rows = list(gather_object(rows))
+    rows.sort(key=lambda row: row[0])
+    width = max(max((len(row[1]) for row in rows), default=1), 1)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    tables = [torch.zeros(len(rows), width) for _ in range(3)]
+    for s, (_, logps, ref, values) in enumerate(rows):
+        n = len(logps)
+        mask[s, :n] = True
+        tables[0][s, :n], tables[1][s, :n] = logps, ref
+        if values is not None:
+            tables[2][s, :n] = values
+    has_values = bool(rows) and rows[0][3] is not None
+    dev = inputs.device
+    return Rollout(
+        tables[0].to(dev),
+        tables[1].to(dev),
+        tables[2].to(dev) if has_values else None,
+        mask.to(dev),
+        inputs.k,
+    )
+
+
+def _scores(inputs: RolloutInputs) -> Tensor:
+    """(n*K,) the reward-model scores of the rollout's rows (the records' labels)."""
+    return torch.tensor([s for e in inputs.encoded for s in e.labels], device=inputs.device)
+
+
+class RLStrategy(KSamples):
+    """What RLOO and PPO share: K samples per query kept as one multi-response record, the
+    RLScorer, the reference, the rollout."""
+
+    value_head = False
+
+    def __init__(self, k: int, kl_coef: float, temperature: float, objective: ObjectiveConfig):
+        super().__init__(k, objective)
+        self.kl_coef = kl_coef
+        self.temperature = temperature
+        self.reference: Reference | None = None
+        self.rollout_data: Rollout | None = None
+
+    def make_scorer(self, model: nn.Module) -> nn.Module:
+        return RLScorer(model, value_head=self.value_head, temperature=self.temperature)
+
+    def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
+        assert isinstance(scorer, RLScorer)
+        self.reference = Reference(scorer, copy)
+
+    def examples(self, n_queries: int) -> int:
+        return n_queries
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        records: list[Record] = [
+            Multi(
+                x.prompt,
+                tuple(x.responses),
+                tuple(x.scores),
+                unfinished=tuple(not f for f in x.finished),
+            )
+            for x in samples
+        ]
+        return records, {"train/examples": float(len(records))}
+
+    def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
+        return [x.to_dict() for x in samples]
+
+    def score(self, inputs: RolloutInputs) -> tuple[Rollout, Tensor, Tensor]:
+        """The rollout, its (n*K,) scores and per-token KL (logp - logp_ref, 0 off the mask)."""
+        if self.reference is None:
+            raise RuntimeError("attach_reference was not called")
+        for i, example in enumerate(inputs.encoded):
+            if example.index != i or len(example.responses) != self.k:
+                raise RuntimeError("rollout examples must be indexed 0..n-1 with K responses")
+        data = score_rollout(inputs, self.reference)
+        self.rollout_data = data
+        kl = (data.logps - data.ref_logps) * data.mask
+        return data, _scores(inputs), kl
+
+
+class RLOOStrategy(RLStrategy):
+    """REINFORCE with the leave-one-out baseline and a sequence-level KL penalty."""
+
+    name = "rloo"
+
+    def rollout(self, inputs: RolloutInputs) -> Metrics:
+        _, scores, kl = self.score(inputs)
+        kl_seq = kl.sum(1)
+        penalised = (scores - self.kl_coef * kl_seq).view(-1, self.k)  # (n, K)
+        self.advantages = rloo_advantages(penalised)
+        return {
+            "rloo/kl": float(kl_seq.mean()),
+            "rloo/rlhf_reward": float(penalised.mean()),
+            "rloo/advantage_std": float(self.advantages.std(unbiased=False)),
+        }
+
+    def loss(self, policy: TokenOutputs, batch: PackedBatch):  # type: ignore[override]
+        b, k = batch.shape
+        seq_logps = policy.logps.sum(1).view(b, k)
+        advantages = self.advantages[batch.index.to(self.advantages.device)].to(seq_logps.device)
+        loss = reinforce_loss(seq_logps, advantages, batch.mask)
+        metrics = {
+            "loss": loss.detach(),
+            "rloo/entropy": masked_mean(policy.entropy, policy.mask),
+            "rloo/logp": seq_logps[batch.mask].mean().detach(),
+        }
+        return loss, metrics
+
+
+@dataclass
+class PPOSettings:
+    """PPO's hyper-parameters (option names as TRL's PPOConfig)."""
+
+    kl_coef: float = 0.05
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_rewards: bool = False
+    num_ppo_epochs: int = 4
+    target_kl: float = 0.0
+    temperature: float = 1.0
+
+
+class PPOStrategy(RLStrategy):
+    """PPO with a value head, per-token KL penalty, GAE and the clipped losses."""
+
+    name = "ppo"
+    value_head = True
+
+    def __init__(self, k: int, settings: PPOSettings, objective: ObjectiveConfig) -> None:
+        super().__init__(k, settings.kl_coef, settings.temperature, objective)
+        self.settings = settings
+        self.epochs = settings.num_ppo_epochs
+        self.head: nn.Linear | None = None
+
+    def make_scorer(self, model: nn.Module) -> nn.Module:
+        scorer = super().make_scorer(model)
+        self.head = scorer.value_head  # type: ignore[assignment]
+        return scorer
+
+    def rollout(self, inputs: RolloutInputs) -> Metrics:
+        cfg = self.settings
+        data, scores, _ = self.score(inputs)
+        assert data.values is not None
+        rewards, kl = kl_penalty_rewards(scores, data.logps, data.ref_logps, data.mask, cfg.kl_coef)
+        if cfg.whiten_rewards:
+            rewards = whiten(rewards, data.mask, shift_mean=False)
+        advantages, returns = gae(rewards, data.values, data.mask, cfg.gamma, cfg.lam)
+        self.advantages = whiten(advantages, data.mask)
+        self.returns = returns
+        kl_seq = kl.sum(1)
+        return {
+            "ppo/kl": float(kl_seq.mean()),
+            "ppo/rlhf_reward": float((scores - cfg.kl_coef * kl_seq).mean()),
+            "ppo/explained_variance": float(explained_variance(data.values, returns, data.mask)),
+            "ppo/value_mean": float(masked_mean(data.values, data.mask)),
+            "ppo/return_mean": float(masked_mean(returns, data.mask)),
+        }
+
+    def loss(self, policy: TokenOutputs, batch: PackedBatch):  # type: ignore[override]
+        cfg, data = self.settings, self.rollout_data
+        assert data is not None and policy.values is not None
+        mask = policy.mask
+        old_logps = data.take(data.logps, batch)
+        old_values = data.take(data.values, batch)  # type: ignore[arg-type]
+        advantages = data.take(self.advantages, batch)
+        returns = data.take(self.returns, batch)
+        policy_loss, clipfrac = ppo_policy_loss(
+            policy.logps, old_logps, advantages, mask, cfg.cliprange
+        )
+        value_loss, value_clipfrac = ppo_value_loss(
+            policy.values, old_values, returns, mask, cfg.cliprange_value
+        )
+        loss = policy_loss + cfg.vf_coef * value_loss
+        metrics = {
+            "loss": loss.detach(),
+            "ppo/policy_loss": policy_loss.detach(),
+            "ppo/value_loss": value_loss.detach(),
+            "ppo/clipfrac": clipfrac,
+            "ppo/value_clipfrac": value_clipfrac,
+            "ppo/approx_kl": approx_kl(policy.logps, old_logps, mask),
+            "ppo/entropy": masked_mean(policy.entropy, mask),
+        }
+        return loss, metrics
+
+    def stop_early(self, step_metrics: Metrics) -> bool:
+        target = self.settings.target_kl
+        return target > 0 and step_metrics["ppo/approx_kl"] > 1.5 * target
+
+    def save_extra(self, model_dir: Path) -> None:
+        """value_head.pt next to the final policy (its state dict: weight (1, d), bias (1,))."""
+        if self.head is not None:
+            state = {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
+            torch.save(state, model_dir / "value_head.pt")
