@@ -305,7 +305,7 @@ def test_fsdp2_config_is_full_shard_of_decoder_layers(tiny_model, monkeypatch):
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
     from alignkit.models import LoraSettings, load_causal_lm
-    from alignkit.train.trainer import check_fsdp, fsdp_layers_to_wrap
+    from alignkit.train.engines import check_fsdp, fsdp_layers_to_wrap
 
     _, env = launch_env("fsdp2.yaml")
     for key, value in env.items():
@@ -331,7 +331,7 @@ def test_fsdp_settings_alignkit_cannot_honour_are_refused(monkeypatch):
     from accelerate.utils import FullyShardedDataParallelPlugin
 
     from alignkit.errors import AlignkitError
-    from alignkit.train.trainer import check_fsdp
+    from alignkit.train.engines import check_fsdp
 
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
     with pytest.raises(AlignkitError, match="fsdp_cpu_ram_efficient_loading"):
@@ -348,7 +348,7 @@ def test_zero_configs_give_the_deepspeed_plugin_alignkit_fills(name, stage, monk
     alignkit's options, as accelerate cannot (there is no dataloader to read them from)."""
     from accelerate.utils import DeepSpeedPlugin
 
-    from alignkit.train.trainer import configure_deepspeed
+    from alignkit.train.engines import configure_deepspeed
 
     _, env = launch_env(name)
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true"

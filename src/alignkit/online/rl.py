@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from torch import Tensor, nn
 
-from alignkit.data.records import Multi, Record
+from alignkit.data.records import Record
 from alignkit.models import is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
 from alignkit.objectives.rl import (
@@ -51,7 +51,7 @@ from alignkit.objectives.rl import (
     rloo_advantages,
     whiten,
 )
-from alignkit.online.strategies import KSamples, Metrics, RolloutInputs, Sampled
+from alignkit.online.strategies import KSamples, Metrics, RolloutInputs, Sampled, multi_records
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
 from alignkit.scoring.head import decoder_and_head
 from alignkit.scoring.packing import PackedBatch, collate
@@ -248,15 +248,7 @@ class RLStrategy(KSamples):
         return n_queries
 
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
-        records: list[Record] = [
-            Multi(
-                x.prompt,
-                tuple(x.responses),
-                tuple(x.scores),
-                unfinished=tuple(not f for f in x.finished),
-            )
-            for x in samples
-        ]
+        records = multi_records(samples)
         return records, {"train/examples": float(len(records))}
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:

@@ -483,6 +483,19 @@ class RAFTStrategy(KSamples):
         return self._compute("sft", policy, batch, "point")
 
 
+def multi_records(samples: Sequence[Sampled]) -> list[Record]:
+    """One scored K-response record per query (cut-off samples marked unfinished)."""
+    return [
+        Multi(
+            x.prompt,
+            tuple(x.responses),
+            tuple(x.scores),
+            unfinished=tuple(not f for f in x.finished),
+        )
+        for x in samples
+    ]
+
+
 class RRHFStrategy(KSamples):
     """Online RRHF: the core rrhf objective on K freshly scored samples per query."""
 
@@ -492,15 +505,7 @@ class RRHFStrategy(KSamples):
         return n_queries
 
     def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
-        records: list[Record] = [
-            Multi(
-                x.prompt,
-                tuple(x.responses),
-                tuple(x.scores),
-                unfinished=tuple(not f for f in x.finished),
-            )
-            for x in samples
-        ]
+        records = multi_records(samples)
         return records, {"train/examples": float(len(records))}
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
