@@ -66,7 +66,7 @@ examples:
 """
 
 # flags that only apply to http judges: name -> default
-_HTTP_DEFAULTS: dict[str, Any] = {
+HTTP_JUDGE_DEFAULTS: dict[str, Any] = {
     "judge_model": None,
     "api_key_env": None,
     "concurrency": 4,
@@ -164,6 +164,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="tokens per judge reply (default: 16)",
     )
+    add_http_judge_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_http_judge_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of http judges (`judge`, `label auto`): model name, key, concurrency,
+    timeout, retries; read back with `http_judge_options`."""
     http = parser.add_argument_group("http judges only")
     http.add_argument(
         "--judge-model",
@@ -195,20 +202,34 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="wait before the first retry, doubled at each next one (default: 1)",
     )
-    parser.set_defaults(func=run)
+
+
+def http_judge_options(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """(keyword options of `build_judge` for `args.judge`, concurrency): the http flags
+    checked (refused for a judge of another kind) and the API key read from its variable."""
+    from alignkit.evaluation.judges import judge_kind
+
+    kind = judge_kind(args.judge)
+    opts = _http_options(args, kind)
+    http: dict[str, Any] = {}
+    if kind == "http":
+        http = {k: opts[k] for k in ("timeout", "retries", "retry_wait")}
+        http.update(model=opts["judge_model"], api_key=_api_key(opts["api_key_env"]))
+    return http, int(opts["concurrency"])
 
 
 def _http_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
 
-    given = [k for k in _HTTP_DEFAULTS if getattr(args, k) is not None]
+    given = [k for k in HTTP_JUDGE_DEFAULTS if getattr(args, k) is not None]
     if kind == "function":  # a function judge takes --concurrency, nothing else of these
         given = [k for k in given if k != "concurrency"]
     if kind != "http" and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise AlignkitError(f"{flags}: only for http judges, not for --judge {args.judge}")
     opts = {
-        k: v if getattr(args, k) is None else getattr(args, k) for k, v in _HTTP_DEFAULTS.items()
+        k: v if getattr(args, k) is None else getattr(args, k)
+        for k, v in HTTP_JUDGE_DEFAULTS.items()
     }
     limits = {
         "--concurrency must be at least 1": opts["concurrency"] < 1,
@@ -307,14 +328,13 @@ def run(args: argparse.Namespace) -> int:
     from alignkit.data.loading import write_rejected
     from alignkit.data.records import rejected_by_reason
     from alignkit.evaluation import win_rate as judging
-    from alignkit.evaluation.judges import build_judge, judge_kind, parse_criterion
+    from alignkit.evaluation.judges import build_judge, parse_criterion
     from alignkit.io import atomic_write_text
 
     _check_mode(args)
     criteria = [parse_criterion(c) for c in args.criteria or []]
     template = _template(args, criteria)
-    kind = judge_kind(args.judge)
-    opts = _http_options(args, kind)
+    http, concurrency = http_judge_options(args)
     # the data is read and checked before the judge is built (a local judge loads a model)
     head: dict[str, Any]
     rejected: list[Any] = []
@@ -330,10 +350,6 @@ def run(args: argparse.Namespace) -> int:
             records = _load(args.against_chosen, args, rejected)
             items = judging.against_chosen(a_rows, records, args.a, args.against_chosen)
             head = {"mode": "against-chosen", "a": args.a, "b": f"chosen of {args.against_chosen}"}
-    http: dict[str, Any] = {}
-    if kind == "http":
-        http = {k: opts[k] for k in ("timeout", "retries", "retry_wait")}
-        http.update(model=opts["judge_model"], api_key=_api_key(opts["api_key_env"]))
     judge = build_judge(args.judge, max_tokens=args.max_tokens, template=template, **http)
     output = Path(args.output)
     cache = judging.VerdictCache(args.cache or output / "judge_cache.jsonl")
@@ -349,12 +365,12 @@ def run(args: argparse.Namespace) -> int:
         head["criterion_texts"] = {c.name: c.text for c in criteria}
     if args.agreement is not None:
         result = judging.label_agreement(
-            subsets, judge, cache, concurrency=opts["concurrency"], criteria=criteria
+            subsets, judge, cache, concurrency=concurrency, criteria=criteria
         )
         text = judging.format_agreement(result)
     else:
         result = judging.judge_pairs(
-            items, judge, cache, opts["concurrency"], criteria=criteria, orders=args.orders
+            items, judge, cache, concurrency, criteria=criteria, orders=args.orders
         )
         text = judging.format_summary(result)
     report = {**head, **result}

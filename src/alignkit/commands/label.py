@@ -13,6 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alignkit.commands.judge import (
+    HTTP_JUDGE_DEFAULTS,
+    add_http_judge_options,
+    http_judge_options,
+)
 from alignkit.labelling.choose import ChooseConfig, run_choose
 from alignkit.options import CONFIG_NOTE, add_config_verb
 
@@ -279,15 +284,9 @@ def _register_auto(sub: Any) -> None:
         metavar="FILE.jsonl",
         help="judge reply cache (default: OUTPUT with .judge_cache.jsonl)",
     )
-    add("--concurrency", type=int, default=4, metavar="N", help="judge requests at once (4)")
     add("--max-tokens", type=int, default=16, metavar="N", help="tokens per judge reply (16)")
-    add("--judge-model", metavar="NAME", help="http judges: model name sent to the endpoint")
-    add(
-        "--api-key-env",
-        metavar="VAR",
-        help="http judges: environment variable holding the API key (never logged)",
-    )
     add("--batch-size", type=int, default=16, metavar="N", help="reward model batch size (16)")
+    add_http_judge_options(parser)
     parser.set_defaults(func=_run_auto)
 
 
@@ -296,25 +295,15 @@ def _sibling(path: str, suffix: str) -> Path:
     return p.with_name(p.stem + suffix)
 
 
-def _build_judge(args: argparse.Namespace) -> Any:
-    import os
-
+def _build_judge(args: argparse.Namespace) -> tuple[Any, int]:
+    """The judge of `--judge` with the http flags of `alignkit judge`, and its concurrency."""
     from alignkit.errors import AlignkitError
-    from alignkit.evaluation.judges import build_judge, judge_kind
+    from alignkit.evaluation.judges import build_judge
 
-    if args.concurrency < 1 or args.max_tokens < 1:
-        raise AlignkitError("--concurrency and --max-tokens must be at least 1")
-    http: dict[str, Any] = {}
-    if judge_kind(args.judge) == "http":
-        key = None
-        if args.api_key_env:
-            key = os.environ.get(args.api_key_env)
-            if not key:
-                raise AlignkitError(f"--api-key-env {args.api_key_env}: the variable is not set")
-        http = {"model": args.judge_model, "api_key": key}
-    elif args.judge_model or args.api_key_env:
-        raise AlignkitError("--judge-model and --api-key-env are for http judges")
-    return build_judge(args.judge, max_tokens=args.max_tokens, **http)
+    if args.max_tokens < 1:
+        raise AlignkitError("--max-tokens must be at least 1")
+    http, concurrency = http_judge_options(args)
+    return build_judge(args.judge, max_tokens=args.max_tokens, **http), concurrency
 
 
 def _run_auto(args: argparse.Namespace) -> int:
@@ -333,15 +322,19 @@ def _run_auto(args: argparse.Namespace) -> int:
     if args.judge:
         from alignkit.evaluation.win_rate import VerdictCache
 
-        judge = _build_judge(args)
+        judge, concurrency = _build_judge(args)
         cache = VerdictCache(args.cache or _sibling(args.output, ".judge_cache.jsonl"))
         name = f"judge:{args.judge}"
-        verdicts, counts = auto.judge_verdicts(pairs, judge, name, cache, args.concurrency)
+        verdicts, counts = auto.judge_verdicts(pairs, judge, name, cache, concurrency)
     else:
         from alignkit.rewards.loading import check_reward_spec, load_reward_model
 
         if args.cache:
             raise AlignkitError("--cache is the judge reply cache: drop it with --reward-model")
+        given = [k for k in HTTP_JUDGE_DEFAULTS if getattr(args, k) is not None]
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise AlignkitError(f"{flags}: options of judges, not of --reward-model")
         check_reward_spec(args.reward_model)
         reward = load_reward_model(args.reward_model, batch_size=args.batch_size)
         name = f"rm:{args.reward_model}"
