@@ -47,8 +47,10 @@ def register(subparsers) -> None:
 
 def run(config) -> int:
     from alignkit.evaluation.runner import markdown, run_eval
+    from alignkit.models import distributed_state
 
     report = run_eval(config)
-    print(markdown(report), end="")
-    print(f"report written to {config.output}")
+    if distributed_state().is_main_process:  # launched on N processes: print once
+        print(markdown(report), end="")
+        print(f"report written to {config.output}")
     return 0

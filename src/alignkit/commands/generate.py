@@ -36,8 +36,11 @@ examples:
 
 
 def run(config: GenerateConfig) -> int:
+    from alignkit.models import distributed_state
+
     summary = generate_pool(config)
-    print(summary.describe())
+    if config.endpoint or distributed_state().is_main_process:  # N processes: print once
+        print(summary.describe())
     return 0
 
 

@@ -115,9 +115,12 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_selection_command(name: str, config: SelectConfig) -> int:
+    from alignkit.models import distributed_state
     from alignkit.select.pipeline import run_selection
 
     result = run_selection(name, config)
+    if not distributed_state().is_main_process:  # launched on N processes: print once
+        return 0
     sign = "<=" if result.keep == "lowest" else ">="
     print(
         f"kept {result.kept} of {result.scored} records ({name}, {result.keep} scores, "

@@ -6,12 +6,22 @@ apply; score reference responses and test pairs with `SequenceScorer` (packed fo
 `score_dataset`); generate for a seeded sample of test prompts; score the generations with a
 reward model and BLEU; write report.json (atomically), report.md and
 report.generations.jsonl.
+
+Under a launcher (`accelerate launch`, `torchrun`) the work is split over the processes and
+merged in a fixed order, so N processes give the numbers of one: the policy and reference
+log-probs by length-sorted batch (`score_dataset`: each process takes every N-th batch of the
+one-process run), the generations and their rewards by generation batch (`over_processes`:
+each batch is generated with its own seed, whichever process runs it). Every process gets
+every per-example value back and computes the metrics from them; the main process alone
+writes the report files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,7 @@ from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import Precision, check_model_spec
+from alignkit.models import Precision, check_model_spec, distributed_state
 from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
@@ -259,17 +269,23 @@ def plan_metrics(requested: list[str], why_not: dict[str, str | None]) -> list[s
 
 @dataclass
 class Context:
-    """What every stage needs: the config, the model, its tokenizer, device, precision."""
+    """What every stage needs: the config, the model, its tokenizer, device, precision, and
+    accelerate's process state (`rank` of `world` processes)."""
 
     config: EvalConfig
     model: nn.Module
     tokenizer: Any
     device: torch.device
     autocast: torch.dtype | None
+    rank: int = 0
+    world: int = 1
 
 
 def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: str) -> Tensor:
-    """(n, K) summed response log-probs under `model` (packed forward)."""
+    """(n, K) summed response log-probs under `model` (packed forward); each process scores
+    every world-th length-sorted batch and all get the whole table in the order of `encoded`."""
+    from accelerate.utils import gather_object
+
     from alignkit.scoring.dataset import score_dataset
     from alignkit.scoring.forward import SequenceScorer
 
@@ -280,9 +296,41 @@ def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: 
         pad_id=ctx.tokenizer.pad_token_id,
         device=ctx.device,
         autocast=ctx.autocast,
+        rank=ctx.rank,
+        world=ctx.world,
+        gather=gather_object,
         desc=desc,
         k=k,
     )
+
+
+def over_processes(
+    ctx: Context,
+    batches: Sequence[Sequence[int]],
+    work: Callable[[int, list[int]], list],
+    n: int,
+    desc: str,
+) -> list:
+    """`work(number, batch)` -> one value per index of `batch`, run for every world-th batch
+    on each process; every process gets all n values back, at their indices.
+
+    Each process makes exactly one gather call, however many batches it had (none included).
+    """
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    mine = list(enumerate(batches))[ctx.rank :: ctx.world]
+    done = [
+        (list(batch), list(work(number, list(batch))))
+        for number, batch in tqdm(mine, desc=desc, disable=ctx.rank != 0, leave=False)
+    ]
+    if ctx.world > 1:
+        done = [item for part in gather_object([done]) for item in part]
+    out: list = [None] * n
+    for batch, values in done:
+        for i, value in zip(batch, values, strict=True):
+            out[i] = value
+    return out
 
 
 def response_counts(encoded: list[Encoded], k: int) -> Tensor:
@@ -318,7 +366,7 @@ def reference_table(ctx: Context, source: ModelSpec, pairs: list[Encoded]) -> Te
         with reference_context(ctx.model):
             return score(ctx, ctx.model, pairs, 2, "reference log-probs")
     ref = check_model_spec(ctx.config.ref or str(source.base))
-    model, tokenizer = load_source(ref)
+    model, tokenizer = load_source(ref)  # every process loads it: each scores a share
     _check_same_vocab(ctx.tokenizer, tokenizer, ref.name)
     model.to(ctx.device)
     return score(ctx, model, pairs, 2, "reference log-probs")
@@ -344,19 +392,43 @@ def margins_of(
 # ------------------------------------------------------------ generation
 
 
+def generation_batches(prompts: Sequence[Prompt], tokenizer: Any, size: int) -> list[list[int]]:
+    """The batches `generate` makes of these prompts (longest rendered prompt first, plain and
+    chat-rendered prompts apart), as indices into `prompts`."""
+    from alignkit.data.prompts import render_prompt
+
+    texts = [render_prompt(p, tokenizer) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i][0]), reverse=True)
+    groups = [[i for i in order if texts[i][1] == templated] for templated in (False, True)]
+    return [group[i : i + size] for group in groups for i in range(0, len(group), size)]
+
+
 def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]]:
-    """Rows {"prompt", "response", "chosen"?} for the sampled prompts (batched)."""
-    from alignkit.inference.generation import SamplingConfig, generate
+    """Rows {"prompt", "response", "chosen"?} for the sampled prompts (batched).
+
+    Each batch is generated by one `generate` call seeded with --seed + its number, so a
+    batch samples the same tokens whichever process generates it (and greedy batches are
+    those of one `generate` call over every prompt)."""
+    from alignkit.inference import generation
 
     config = ctx.config
-    sampling = SamplingConfig(
+    sampling = generation.SamplingConfig(
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
         temperature=config.temperature,
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    texts = generate(ctx.model, ctx.tokenizer, [p.prompt for p in prompts], sampling, ctx.autocast)
+    batches = generation_batches([p.prompt for p in prompts], ctx.tokenizer, config.batch_size)
+
+    def work(number: int, batch: list[int]) -> list[str]:
+        seeded = dataclasses.replace(sampling, seed=config.seed + number)
+        texts = [prompts[i].prompt for i in batch]
+        return generation.generate(
+            ctx.model, ctx.tokenizer, texts, seeded, ctx.autocast, progress=False
+        )
+
+    texts = over_processes(ctx, batches, work, len(prompts), "generating")
     rows = []
     for item, text in zip(prompts, texts, strict=True):
         row: dict[str, Any] = {"prompt": item.prompt, "response": text}
@@ -367,7 +439,11 @@ def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]
 
 
 def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean and std of the reward-model score of the generations (adds "reward" to rows)."""
+    """Mean and std of the reward-model score of the generations (adds "reward" to rows).
+
+    Scored in batches of --batch-size rows in prompt order, each process every world-th
+    batch (one `score` call per batch, so the batches are the same for any number of
+    processes); the mean and std are computed from all the gathered scores."""
     from alignkit.rewards.loading import load_reward_model
 
     config = ctx.config
@@ -378,7 +454,14 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
         label=config.reward_label,
         output=config.reward_output,
     )
-    scores = model.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    size = config.batch_size
+    batches = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
+
+    def work(_: int, batch: list[int]) -> list[float]:
+        chosen = [rows[i] for i in batch]
+        return model.score([r["prompt"] for r in chosen], [r["response"] for r in chosen])
+
+    scores = over_processes(ctx, batches, work, len(rows), "reward")
     for row, value in zip(rows, scores, strict=True):
         row["reward"] = value
     mean, std = M.mean_std(scores)
@@ -388,7 +471,10 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
 def bleu_of(rows: list[dict[str, Any]]) -> tuple[dict, dict]:
     """BLEU of the generations against the chosen responses, both definitions: corpus
     sacreBLEU on 0-100 (`bleu`) and the mean sentence BLEU on 0-1 (`bleu_sentence`, also
-    added to each row); `M.BLEU_DEFINITIONS` says which is which."""
+    added to each row); `M.BLEU_DEFINITIONS` says which is which.
+
+    Not split over processes: corpus BLEU sums n-gram counts over all generations, so it is
+    computed (cheaply, on every process) from the gathered generations."""
     scored = [r for r in rows if "chosen" in r]
     hypotheses, references = [r["response"] for r in scored], [r["chosen"] for r in scored]
     sentence = M.sentence_bleus(hypotheses, references)
@@ -426,14 +512,18 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     from alignkit.models import autocast_dtype
 
     config.validate()
-    records, loaded = load_test_records(config)
+    state = distributed_state()
+    records, loaded = load_test_records(config, state.is_main_process)
     source = check_model_spec(config.model)
     prompts = sample_prompts(distinct_prompts(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
     model, tokenizer = load_source(source)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = state.device
     model.to(device)
-    ctx = Context(config, model, tokenizer, device, autocast_dtype(config.precision, device))
+    autocast = autocast_dtype(config.precision, device)
+    ctx = Context(
+        config, model, tokenizer, device, autocast, state.process_index, state.num_processes
+    )
     values: dict[str, float] = {}
     counts: dict[str, Any] = {}
     _score_metrics(ctx, plan, records, source, values, counts)
@@ -445,14 +535,18 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             "by_reason": loaded.rejected_by_reason(),
             "file": str(config.paths()["rejected"]),
         }
-    write_report(config, report, rows)
+    if state.is_main_process:
+        write_report(config, report, rows)
+    state.wait_for_everyone()
     return report
 
 
-def load_test_records(config: EvalConfig) -> tuple[list[Record], LoadSummary]:
+def load_test_records(
+    config: EvalConfig, main_process: bool = True
+) -> tuple[list[Record], LoadSummary]:
     """The test records; with --skip-invalid the invalid ones are dropped and listed in
-    REPORT.rejected.jsonl."""
-    rejected = config.paths()["rejected"] if config.skip_invalid else None
+    REPORT.rejected.jsonl (by the main process)."""
+    rejected = config.paths()["rejected"] if config.skip_invalid and main_process else None
     return load_records(
         config.data, config.data_format, skip_invalid=config.skip_invalid, rejected_path=rejected
     )

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
 from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pairs
-from alignkit.models import Precision
+from alignkit.models import Precision, distributed_state
 from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")
@@ -210,7 +210,7 @@ def _embed(cands: Candidates, config: ChooseConfig) -> tuple[Any, Any]:
     from pathlib import Path
 
     from alignkit.models import autocast_dtype, cache_dir, load_causal_lm, load_tokenizer
-    from alignkit.select.common import check_vocab, distributed_state
+    from alignkit.select.common import check_vocab
     from alignkit.select.embeddings import embed_texts
 
     name = config.model or "default"

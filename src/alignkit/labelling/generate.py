@@ -12,6 +12,13 @@ killed run loses at most the batch in flight; the next run skips the prompts alr
 pool (dropping a last line cut by the kill). `OUTPUT.meta.json` records the model and
 sampling settings, and a run with other settings is refused instead of mixing two
 distributions in one pool.
+
+Under a launcher (`accelerate launch`, `torchrun`; hf backend) the processes share the work
+by whole batches: in each round process r generates the r-th of the next N batches, the
+batches are gathered, and the main process appends them in prompt order. A batch's seed is
+derived from --seed and its prompt ids, and its prompts are the same for any number of
+processes, so N processes write the pool of one byte for byte (and a killed run loses at
+most the round in flight). The main process alone reads and writes the pool files.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.inference.openai_client import OpenAIClient
 from alignkit.io import atomic_write_text
 from alignkit.labelling.pairs import prompt_id, read_pool
-from alignkit.models import Precision
+from alignkit.models import Precision, distributed_state
 from alignkit.online.generators import Generator
 from alignkit.online.queries import Query, load_queries, read_queries
 from alignkit.online.remote import EndpointGenerator, derived_seed, is_url
@@ -204,8 +211,9 @@ def endpoint_generator(config: GenerateConfig) -> EndpointGenerator:
 # ------------------------------------------------------------------ local backends
 
 
-def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
-    """`HFGenerator` or `VLLMGenerator` (`--backend`, auto: vLLM when usable)."""
+def local_generator(config: GenerateConfig, tokenizer: Any, state: Any = None) -> Generator:
+    """`HFGenerator` or `VLLMGenerator` (`--backend`, auto: vLLM when usable: one process);
+    the HF model goes on this process's device (`state`: accelerate's process state)."""
     import torch
 
     from alignkit.models import generation_dtype, load_inference_model, resolve_model
@@ -218,9 +226,10 @@ def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
     )
     from alignkit.runs import resolve_model_spec
 
+    state = state or distributed_state()
     cuda = torch.cuda.is_available()
     try:
-        backend = choose_backend(config.backend, 1, cuda, vllm_available())
+        backend = choose_backend(config.backend, state.num_processes, cuda, vllm_available())
     except AlignkitError as exc:
         raise AlignkitError(str(exc).replace("--generator", "--backend")) from None
     log.info("generation backend: %s", backend)
@@ -237,7 +246,7 @@ def local_generator(config: GenerateConfig, tokenizer: Any) -> Generator:
         return generator
     model = load_inference_model(config.model).model
     if cuda:
-        model = model.to("cuda")
+        model = model.to(state.device)
     device = next(model.parameters()).device
     return HFGenerator(model, tokenizer, generation_dtype(config.precision, device), progress=False)
 
@@ -295,6 +304,28 @@ def drop_cut_line(output: str) -> None:
         atomic_write_text(path, head + "\n" if head else "")
         return
     atomic_write_text(path, text + "\n")  # complete, only its newline was lost
+
+
+def prepare_pool(config: GenerateConfig, label: str, state: Any) -> set[str]:
+    """On the main process: check and record the settings (`check_settings`), end the pool
+    with a whole line and read the prompt ids already done; every process gets those ids
+    (or the main process's error, raised by all)."""
+    found: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            check_settings(config.output, config.settings(label), config.overwrite)
+            drop_cut_line(config.output)
+            found = [("done", sorted(done_ids(config.output, config.num_responses)))]
+        except AlignkitError as exc:
+            found = [("error", str(exc))]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(found)
+    kind, value = found[0]
+    if kind == "error":
+        raise AlignkitError(value)
+    return set(value)
 
 
 def done_ids(output: str, k: int) -> set[str]:
@@ -372,17 +403,20 @@ def load_prompts(config: GenerateConfig, tokenizer: Any) -> tuple[list[Query], i
 
 
 def generate_pool(config: GenerateConfig, generator: Generator | None = None) -> GenerateSummary:
-    """Write (or complete) the pool of `config`; `generator` replaces the backend (tests)."""
-    from tqdm.auto import tqdm
+    """Write (or complete) the pool of `config`; `generator` replaces the backend (tests).
 
+    Every process returns the same summary; only the main process writes files."""
     start = time.monotonic()
     config.validate()
     endpoint = endpoint_generator(config) if config.endpoint else None
-    check_settings(
-        config.output,
-        config.settings(endpoint.label if endpoint else config.model),
-        config.overwrite,
-    )
+    state = distributed_state()
+    if endpoint is not None and state.num_processes > 1:
+        raise AlignkitError(
+            "--endpoint: run `alignkit generate` as one process (the server batches the "
+            "requests); drop the launcher"
+        )
+    label = endpoint.label if endpoint else config.model
+    done = prepare_pool(config, label, state)
     tokenizer = None
     if endpoint is None:
         from alignkit.models import load_tokenizer
@@ -393,8 +427,6 @@ def generate_pool(config: GenerateConfig, generator: Generator | None = None) ->
     for q in queries:  # a repeated prompt is generated once
         unique.setdefault(prompt_id(prompt_json(q.prompt)), q)
     order = list(unique.items())
-    drop_cut_line(config.output)
-    done = done_ids(config.output, config.num_responses)
     pending = [(pid, q) for pid, q in order if pid not in done]
     summary = GenerateSummary(
         config.output,
@@ -404,23 +436,59 @@ def generate_pool(config: GenerateConfig, generator: Generator | None = None) ->
         dropped_long=dropped,
     )
     if pending and generator is None:
-        generator = endpoint or local_generator(config, tokenizer)
+        generator = endpoint or local_generator(config, tokenizer, state)
     size = max(config.batch_size, config.concurrency) if endpoint else config.batch_size
-    label = endpoint.label if endpoint else config.model
-    with tqdm(total=len(order), initial=summary.resumed, unit="prompt", desc="generate") as bar:
-        for i in range(0, len(pending), size):
-            chunk = pending[i : i + size]
-            seed = derived_seed(config.seed, *(pid for pid, _ in chunk))
-            groups = generator.generate(
-                [q.prompt for _, q in chunk], config.sampling(seed), config.num_responses
-            )
-            rows = [
-                pool_row(q.prompt, pid, g, label) for (pid, q), g in zip(chunk, groups, strict=True)
-            ]
-            append_rows(config.output, rows)
-            summary.generated += len(rows)
-            summary.responses += sum(len(g) for g in groups)
-            summary.unfinished += sum(not c.finished for g in groups for c in g)
-            bar.update(len(chunk))
+    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+    _generate_batches(config, generator, batches, label, state, summary)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _generate_batches(
+    config: GenerateConfig,
+    generator: Generator | None,
+    batches: list[list[tuple[str, Query]]],
+    label: str,
+    state: Any,
+    summary: GenerateSummary,
+) -> None:
+    """Generate `batches` in rounds of one batch per process; after each round the main
+    process appends the round's rows in batch order (fsynced) and `summary` counts them."""
+    from tqdm.auto import tqdm
+
+    world, rank = state.num_processes, state.process_index
+    bar = tqdm(
+        total=summary.prompts,
+        initial=summary.resumed,
+        unit="prompt",
+        desc="generate",
+        disable=not state.is_main_process,
+    )
+    with bar:
+        for first in range(0, len(batches), world):
+            round_ = batches[first : first + world]
+            groups: list[list[Completion]] = []
+            if rank < len(round_):
+                chunk = round_[rank]
+                seed = derived_seed(config.seed, *(pid for pid, _ in chunk))
+                assert generator is not None
+                groups = generator.generate(
+                    [q.prompt for _, q in chunk], config.sampling(seed), config.num_responses
+                )
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                gathered = gather_object([groups])  # one entry per process, in process order
+            else:
+                gathered = [groups]
+            rows = [
+                pool_row(q.prompt, pid, g, label)
+                for chunk, chunk_groups in zip(round_, gathered, strict=False)
+                for (pid, q), g in zip(chunk, chunk_groups, strict=True)
+            ]
+            if state.is_main_process:
+                append_rows(config.output, rows)
+            summary.generated += len(rows)
+            summary.responses += sum(len(row["responses"]) for row in rows)
+            summary.unfinished += sum(not f for row in rows for f in row["finished"])
+            bar.update(len(rows))

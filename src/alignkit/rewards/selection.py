@@ -85,5 +85,6 @@ RM_MARGIN = Selector(
     choices={"reward_output": REWARD_OUTPUTS},
     depends_on=("precision",),
     config=RmMarginConfig,
+    split_records=True,  # a pair's margin depends on that pair alone
 )
 register(RM_MARGIN)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from torch import nn
 
 from alignkit.data.loading import REJECTED_FILE
@@ -37,13 +36,6 @@ def fraction_count(n: int, fraction: float, option: str) -> int:
     if not 0 < fraction <= 1:
         raise AlignkitError(f"{option} must be in (0, 1], got {fraction}")
     return max(1, math.floor(fraction * n + 0.5))
-
-
-def distributed_state() -> Any:
-    """accelerate's PartialState; on CPU it must be told so to pick up torchrun's ranks."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def rejected_path(output: str, skip_invalid: bool, state: Any) -> Path | None:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from alignkit.data.formats import DataFormat
 from alignkit.data.tokenize import Encoded, Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision
+from alignkit.models import Precision, distributed_state
 from alignkit.objectives.base import SeqLogps
 from alignkit.options import opt
 from alignkit.scoring.deft import (
@@ -40,7 +40,6 @@ from alignkit.select.common import (
     KEEPS,
     Keep,
     check_vocab,
-    distributed_state,
     fraction_count,
     keep_indices,
     rejected_path,

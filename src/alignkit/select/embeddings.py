@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 
 from alignkit.data.batching import sorted_chunks
 from alignkit.io import atomic_write
-from alignkit.models import backbone_and_head
-from alignkit.select.common import distributed_state
+from alignkit.models import backbone_and_head, distributed_state
 
 _EMBED_VERSION = 1  # bump when the definition of an embedding changes (invalidates caches)
 

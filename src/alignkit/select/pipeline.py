@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from alignkit.data.loading import REJECTED_FILE, iter_rows
+from alignkit.data.loading import iter_rows
 from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Pair, Point
 from alignkit.errors import DataError
 from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
+from alignkit.models import distributed_state
 from alignkit.scoring.deft import Q_DIFF_FILE, save_q_diff
-from alignkit.select.common import budget_count, distributed_state, keep_order
+from alignkit.select.common import budget_count, keep_order, rejected_path
 from alignkit.select.deft import DeftConfig, DeftSelection, select_deft
 from alignkit.select.real import RealConfig, RealSelection, select_real
 from alignkit.select.registry import SelectConfig, get_selector, resolve_keep, score_records
@@ -124,7 +125,11 @@ class SelectionResult:
 
 def run_selection(name: str, config: SelectConfig) -> SelectionResult:
     """`alignkit select NAME`: load, score (cached by content with --cache-dir), keep the
-    budget, write the five outputs and the histogram."""
+    budget, write the five outputs and the histogram.
+
+    Under a launcher every process scores its share and gets every score back
+    (`score_records`); the main process alone writes the files, and every process returns
+    the same headline numbers (its `summary` is the report's on the main process only)."""
     from alignkit.data import load_records
 
     config.validate()
@@ -133,15 +138,20 @@ def run_selection(name: str, config: SelectConfig) -> SelectionResult:
     keep = resolve_keep(name, options, config.keep)
     start = time.perf_counter()
     output = Path(config.output)
+    state = distributed_state()
     records, _ = load_records(
         config.data,
         config.data_format,
         skip_invalid=config.skip_invalid,
-        rejected_path=output / REJECTED_FILE if config.skip_invalid else None,
+        rejected_path=rejected_path(config.output, config.skip_invalid, state),
     )
     scores = score_records(name, config.request(list(records)))
     count = budget_count(len(records), config.fraction, config.count)
     order = keep_order(scores, keep, config.seed)
+    if not state.is_main_process:
+        state.wait_for_everyone()  # the main process has written every file
+        cut = float(scores[order[count - 1]])
+        return SelectionResult(output, output / SUBSET, len(records), count, keep, cut)
     info = {
         "selector": name,
         "description": selector.description,
@@ -157,6 +167,7 @@ def run_selection(name: str, config: SelectConfig) -> SelectionResult:
     summary = write_selection(output, records, rows, scores, order, count, info)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     write_report(output, summary, _selection_markdown(summary))
+    state.wait_for_everyone()
     return SelectionResult(
         output, output / SUBSET, len(records), count, keep, summary["cut"], summary
     )

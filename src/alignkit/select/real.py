@@ -29,13 +29,12 @@ from torch import Tensor
 
 from alignkit.data.formats import DataFormat
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision
+from alignkit.models import Precision, distributed_state
 from alignkit.options import opt
 from alignkit.select.common import (
     KEEPS,
     Keep,
     check_vocab,
-    distributed_state,
     fraction_count,
     rejected_path,
     require_data_and_output,

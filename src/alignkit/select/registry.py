@@ -16,6 +16,12 @@ The keep rule of `real` depends on its options (easy = lowest similarity, hard =
 `Selector.default_keep` may be a function of the options; `Selector.keep_for(options)` (or
 `resolve_keep`) always gives the rule.
 
+Under a launcher (`accelerate launch`, `torchrun`) every process calls `score_records` and
+gets every score back. The model scorers split their forward passes themselves; a selector
+with `split_records=True` (its score of a record depends on that record alone) is split
+here: each process scores a contiguous slice of the records, and the slices are gathered
+back in record order. Only the main process writes the cache.
+
 `SelectConfig` and its subclasses are the CLI options of `alignkit select NAME` for the
 selectors that have a `config`; `alignkit.select.pipeline.run_selection` runs one.
 """
@@ -36,7 +42,7 @@ import numpy as np
 from alignkit.data.formats import DataFormat, kind_of
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
-from alignkit.models import Precision, check_model_spec
+from alignkit.models import Precision, check_model_spec, distributed_state
 from alignkit.options import opt
 from alignkit.runs import spec_fingerprint
 from alignkit.scoring.deft import R_Q_FORMS
@@ -93,7 +99,10 @@ class Selector:
     the scores depend on (the cache key; `batch_size` never is); `rule_options`: options
     that only choose the keep rule (not in the cache key); `kinds`: record kinds it scores
     ("pair", "point", "multi"); `config`: the options dataclass of `alignkit select NAME`
-    (a `SelectConfig`; None: no generic sub-verb).
+    (a `SelectConfig`; None: no generic sub-verb); `split_records`: a record's score depends
+    on that record alone, so under a launcher each process may score a slice of the records
+    (leave it False for a score of the whole set, such as a seeded draw over all records, or
+    for a scorer that splits its own work over the processes).
     """
 
     name: str
@@ -107,6 +116,7 @@ class Selector:
     rule_options: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ("pair",)
     config: type | None = None
+    split_records: bool = False
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
@@ -194,14 +204,62 @@ def score_records(name: str, request: ScoreRequest) -> np.ndarray:
         if cached.shape == (len(records),):
             log.info("selector %s: scores read from the cache %s", name, path)
             return cached.astype(np.float64)
-    scores = np.asarray(selector.score(request), dtype=np.float64)
+    # Every process reads the cache before it scores. A scorer that splits its work over
+    # processes gathers before the main process can write the file, so no process finds a
+    # file the others did not (which would leave them waiting in a collective call).
+    scores = _score_split(selector, request) if selector.split_records else None
+    if scores is None:
+        scores = np.asarray(selector.score(request), dtype=np.float64)
     if scores.shape != (len(records),):
         raise AlignkitError(
             f"selector {name} returned scores of shape {scores.shape} for {len(records)} records"
         )
-    if path is not None:
+    if path is not None and distributed_state().is_main_process:
         _save(path, scores, selector, request)
     return scores
+
+
+def record_slice(n: int, rank: int, world: int) -> range:
+    """The contiguous records of process `rank` of `world` (the first n % world processes take
+    one more): every record exactly once, in order."""
+    per, extra = divmod(n, world)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (rank < extra))
+
+
+def _score_split(selector: Selector, request: ScoreRequest) -> np.ndarray | None:
+    """The scores of a `split_records` selector computed by slices over the processes and
+    gathered in record order; None in a single process (the caller scores everything).
+
+    Every process makes one gather call, with its scores or its error: an error in one
+    slice (a bad record) stops every process instead of leaving the others waiting.
+    """
+    from accelerate.utils import gather_object
+
+    state = distributed_state()
+    if state.num_processes == 1:
+        return None
+    mine = record_slice(len(request.records), state.process_index, state.num_processes)
+    values, error = np.zeros(0), None
+    if len(mine):
+        try:
+            sliced = dataclasses.replace(request, records=request.records[mine.start : mine.stop])
+            values = np.asarray(selector.score(sliced), dtype=np.float64)
+        except Exception as exc:  # raised below, after every process has gathered
+            error = exc
+    parts = gather_object([(values, None if error is None else f"{type(error).__name__}: {error}")])
+    if error is not None:
+        raise error
+    failed = [(rank, why) for rank, (_, why) in enumerate(parts) if why]
+    if failed:
+        raise AlignkitError(f"selector {selector.name}, process {failed[0][0]}: {failed[0][1]}")
+    sizes = [len(part) for part, _ in parts]
+    expected = [len(record_slice(len(request.records), r, len(parts))) for r in range(len(parts))]
+    if sizes != expected:
+        raise AlignkitError(
+            f"selector {selector.name} returned {sizes} scores for slices of {expected} records"
+        )
+    return np.concatenate([part for part, _ in parts])
 
 
 # ------------------------------------------------------------------ the score cache
@@ -441,6 +499,7 @@ _BUILT_IN = (
         depends_on=("model",),
         kinds=("pair", "point"),
         config=LengthConfig,
+        split_records=True,
     ),
 )
 for _selector in _BUILT_IN:

@@ -13,6 +13,13 @@ chosen and rejected embeddings, `alignkit.select.embeddings`). The reward-model 
 Log-probs are the packed forward of training (`alignkit.scoring.forward.SequenceScorer` via
 `alignkit.scoring.dataset.score_dataset`): the prompt as training renders it, each response
 tokenized alone with EOS appended, prompt + response truncated to `request.max_length`.
+
+Under a launcher (`accelerate launch`, `torchrun`) the model scorers split their forward
+passes over the processes themselves and return the whole (n,) on every process: log-probs
+by length-sorted batch (`sequence_logps`), R_Q likewise (`score_r_q`), embeddings by text
+(`embed_texts`). DEFT's Q_diff is counted on all records by every process (a token count,
+cheap). `length` is split by the registry (`Selector.split_records`); `random` is one seeded
+draw over all records and is not split.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from torch import nn
 from alignkit.data.records import Pair, Point
 from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.errors import AlignkitError
-from alignkit.select.common import ScoreRequest, check_vocab, distributed_state
+from alignkit.models import distributed_state
+from alignkit.select.common import ScoreRequest, check_vocab
 from alignkit.select.deft import chosen_only
 
 log = logging.getLogger(__name__)
@@ -116,10 +124,17 @@ def autocast_for(model: nn.Module, precision: str) -> torch.dtype | None:
 def sequence_logps(
     model: nn.Module, encoded: Sequence[Encoded], pad_id: int, request: ScoreRequest
 ) -> np.ndarray:
-    """(n, K) summed log-probs of every response under `model` (float64)."""
+    """(n, K) summed log-probs of every response under `model` (float64).
+
+    Under a launcher each process scores every world-th length-sorted batch — the very
+    batches of a one-process run, so the numbers are the same — and every process gets the
+    whole table back in the order of `encoded` (`score_dataset`)."""
+    from accelerate.utils import gather_object
+
     from alignkit.scoring.dataset import score_dataset
     from alignkit.scoring.forward import SequenceScorer
 
+    state = distributed_state()
     table = score_dataset(
         SequenceScorer(model),
         encoded,
@@ -127,6 +142,9 @@ def sequence_logps(
         pad_id=pad_id,
         device=next(model.parameters()).device,
         autocast=autocast_for(model, request.precision),
+        rank=state.process_index,
+        world=state.num_processes,
+        gather=gather_object,
         desc="log-probs",
     )
     return table.double().numpy()
