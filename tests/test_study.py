@@ -274,6 +274,11 @@ def test_online_methods_and_the_reward_metric_in_a_study(tiny_model, tmp_path, m
     assert (raft_dir / "generations").is_dir() and not (raft_dir / "model").exists()
     md = (out / "study.md").read_text()
     assert "| raft | random | 4 | 4 |" in md and "reward" in md
+    logged = [json.loads(x) for x in (raft_dir / "metrics.jsonl").read_text().splitlines()]
+    sample_reward = next(r["reward/mean"] for r in logged if "reward/mean" in r)
+    curve = report["online_curves"]["raft"]["reward"]  # one iteration, one seed
+    assert list(curve) == ["1"] and curve["1"]["mean"] == pytest.approx(sample_reward)
+    assert "dpo" not in report["online_curves"] and (out / "online_curves.png").is_file()
 
 
 def test_online_methods_need_a_reward_model(tiny_model, tmp_path) -> None:

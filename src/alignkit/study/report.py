@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.evaluation.compare import interval
-from alignkit.io import atomic_write, atomic_write_text
+from alignkit.io import atomic_write, atomic_write_text, iter_jsonl
 from alignkit.study.config import METRICS, StudyConfig
 
 CONTROL = "random"
@@ -116,8 +116,79 @@ def write_report(
             for m in config.metrics
             if any(m == x for _, x in measured)
         ]
+    curves = online_curves(config, results, root)
+    if curves:
+        report["online_curves"] = curves
+        atomic_write_text(root / "study.json", json.dumps(report, indent=2))
+        plots.append(_plot_curves(curves, root))
     atomic_write_text(root / "study.md", markdown(report, plots))
     return report
+
+
+def online_curves(
+    config: StudyConfig, results: list[dict[str, Any]], root: Path
+) -> dict[str, dict[str, Any]]:
+    """Per online method (its control cells at the largest budget): the mean sample reward
+    (`reward/mean`) and the KL to the reference (a logged `.../kl`, PPO and RLOO) of every
+    iteration, as intervals over seeds."""
+    top = max(config.budgets)
+    control = next(s.label for s in config.selectors if s.name == CONTROL)
+    out: dict[str, dict[str, Any]] = {}
+    for method in (m for m in config.methods if m.online):
+        cells = [
+            r
+            for r in results
+            if r["method"] == method.name and r["selector"] == control and r["budget"] == top
+        ]
+        series: dict[str, dict[int, list[float]]] = {"reward": {}, "kl": {}}
+        for cell in cells:
+            metrics = root / "cells" / cell["id"].replace("/", "__") / "metrics.jsonl"
+            if not metrics.is_file():
+                continue
+            for _, row in iter_jsonl(metrics):
+                step = int(row.get("step", 0))
+                if "reward/mean" in row:
+                    series["reward"].setdefault(step, []).append(float(row["reward/mean"]))
+                kl = [v for k, v in row.items() if k.endswith("/kl")]
+                if kl:
+                    series["kl"].setdefault(step, []).append(float(kl[0]))
+        if series["reward"]:
+            out[method.name] = {
+                name: {str(step): interval(v) for step, v in sorted(points.items())}
+                for name, points in series.items()
+                if points
+            }
+    return out
+
+
+def _plot_curves(curves: dict[str, dict[str, Any]], root: Path) -> str:
+    """Sample reward and KL per iteration, one line per online method, 95% intervals."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.0))
+    for n, (name, label) in enumerate([("reward", "mean sample reward"), ("kl", "KL to ref")]):
+        ax = fig.add_subplot(1, 2, n + 1)
+        for method, series in curves.items():
+            points = series.get(name)
+            if not points:
+                continue
+            xs = [int(k) for k in points]
+            means = [iv["mean"] for iv in points.values()]
+            err = [
+                iv["mean"] - iv["ci95_low"] if iv["ci95_low"] is not None else 0
+                for iv in points.values()
+            ]
+            ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=method)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("online methods per iteration (95% intervals over seeds)")
+    fig.tight_layout()
+    path = root / "online_curves.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return str(path)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
