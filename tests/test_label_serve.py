@@ -19,8 +19,8 @@ import pytest
 
 from alignkit.errors import AlignkitError, DataError
 from alignkit.labelling import server as label_server
-from alignkit.labelling.pairs import pair_id, read_verdicts
-from alignkit.labelling.server import make_server, shown_left
+from alignkit.labelling.pairs import pair_id, read_verdicts, shown_left
+from alignkit.labelling.server import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "s3cret-Token_1"

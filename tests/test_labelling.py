@@ -31,6 +31,7 @@ from alignkit.labelling.pairs import (
     read_pairs,
     read_pool,
     read_verdicts,
+    shown_left,
 )
 
 CHAT = [{"role": "user", "content": "how do I bake a cake?"}]
@@ -363,11 +364,16 @@ def test_label_studio_export_and_import(tmp_path, capsys):
     assert run_label("export", "--pairs", pairs_path, "--format", "label-studio",
                      "--output", str(exported)) == 0  # fmt: skip
     tasks = json.loads(exported.read_text())
+    # the left answer (answer1) is a seeded coin per pair, the one `label serve` draws
+    sides = [shown_left(0, p.pair_id) for p in pairs]
+    assert [t["data"]["answer1_is"] for t in tasks] == sides
+    left, right = ("kind answer", "rude answer")[:: 1 if sides[0] == "a" else -1]
     assert tasks[0] == {
         "data": {
             "prompt": "p1",
-            "answer1": "kind answer",
-            "answer2": "rude answer",
+            "answer1": left,
+            "answer2": right,
+            "answer1_is": sides[0],
             "pair_id": pairs[0].pair_id,
         }
     }
@@ -376,10 +382,26 @@ def test_label_studio_export_and_import(tmp_path, capsys):
     config = label_config_path(exported)
     assert config.name == "tasks.label_config.xml" and config.read_text() == LABEL_CONFIG
     assert '<Pairwise name="comparison" toName="answer1,answer2"' in LABEL_CONFIG
+
     # what Label Studio's JSON export gives back after labelling
+    def side_of(task: dict, text: str) -> str:  # the person clicks the side showing `text`
+        return "left" if task["data"]["answer1"] == text else "right"
+
     results = [
-        [{"annotations": [{"completed_by": 1, "result": [_pairwise("left")]}]}],
-        [{"annotations": [{"completed_by": 1, "result": [_pairwise("right")]}]}],
+        [
+            {
+                "annotations": [
+                    {"completed_by": 1, "result": [_pairwise(side_of(tasks[0], "kind answer"))]}
+                ]
+            }
+        ],
+        [
+            {
+                "annotations": [
+                    {"completed_by": 1, "result": [_pairwise(side_of(tasks[1], "buy one"))]}
+                ]
+            }
+        ],
         [{"annotations": [{"completed_by": 1, "was_cancelled": True, "result": []}]}],
         [{"annotations": []}],
     ]
@@ -394,6 +416,25 @@ def test_label_studio_export_and_import(tmp_path, capsys):
     ]
     printed = capsys.readouterr().out
     assert "skips 1" in printed and "without a verdict 1" in printed
+    # an export of an older alignkit (no answer1_is) has a on the left
+    legacy = json.loads(json.dumps(tasks))
+    for task in legacy:
+        data = task["data"]
+        if data.pop("answer1_is") == "b":
+            data["answer1"], data["answer2"] = data["answer2"], data["answer1"]
+    legacy[0]["annotations"] = [
+        {"completed_by": 1, "result": [_pairwise(side_of(legacy[0], "kind answer"))]}
+    ]
+    legacy[1]["annotations"] = [
+        {"completed_by": 1, "result": [_pairwise(side_of(legacy[1], "buy one"))]}
+    ]
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert run_label("import", str(tmp_path / "legacy.json"), "--output", str(out)) == 0
+    assert read_rows(out)[:2] == [
+        {"prompt": "p1", "chosen": "kind answer", "rejected": "rude answer"},
+        {"prompt": CHAT, "chosen": "buy one", "rejected": "mix flour"},
+    ]
+    capsys.readouterr()
     # an answer edited in Label Studio no longer matches the pair id
     tasks[0]["data"]["answer1"] = "kind answer (edited)"
     (tmp_path / "export.json").write_text(json.dumps(tasks))

@@ -191,6 +191,13 @@ def _register_export(sub: Any) -> None:
         metavar="FILE",
         help="file to write (label-studio: FILE.json, plus FILE.label_config.xml next to it)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="label-studio: seed of the per-pair coin that puts a or b on the left (recorded "
+        "as answer1_is; the same coin as `label serve --seed`) (default: 0)",
+    )
     parser.set_defaults(func=_run_export)
 
 
@@ -199,7 +206,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from alignkit.labelling.pairs import read_pairs
 
     pairs = read_pairs(args.pairs)
-    written = export_pairs(pairs, args.output, args.format)
+    written = export_pairs(pairs, args.output, args.format, args.seed)
     print(f"label export: {len(pairs)} pairs as {args.format}")
     for path in written:
         print(f"  written: {path}")

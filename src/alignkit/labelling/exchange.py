@@ -3,16 +3,17 @@
 Export formats:
 - `jsonl`: the pairs file's lines with an empty `"verdict"` field; fill it with a, b, tie or
   skip (a user's editor, a script) and import the file.
-- `label-studio`: a JSON list of Label Studio tasks
-  `{"data": {"prompt", "answer1" (= a), "answer2" (= b), "pair_id"}}` (a chat prompt is shown
-  as "role: content" lines and kept as messages in `data.prompt_messages`), and next to it
-  the labeling config for the project (`<Pairwise>` over the two answers, Label Studio's
-  pairwise template): FILE.json -> FILE.label_config.xml.
+- `label-studio`: a JSON list of Label Studio tasks `{"data": {"prompt", "answer1",
+  "answer2", "answer1_is", "pair_id"}}` (which of a and b is answer1, the left one, is a
+  seeded coin per pair, `answer1_is`; a chat prompt is shown as "role: content" lines and
+  kept as messages in `data.prompt_messages`), and next to it the labeling config for the
+  project (`<Pairwise>` over the two answers, Label Studio's pairwise template):
+  FILE.json -> FILE.label_config.xml.
 
 Import reads Label Studio's JSON export (`annotations[].result[].value.selected` = "left" =
-answer1 = a, "right" = answer2 = b; a cancelled annotation is a skip) or jsonl verdicts (the
-verdicts file of `label serve` / `label auto`, or the exported jsonl with its verdicts
-filled). Every verdict is checked against its texts: the pair id is recomputed from the
+answer1, "right" = answer2, translated to a/b with `answer1_is`; a cancelled annotation is a
+skip) or jsonl verdicts (the verdicts file of `label serve` / `label auto`, or the exported
+jsonl with its verdicts filled). Every verdict is checked against its texts: the pair id is recomputed from the
 prompt and answers the verdict carries (or, when it carries none, looked up in `--pairs`), and
 a verdict whose id does not match is refused and listed with its file:line. Each pair becomes
 one TRL row `{"prompt", "chosen", "rejected"}` by the majority of its a/b verdicts over all
@@ -38,6 +39,7 @@ from alignkit.labelling.pairs import (
     pair_id,
     parse_prompt,
     read_verdict_lines,
+    shown_left,
 )
 
 EXPORT_FORMATS = ("jsonl", "label-studio")
@@ -69,12 +71,17 @@ def label_config_path(output: str | Path) -> Path:
     return output.with_name(output.stem + ".label_config.xml")
 
 
-def label_studio_task(pair: LabelPair) -> dict[str, Any]:
-    """One Label Studio task of a pair (answer1 = a, answer2 = b)."""
+def label_studio_task(pair: LabelPair, seed: int = 0) -> dict[str, Any]:
+    """One Label Studio task of a pair. Which answer is answer1 (shown left) is a seeded
+    coin per pair (`shown_left`, as `label serve` draws it), recorded as `answer1_is`: people
+    favour one side, and a fixed order would turn that bias into a preference for a or b."""
+    left = shown_left(seed, pair.pair_id)
+    first, second = (pair.a, pair.b) if left == "a" else (pair.b, pair.a)
     data: dict[str, Any] = {
         "prompt": prompt_transcript(pair.prompt),
-        "answer1": pair.a,
-        "answer2": pair.b,
+        "answer1": first,
+        "answer2": second,
+        "answer1_is": left,
         "pair_id": pair.pair_id,
     }
     if not isinstance(pair.prompt, str):
@@ -82,13 +89,16 @@ def label_studio_task(pair: LabelPair) -> dict[str, Any]:
     return {"data": data}
 
 
-def export_pairs(pairs: Sequence[LabelPair], output: str | Path, fmt: str) -> list[Path]:
-    """Write `pairs` in `fmt` ("jsonl" or "label-studio"); returns the files written."""
+def export_pairs(
+    pairs: Sequence[LabelPair], output: str | Path, fmt: str, seed: int = 0
+) -> list[Path]:
+    """Write `pairs` in `fmt` ("jsonl" or "label-studio", sides drawn with `seed`); returns
+    the files written."""
     if fmt == "jsonl":
         atomic_write_jsonl(output, ({**pair.to_json(), "verdict": ""} for pair in pairs))
         return [Path(output)]
     if fmt == "label-studio":
-        tasks = [label_studio_task(pair) for pair in pairs]
+        tasks = [label_studio_task(pair, seed) for pair in pairs]
         atomic_write_text(output, json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
         config = label_config_path(output)
         atomic_write_text(config, LABEL_CONFIG)
@@ -111,8 +121,8 @@ def detect_import_format(path: str | Path) -> str:
 
 
 def _selected(annotation: dict, where: str) -> str | None:
-    """The verdict of one Label Studio annotation: a, b, skip, or None when it has no
-    pairwise result."""
+    """The side of one Label Studio annotation: "left" (answer1), "right", skip, or None when
+    it has no pairwise result."""
     if annotation.get("was_cancelled"):
         return "skip"
     for result in annotation.get("result") or []:
@@ -125,7 +135,7 @@ def _selected(annotation: dict, where: str) -> str | None:
                     f"unknown pairwise selection {side!r}",
                     'Label Studio writes "left" or "right"',
                 )
-            return "a" if side == "left" else "b"
+            return side
     return None
 
 
@@ -160,6 +170,11 @@ def read_label_studio(path: str | Path) -> tuple[list[Verdict], int]:
                 "from Label Studio as JSON (not JSON-MIN or CSV)",
             )
         prompt = parse_prompt(data.get("prompt_messages", data.get("prompt")), where)
+        left = data.get("answer1_is", "a")  # exports without it put a on the left
+        if left not in ("a", "b"):
+            raise DataError(where, f"data.answer1_is must be 'a' or 'b', got {left!r}")
+        right = "b" if left == "a" else "a"
+        texts = {left: _answer(data, "answer1", where), right: _answer(data, "answer2", where)}
         found = 0
         for annotation in task.get("annotations", task.get("completions")) or []:
             value = _selected(annotation, where) if isinstance(annotation, dict) else None
@@ -169,13 +184,13 @@ def read_label_studio(path: str | Path) -> tuple[list[Verdict], int]:
             verdicts.append(
                 Verdict(
                     pair_id=data["pair_id"],
-                    verdict=value,
+                    verdict={"left": left, "right": right}.get(value, value),
                     annotator=_annotator(annotation),
-                    shown_left="a",
+                    shown_left=left,
                     time=annotation.get("created_at"),
                     prompt=prompt,
-                    a=_answer(data, "answer1", where),
-                    b=_answer(data, "answer2", where),
+                    a=texts["a"],
+                    b=texts["b"],
                     source=where,
                 )
             )

@@ -48,6 +48,13 @@ def pair_id(prompt: Prompt | list[dict[str, str]], a: str, b: str) -> str:
     return _hash16([prompt_json(prompt), a, b])
 
 
+def shown_left(seed: int, pair_id: str) -> str:
+    """Which answer ("a" or "b") a labelling page (`label serve`, a Label Studio export) shows on the left: a fair coin drawn from
+    sha256 of the seed and pair id, so every reload and restart shows the same order."""
+    digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
+    return "a" if digest[0] % 2 == 0 else "b"
+
+
 def prompt_id(prompt: Prompt | list[dict[str, str]]) -> str:
     """The id of a prompt alone: 16 hex digits of sha256 of its JSON form (as `pair_id`)."""
     return _hash16(prompt_json(prompt))

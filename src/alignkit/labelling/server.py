@@ -15,7 +15,6 @@ every request must carry it (`?token=`, the X-Alignkit-Token header, or the cook
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import itertools
 import json
@@ -35,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from alignkit.data.prompts import prompt_json
 from alignkit.errors import AlignkitError
-from alignkit.labelling.pairs import LabelPair, Verdict, read_pairs, read_verdicts
+from alignkit.labelling.pairs import LabelPair, Verdict, read_pairs, read_verdicts, shown_left
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-
-
-def shown_left(seed: int, pair_id: str) -> str:
-    """Which answer ("a" or "b") the page shows on the left: a fair coin drawn from
-    sha256 of the seed and pair id, so every reload and restart shows the same order."""
-    digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
-    return "a" if digest[0] % 2 == 0 else "b"
 
 
 def _now() -> str:
