@@ -451,6 +451,7 @@ class _FakeLLM:
     def __init__(self) -> None:
         self.calls: list = []
         self.loaded: dict = {}
+        self.eos: int | None = None
         model = types.SimpleNamespace(load_weights=lambda w: self.loaded.update(dict(w)))
         runner = types.SimpleNamespace(model=model)
         executor = types.SimpleNamespace(driver_worker=types.SimpleNamespace(model_runner=runner))
@@ -459,7 +460,11 @@ class _FakeLLM:
     def generate(self, inputs, params, use_tqdm):
         self.calls.append((inputs, params))
         outs = [
-            types.SimpleNamespace(text=f" r{j} ", finish_reason="length" if j else "stop")
+            types.SimpleNamespace(  # vLLM's CompletionOutput: a finished one ends with EOS
+                text=f" r{j} ",
+                finish_reason="length" if j else "stop",
+                token_ids=[13, 14] if j else [11, 12, self.eos],
+            )
             for j in range(params.kwargs["n"])
         ]
         return [types.SimpleNamespace(outputs=outs) for _ in inputs]
@@ -474,9 +479,11 @@ def test_vllm_generator_with_a_fake_engine(tiny_model, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", fake)
     tok = load_tokenizer(tiny_model)
     llm = _FakeLLM()
+    llm.eos = tok.eos_token_id
     gen = G.VLLMGenerator(tok, {}, llm=llm)
     out = gen.generate([chat("a"), chat("b")], SamplingConfig(max_new_tokens=5, do_sample=True), 2)
-    row = [Completion("r0", True), Completion("r1", False)]  # "length" = cut off
+    # "length" = cut off; the sampled ids without EOS
+    row = [Completion("r0", True, (11, 12)), Completion("r1", False, (13, 14))]
     assert out == [row, row]
     inputs, sampling_params = llm.calls[0]
     assert inputs[0]["prompt_token_ids"] == tokenize_prompts([chat("a")], tok)[0]

@@ -398,3 +398,39 @@ def test_ppo_cli_with_lora(tiny_model, queries_file, tmp_path, monkeypatch) -> N
     assert [m["step"] for m in rows] == [1, 2] and rows[0]["ppo/kl"] == 0.0
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "value_head.pt").exists()
+
+
+def test_rl_trains_on_the_sampled_tokens_not_a_retokenization() -> None:
+    """Prompt [1, 2], limit 6 (room 4 for a response), EOS 0. Sampled ids replace the
+    re-tokenized ones: a finished sample gets EOS, a cut one none (an empty cut one gets EOS,
+    as the encoder does), and a long one is cut to the room left by the prompt."""
+    from alignkit.data.tokenize import Encoded
+    from alignkit.online.rl import sampled_encoding
+    from alignkit.online.strategies import Sampled
+
+    e = Encoded([1, 2], [[5, 0], [6, 0], [7, 0]], [0.0] * 3, [False] * 3, False, 0)
+    sample = Sampled("p", ["x", "y", "z"], [0.0] * 3, [True, False, False], [(9, 9), (8,), ()])
+    assert sampled_encoding(e, sample, [0], 6).responses == [[9, 9, 0], [8], [0]]
+    long = Sampled("p", ["x"], [0.0], [True], [(3, 3, 3, 3, 3)])
+    assert sampled_encoding(
+        Encoded([1, 2], [[5, 0]], [0.0], [False], False, 0), long, [0], 6
+    ).responses == [[3, 3, 3, 3]]
+    without = Sampled("p", ["x", "y", "z"], [0.0] * 3, [True, True, True])  # an endpoint
+    assert sampled_encoding(e, without, [0], 6) is e
+
+
+def test_hf_generation_returns_the_sampled_token_ids(tiny_model) -> None:
+    """The ids a completion carries decode to its text (EOS and padding dropped)."""
+    from alignkit.inference.generation import SamplingConfig, generate_completions
+    from alignkit.models import load_inference_model
+
+    loaded = load_inference_model(tiny_model)
+    sampling = SamplingConfig(max_new_tokens=6, do_sample=True, batch_size=3, seed=0)
+    out = generate_completions(
+        loaded.model, loaded.tokenizer, ["a", "bb", "ccc"], sampling, None, False
+    )
+    for c in out:
+        assert 0 < len(c.token_ids) <= 6 or c.finished
+        assert loaded.tokenizer.eos_token_id not in c.token_ids
+        text = loaded.tokenizer.decode(list(c.token_ids), skip_special_tokens=True).strip()
+        assert text == c.text

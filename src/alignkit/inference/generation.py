@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,10 +30,13 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class Completion:
     """A generated response; `finished` is False when it was cut at `max_new_tokens` before
-    the model emitted EOS (trainers then must not append EOS to it)."""
+    the model emitted EOS (trainers then must not append EOS to it). `token_ids`: the sampled
+    tokens (without EOS and padding) when the backend returns them, else empty; RL losses
+    score these exact tokens rather than a re-tokenization of `text`."""
 
     text: str
     finished: bool = True
+    token_ids: tuple[int, ...] = ()
 
 
 def finished_rows(new_ids: torch.Tensor, eos_ids: Sequence[int]) -> list[bool]:
@@ -42,6 +46,21 @@ def finished_rows(new_ids: torch.Tensor, eos_ids: Sequence[int]) -> list[bool]:
         return [False] * new_ids.shape[0]
     hit = torch.isin(new_ids, torch.tensor(list(eos_ids), device=new_ids.device))
     return hit.any(dim=1).tolist()
+
+
+def eos_token_ids(tokenizer: Any) -> list[int]:
+    """The tokenizer's end-of-sequence token ids (none, one, or several)."""
+    eos = tokenizer.eos_token_id
+    return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+
+
+def sampled_ids(row: Sequence[int], eos_ids: Sequence[int], finished: bool) -> tuple[int, ...]:
+    """The tokens a model sampled in one generated row: up to its first EOS when it finished
+    (the padding after it dropped), else the whole row."""
+    if finished:
+        stop = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
+        row = row[:stop]
+    return tuple(int(t) for t in row)
 
 
 @torch.no_grad()
@@ -78,8 +97,7 @@ def generate_completions(
     # a batch holds plain or chat-rendered prompts, never both: they are tokenized differently
     groups = [[i for i in order if texts[i][1] == templated] for templated in (False, True)]
     out: list[Completion] = [Completion("")] * len(texts)
-    eos = tokenizer.eos_token_id
-    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    eos_ids = eos_token_ids(tokenizer)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     old_side = tokenizer.padding_side
@@ -120,7 +138,8 @@ def generate_completions(
             new = ids[:, enc["input_ids"].shape[1] :]
             done = finished_rows(new, eos_ids)
             for i, row, fin in zip(chunk, new, done, strict=True):
-                out[i] = Completion(tokenizer.decode(row, skip_special_tokens=True).strip(), fin)
+                text = tokenizer.decode(row, skip_special_tokens=True).strip()
+                out[i] = Completion(text, fin, sampled_ids(row.tolist(), eos_ids, fin))
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)

@@ -28,7 +28,13 @@ from torch import nn
 from alignkit.data.records import Prompt
 from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError
-from alignkit.inference.generation import Completion, SamplingConfig, generate_completions
+from alignkit.inference.generation import (
+    Completion,
+    SamplingConfig,
+    eos_token_ids,
+    generate_completions,
+    sampled_ids,
+)
 from alignkit.models import is_peft
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -209,8 +215,16 @@ class VLLMGenerator:
         # token ids, not text: the chat template already holds BOS/special tokens
         inputs = [{"prompt_token_ids": ids} for ids in tokenize_prompts(prompts, self.tokenizer)]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        eos = eos_token_ids(self.tokenizer)
         return [
-            [Completion(c.text.strip(), c.finish_reason != "length") for c in out.outputs]
+            [
+                Completion(
+                    c.text.strip(),
+                    c.finish_reason != "length",
+                    sampled_ids(list(c.token_ids), eos, c.finish_reason != "length"),
+                )
+                for c in out.outputs
+            ]
             for out in outputs
         ]
 

@@ -42,6 +42,7 @@ from torch import nn
 from alignkit.data.batching import rank_slice
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
+from alignkit.inference.generation import eos_token_ids
 from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
 from alignkit.models import generation_dtype, load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
@@ -323,6 +324,7 @@ class OnlineTrainer(Trainer):
                 [c.text for c in group],
                 [next(scores) for _ in group],
                 [c.finished for c in group],
+                [c.token_ids for c in group] if all(c.token_ids for c in group) else [],
             )
             for p, group in zip(mine, responses, strict=True)
         ]
@@ -336,6 +338,8 @@ class OnlineTrainer(Trainer):
         )
         if summary.prompt_truncated or summary.response_truncated:
             log.info("training data: %s", summary.describe(self.config.max_length, "truncate"))
+        eos = eos_token_ids(session.tokenizer)
+        encoded = self.strategy.training_tokens(encoded, samples, eos, self.config.max_length)
         data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
         session.scorer.train()  # from_pretrained gives eval mode; dropout (LoRA's) must be on
         self.reset_batch_order()  # new data: the core recomputes its batch order

@@ -26,6 +26,7 @@ the rollout's log-probs are then those the first optimizer step sees.
 from __future__ import annotations
 
 import copy as copying
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from accelerate.utils import gather_object
 from torch import Tensor, nn
 
 from alignkit.data.records import Record
+from alignkit.data.tokenize import Encoded
 from alignkit.models import is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
 from alignkit.objectives.rl import (
@@ -55,6 +57,19 @@ from alignkit.online.strategies import KSamples, Metrics, RolloutInputs, Sampled
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
 from alignkit.scoring.head import decoder_and_head
 from alignkit.scoring.packing import PackedBatch, collate
+
+
+def sampled_encoding(e: Encoded, sample: Sampled, eos_ids: list[int], limit: int) -> Encoded:
+    """`e` with each response replaced by the tokens `sample` drew (see `training_tokens`)."""
+    if not sample.token_ids:
+        return e
+    room = max(0, limit - len(e.prompt))
+    # as the encoder: EOS after a finished response, and after a cut one only if it is empty
+    responses = [
+        (list(ids) + ([] if ids and not finished else eos_ids[:1]))[:room]
+        for ids, finished in zip(sample.token_ids, sample.finished, strict=True)
+    ]
+    return dataclasses.replace(e, responses=responses)
 
 
 @dataclass
@@ -239,6 +254,16 @@ class RLStrategy(KSamples):
 
     def make_scorer(self, model: nn.Module) -> nn.Module:
         return RLScorer(model, value_head=self.value_head, temperature=self.temperature)
+
+    def training_tokens(
+        self, encoded: list[Encoded], samples: Sequence[Sampled], eos_ids: list[int], limit: int
+    ) -> list[Encoded]:
+        """The policy-gradient losses score the tokens the policy sampled: each response is
+        its sampled ids (+ EOS when it finished), cut to `limit` with the prompt, as the
+        encoder cuts; a sample without ids (an endpoint) keeps its re-tokenized text."""
+        return [
+            sampled_encoding(e, x, eos_ids, limit) for e, x in zip(encoded, samples, strict=True)
+        ]
 
     def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
         assert isinstance(scorer, RLScorer)

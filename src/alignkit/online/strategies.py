@@ -62,6 +62,8 @@ class Sampled:
     responses: list[str]
     scores: list[float]
     finished: list[bool] = field(default_factory=list)  # [] = all finished
+    # the sampled tokens of each response, when the generator returned them ([] = none)
+    token_ids: list[tuple[int, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.finished:
@@ -134,6 +136,10 @@ class Strategy(Protocol):
 
     def save_extra(self, model_dir: Path) -> None: ...
 
+    def training_tokens(
+        self, encoded: list[Encoded], samples: Sequence[Sampled], eos_ids: list[int], limit: int
+    ) -> list[Encoded]: ...
+
 
 @dataclass
 class RolloutInputs:
@@ -175,6 +181,13 @@ class StrategyBase:
 
     def save_extra(self, model_dir: Path) -> None:
         """Write extra files next to the final model (`save_pretrained`)."""
+
+    def training_tokens(
+        self, encoded: list[Encoded], samples: Sequence[Sampled], eos_ids: list[int], limit: int
+    ) -> list[Encoded]:
+        """The encodings the loop trains on (`build`'s records tokenized; `limit` = the
+        max length of prompt + response): re-tokenized text by default."""
+        return encoded
 
 
 def _mean(values: Sequence[float]) -> float:
