@@ -279,6 +279,9 @@ def test_online_methods_and_the_reward_metric_in_a_study(tiny_model, tmp_path, m
     curve = report["online_curves"]["raft"]["reward"]  # one iteration, one seed
     assert list(curve) == ["1"] and curve["1"]["mean"] == pytest.approx(sample_reward)
     assert "dpo" not in report["online_curves"] and (out / "online_curves.png").is_file()
+    # the untrained model's reward on the same prompts: the line the cells are read against
+    before = json.loads((out / "before.json").read_text())["metrics"]["eval/reward"]
+    assert report["before_training"] == {"reward": before} and f"reward {before:.3f}" in md
 
 
 def test_online_methods_need_a_reward_model(tiny_model, tmp_path) -> None:

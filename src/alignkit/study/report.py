@@ -83,7 +83,11 @@ def labels_saved(
 
 
 def write_report(
-    config: StudyConfig, results: list[dict[str, Any]], root: Path, pool_size: int
+    config: StudyConfig,
+    results: list[dict[str, Any]],
+    root: Path,
+    pool_size: int,
+    before: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """study.json, study.md and one PNG per method x metric; returns the report."""
     table = aggregate(results, config.metrics)
@@ -99,6 +103,11 @@ def write_report(
         "control": control,
         "table": table,
         "labels_saved": saved,
+        "before_training": {
+            name: (before or {}).get(METRICS[name][0])
+            for name in config.metrics
+            if (before or {}).get(METRICS[name][0]) is not None
+        },
         "cells": results,
     }
     atomic_write_text(root / "study.json", json.dumps(report, indent=2))
@@ -112,7 +121,7 @@ def write_report(
         ]
     else:  # one budget: the methods side by side
         plots = [
-            _plot_methods(table, m, root)
+            _plot_methods(table, m, root, report["before_training"].get(m))
             for m in config.metrics
             if any(m == x for _, x in measured)
         ]
@@ -206,6 +215,15 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"{', '.join(report['eval_data'])}; model: {report['model']}; seeds: {report['seeds']}.",
         "Each cell: select -> train -> evaluate on the held-out pairs. Values: mean over seeds "
         "[95% t-interval].",
+        *(
+            [
+                "Before training (the model itself): "
+                + ", ".join(f"{k} {_fmt(v)}" for k, v in report["before_training"].items())
+                + "."
+            ]
+            if report.get("before_training")
+            else []
+        ),
         "",
         "| method | selector | budget | pairs | " + " | ".join(metrics) + " |",
         "|---|---|---|---|" + "---|" * len(metrics),
@@ -271,7 +289,9 @@ def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> 
     return str(path)
 
 
-def _plot_methods(table: list[dict[str, Any]], metric: str, root: Path) -> str:
+def _plot_methods(
+    table: list[dict[str, Any]], metric: str, root: Path, before: float | None = None
+) -> str:
     """metric per method (one budget), one marker series per selector, 95% intervals."""
     from matplotlib.figure import Figure
 
@@ -289,6 +309,8 @@ def _plot_methods(table: list[dict[str, Any]], metric: str, root: Path) -> str:
         ivs = [mine[m] for m in methods if m in mine]
         err = [iv["mean"] - iv["ci95_low"] if iv["ci95_low"] is not None else 0 for iv in ivs]
         ax.errorbar(xs, [iv["mean"] for iv in ivs], yerr=err, fmt="o", capsize=4, label=selector)
+    if before is not None:
+        ax.axhline(before, color="grey", linestyle="--", label="before training")
     ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right")
     ax.set_ylabel(f"held-out {metric}")
     ax.set_title(f"{metric} per method (95% intervals over seeds)")

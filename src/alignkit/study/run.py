@@ -39,7 +39,7 @@ from alignkit.evaluation.judges import build_judge
 from alignkit.evaluation.win_rate import Item, VerdictCache, judge_pairs, load_generations
 from alignkit.inference.generation import SamplingConfig
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import generation_dtype
+from alignkit.models import generation_dtype, load_inference_model
 from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.generators import HFGenerator
 from alignkit.online.loop import OnlineTrainer
@@ -268,6 +268,32 @@ class StudyContext:
             )
         return self._reward
 
+    def before_training(self) -> dict[str, float]:
+        """The study model's own mean reward on the held-out prompts (greedy, untrained): the
+        line every cell's `reward` is read against. Computed once, kept in before.json."""
+        if not self.config.reward_model:
+            return {}
+        path = self.root / "before.json"
+        key = [self.reward_spec(), self.config.model, self.config.reward_prompts]
+        key.append(self.config.reward_max_new_tokens)
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                return stored["metrics"]
+        loaded = load_inference_model(self.config.model)
+        device = next(loaded.model.parameters()).device
+        precision = str(self.config.train.get("precision", "auto"))
+        generator = HFGenerator(loaded.model, loaded.tokenizer, generation_dtype(precision, device))
+        queries = load_queries(str(self.eval_prompts()), loaded.tokenizer, True, 0).queries
+        sampling = SamplingConfig(
+            max_new_tokens=self.config.reward_max_new_tokens, do_sample=False, batch_size=16
+        )
+        reward = self.reward()
+        assert reward is not None
+        metrics = heldout_metrics(heldout_rows(queries, generator, reward, sampling))
+        atomic_write_text(path, json.dumps({"key": key, "metrics": metrics}, indent=2))
+        return metrics
+
     def eval_prompts(self) -> Path:
         """A queries file of the first `reward_prompts` distinct held-out prompts."""
         if not self._eval_prompts_written:
@@ -314,7 +340,7 @@ def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> d
         results.append(result)
         progress(_progress_line(n, len(cells), cell, result, timings))
     add_win_rates(context, cells, results)
-    return write_report(config, results, root, len(pool))
+    return write_report(config, results, root, len(pool), context.before_training())
 
 
 class Scores:
