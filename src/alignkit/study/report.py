@@ -92,7 +92,11 @@ def write_report(
     """study.json, study.md and one PNG per method x metric; returns the report."""
     table = aggregate(results, config.metrics)
     control = next(s.label for s in config.selectors if s.name == CONTROL)
-    saved = [row for m in config.metrics for row in labels_saved(table, m, control)]
+    saved = (  # a single budget is a method comparison: no labels to save against
+        [row for m in config.metrics for row in labels_saved(table, m, control)]
+        if len(config.budgets) > 1
+        else []
+    )
     report = {
         "pool_size": pool_size,
         "data": config.data,
@@ -243,6 +247,13 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if len(report["budgets"]) < 2:  # nothing to save against: a method comparison
+        lines += [
+            "",
+            "One budget: a comparison of methods, no labels-saved table (it needs a budget sweep).",
+        ]
+        lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
+        return "\n".join(lines)
     lines += [
         "",
         f"## Labels saved against `{report['control']}` at the largest budget",
