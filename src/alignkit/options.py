@@ -23,6 +23,24 @@ from alignkit.errors import AlignkitError
 T = TypeVar("T")
 
 
+def check_ranges(
+    positive: dict[str, float] | None = None,
+    non_negative: dict[str, float] | None = None,
+    fractions: dict[str, float] | None = None,
+) -> None:
+    """Refuse an option out of its range, naming its flag (keys are field names): `positive`
+    must be > 0, `non_negative` >= 0, `fractions` in (0, 1]."""
+    for name, value in (positive or {}).items():
+        if value <= 0:
+            raise AlignkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    for name, value in (non_negative or {}).items():
+        if value < 0:
+            raise AlignkitError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    for name, value in (fractions or {}).items():
+        if not 0 < value <= 1:
+            raise AlignkitError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
+
+
 def opt(default: Any, help: str, **kwargs: Any) -> Any:
     """A config field with its --help text (and optional `choices`, `flag`)."""
     metadata = {"help": help, **kwargs}

@@ -43,7 +43,7 @@ from alignkit.models import Precision, distributed_state
 from alignkit.online.generators import Generator
 from alignkit.online.queries import Query, load_queries, read_queries
 from alignkit.online.remote import EndpointGenerator, derived_seed, is_url
-from alignkit.options import opt
+from alignkit.options import check_ranges, opt
 
 log = logging.getLogger(__name__)
 
@@ -125,25 +125,26 @@ class GenerateConfig:
     def validate(self) -> None:
         if not self.prompts or not self.output:
             raise AlignkitError("give --prompts FILE and --output POOL.jsonl")
-        positive = {
-            "num_responses": self.num_responses,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "batch_size": self.batch_size,
-            "concurrency": self.concurrency,
-            "timeout": self.timeout,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        if min(self.top_k, self.max_prompt_tokens, self.retries, self.retry_wait) < 0:
-            raise AlignkitError(
-                "--top-k, --max-prompt-tokens, --retries, --retry-wait must be >= 0"
-            )
-        if not 0 < self.top_p <= 1:
-            raise AlignkitError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise AlignkitError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        check_ranges(
+            positive={
+                "num_responses": self.num_responses,
+                "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature,
+                "batch_size": self.batch_size,
+                "concurrency": self.concurrency,
+                "timeout": self.timeout,
+            },
+            non_negative={
+                "top_k": self.top_k,
+                "max_prompt_tokens": self.max_prompt_tokens,
+                "retries": self.retries,
+                "retry_wait": self.retry_wait,
+            },
+            fractions={
+                "top_p": self.top_p,
+                "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            },
+        )
         if self.endpoint:
             self._validate_endpoint()
         else:

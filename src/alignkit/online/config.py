@@ -22,7 +22,7 @@ from alignkit.online.generators import BACKENDS
 from alignkit.online.principles import PrincipleMode
 from alignkit.online.remote import is_url
 from alignkit.online.strategies import RankForm, Selection
-from alignkit.options import opt, to_dict
+from alignkit.options import check_ranges, opt, to_dict
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.train.config import (
     LORA_PRESET_HELP,
@@ -166,26 +166,27 @@ class OnlineConfig(TrainingOptions):
         self.validate_training()
         if self.reward_model:  # fail before any model is loaded or anything generated
             check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
-        positive = {
-            "iterations": self.iterations,
-            "queries_per_iteration": self.queries_per_iteration,
-            "max_new_tokens": self.max_new_tokens,
-            "generation_batch_size": self.generation_batch_size,
-            "reward_batch_size": self.reward_batch_size,
-            "temperature": self.temperature,
-            "sft_epochs": self.sft_epochs,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        if min(self.max_prompt_tokens, self.eval_every, self.save_every, self.top_k) < 0:
-            raise AlignkitError(
-                "--max-prompt-tokens, --eval-every, --save-every and --top-k must be >= 0"
-            )
-        if not 0 < self.top_p <= 1:
-            raise AlignkitError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise AlignkitError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        check_ranges(
+            positive={
+                "iterations": self.iterations,
+                "queries_per_iteration": self.queries_per_iteration,
+                "max_new_tokens": self.max_new_tokens,
+                "generation_batch_size": self.generation_batch_size,
+                "reward_batch_size": self.reward_batch_size,
+                "temperature": self.temperature,
+                "sft_epochs": self.sft_epochs,
+            },
+            non_negative={
+                "max_prompt_tokens": self.max_prompt_tokens,
+                "eval_every": self.eval_every,
+                "save_every": self.save_every,
+                "top_k": self.top_k,
+            },
+            fractions={
+                "top_p": self.top_p,
+                "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            },
+        )
         self.validate_generator()
         self.validate_method()
 

@@ -24,7 +24,7 @@ from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
 from alignkit.models import ALL_LINEAR, LoraSettings, Precision, check_model_spec
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
-from alignkit.options import opt
+from alignkit.options import check_ranges, opt
 from alignkit.scoring.deft import RQForm, read_q_diff_meta
 
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -99,14 +99,9 @@ class TrainingOptions:
         """Checks every training verb shares (each verb's `validate` calls it)."""
         if not self.output:
             raise AlignkitError("no run directory: give --output DIR")
-        positive = {
-            "batch_size": self.batch_size,
-            "grad_accum": self.grad_accum,
-            "lr": self.lr,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        check_ranges(
+            positive={"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lr": self.lr}
+        )
         if not 0 <= self.warmup_ratio < 1:
             raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         check_model_spec(self.model)
@@ -177,10 +172,14 @@ class DataTrainingOptions(TrainingOptions):
         if not self.data:
             raise AlignkitError("no training data: give --data PATH (or `data:` in --config)")
         self.validate_training()
-        if self.logging_steps <= 0:
-            raise AlignkitError(f"--logging-steps must be > 0, got {self.logging_steps}")
-        if self.max_steps < 0 or self.save_steps < 0 or self.eval_steps < 0:
-            raise AlignkitError("--max-steps, --save-steps and --eval-steps must be >= 0")
+        check_ranges(
+            positive={"logging_steps": self.logging_steps},
+            non_negative={
+                "max_steps": self.max_steps,
+                "save_steps": self.save_steps,
+                "eval_steps": self.eval_steps,
+            },
+        )
         if self.max_steps == 0 and self.epochs <= 0:
             raise AlignkitError("give --max-steps > 0 or --epochs > 0")
 
