@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import types
@@ -58,7 +60,8 @@ def _digest(path: Path, tmp: str) -> str:
             rows = [_stable(json.loads(line)) for line in text.splitlines() if line.strip()]
         data = json.dumps(rows, sort_keys=True).encode()
     elif path.suffix in (".md", ".txt", ".yaml"):
-        data = data.decode().replace(tmp, "TMP").encode()
+        text = re.sub(r"\b\d+(\.\d+)? (s|min)\b", "T", data.decode().replace(tmp, "TMP"))
+        data = text.encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -87,8 +90,11 @@ def main_() -> int:
     module.score = keyword_reward  # type: ignore[attr-defined]
     sys.modules["fixed_seed_rewards"] = module
     results: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    # one fixed folder and fixed file times: cache keys fingerprint paths, sizes and times
+    tmp_name = os.path.join(tempfile.gettempdir(), "alignkit-fixed-seed-outputs")
+    shutil.rmtree(tmp_name, ignore_errors=True)
+    tmp = Path(tmp_name)
+    try:
         model = tmp / "model"
         tok = make_tokenizer(model)
         make_tiny_model(model, len(tok))
@@ -98,6 +104,8 @@ def main_() -> int:
         queries.write_text(
             "".join(json.dumps({"prompt": f"how to bake a cake {i}"}) + "\n" for i in range(8))
         )
+        for path in tmp.rglob("*"):
+            os.utime(path, (1e9, 1e9))
         common = ["--model", str(model), "--precision", "fp32"]
         online = ["--queries", str(queries), "--iterations", "2", "--queries-per-iteration", "4",
                   "--max-new-tokens", "6", "--batch-size", "2", "--lr", "1e-3"]  # fmt: skip
@@ -138,6 +146,8 @@ def main_() -> int:
             print("study failed", file=sys.stderr)
             return 1
         results["study"] = fingerprint(tmp / "study", tmp_name)
+    finally:
+        shutil.rmtree(tmp_name, ignore_errors=True)
     Path(sys.argv[1]).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     return 0
 
