@@ -19,9 +19,9 @@ from alignkit.commands import generate as generate_verb
 from alignkit.data.prompts import prompt_contents
 from alignkit.errors import AlignkitError, DataError
 from alignkit.inference.generation import Completion
+from alignkit.inference.generators import vllm_available
 from alignkit.labelling.generate import GenerateConfig, generate_pool, meta_path
 from alignkit.labelling.pairs import prompt_id, read_pool
-from alignkit.online.generators import vllm_available
 
 PROMPTS = [
     "how to bake a cake",

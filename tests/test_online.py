@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from alignkit.cli import main
+from alignkit.data.queries import drop_long, iteration_indices, load_queries, read_queries
 from alignkit.data.records import Multi, Point
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError, DataError
@@ -27,7 +28,6 @@ from alignkit.online import generators as G
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
 from alignkit.online.loop import OnlineTrainer, make_strategy, sample_seed
 from alignkit.online.principles import apply_principle, builtin_principles, load_principle
-from alignkit.online.queries import drop_long, iteration_indices, load_queries, read_queries
 from alignkit.online.strategies import (
     PLEStrategy,
     RAFTStrategy,

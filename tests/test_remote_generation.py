@@ -24,11 +24,11 @@ import pytest
 from alignkit.cli import main
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import SamplingConfig
+from alignkit.inference.generators import HFGenerator
 from alignkit.inference.openai_client import EndpointUnavailable, OpenAIClient, RequestRefused
+from alignkit.inference.remote import OFF_POLICY, EndpointGenerator
 from alignkit.online.config import RAFTConfig
-from alignkit.online.generators import HFGenerator
 from alignkit.online.loop import OnlineTrainer
-from alignkit.online.remote import OFF_POLICY, EndpointGenerator
 
 KEYWORDS = ("a", "e", "the")
 
@@ -226,7 +226,7 @@ def test_sync_loads_the_trained_adapter_into_the_server(
 
 
 def test_sync_needs_lora_and_a_server_that_loads_adapters(vllm_stub, tmp_path, monkeypatch):
-    import alignkit.online.remote as remote
+    import alignkit.inference.remote as remote
 
     client = OpenAIClient(vllm_stub.url, retries=0)
     sync_url = f"{vllm_stub.url}/no_such_endpoint"  # e.g. vLLM without runtime LoRA updating

@@ -4,7 +4,7 @@ The pool (jsonl, one line per prompt: prompt, responses, finished flags, prompt_
 is what `alignkit label select` reads. Three backends sit behind the online loop's
 `Generator` interface: batched Hugging Face `generate` (`HFGenerator`), vLLM
 (`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator` of
-`alignkit.online.remote`, the class behind the online loops' `--generator URL`:
+`alignkit.inference.remote`, the class behind the online loops' `--generator URL`:
 `alignkit serve`, vLLM or SGLang servers).
 
 A run is resumable: each finished batch of prompts is appended and fsynced at once, so a
@@ -33,16 +33,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alignkit.data.prompts import prompt_json
+from alignkit.data.queries import Query, load_queries, read_queries
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import Completion, SamplingConfig
+from alignkit.inference.generators import Generator
 from alignkit.inference.openai_client import OpenAIClient
+from alignkit.inference.remote import EndpointGenerator, derived_seed, is_url
 from alignkit.io import atomic_write_text
 from alignkit.labelling.pairs import prompt_id, read_pool
 from alignkit.models import Precision, distributed_state
-from alignkit.online.generators import Generator
-from alignkit.online.queries import Query, load_queries, read_queries
-from alignkit.online.remote import EndpointGenerator, derived_seed, is_url
 from alignkit.options import check_ranges, opt
 
 log = logging.getLogger(__name__)
@@ -217,14 +217,14 @@ def local_generator(config: GenerateConfig, tokenizer: Any, state: Any = None) -
     the HF model goes on this process's device (`state`: accelerate's process state)."""
     import torch
 
-    from alignkit.models import generation_dtype, load_inference_model, resolve_model
-    from alignkit.online.generators import (
+    from alignkit.inference.generators import (
         HFGenerator,
         VLLMGenerator,
         choose_backend,
         engine_kwargs,
         vllm_available,
     )
+    from alignkit.models import generation_dtype, load_inference_model, resolve_model
     from alignkit.runs import resolve_model_spec
 
     state = state or distributed_state()

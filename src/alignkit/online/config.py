@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import SamplingConfig
+from alignkit.inference.generators import BACKENDS
 from alignkit.inference.openai_client import OpenAIClient
+from alignkit.inference.remote import is_url
 from alignkit.objectives.base import Reduction
-from alignkit.online.generators import BACKENDS
 from alignkit.online.principles import PrincipleMode
-from alignkit.online.remote import is_url
 from alignkit.online.strategies import RankForm, Selection
 from alignkit.options import check_ranges, opt, to_dict
 from alignkit.rewards.loading import RewardOutput, check_reward_spec

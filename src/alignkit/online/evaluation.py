@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from alignkit.data.prompts import prompt_json
+from alignkit.data.queries import Query
 from alignkit.inference.generation import SamplingConfig
-from alignkit.online.generators import Generator, greedy
-from alignkit.online.queries import Query
+from alignkit.inference.generators import Generator, greedy
 from alignkit.rewards.loading import RewardModel
 
 

@@ -40,9 +40,19 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 
 from alignkit.data.batching import rank_slice
+from alignkit.data.queries import Query, QuerySet, iteration_indices, load_queries
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import eos_token_ids
+from alignkit.inference.generators import (
+    Generator,
+    HFGenerator,
+    VLLMGenerator,
+    choose_backend,
+    engine_kwargs,
+    vllm_available,
+)
+from alignkit.inference.remote import EndpointGenerator
 from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
 from alignkit.models import generation_dtype, load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
@@ -55,18 +65,8 @@ from alignkit.online.config import (
     RRHFOnlineConfig,
 )
 from alignkit.online.evaluation import heldout_metrics, heldout_rows
-from alignkit.online.generators import (
-    Generator,
-    HFGenerator,
-    VLLMGenerator,
-    choose_backend,
-    engine_kwargs,
-    vllm_available,
-)
 from alignkit.online.policy import initial_sft, load_policy, policy_source
 from alignkit.online.principles import load_principle
-from alignkit.online.queries import Query, QuerySet, iteration_indices, load_queries
-from alignkit.online.remote import EndpointGenerator
 from alignkit.online.rl import PPOSettings, PPOStrategy, RLOOStrategy
 from alignkit.online.strategies import (
     PLEStrategy,

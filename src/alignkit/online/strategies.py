@@ -37,10 +37,10 @@ from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Point, Prompt, Record
 from alignkit.data.tokenize import Encoded
 from alignkit.inference.generation import Completion, SamplingConfig
+from alignkit.inference.generators import Generator
 from alignkit.objectives import ObjectiveConfig, SeqLogps, compute_loss
 from alignkit.objectives.base import Kind, Reduction
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
-from alignkit.online.generators import Generator
 from alignkit.online.principles import PrincipleMode, apply_principle
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch

@@ -32,18 +32,18 @@ import torch
 
 from alignkit.data.loading import load_records, source_identity
 from alignkit.data.prompts import prompt_json, prompt_key
+from alignkit.data.queries import load_queries
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.evaluation.judges import build_judge
 from alignkit.evaluation.win_rate import Item, VerdictCache, judge_pairs, load_generations
 from alignkit.inference.generation import SamplingConfig
+from alignkit.inference.generators import HFGenerator
 from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import generation_dtype, load_inference_model
 from alignkit.online.evaluation import heldout_metrics, heldout_rows
-from alignkit.online.generators import HFGenerator
 from alignkit.online.loop import OnlineTrainer
-from alignkit.online.queries import load_queries
 from alignkit.options import to_dict
 from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
