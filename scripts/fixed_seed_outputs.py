@@ -12,6 +12,7 @@ throughputs, dates) left out of JSON/jsonl files. Run it before and after a chan
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -90,8 +91,11 @@ def main_() -> int:
     module.score = keyword_reward  # type: ignore[attr-defined]
     sys.modules["fixed_seed_rewards"] = module
     results: dict[str, dict[str, str]] = {}
-    # one fixed folder and fixed file times: cache keys fingerprint paths, sizes and times
+    # one fixed folder and fixed file times: cache keys fingerprint paths, sizes and times;
+    # a lock makes two runs at once (two checkouts) take turns in it
     tmp_name = os.path.join(tempfile.gettempdir(), "alignkit-fixed-seed-outputs")
+    lock = open(tmp_name + ".lock", "w")  # noqa: SIM115 (held until the process ends)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     shutil.rmtree(tmp_name, ignore_errors=True)
     tmp = Path(tmp_name)
     try:
