@@ -60,6 +60,14 @@ def _digest(path: Path, tmp: str) -> str:
         else:
             rows = [_stable(json.loads(line)) for line in text.splitlines() if line.strip()]
         data = json.dumps(rows, sort_keys=True).encode()
+    elif path.suffix == ".safetensors":  # the header's metadata keys come in any order
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.dumps(f.metadata(), sort_keys=True).encode()
+            data = meta + b"".join(
+                k.encode() + f.get_tensor(k).numpy().tobytes() for k in sorted(f.keys())
+            )
     elif path.suffix in (".md", ".txt", ".yaml"):
         text = re.sub(r"\b\d+(\.\d+)? (s|min)\b", "T", data.decode().replace(tmp, "TMP"))
         data = text.encode()
