@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "io": 0,
     "options": 0,
+    "report": 0,
     "data": 1,
     "runs": 2,
     "models": 3,

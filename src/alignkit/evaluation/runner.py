@@ -39,6 +39,7 @@ from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import Precision, check_model_spec, distributed_state
 from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
+from alignkit.report import markdown_table
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.runs import ModelSpec
 
@@ -656,12 +657,12 @@ def markdown(report: dict[str, Any]) -> str:
             + (f" ({reasons}), listed in `{dropped['file']}`" if dropped["records"] else "")
         )
     definitions = report.get("definitions", {})
-    lines += ["", "| metric | value | definition |", "|---|---:|---|"]
-    lines += [
-        f"| {name} | {value:.4f} | {definitions.get(name, '')} |"
+    metric_rows = [
+        (name, f"{value:.4f}", definitions.get(name, ""))
         for name, value in report["metrics"].items()
     ]
+    lines += ["", markdown_table(("metric", "value", "definition"), metric_rows, align="lrl")]
     if report["counts"]:
-        lines += ["", "| count | value |", "|---|---:|"]
-        lines += [f"| {name} | {value} |" for name, value in report["counts"].items()]
+        count_rows = [(name, str(value)) for name, value in report["counts"].items()]
+        lines += ["", markdown_table(("count", "value"), count_rows, align="lr")]
     return "\n".join(lines) + "\n"
