@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "report": 0,
     "data": 1,
     "runs": 2,
+    "distributed": 2,
     "models": 3,
     "objectives": 4,
     "scoring": 5,

@@ -200,13 +200,6 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
     return torch.bfloat16  # CPU bf16 autocast works everywhere and is fast with AMX
 
 
-def distributed_state() -> Any:
-    """accelerate's PartialState; on CPU it must be told so to pick up torchrun's ranks."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 def generation_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for generating text: `autocast_dtype`, except that "auto" on a CPU
     generates in float32. Decoding multiplies thin matrices (a few rows per step), where bf16
