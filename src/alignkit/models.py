@@ -23,6 +23,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+# TEMPORARY re-export: distributed_state lives in alignkit.distributed; select/ and commands/
+# (rewritten in other branches now) still import it from here. Delete this line once they
+# import it from alignkit.distributed.
+from alignkit.distributed import distributed_state  # noqa: F401
 from alignkit.errors import AlignkitError
 from alignkit.runs import DEFAULT_MODEL, ModelSpec, has_tokenizer, is_run_dir, resolve_model_spec
 
