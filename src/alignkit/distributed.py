@@ -17,7 +17,7 @@ or `Accelerator`, or `Processes(rank, world)` for a caller that knows them, or a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -63,7 +63,7 @@ def shard_map(
     *,
     desc: str | None = None,
     lockstep: bool = False,
-    gather: Callable[[list], list] = gather_object,
+    gather: Callable[[list], list] | None = None,
 ) -> list[R]:
     """`[work(item) for item in items]` shared over processes, on every process.
 
@@ -73,11 +73,12 @@ def shard_map(
     `desc`: a progress bar on process 0. `lockstep`: every process calls `work` equally often
     (ceil(n / world) times) — a sharded model (FSDP, ZeRO-3) gathers its parameters
     collectively in each forward call — by running the first item again where its share is
-    short; those extra results are dropped.
+    short; those extra results are dropped. `gather`: accelerate's `gather_object` unless
+    given (a test's fake processes).
     """
     rank = state.process_index if state is not None else 0
     world = state.num_processes if state is not None else 1
-    mine = range(rank, len(items), world)
+    mine: Iterable[int] = range(rank, len(items), world)
     if desc is not None:
         from tqdm.auto import tqdm
 
@@ -87,7 +88,7 @@ def shard_map(
         for _ in range(-(-len(items) // world) - len(done)):
             work(items[0])
     if world > 1:
-        done = [pair for part in gather([done]) for pair in part]
+        done = [pair for part in (gather or gather_object)([done]) for pair in part]
     out: list[Any] = [None] * len(items)
     for i, value in done:
         out[i] = value

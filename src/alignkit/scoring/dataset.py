@@ -15,7 +15,7 @@ from torch import Tensor
 
 from alignkit.data.batching import sorted_chunks
 from alignkit.data.tokenize import Encoded
-from alignkit.distributed import Processes, gather_object, shard_map
+from alignkit.distributed import Processes, shard_map
 from alignkit.objectives.base import SeqLogps
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch, collate
@@ -47,9 +47,7 @@ def score_dataset(
     was_training = getattr(scorer, "model", scorer).training
     scorer.eval()
     with torch.no_grad():
-        sums = shard_map(
-            chunks, score_chunk, Processes(rank, world), desc=desc, gather=gather or gather_object
-        )
+        sums = shard_map(chunks, score_chunk, Processes(rank, world), desc=desc, gather=gather)
     scorer.train(was_training)
     table = torch.zeros(len(encoded), k)
     for idx, part in zip(chunks, sums, strict=True):
