@@ -12,7 +12,7 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError, DataError
-from alignkit.evaluation.compare import compare_runs, interval, load_run, read_metrics, t_quantile
+from alignkit.evaluation.compare import compare_runs, load_run, read_metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -76,19 +76,6 @@ def runs(tmp_path) -> list[Path]:
     ]
     (out[-1] / "report.json").write_text(json.dumps({"bleu": 12.0, "flags": [1, 2], "ok": True}))
     return out
-
-
-def test_t_quantile_and_interval_by_hand():
-    assert t_quantile(1) == 12.706 and t_quantile(2) == 4.303 and t_quantile(1000) == 1.96
-    values = [0.5, 0.6, 0.7]
-    stat = interval(values)
-    half = 4.303 * statistics.stdev(values) / math.sqrt(3)
-    assert stat["n"] == 3 and stat["mean"] == pytest.approx(0.6)
-    assert stat["ci95_low"] == pytest.approx(0.6 - half)
-    assert stat["ci95_high"] == pytest.approx(0.6 + half)
-    single = interval([0.4])
-    assert single["mean"] == 0.4 and single["std"] is None and single["ci95_low"] is None
-    assert interval([float("nan"), 1.0])["n"] == 1
 
 
 def test_compare_groups_seeds_and_writes_everything(runs, tmp_path):

@@ -20,12 +20,12 @@ from alignkit.evaluation import metrics as M
 from alignkit.evaluation.runner import (
     EvalConfig,
     PromptItem,
-    distinct_prompts,
     plan_metrics,
+    prompt_items,
     run_eval,
     sample_prompts,
 )
-from alignkit.inference.generation import SamplingConfig
+from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.objectives.metrics import implicit_reward_metrics, pair_eval_metrics
 from alignkit.scoring.forward import naive_sequence_logps
@@ -152,7 +152,7 @@ def test_sample_prompts_and_references(tmp_path):
         {"prompt": "c", "responses": ["x", "y"], "scores": [1, 3]},
     ]
     records, _ = load_records([write_jsonl(tmp_path / "mixed.jsonl", rows)])
-    items = distinct_prompts(records)
+    items = prompt_items(records)
     assert [(i.prompt, i.reference) for i in items] == [("a", "good"), ("b", "yes"), ("c", "y")]
     many = [PromptItem(str(i), None) for i in range(20)]
     one, two = sample_prompts(many, 5, 0), sample_prompts(many, 5, 1)
@@ -340,14 +340,14 @@ def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypat
     """--max-new-tokens, --do-sample, --temperature, --batch-size, --seed, --num-prompts; a
     generator that answers with the chosen response gets BLEU 100."""
     seen: list[SamplingConfig] = []
-    items = distinct_prompts(load_records([files["test"]])[0])
+    items = prompt_items(load_records([files["test"]])[0])
     chosen = {json.dumps(i.prompt): i.reference for i in items}
 
     def fake_generate(model, tokenizer, prompts, sampling, autocast=None, progress=True):
         seen.append(sampling)
-        return [chosen[json.dumps(p)] for p in prompts]
+        return [Completion(chosen[json.dumps(p)]) for p in prompts]
 
-    monkeypatch.setattr("alignkit.inference.generation.generate", fake_generate)
+    monkeypatch.setattr("alignkit.inference.generators.generate_completions", fake_generate)
     out = tmp_path / "g.json"
     args = ["--model", str(full_run), "--data", files["test"], "--output", str(out)]
     args += ["--metrics", "bleu", "--max-new-tokens", "7", "--do-sample", "--temperature", "0.5"]

@@ -48,7 +48,7 @@ CLI_SCRIPT = """
 import sys
 
 from alignkit.cli import main
-from alignkit.models import distributed_state
+from alignkit.distributed import distributed_state
 
 code = main(sys.argv[2:])
 if distributed_state().is_main_process:
@@ -158,7 +158,7 @@ import dataclasses, json, sys
 import alignkit.rewards.selection  # registers rm-margin
 from alignkit.cli import main
 from alignkit.data import load_records
-from alignkit.models import distributed_state
+from alignkit.distributed import distributed_state
 from alignkit.select.registry import ScoreRequest, get_selector, register, score_records
 
 data, policy, ref, reward, out = sys.argv[1:6]

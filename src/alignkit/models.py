@@ -23,6 +23,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+# TEMPORARY re-export: distributed_state lives in alignkit.distributed; select/ and commands/
+# (rewritten in other branches now) still import it from here. Delete this line once they
+# import it from alignkit.distributed.
+from alignkit.distributed import distributed_state  # noqa: F401
 from alignkit.errors import AlignkitError
 from alignkit.runs import DEFAULT_MODEL, ModelSpec, has_tokenizer, is_run_dir, resolve_model_spec
 
@@ -198,13 +202,6 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
             raise AlignkitError("--precision bf16 was asked for but this GPU has no bfloat16")
         return None
     return torch.bfloat16  # CPU bf16 autocast works everywhere and is fast with AMX
-
-
-def distributed_state() -> Any:
-    """accelerate's PartialState; on CPU it must be told so to pick up torchrun's ranks."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def generation_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:

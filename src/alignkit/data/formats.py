@@ -222,7 +222,11 @@ def _message(item: Any, field: str, where: str) -> Message:
     return {"role": item["role"], "content": _text(item["content"], f"{field}.content", where)}
 
 
-def _prompt(value: Any, where: str) -> Prompt:
+def parse_prompt(value: Any, where: str) -> Prompt:
+    """A prompt field: a string, or a non-empty list of `{role, content}` messages (roles
+    system/user/assistant, text contents; other keys dropped) as a tuple. `DataError` at
+    `where` (e.g. "path:line") otherwise. The one prompt parser of every reader (data
+    records, query files, generations, labelling files)."""
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple):
@@ -344,7 +348,7 @@ def _parse_hh(row: dict, where: str) -> Pair:
 def _parse_trl_pair(row: dict, where: str) -> Pair:
     if "prompt" not in row:
         return _parse_implicit_pair(row, where)
-    prompt = _prompt(row["prompt"], where)
+    prompt = parse_prompt(row["prompt"], where)
     chosen = _response(row["chosen"], "chosen", where)
     return _pair(prompt, chosen, _response(row["rejected"], "rejected", where), where)
 
@@ -387,7 +391,7 @@ def _implicit_answer(rest: tuple[Message, ...], field: str, where: str) -> str:
 
 
 def _parse_point(row: dict, where: str) -> Point:
-    prompt = _prompt(row["prompt"], where)
+    prompt = parse_prompt(row["prompt"], where)
     completion = _response(row["completion"], "completion", where)
     label, binary = _label(row["label"], where)
     high_quality = _optional_bool(row, "high_quality", binary and label == 1.0, where)
@@ -396,7 +400,7 @@ def _parse_point(row: dict, where: str) -> Point:
 
 def _parse_demonstration(row: dict, where: str) -> Point:
     if "prompt" in row and "completion" in row:
-        prompt = _prompt(row["prompt"], where)
+        prompt = parse_prompt(row["prompt"], where)
         completion = _response(row["completion"], "completion", where)
     else:
         messages = _messages(row["messages"], "messages", where)
@@ -410,7 +414,7 @@ def _parse_demonstration(row: dict, where: str) -> Point:
 
 
 def _parse_multi(row: dict, where: str) -> Multi:
-    prompt = _prompt(row["prompt"], where)
+    prompt = parse_prompt(row["prompt"], where)
     responses, scores = row["responses"], row["scores"]
     for field, value in (("responses", responses), ("scores", scores)):
         if not isinstance(value, list | tuple):
@@ -431,7 +435,7 @@ def _parse_multi(row: dict, where: str) -> Multi:
 
 def _parse_ratings(row: dict, where: str) -> Point:
     """A rated response: a point whose label is the rating (a real score, never binary)."""
-    prompt = _prompt(row["prompt"], where)
+    prompt = parse_prompt(row["prompt"], where)
     response = _response(row["response"], "response", where)
     rating = _number(row["rating"], "rating", where)
     high_quality = _optional_bool(row, "high_quality", False, where)
@@ -469,7 +473,7 @@ def shp_comparison(row: Any, where: str) -> ShpComparison:
         )
     if isinstance(post_id, str) and not post_id.strip():
         raise DataError(where, "field 'post_id' is empty", "give the id of the post")
-    history = _prompt(row["history"], where)
+    history = parse_prompt(row["history"], where)
     comments = []
     for side in "AB":
         text = _response(row[f"human_ref_{side}"], f"human_ref_{side}", where)

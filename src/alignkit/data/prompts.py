@@ -17,9 +17,10 @@ Everything here is plain Python: it takes any Hugging Face tokenizer, and import
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from alignkit.data.records import Message, Prompt
+from alignkit.data.records import Message, Prompt, Record
 from alignkit.errors import AlignkitError
 
 # ------------------------------------------------------------------ building prompts
@@ -115,3 +116,12 @@ def prompt_key(prompt: Prompt) -> str:
 def prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
     """A prompt as it is written to JSON: the text, or the list of chat messages."""
     return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+
+
+def distinct_prompts(records: Iterable[Record]) -> list[tuple[Prompt, list[Record]]]:
+    """The records' distinct prompts (equal `prompt_key`) in first-seen order, each with its
+    records in data order."""
+    groups: dict[str, tuple[Prompt, list[Record]]] = {}
+    for record in records:
+        groups.setdefault(prompt_key(record.prompt), (record.prompt, []))[1].append(record)
+    return list(groups.values())

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignkit.data import iter_rows
+from alignkit.data.formats import parse_prompt
 from alignkit.data.prompts import as_prompt
-from alignkit.data.records import Message, Prompt
+from alignkit.data.records import Prompt
 from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError, DataError
-
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -46,33 +45,14 @@ class QuerySet:
         return text
 
 
-def _message(item: Any, where: str) -> Message:
-    if (
-        not isinstance(item, dict)
-        or item.get("role") not in ROLES
-        or not isinstance(item.get("content"), str)
-    ):
-        raise DataError(
-            where,
-            "every prompt message needs a 'role' (system/user/assistant) and a string 'content'",
-            'write [{"role": "user", "content": "..."}]',
-        )
-    return {"role": item["role"], "content": item["content"]}
-
-
 def parse_query(row: Any, where: str, chat: bool) -> Query:
     """A validated Query from one record; plain-text prompts become chat turns when `chat`."""
     if not isinstance(row, dict) or "prompt" not in row:
         raise DataError(where, "a query record needs a 'prompt' field", '{"prompt": "..."}')
     value = row["prompt"]
-    if isinstance(value, str):
-        if not value.strip():
-            raise DataError(where, "the prompt is empty", "remove the record")
-        prompt: Prompt = as_prompt(value, chat)
-    elif isinstance(value, list) and value:
-        prompt = tuple(_message(item, where) for item in value)
-    else:
-        raise DataError(where, "'prompt' must be a string or a non-empty list of chat messages", "")
+    if isinstance(value, str) and not value.strip():
+        raise DataError(where, "the prompt is empty", "remove the record")
+    prompt = as_prompt(parse_prompt(value, where), chat)
     category = row.get("category", "")
     return Query(prompt, category if isinstance(category, str) else str(category), where)
 

@@ -11,17 +11,16 @@ Output: PNG plots (matplotlib, Agg), `report.md` linking them, `compare.json`.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError, DataError
-from alignkit.io import atomic_write, atomic_write_text, iter_jsonl
+from alignkit.io import atomic_write_text, iter_jsonl
+from alignkit.report import interval, markdown_table, new_figure, save_png
 
 CURVE_KEYS = (
     "loss",
@@ -37,33 +36,6 @@ CURVE_KEYS = (
 PER_RUN_KEYS = ("seed", "output", "resume")  # config keys that differ between seeds of a config
 METRICS_PER_FIGURE = 12
 LINESTYLES = ("-", "--", ":", "-.")  # runs of one configuration
-# two-sided 95% Student t quantiles for 1..30 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179)
-_T975 += (2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064)
-_T975 += (2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_quantile(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (tabulated)."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    return 2.021 if df <= 40 else 2.000 if df <= 60 else 1.980 if df <= 120 else 1.960
-
-
-def interval(values: list[float]) -> dict[str, Any]:
-    """Mean, sample std and the 95% t-interval of the mean (None with fewer than 2 values)."""
-    finite = [v for v in values if math.isfinite(v)]
-    n = len(finite)
-    mean = statistics.fmean(finite) if finite else None
-    std = statistics.stdev(finite) if n >= 2 else None
-    half = t_quantile(n - 1) * std / math.sqrt(n) if std is not None else None
-    return {
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "ci95_low": mean - half if half is not None else None,
-        "ci95_high": mean + half if half is not None else None,
-    }
 
 
 # ------------------------------------------------------------------ reading runs
@@ -248,24 +220,14 @@ def metric_order(names: set[str]) -> list[str]:
 # ------------------------------------------------------------------ plots
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
 def plot_curve(key: str, groups: list[Group], path: Path) -> None:
     """One line per run (one color per configuration) of `key` over steps."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = new_figure(7, 4)
+    ax = fig.add_subplot()
     for color, group in enumerate(groups):
         for index, run in enumerate(group.runs):
             points = [(r["step"], r[key]) for r in run.rows if isinstance(r.get(key), int | float)]
@@ -284,17 +246,16 @@ def plot_curve(key: str, groups: list[Group], path: Path) -> None:
     ax.set(xlabel="step", ylabel=key, title=key)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_png(fig, path, tight=True)
 
 
 def plot_finals(metrics: list[str], groups: list[Group], path: Path) -> None:
     """One panel per metric: a bar per configuration (mean, 95% interval), dots = runs."""
-    import matplotlib.pyplot as plt
-
     cols = min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     width = max(3.2, 0.9 * len(groups) + 1.2)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.2 * rows), squeeze=False)
+    fig = new_figure(width * cols, 3.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for x, group in enumerate(groups):
             stat = group.stats.get(metric)
@@ -316,7 +277,7 @@ def plot_finals(metrics: list[str], groups: list[Group], path: Path) -> None:
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path, tight=True)
 
 
 # ------------------------------------------------------------------ report
@@ -335,14 +296,15 @@ def _cell(stat: dict[str, Any] | None) -> str:
     return f"{_number(stat['mean'])} ± {_number(half)} (n={stat['n']})"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def markdown(
     groups: list[Group], metrics: list[str], curves: dict[str, str], finals: list[str]
 ) -> str:
     runs = [(g, r) for g in groups for r in g.runs]
+    run_rows = []
+    for g, r in runs:
+        seed, steps = (r.config or {}).get("seed", "–"), r.summary.get("steps", "–")
+        run_rows.append((r.name, g.label, str(seed), str(steps), f"`{r.path}`"))
+    final_rows = [(m, *(_cell(g.stats.get(m)) for g in groups)) for m in metrics]
     lines = [
         "# Run comparison",
         "",
@@ -351,23 +313,11 @@ def markdown(
         "",
         "## Runs",
         "",
-        "| run | configuration | seed | steps | directory |",
-        "|---|---|---|---|---|",
-    ]
-    for g, r in runs:
-        seed = (r.config or {}).get("seed", "–")
-        lines.append(
-            f"| {_md(r.name)} | {_md(g.label)} | {seed} | {r.summary.get('steps', '–')} | `{r.path}` |"
-        )
-    lines += [
+        markdown_table(("run", "configuration", "seed", "steps", "directory"), run_rows),
         "",
         "## Final metrics",
         "",
-        "| metric | " + " | ".join(_md(g.label) for g in groups) + " |",
-    ]
-    lines.append("|---" * (len(groups) + 1) + "|")
-    lines += [
-        f"| {_md(m)} | " + " | ".join(_cell(g.stats.get(m)) for g in groups) + " |" for m in metrics
+        markdown_table(("metric", *(g.label for g in groups)), final_rows),
     ]
     lines += [""] + [f"![final metrics]({name})" for name in finals]
     if curves:
@@ -413,9 +363,6 @@ def table(groups: list[Group], metrics: list[str], images: dict[str, Any]) -> di
 
 def compare_runs(paths: list[str | Path], output: str | Path) -> dict[str, Any]:
     """Read the runs, write plots + report.md + compare.json into `output`; the JSON table."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     runs = [load_run(p) for p in paths]
     if len({r.name for r in runs}) < len(runs):
         for run in runs:

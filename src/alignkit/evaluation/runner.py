@@ -10,18 +10,18 @@ report.generations.jsonl.
 Under a launcher (`accelerate launch`, `torchrun`) the work is split over the processes and
 merged in a fixed order, so N processes give the numbers of one: the policy and reference
 log-probs by length-sorted batch (`score_dataset`: each process takes every N-th batch of the
-one-process run), the generations and their rewards by generation batch (`over_processes`:
-each batch is generated with its own seed, whichever process runs it). Every process gets
+one-process run), the generations and their rewards by generation batch
+(`rewards.heldout` over `distributed.shard_map`: each batch is generated with its own seed,
+whichever process runs it). Every process gets
 every per-example value back and computes the metrics from them; the main process alone
 writes the report files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,16 @@ from torch import Tensor, nn
 
 from alignkit.data import LoadSummary, Pair, Point, Prompt, Record, load_records
 from alignkit.data.formats import DataFormat
-from alignkit.data.prompts import prompt_key
+from alignkit.data.prompts import distinct_prompts
 from alignkit.data.tokenize import Encoded
+from alignkit.distributed import Processes, distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import Precision, check_model_spec, distributed_state
+from alignkit.models import Precision, check_model_spec
 from alignkit.objectives.metrics import implicit_reward_metrics
 from alignkit.options import opt
+from alignkit.report import markdown_table
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.runs import ModelSpec
 
@@ -201,14 +203,15 @@ def reference_response(record: Record) -> str | None:
     return record.responses[best]
 
 
-def distinct_prompts(records: list[Record]) -> list[PromptItem]:
+def prompt_items(records: list[Record]) -> list[PromptItem]:
     """The distinct prompts in data order, each with the first reference response seen."""
-    items: dict[str, PromptItem] = {}
-    for record in records:
-        key = prompt_key(record.prompt)
-        item = items.setdefault(key, PromptItem(record.prompt, None))
-        item.reference = item.reference or reference_response(record)
-    return list(items.values())
+    items = []
+    for prompt, group in distinct_prompts(records):
+        reference = None
+        for record in group:
+            reference = reference or reference_response(record)
+        items.append(PromptItem(prompt, reference))
+    return items
 
 
 def sample_prompts(items: list[PromptItem], n: int, seed: int) -> list[PromptItem]:
@@ -280,12 +283,14 @@ class Context:
     rank: int = 0
     world: int = 1
 
+    @property
+    def processes(self) -> Processes:
+        return Processes(self.rank, self.world)
+
 
 def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: str) -> Tensor:
     """(n, K) summed response log-probs under `model` (packed forward); each process scores
     every world-th length-sorted batch and all get the whole table in the order of `encoded`."""
-    from accelerate.utils import gather_object
-
     from alignkit.scoring.dataset import score_dataset
     from alignkit.scoring.forward import SequenceScorer
 
@@ -298,39 +303,9 @@ def score(ctx: Context, model: nn.Module, encoded: list[Encoded], k: int, desc: 
         autocast=ctx.autocast,
         rank=ctx.rank,
         world=ctx.world,
-        gather=gather_object,
         desc=desc,
         k=k,
     )
-
-
-def over_processes(
-    ctx: Context,
-    batches: Sequence[Sequence[int]],
-    work: Callable[[int, list[int]], list],
-    n: int,
-    desc: str,
-) -> list:
-    """`work(number, batch)` -> one value per index of `batch`, run for every world-th batch
-    on each process; every process gets all n values back, at their indices.
-
-    Each process makes exactly one gather call, however many batches it had (none included).
-    """
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
-    mine = list(enumerate(batches))[ctx.rank :: ctx.world]
-    done = [
-        (list(batch), list(work(number, list(batch))))
-        for number, batch in tqdm(mine, desc=desc, disable=ctx.rank != 0, leave=False)
-    ]
-    if ctx.world > 1:
-        done = [item for part in gather_object([done]) for item in part]
-    out: list = [None] * n
-    for batch, values in done:
-        for i, value in zip(batch, values, strict=True):
-            out[i] = value
-    return out
 
 
 def response_counts(encoded: list[Encoded], k: int) -> Tensor:
@@ -409,26 +384,26 @@ def generate_for(ctx: Context, prompts: list[PromptItem]) -> list[dict[str, Any]
     Each batch is generated by one `generate` call seeded with --seed + its number, so a
     batch samples the same tokens whichever process generates it (and greedy batches are
     those of one `generate` call over every prompt)."""
-    from alignkit.inference import generation
+    from alignkit.inference.generation import SamplingConfig
+    from alignkit.inference.generators import HFGenerator
+    from alignkit.rewards.heldout import generate_answers
 
     config = ctx.config
-    sampling = generation.SamplingConfig(
+    sampling = SamplingConfig(
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
         temperature=config.temperature,
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    batches = generation_batches([p.prompt for p in prompts], ctx.tokenizer, config.batch_size)
-
-    def work(number: int, batch: list[int]) -> list[str]:
-        seeded = dataclasses.replace(sampling, seed=config.seed + number)
-        texts = [prompts[i].prompt for i in batch]
-        return generation.generate(
-            ctx.model, ctx.tokenizer, texts, seeded, ctx.autocast, progress=False
-        )
-
-    texts = over_processes(ctx, batches, work, len(prompts), "generating")
+    texts = generate_answers(
+        [p.prompt for p in prompts],
+        HFGenerator(ctx.model, ctx.tokenizer, ctx.autocast, progress=False),
+        sampling,
+        batches=generation_batches([p.prompt for p in prompts], ctx.tokenizer, config.batch_size),
+        state=ctx.processes,
+        desc="generating",
+    )
     rows = []
     for item, text in zip(prompts, texts, strict=True):
         row: dict[str, Any] = {"prompt": item.prompt, "response": text}
@@ -444,6 +419,7 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
     Scored in batches of --batch-size rows in prompt order, each process every world-th
     batch (one `score` call per batch, so the batches are the same for any number of
     processes); the mean and std are computed from all the gathered scores."""
+    from alignkit.rewards.heldout import score_answers
     from alignkit.rewards.loading import load_reward_model
 
     config = ctx.config
@@ -454,14 +430,14 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
         label=config.reward_label,
         output=config.reward_output,
     )
-    size = config.batch_size
-    batches = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
-
-    def work(_: int, batch: list[int]) -> list[float]:
-        chosen = [rows[i] for i in batch]
-        return model.score([r["prompt"] for r in chosen], [r["response"] for r in chosen])
-
-    scores = over_processes(ctx, batches, work, len(rows), "reward")
+    scores = score_answers(
+        [r["prompt"] for r in rows],
+        [r["response"] for r in rows],
+        model,
+        batch_size=config.batch_size,
+        state=ctx.processes,
+        desc="reward",
+    )
     for row, value in zip(rows, scores, strict=True):
         row["reward"] = value
     mean, std = M.mean_std(scores)
@@ -515,7 +491,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     state = distributed_state()
     records, loaded = load_test_records(config, state.is_main_process)
     source = check_model_spec(config.model)
-    prompts = sample_prompts(distinct_prompts(records), config.num_prompts, config.seed)
+    prompts = sample_prompts(prompt_items(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
     model, tokenizer = load_source(source)
     device = state.device
@@ -656,12 +632,12 @@ def markdown(report: dict[str, Any]) -> str:
             + (f" ({reasons}), listed in `{dropped['file']}`" if dropped["records"] else "")
         )
     definitions = report.get("definitions", {})
-    lines += ["", "| metric | value | definition |", "|---|---:|---|"]
-    lines += [
-        f"| {name} | {value:.4f} | {definitions.get(name, '')} |"
+    metric_rows = [
+        (name, f"{value:.4f}", definitions.get(name, ""))
         for name, value in report["metrics"].items()
     ]
+    lines += ["", markdown_table(("metric", "value", "definition"), metric_rows, align="lrl")]
     if report["counts"]:
-        lines += ["", "| count | value |", "|---|---:|"]
-        lines += [f"| {name} | {value} |" for name, value in report["counts"].items()]
+        count_rows = [(name, str(value)) for name, value in report["counts"].items()]
+        lines += ["", markdown_table(("count", "value"), count_rows, align="lr")]
     return "\n".join(lines) + "\n"

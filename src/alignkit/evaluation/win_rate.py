@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from alignkit.data.formats import parse_prompt
 from alignkit.data.prompts import prompt_json, prompt_key
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError, DataError
@@ -59,20 +60,11 @@ class Item:
 
 
 def _prompt(value: Any) -> Prompt | None:
-    if isinstance(value, str):
-        return value
-    if (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(m, dict)
-            and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)
-            for m in value
-        )
-    ):
-        return tuple({"role": m["role"], "content": m["content"]} for m in value)
-    return None
+    """The prompt of a generations row, or None when it is not a valid prompt."""
+    try:
+        return parse_prompt(value, "")
+    except DataError:
+        return None
 
 
 def load_generations(path: str) -> list[tuple[Prompt, str]]:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from alignkit.data.records import Prompt
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pairs
-from alignkit.models import Precision, distributed_state
+from alignkit.models import Precision
 from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")

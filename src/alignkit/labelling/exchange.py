@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.formats import record_row
+from alignkit.data.formats import parse_prompt, record_row
 from alignkit.data.prompts import prompt_json, prompt_transcript
 from alignkit.data.records import Pair, Prompt
 from alignkit.errors import AlignkitError, DataError
@@ -37,7 +37,6 @@ from alignkit.labelling.pairs import (
     LabelPair,
     Verdict,
     pair_id,
-    parse_prompt,
     read_verdict_lines,
     shown_left,
 )

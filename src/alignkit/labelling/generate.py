@@ -35,6 +35,7 @@ from typing import Any, Literal
 from alignkit.data.prompts import prompt_json
 from alignkit.data.queries import Query, load_queries, read_queries
 from alignkit.data.records import Prompt
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.inference.generators import Generator
@@ -42,7 +43,7 @@ from alignkit.inference.openai_client import OpenAIClient
 from alignkit.inference.remote import EndpointGenerator, derived_seed, is_url
 from alignkit.io import atomic_write_text
 from alignkit.labelling.pairs import prompt_id, read_pool
-from alignkit.models import Precision, distributed_state
+from alignkit.models import Precision
 from alignkit.options import check_ranges, opt
 
 log = logging.getLogger(__name__)

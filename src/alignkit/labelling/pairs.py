@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.formats import parse_row
+from alignkit.data.formats import parse_prompt
 from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError, DataError
@@ -58,12 +58,6 @@ def shown_left(seed: int, pair_id: str) -> str:
 def prompt_id(prompt: Prompt | list[dict[str, str]]) -> str:
     """The id of a prompt alone: 16 hex digits of sha256 of its JSON form (as `pair_id`)."""
     return _hash16(prompt_json(prompt))
-
-
-def parse_prompt(value: Any, where: str) -> Prompt:
-    """A prompt field validated as the data readers do (text, or a non-empty list of
-    `{role, content}` messages); `DataError` at `where` otherwise."""
-    return parse_row({"prompt": value, "completion": "-"}, where, "demonstration").prompt
 
 
 def _string(row: dict, field: str, where: str, hint: str) -> str:

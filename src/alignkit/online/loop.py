@@ -64,7 +64,6 @@ from alignkit.online.config import (
     RLOOConfig,
     RRHFOnlineConfig,
 )
-from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.policy import initial_sft, load_policy, policy_source
 from alignkit.online.principles import load_principle
 from alignkit.online.rl import PPOSettings, PPOStrategy, RLOOStrategy
@@ -76,6 +75,7 @@ from alignkit.online.strategies import (
     Sampled,
     Strategy,
 )
+from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
 from alignkit.runs import flat_config, resolve_model_spec, truncate_metrics
 from alignkit.scoring.packing import PackedBatch

@@ -2,8 +2,8 @@
 
 Used to precompute the reference log-probs once before training (the reference never changes,
 so it is never run again — and with full fine-tuning no frozen copy is kept in memory), and by
-evaluation. Each process scores every `world`-th length-sorted batch; results are gathered
-back into dataset order.
+evaluation. Each process scores every `world`-th length-sorted batch (`shard_map`); results
+are gathered back into dataset order.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from alignkit.data.batching import sorted_chunks
 from alignkit.data.tokenize import Encoded
+from alignkit.distributed import Processes, shard_map
 from alignkit.objectives.base import SeqLogps
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.scoring.packing import PackedBatch, collate
@@ -38,22 +38,20 @@ def score_dataset(
     """(n, K) summed response log-probs of every example, in the order of `encoded`."""
     k = k or max(len(e.responses) for e in encoded)
     chunks = sorted_chunks([e.length for e in encoded], batch_size)
-    mine = chunks[rank::world]
-    results: list[tuple[list[int], Tensor]] = []
+
+    def score_chunk(idx: list[int]) -> Tensor:
+        batch = collate([encoded[i] for i in idx], pad_id, k).to(device)
+        return scorer(batch, autocast=autocast).sum.float().cpu()
+
     # restore the wrapped model's own mode afterwards (a fresh wrapper is in train mode)
     was_training = getattr(scorer, "model", scorer).training
     scorer.eval()
     with torch.no_grad():
-        for idx in tqdm(mine, desc=desc, disable=rank != 0, leave=False):
-            batch = collate([encoded[i] for i in idx], pad_id, k).to(device)
-            out = scorer(batch, autocast=autocast)
-            results.append((idx, out.sum.float().cpu()))
+        sums = shard_map(chunks, score_chunk, Processes(rank, world), desc=desc, gather=gather)
     scorer.train(was_training)
-    if gather is not None and world > 1:
-        results = [item for part in gather([results]) for item in part]
     table = torch.zeros(len(encoded), k)
-    for idx, sums in results:
-        table[torch.tensor(idx)] = sums
+    for idx, part in zip(chunks, sums, strict=True):
+        table[torch.tensor(idx)] = part
     return table
 
 

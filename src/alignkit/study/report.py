@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alignkit.evaluation.compare import interval
-from alignkit.io import atomic_write, atomic_write_text, iter_jsonl
+from alignkit.io import atomic_write_text, iter_jsonl
+from alignkit.report import interval, markdown_table, new_figure, save_png
 from alignkit.study.config import METRICS, StudyConfig
 
 CONTROL = "random"
@@ -176,9 +176,7 @@ def online_curves(
 
 def _plot_curves(curves: dict[str, dict[str, Any]], root: Path) -> str:
     """Sample reward and KL per iteration, one line per online method, 95% intervals."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.0))
+    fig = new_figure(11, 4.0)
     for n, (name, label) in enumerate([("reward", "mean sample reward"), ("kl", "KL to ref")]):
         ax = fig.add_subplot(1, 2, n + 1)
         for method, series in curves.items():
@@ -200,7 +198,7 @@ def _plot_curves(curves: dict[str, dict[str, Any]], root: Path) -> str:
     fig.suptitle("online methods per iteration (95% intervals over seeds)")
     fig.tight_layout()
     path = root / "online_curves.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    save_png(fig, path)
     return str(path)
 
 
@@ -208,6 +206,27 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return (
         "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
     )
+
+
+def _table_row(row: dict[str, Any], metrics: list[str]) -> tuple[str, ...]:
+    """A row of the study table: each metric's mean and, over 2+ seeds, its interval."""
+    cells = []
+    for m in metrics:
+        iv = row[m]
+        ci = (
+            f" [{_fmt(iv['ci95_low'])}, {_fmt(iv['ci95_high'])}]"
+            if iv["ci95_low"] is not None
+            else ""
+        )
+        cells.append(f"{_fmt(iv['mean'])}{ci}")
+    return (row["method"], row["selector"], f"{row['budget']:g}", str(row["count"]), *cells)
+
+
+def _saved_row(s: dict[str, Any]) -> tuple[str, ...]:
+    reached = f"{s['reached_at_count']} pairs" if s["reached_at_count"] else "not reached"
+    saved = f"{100 * s['labels_saved']:.0f}%" if s["labels_saved"] is not None else "–"
+    target = f"{_fmt(s['target'])} ({s['target_count']} pairs)"
+    return (s["method"], s["metric"], s["selector"], target, reached, saved)
 
 
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
@@ -229,24 +248,16 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             else []
         ),
         "",
-        "| method | selector | budget | pairs | " + " | ".join(metrics) + " |",
-        "|---|---|---|---|" + "---|" * len(metrics),
+        markdown_table(
+            ("method", "selector", "budget", "pairs", *metrics),
+            [
+                _table_row(row, metrics)
+                for row in sorted(
+                    report["table"], key=lambda r: (r["method"], r["selector"], r["count"])
+                )
+            ],
+        ),
     ]
-    for row in sorted(report["table"], key=lambda r: (r["method"], r["selector"], r["count"])):
-        cells = []
-        for m in metrics:
-            iv = row[m]
-            ci = (
-                f" [{_fmt(iv['ci95_low'])}, {_fmt(iv['ci95_high'])}]"
-                if iv["ci95_low"] is not None
-                else ""
-            )
-            cells.append(f"{_fmt(iv['mean'])}{ci}")
-        lines.append(
-            f"| {row['method']} | {row['selector']} | {row['budget']:g} | {row['count']} | "
-            + " | ".join(cells)
-            + " |"
-        )
     if len(report["budgets"]) < 2:  # nothing to save against: a method comparison
         lines += [
             "",
@@ -258,25 +269,19 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         "",
         f"## Labels saved against `{report['control']}` at the largest budget",
         "",
-        "| method | metric | selector | target (control, largest budget) | reached at | labels saved |",
-        "|---|---|---|---|---|---|",
+        markdown_table(
+            ("method", "metric", "selector", "target (control, largest budget)", "reached at")
+            + ("labels saved",),
+            [_saved_row(s) for s in report["labels_saved"]],
+        ),
     ]
-    for s in report["labels_saved"]:
-        reached = f"{s['reached_at_count']} pairs" if s["reached_at_count"] else "not reached"
-        saved = f"{100 * s['labels_saved']:.0f}%" if s["labels_saved"] is not None else "–"
-        lines.append(
-            f"| {s['method']} | {s['metric']} | {s['selector']} | {_fmt(s['target'])} "
-            f"({s['target_count']} pairs) | {reached} | {saved} |"
-        )
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
     return "\n".join(lines)
 
 
 def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> str:
     """metric vs labelled pairs, one line per selector, 95% intervals as error bars."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 4.0))
+    fig = new_figure(6.5, 4.0)
     ax = fig.add_subplot()
     rows = [r for r in table if r["method"] == method]
     for selector in sorted({r["selector"] for r in rows}):
@@ -296,7 +301,7 @@ def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> 
     ax.legend()
     fig.tight_layout()
     path = root / f"{method.replace('/', '_')}_{metric}.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    save_png(fig, path)
     return str(path)
 
 
@@ -304,12 +309,10 @@ def _plot_methods(
     table: list[dict[str, Any]], metric: str, root: Path, before: float | None = None
 ) -> str:
     """metric per method (one budget), one marker series per selector, 95% intervals."""
-    from matplotlib.figure import Figure
-
     rows = [r for r in table if r[metric]["mean"] is not None]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     selectors = sorted({r["selector"] for r in rows})
-    fig = Figure(figsize=(max(5.0, 1.1 * len(methods) + 2), 4.0))
+    fig = new_figure(max(5.0, 1.1 * len(methods) + 2), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / len(selectors)
     for j, selector in enumerate(selectors):
@@ -329,5 +332,5 @@ def _plot_methods(
     ax.legend()
     fig.tight_layout()
     path = root / f"methods_{metric}.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    save_png(fig, path)
     return str(path)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from alignkit.data.loading import load_records, source_identity
-from alignkit.data.prompts import prompt_json, prompt_key
+from alignkit.data.prompts import distinct_prompts, prompt_json
 from alignkit.data.queries import load_queries
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded
@@ -42,9 +42,9 @@ from alignkit.inference.generation import SamplingConfig
 from alignkit.inference.generators import HFGenerator
 from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import generation_dtype, load_inference_model
-from alignkit.online.evaluation import heldout_metrics, heldout_rows
 from alignkit.online.loop import OnlineTrainer
 from alignkit.options import to_dict
+from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
 from alignkit.select.pipeline import pair_row
@@ -216,14 +216,7 @@ class CellTrainer(Trainer):
         )
         scorer.eval()
         reward = self.context.reward()
-        if reward is not None:
-            rows = heldout_rows(queries, generator, reward, sampling)
-        else:
-            answers = generator.generate([q.prompt for q in queries], sampling, 1)
-            rows = [
-                {"prompt": prompt_json(q.prompt), "response": group[0].text}
-                for q, group in zip(queries, answers, strict=True)
-            ]
+        rows = heldout_rows(queries, generator, reward, sampling)
         atomic_write_jsonl(self.output / GENERATIONS, rows)
         return heldout_metrics(rows) if reward is not None else {}
 
@@ -299,7 +292,7 @@ class StudyContext:
         if not self._eval_prompts_written:
             config = self.config
             records, _ = load_records(config.eval_data, skip_invalid=config.skip_invalid)
-            rows = distinct_prompts(records)[: config.reward_prompts]
+            rows = prompt_rows(records)[: config.reward_prompts]
             if not rows:
                 raise AlignkitError("study: reward_prompts is 0 or the held-out data is empty")
             atomic_write_jsonl(self.reward_prompts, rows)
@@ -307,14 +300,9 @@ class StudyContext:
         return self.reward_prompts
 
 
-def distinct_prompts(records: list) -> list[dict[str, Any]]:
+def prompt_rows(records: list) -> list[dict[str, Any]]:
     """`{"prompt": ...}` rows of the records' distinct prompts, in first-seen order."""
-    seen, rows = set(), []
-    for record in records:
-        if prompt_key(record.prompt) not in seen:
-            seen.add(prompt_key(record.prompt))
-            rows.append({"prompt": prompt_json(record.prompt)})
-    return rows
+    return [{"prompt": prompt_json(prompt)} for prompt, _ in distinct_prompts(records)]
 
 
 def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -417,7 +405,7 @@ def _run_online(context: StudyContext, cell: Cell, keep: np.ndarray, out: Path) 
     the held-out prompts are scored by the study's reward model after training."""
     reward = context.reward()
     assert reward is not None  # validated: online methods need `reward_model:`
-    atomic_write_jsonl(out / "queries.jsonl", distinct_prompts([context.pool[i] for i in keep]))
+    atomic_write_jsonl(out / "queries.jsonl", prompt_rows([context.pool[i] for i in keep]))
     online = cell_online_config(context.config, cell, out, str(context.eval_prompts()))
     online.reward_model = context.reward_spec()  # for the run's config.json: the object is used
     trainer = OnlineTrainer(online, reward=reward)

@@ -40,6 +40,7 @@ from alignkit.data.labels import (
 from alignkit.data.loading import REJECTED_FILE, source_identity, write_rejected
 from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
+from alignkit.distributed import shard_map
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text, iter_jsonl
 from alignkit.models import (
@@ -292,58 +293,55 @@ class Trainer:
         `pairs` (held-out pairs of a method that trains on points or ranked lists) adds their
         DPO implicit-reward metrics under TRL's names (`eval/rewards/margins`, ...).
         """
-        totals: dict[str, float] = {}
-        n = 0
         scorer.eval()
         with torch.no_grad():
-            for batch, size in self._eval_batches(data, pad_id):
-                _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
-                for name, value in metrics.items():
-                    totals[name] = totals.get(name, 0.0) + float(value) * size
-                n += size
-            logps = self._pair_logps(scorer, pairs, pad_id) if pairs is not None else None
+            parts = self._eval_map(data, pad_id, lambda b: self._metrics(scorer, b, data, q_diff))
+            logps = (
+                self._eval_map(pairs, pad_id, lambda b: self._pair_logps(scorer, b, pairs))
+                if pairs is not None
+                else []
+            )
         scorer.train()
-        gathered = gather_object([(totals, n, logps)])
-        count = sum(c for _, c, _ in gathered)
-        merged: dict[str, float] = {}
-        for part_totals, _, _ in gathered:
-            for name, value in part_totals.items():
-                merged[name] = merged.get(name, 0.0) + value
-        out = {f"eval/{k}": v / max(count, 1) for k, v in merged.items()}
+        totals: dict[str, float] = {}
+        for size, metrics in parts:
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + value * size
+        count = sum(size for size, _ in parts)
+        out = {f"eval/{k}": v / max(count, 1) for k, v in totals.items()}
         if pairs is not None:
-            policy, ref = (torch.cat([g[2][j] for g in gathered]) for j in (0, 1))
+            policy, ref = (
+                torch.cat([torch.zeros(0, 2), *(p[j] for _, p in logps)]) for j in (0, 1)
+            )
             out.update(pair_eval_metrics(policy, ref, self.objective.beta))
         return out
 
-    def _eval_batches(self, data: Prepared, pad_id: int):
-        """This rank's share of `data` as (batch, examples) in the same length-sorted chunks as
-        the reference pass: before any update the policy reproduces the reference bit for bit
-        (margins exactly 0)."""
-        acc = self.accelerator
+    def _eval_map(self, data: Prepared, pad_id: int, work) -> list[tuple[int, Any]]:
+        """`(examples, work(batch))` of every length-sorted chunk of `data`, in chunk order, on
+        every rank (`shard_map`). The chunks are those of the reference pass: before any update
+        the policy reproduces the reference bit for bit (margins exactly 0). In lockstep:
+        every rank makes the same number of forward calls, since a sharded model (FSDP,
+        ZeRO-3) gathers its parameters collectively in each one."""
         chunks = sorted_chunks([e.length for e in data.encoded], self.config.batch_size * 2)
-        mine = chunks[acc.process_index :: acc.num_processes]
-        for chunk in mine:
-            part = [data.encoded[i] for i in chunk]
-            yield collate(part, pad_id, data.k).to(self.device), len(part)
-        # every rank makes the same number of forward calls: a sharded model (FSDP, ZeRO-3)
-        # gathers its parameters collectively in each one; the extra calls count 0 examples
-        for _ in range(-(-len(chunks) // acc.num_processes) - len(mine)):
-            yield collate([data.encoded[i] for i in chunks[0]], pad_id, data.k).to(self.device), 0
+
+        def run(chunk: list[int]) -> tuple[int, Any]:
+            batch = collate([data.encoded[i] for i in chunk], pad_id, data.k).to(self.device)
+            return len(chunk), work(batch)
+
+        return shard_map(chunks, run, self.accelerator, lockstep=True)
+
+    def _metrics(self, scorer, batch: PackedBatch, data: Prepared, q_diff) -> dict[str, float]:
+        """The objective's metrics of one held-out batch."""
+        _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
+        return {name: float(value) for name, value in metrics.items()}
 
     def _pair_logps(
-        self, scorer, pairs: Prepared, pad_id: int
+        self, scorer, batch: PackedBatch, pairs: Prepared
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, 2) policy and reference log-probs (sums over response tokens, as DPO) of this
-        rank's held-out (chosen, rejected) pairs."""
-        policy, ref = [torch.zeros(0, 2)], [torch.zeros(0, 2)]
-        for batch, size in self._eval_batches(pairs, pad_id):
-            logps = scorer(batch, autocast=self.autocast).sum.float().cpu()
-            if size == 0:  # a lockstep call (see `_eval_batches`)
-                continue
-            policy.append(logps)
-            assert pairs.ref is not None  # held-out pairs are always prepared with_ref
-            ref.append(reference_for(batch, pairs.ref).sum.float().cpu())
-        return torch.cat(policy), torch.cat(ref)
+        """(size, 2) policy and reference log-probs (sums over response tokens, as DPO) of a
+        batch of held-out (chosen, rejected) pairs."""
+        assert pairs.ref is not None  # held-out pairs are always prepared with_ref
+        policy = scorer(batch, autocast=self.autocast).sum.float().cpu()
+        return policy, reference_for(batch, pairs.ref).sum.float().cpu()
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:

@@ -1,0 +1,102 @@
+"""alignkit.distributed.shard_map: one process, and two fake processes (two threads whose
+gather meets at a barrier), give the same list in item order."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from alignkit.distributed import Processes, shard_map
+
+
+class FakeProcesses:
+    """`world` threads as processes. `gather_object` is accelerate's for the calling thread:
+    every process's list, concatenated in rank order (two barriers: nobody overwrites its
+    part before all have read). `calls` counts each process's gather calls."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.parts: list[list] = [[] for _ in range(world)]
+        self.barrier = threading.Barrier(world, timeout=30)
+        self.calls = [0] * world
+        self.local = threading.local()
+
+    def gather_object(self, values: list) -> list:
+        rank = self.local.rank
+        self.calls[rank] += 1
+        self.parts[rank] = values
+        self.barrier.wait()
+        out = [value for part in self.parts for value in part]
+        self.barrier.wait()
+        return out
+
+    def run(self, fn: Callable[[int], list]) -> list[list]:
+        """fn(rank) on every fake process at once; their results by rank."""
+        results: list[list] = [[] for _ in range(self.world)]
+
+        def target(rank: int) -> None:
+            self.local.rank = rank
+            results[rank] = fn(rank)
+
+        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.world)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return results
+
+
+def test_one_process_is_a_plain_map():
+    seen: list[int] = []
+
+    def work(x: int) -> int:
+        seen.append(x)
+        return x * x
+
+    assert shard_map([3, 1, 2], work) == [9, 1, 4]
+    assert shard_map([3, 1, 2], work, Processes(0, 1), desc="squares") == [9, 1, 4]
+    assert seen == [3, 1, 2, 3, 1, 2]
+    assert shard_map([], work) == []
+
+
+def test_two_processes_share_the_items_and_all_get_the_list_in_order():
+    items = ["a", "b", "c", "d", "e"]
+    fake = FakeProcesses(2)
+    seen: dict[int, list[str]] = {0: [], 1: []}
+
+    def on_process(rank: int) -> list:
+        def work(x: str) -> str:
+            seen[rank].append(x)
+            return x.upper()
+
+        return shard_map(items, work, Processes(rank, 2), gather=fake.gather_object)
+
+    results = fake.run(on_process)
+    assert results == [["A", "B", "C", "D", "E"]] * 2  # every process: the one-process list
+    assert seen == {0: ["a", "c", "e"], 1: ["b", "d"]}  # items r, r + 2, r + 4, ...
+    assert fake.calls == [1, 1]  # one gather call per process
+
+
+def test_lockstep_calls_work_equally_often_and_drops_the_extra_results():
+    fake = FakeProcesses(2)
+    calls: dict[int, list[int]] = {0: [], 1: []}
+
+    def on_process(rank: int) -> list:
+        def work(x: int) -> int:
+            calls[rank].append(x)
+            return 10 * x
+
+        state = Processes(rank, 2)
+        return shard_map([1, 2, 3], work, state, lockstep=True, gather=fake.gather_object)
+
+    assert fake.run(on_process) == [[10, 20, 30]] * 2
+    # ceil(3 / 2) = 2 calls each: process 1 has only item 2, so it runs items[0] once more
+    assert calls == {0: [1, 3], 1: [2, 1]}
+
+
+def test_a_process_without_items_still_gathers_once():
+    fake = FakeProcesses(2)
+    results = fake.run(
+        lambda rank: shard_map([7], str, Processes(rank, 2), gather=fake.gather_object)
+    )
+    assert results == [["7"], ["7"]] and fake.calls == [1, 1]
