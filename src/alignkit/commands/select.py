@@ -50,6 +50,11 @@ examples:
       --max-length 512 --output sel/centroid
   alignkit train --method dpo --data sel/easy/subset.jsonl --output runs/real-easy"""
 
+# the selectors with their own help and examples (the others: their description and _EXAMPLES)
+_VERBS = {
+    "deft": ("keep the examples with the lowest (--keep highest: highest) DEFT R_Q", _DEFT_EPILOG),
+    "real": ("choose response pairs by embedding similarity (REAL)", _REAL_EPILOG),
+}
 
 _EXAMPLES = {
     "random": "alignkit select random --data pairs.jsonl --fraction 0.25 --seed 1 --output sel/r1",
@@ -99,13 +104,6 @@ def register(subparsers: Any) -> None:
         add_config_verb(
             verbs, name, selector.config, func, help=help, description=description, epilog=epilog
         )
-
-
-# the selectors with their own help and examples
-_VERBS = {
-    "deft": ("keep the examples with the lowest (--keep highest: highest) DEFT R_Q", _DEFT_EPILOG),
-    "real": ("choose response pairs by embedding similarity (REAL)", _REAL_EPILOG),
-}
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
