@@ -90,6 +90,30 @@ def row_of(record: Any) -> dict[str, Any]:
     return record_row(record, source=False, binary_high_quality=True)
 
 
+def ranked_rows(
+    sources: Sequence[str],
+    scores: np.ndarray,
+    order: np.ndarray,
+    count: int,
+    columns: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[list[dict[str, Any]], np.ndarray, float]:
+    """(rows of scores.jsonl, kept mask, cut) of keeping the first `count` of `order` (every
+    index in the order the keep rule takes them, `keep_order`): one row per score, in data
+    order: index, source, the extra `columns`, score, rank (0 = taken first), kept."""
+    n = len(scores)
+    kept = np.zeros(n, dtype=bool)
+    kept[order[:count]] = True
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    rows = []
+    for i, source in enumerate(sources):
+        row: dict[str, Any] = {"index": i, "source": source}
+        row.update({name: float(values[i]) for name, values in (columns or {}).items()})
+        row.update(score=float(scores[i]), rank=int(ranks[i]), kept=bool(kept[i]))
+        rows.append(row)
+    return rows, kept, float(scores[order[count - 1]])
+
+
 def without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in keys}
 

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from alignkit.data.loading import iter_rows, load_records
 from alignkit.data.records import Multi, Pair
 from alignkit.errors import DataError
@@ -34,6 +32,7 @@ from alignkit.select.outputs import (
     cli_message,
     cut_histogram_png,
     markdown_table,
+    ranked_rows,
     row_of,
     stats,
     stats_rows,
@@ -86,17 +85,8 @@ def scored_selection(
         count = budget_count(len(records), config.fraction, config.count)
         order = keep_order(scores, keep, config.seed)
         n = len(records)
-        kept = np.zeros(n, dtype=bool)
-        kept[order[:count]] = True
-        ranks = np.empty(n, dtype=np.int64)
-        ranks[order] = np.arange(n)
-        cut = float(scores[order[count - 1]])
+        score_rows, kept, cut = ranked_rows([r.source for r in records], scores, order, count)
         rows = original_rows(records, config.data)
-        score_rows = [
-            {"index": i, "source": r.source, "score": float(scores[i]), "rank": int(ranks[i]),
-             "kept": bool(kept[i])}
-            for i, r in enumerate(records)
-        ]  # fmt: skip
         summary = {
             "selector": selector.name,
             "description": selector.description,

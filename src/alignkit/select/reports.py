@@ -35,7 +35,7 @@ from alignkit.scoring.deft import (
 )
 from alignkit.select.common import keep_order
 from alignkit.select.configs import DeftSelectConfig, RealSelectConfig
-from alignkit.select.deft import RQTable, check_finite, r_q_table, selection_scores
+from alignkit.select.deft import check_finite, r_q_table, selection_scores
 from alignkit.select.outputs import (
     DROPPED,
     SCORES,
@@ -45,6 +45,7 @@ from alignkit.select.outputs import (
     cut_histogram_png,
     markdown_table,
     overlay_histogram_png,
+    ranked_rows,
     row_of,
     stats,
     stats_rows,
@@ -83,10 +84,12 @@ def deft_selection(records: list[Any], config: DeftSelectConfig) -> Selection:
     scores = score_t.double().numpy()
     order = keep_order(scores, config.keep, config.seed)
     keep = np.sort(order[:count])
-    kept = np.zeros(len(scores), dtype=bool)
-    kept[keep] = True
-    cut = float(scores[keep].max() if config.keep == "lowest" else scores[keep].min())
-    rows = _deft_score_rows(records, r_q, score_t, kept, order)
+    table = r_q.table.double().numpy()  # R_Q of each response: chosen, rejected (margin)
+    columns = dict(zip(("r_q_chosen", "r_q_rejected"), table.T, strict=False))
+    sources = [records[e.index].source for e in r_q.encoded]
+    rows, kept, cut = ranked_rows(sources, score_t.numpy(), order, count, columns)
+    for row, enc in zip(rows, r_q.encoded, strict=True):
+        row["index"] = enc.index  # the record's index (with --truncation drop, not the row's)
     encoding = r_q.encoding.describe(config.max_length, config.truncation)
     identity = tokenizer_identity(r_q.tokenizer, config.model)
     fingerprint = encoded_fingerprint(r_q.encoded)
@@ -178,28 +181,6 @@ def top_tokens(dists: TokenDistributions, tokenizer: Any, n: int) -> dict[str, l
 
     order = torch.argsort(q_diff, descending=True, stable=True)
     return {"positive": rows(order[:n]), "negative": rows(order.flip(0)[:n])}
-
-
-def _deft_score_rows(
-    records: list[Any], r_q: RQTable, scores: Tensor, kept: np.ndarray, order: np.ndarray
-) -> list[dict[str, Any]]:
-    """One row per scored example, in data order: R_Q per response, score, rank (0 = the
-    first the keep rule takes), kept."""
-    ranks = np.empty(len(kept), dtype=np.int64)
-    ranks[order] = np.arange(len(kept))
-    table = r_q.table.double().numpy()
-    rows = []
-    for i, enc in enumerate(r_q.encoded):
-        row: dict[str, Any] = {
-            "index": enc.index,
-            "source": records[enc.index].source,
-            "r_q_chosen": float(table[i, 0]),
-        }
-        if table.shape[1] > 1:
-            row["r_q_rejected"] = float(table[i, 1])
-        row.update(score=float(scores[i]), rank=int(ranks[i]), kept=bool(kept[i]))
-        rows.append(row)
-    return rows
 
 
 def _deft_markdown(s: dict[str, Any]) -> str:
