@@ -29,14 +29,11 @@ from alignkit.scoring.deft import (
     token_distributions,
 )
 from alignkit.scoring.packing import collate
-from alignkit.select.deft import (
-    DeftConfig,
-    keep_count_for,
-    keep_lowest,
-    require_pairs,
-    score_r_q,
-    select_deft,
-)
+from alignkit.select.common import keep_indices
+from alignkit.select.configs import DeftSelectConfig
+from alignkit.select.deft import score_r_q
+from alignkit.select.pipeline import run_selection
+from alignkit.select.reports import require_pairs
 
 GOOD = ["kind", "safe", "help", "thanks"]
 BAD = ["rude", "bomb", "danger", "fire"]
@@ -114,7 +111,7 @@ def test_r_q_and_the_cut_match_hand_computation(tokenizer):
         expected = torch.tensor([by_hand(e, form) for e in encoded])
         assert table.shape == (len(encoded), 1)
         assert torch.allclose(table[:, 0], expected, atol=1e-6)
-        keep = keep_lowest(table[:, 0], 2)
+        keep = keep_indices(table[:, 0].double().numpy(), 2, "lowest")
         assert keep.tolist() == sorted(torch.argsort(expected)[:2].tolist())
     assert torch.argsort(expected)[0] == 1  # the all-"bad" chosen response scores lowest
 
@@ -169,6 +166,11 @@ def test_r_q_of_post_processed_logits_equals_the_naive_formula(family, form):
 # ------------------------------------------------------------------------- selection
 
 
+def keep_count_for(n: int, fraction: float | None, count: int | None) -> int:
+    """How many of `n` scored examples `select deft` keeps with these budget flags."""
+    return DeftSelectConfig(keep_fraction=fraction, keep_count=count or 0).budget(n)
+
+
 def test_keep_count_and_fraction():
     assert keep_count_for(100, None, None) == 5  # paper default 5%
     assert keep_count_for(30, 0.05, None) == 2 and keep_count_for(3, 0.05, None) == 1
@@ -178,14 +180,14 @@ def test_keep_count_and_fraction():
             keep_count_for(10, bad, None)
     with pytest.raises(AlignkitError, match="more than the 10"):
         keep_count_for(10, None, 11)
-    assert keep_lowest(torch.tensor([0.3, 0.1, 0.1, 0.2]), 2).tolist() == [1, 2]
-    with pytest.raises(AlignkitError, match="not finite"):
-        keep_lowest(torch.tensor([0.1, float("nan")]), 1)
+    assert keep_indices(np.array([0.3, 0.1, 0.1, 0.2]), 2, "lowest").tolist() == [1, 2]
+    with pytest.raises(AlignkitError, match="NaN"):
+        keep_indices(np.array([0.1, float("nan")]), 1, "lowest")
 
 
 def test_bad_inputs_fail_clearly(tmp_path, tiny_model):
     with pytest.raises(AlignkitError, match="give --keep-fraction or --keep-count"):
-        DeftConfig(data=["x"], output="o", keep_fraction=0.1, keep_count=3).validate()
+        DeftSelectConfig(data=["x"], output="o", keep_fraction=0.1, keep_count=3).validate()
     with pytest.raises(AlignkitError, match="has no records"):
         require_pairs([], "DEFT")
     with pytest.raises(AlignkitError, match="needs preference pairs.*is a point"):
@@ -193,7 +195,8 @@ def test_bad_inputs_fail_clearly(tmp_path, tiny_model):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(AlignkitError, match="no records found"):
-        select_deft(DeftConfig(data=[str(empty)], output=str(tmp_path / "o"), model=tiny_model))
+        config = DeftSelectConfig(data=[str(empty)], output=str(tmp_path / "o"), model=tiny_model)
+        run_selection("deft", config)
     # a checkpoint whose model has fewer vocabulary rows than its tokenizer
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -201,7 +204,9 @@ def test_bad_inputs_fail_clearly(tmp_path, tiny_model):
     make_tiny_model(broken, len(tok) - 100)
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
     with pytest.raises(AlignkitError, match="do not belong together"):
-        select_deft(DeftConfig(data=[data], output=str(tmp_path / "o"), model=str(broken)))
+        run_selection(
+            "deft", DeftSelectConfig(data=[data], output=str(tmp_path / "o"), model=str(broken))
+        )
 
 
 # ------------------------------------------------------------------------ end to end

@@ -22,11 +22,12 @@ from alignkit.cli import main
 from alignkit.data import Multi, Pair, Point
 from alignkit.errors import AlignkitError
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.select import embeddings, real
+from alignkit.select import embeddings
 from alignkit.select.common import fraction_count
+from alignkit.select.configs import RealSelectConfig
 from alignkit.select.embeddings import embed_texts
+from alignkit.select.pipeline import run_selection
 from alignkit.select.real import (
-    RealConfig,
     real_mode,
     select_pair_subset,
     select_per_prompt,
@@ -284,11 +285,11 @@ def test_bad_inputs_fail_clearly(tmp_path):
         ({"strategy": "best"}, "unknown --strategy"),
     ]:
         with pytest.raises(AlignkitError, match=match):
-            RealConfig(data=["d"], output="o", **kwargs).validate()
+            RealSelectConfig(data=["d"], output="o", **kwargs).validate()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(AlignkitError, match="no records found"):
-        real.select_real(RealConfig(data=[str(empty)], output=str(tmp_path / "o")))
+        run_selection("real", RealSelectConfig(data=[str(empty)], output=str(tmp_path / "o")))
 
 
 def test_model_tokenizer_mismatch_fails_clearly(tmp_path):
@@ -296,9 +297,9 @@ def test_model_tokenizer_mismatch_fails_clearly(tmp_path):
     broken.mkdir()
     make_tiny_model(broken, len(make_tokenizer(broken)) - 100)
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
-    config = RealConfig(data=[data], output=str(tmp_path / "o"), model=str(broken))
+    config = RealSelectConfig(data=[data], output=str(tmp_path / "o"), model=str(broken))
     with pytest.raises(AlignkitError, match="do not belong together"):
-        real.select_real(config)
+        run_selection("real", config)
 
 
 def _real_args(data: str, model: str, out: Path, cache: Path, *extra: str) -> list[str]:

@@ -24,8 +24,9 @@ from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.scoring.dataset import score_dataset
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.select import registry
-from alignkit.select.deft import DeftConfig, select_deft
-from alignkit.select.real import RealConfig, select_real
+from alignkit.select.configs import DeftSelectConfig, RealSelectConfig, SelectConfig
+from alignkit.select.outputs import Selection
+from alignkit.select.pipeline import run_selection
 from alignkit.select.registry import (
     SELECTORS,
     ScoreRequest,
@@ -263,30 +264,70 @@ def test_reward_gap_by_hand(pairs, tiny_model, other_models):
 
 
 def test_deft_and_real_match_their_verbs(pairs, tiny_model, tmp_path):
+    """The scores of the registry (the study's) are the ones `select deft|real` filter on."""
     path, records = pairs
-    deft = select_deft(
-        DeftConfig(data=[path], output=str(tmp_path / "d"), model=tiny_model, precision="fp32")
+    config = DeftSelectConfig(
+        data=[path], output=str(tmp_path / "d"), model=tiny_model, precision="fp32"
     )
+    deft = run_selection("deft", config)
     got = score_records("deft", request(records, tiny_model))
-    assert np.allclose(got, deft.scores.double().numpy(), atol=1e-6)
+    assert np.allclose(got, [row["score"] for row in deft.scores], atol=1e-6)
     margin = score_records("deft", request(records, tiny_model, options={"score": "margin"}))
     assert not np.allclose(margin, got)
     cache = tmp_path / "cache"
-    real = select_real(
-        RealConfig(
+    for strategy in ("easy", "hard"):
+        config = RealSelectConfig(
             data=[path],
-            output=str(tmp_path / "r"),
+            output=str(tmp_path / strategy),
             model=tiny_model,
+            strategy=strategy,
             precision="fp32",
             cache_dir=str(cache / "embeddings"),
         )
-    )
-    for strategy in ("easy", "hard"):
+        real = run_selection("real", config)
         req = request(records, tiny_model, options={"strategy": strategy}, cache_dir=str(cache))
         sim = score_records("real", req)
-        assert np.allclose(sim, real.sim.double().numpy(), atol=1e-6)
+        assert np.allclose(sim, [row["similarity"] for row in real.scores], atol=1e-6)
         keep = keep_indices(sim, 4, get_selector("real").keep_for({"strategy": strategy}))
-        assert sorted(keep.tolist()) == sorted(real.subsets[strategy].tolist())
+        assert keep.tolist() == [row["index"] for row in real.scores if row["selected"]]
+
+
+def test_a_select_hook_writes_its_own_rows_report_and_files(pairs, tmp_path, monkeypatch, capsys):
+    """A selector's `select` hook replaces the default selection: `run_selection` (and the
+    CLI) writes the rows, the report and the extra files of the `Selection` it returns."""
+    path, records = pairs
+    seen = []
+
+    def select(recs: list, config: SelectConfig) -> Selection:
+        seen.append((len(recs), config.count))
+        first = {"prompt": recs[0].prompt, "n": len(recs)}
+        return Selection(
+            subset=[first],
+            scores=[{"index": i} for i in range(len(recs))],
+            dropped=[],
+            summary={"kept": 1, "seconds": None, "extra": "section"},
+            markdown=lambda s: f"# hooked: kept {s['kept']}, {s['extra']}\n",
+            files={"extra.txt": lambda p: p.write_text("an extra file\n")},
+            message="hooked selection done",
+        )
+
+    hooked = dataclasses.replace(SELECTORS["random"], name="hooked", select=select)
+    monkeypatch.setitem(SELECTORS, "hooked", hooked)
+    out = tmp_path / "hooked"
+    assert main(["select", "hooked", "--data", path, "--output", str(out), "--count", "2"]) == 0
+    assert capsys.readouterr().out == "hooked selection done\n"
+    assert seen == [(len(records), 2)]
+    assert lines(out / "subset.jsonl") == [{"prompt": records[0].prompt, "n": 8}]
+    assert lines(out / "scores.jsonl") == [{"index": i} for i in range(8)]
+    assert (out / "dropped.jsonl").read_text() == ""
+    assert (out / "extra.txt").read_text() == "an extra file\n"
+    report = json.loads((out / "report.json").read_text())
+    assert report["extra"] == "section" and isinstance(report["seconds"], float)
+    assert (out / "report.md").read_text() == "# hooked: kept 1, section\n"
+    # without the hook, the same selector is the default selection of `random`
+    plain = run_selection("random", SelectConfig(data=[path], output=str(tmp_path / "r"), count=2))
+    assert sum(row["kept"] for row in plain.scores) == 2 and len(plain.subset) == 2
+    assert set(plain.files) == {"scores_hist.png"} and "kept 2 of 8" in plain.message
 
 
 def test_rm_margin_with_a_scripted_reward(pairs):

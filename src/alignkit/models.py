@@ -319,3 +319,24 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
             "alignkit needs a standard transformers causal LM"
         )
     return decoder, head
+
+
+def load_scoring_model(
+    spec: str, tokenizer: Any = None, trust_remote_code: bool = False
+) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) of model spec `spec`, ready to score: eval mode, no gradients, on
+    this process's device. `tokenizer` given (a reference model scored in the policy's
+    tokens): it is used instead of the spec's own. An error when the tokenizer has more
+    tokens than the model's output layer has rows (they do not belong together)."""
+    tokenizer = tokenizer or load_tokenizer(spec, trust_remote_code)
+    model = load_causal_lm(spec, trust_remote_code=trust_remote_code)
+    rows = int(backbone_and_head(model)[1].weight.shape[0])
+    if len(tokenizer) > rows:
+        raise AlignkitError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only "
+            f"{rows}: the model and the tokenizer do not belong together (load both from the "
+            "same checkpoint)"
+        )
+    model.to(distributed_state().device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer

@@ -5,11 +5,12 @@ One shape for every selector of `alignkit.select.registry` (a scorer plus a keep
 [--seed S] [selector options]`, NAME in random, deft, real, reward-gap, rm-margin (registered
 by `alignkit.rewards.selection`, imported here), perplexity, length. Each writes
 OUTPUT/subset.jsonl (read by `alignkit train --data`), OUTPUT/scores.jsonl, dropped.jsonl and
-a report (report.md, report.json, PNG histogram). `deft` and `real` keep their own verbs
+a report (report.md, report.json, PNG histogram), through one run
+(`alignkit.select.pipeline.run_selection`). `deft` and `real` keep their own flags
 (`--keep-fraction`/`--keep-count` and `--strategy` stay; `--fraction`/`--count`/`--keep` are
 the common names); their subset is TRL prompt/chosen/rejected rows; `deft` also writes
 OUTPUT/q_diff.safetensors, the Q_diff it filtered with, for `alignkit train --q-diff`.
-`deft` and `real` work under `torchrun --nproc_per_node N -m alignkit select ...`: every
+Every selector works under `torchrun --nproc_per_node N -m alignkit select ...`: every
 process scores a shard, the main process writes the outputs.
 """
 
@@ -21,10 +22,7 @@ from typing import Any
 
 import alignkit.rewards.selection  # noqa: F401  (registers rm-margin)
 from alignkit.options import CONFIG_NOTE, add_config_verb
-from alignkit.scoring.deft import Q_DIFF_FILE
-from alignkit.select.deft import DeftConfig
-from alignkit.select.real import RealConfig
-from alignkit.select.registry import SELECTORS, SelectConfig
+from alignkit.select.registry import SELECTORS
 
 _DEFT_EPILOG = """\
 R_Q(x, y) = mean over response positions of <Q_diff, log p(. | x, y_<t)>, with
@@ -52,6 +50,11 @@ examples:
       --max-length 512 --output sel/centroid
   alignkit train --method dpo --data sel/easy/subset.jsonl --output runs/real-easy"""
 
+# the selectors with their own help and examples (the others: their description and _EXAMPLES)
+_VERBS = {
+    "deft": ("keep the examples with the lowest (--keep highest: highest) DEFT R_Q", _DEFT_EPILOG),
+    "real": ("choose response pairs by embedding similarity (REAL)", _REAL_EPILOG),
+}
 
 _EXAMPLES = {
     "random": "alignkit select random --data pairs.jsonl --fraction 0.25 --seed 1 --output sel/r1",
@@ -89,24 +92,18 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda args: _usage(parser))
     verbs = parser.add_subparsers(dest="select_command", metavar="SELECTOR")
     for name, selector in SELECTORS.items():
-        if name == "deft":
-            cls, func, help, epilog = DeftConfig, run_deft_command, _DEFT_HELP, _DEFT_EPILOG
-        elif name == "real":
-            cls, func, help, epilog = RealConfig, run_real_command, _REAL_HELP, _REAL_EPILOG
-        elif selector.config is not None:
-            cls, help = selector.config, selector.description
-            func = functools.partial(run_selection_command, name)
+        if selector.config is None:
+            continue  # a selector without CLI options: Python API only
+        help, epilog = _VERBS.get(name, (selector.description, ""))
+        if not epilog:
             example = _EXAMPLES.get(name, f"alignkit select {name} --data pairs.jsonl "
                                     "--fraction 0.5 --output sel/out")  # fmt: skip
             epilog = _COMMON_EPILOG.format(example=example)
-        else:
-            continue  # a selector without CLI options: Python API only
         description = f"{help[0].upper()}{help[1:]}. {CONFIG_NOTE}"
-        add_config_verb(verbs, name, cls, func, help=help, description=description, epilog=epilog)
-
-
-_DEFT_HELP = "keep the examples with the lowest (--keep highest: highest) DEFT R_Q"
-_REAL_HELP = "choose response pairs by embedding similarity (REAL)"
+        func = functools.partial(run_selection_command, name)
+        add_config_verb(
+            verbs, name, selector.config, func, help=help, description=description, epilog=epilog
+        )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -114,48 +111,11 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def run_selection_command(name: str, config: SelectConfig) -> int:
+def run_selection_command(name: str, config: Any) -> int:
     from alignkit.models import distributed_state
     from alignkit.select.pipeline import run_selection
 
-    result = run_selection(name, config)
-    if not distributed_state().is_main_process:  # launched on N processes: print once
-        return 0
-    sign = "<=" if result.keep == "lowest" else ">="
-    print(
-        f"kept {result.kept} of {result.scored} records ({name}, {result.keep} scores, "
-        f"cut {sign} {result.cut:.6g})\nsubset: {result.subset}\n"
-        f"report: {result.output / 'report.md'}\n"
-        f"train on it: alignkit train --method dpo --data {result.subset} --output RUN_DIR"
-    )
-    return 0
-
-
-def run_deft_command(config: DeftConfig) -> int:
-    from alignkit.select.pipeline import run_deft
-
-    result = run_deft(config)
-    if result is not None:
-        q_diff = result.output / Q_DIFF_FILE
-        print(
-            f"kept {result.kept} of {result.scored} examples ({config.keep} R_Q, cut "
-            f"{result.cut:.6g})\n"
-            f"subset: {result.subset}\nQ_diff: {q_diff}\n"
-            f"report: {result.output / 'report.md'}\n"
-            f"train on it: alignkit train --method dpo --data {result.subset} "
-            f"--q-diff {q_diff} [--deft-lambda L | --log-r-q] --output RUN_DIR"
-        )
-    return 0
-
-
-def run_real_command(config: RealConfig) -> int:
-    from alignkit.select.pipeline import run_real
-
-    result = run_real(config)
-    if result is not None:
-        print(
-            f"selected {result.selected} pairs ({config.strategy}, {result.summary['mode']} "
-            f"data)\nsubset: {result.subset}\nreport: {result.output / 'report.md'}\n"
-            f"train on it: alignkit train --method dpo --data {result.subset} --output RUN_DIR"
-        )
+    selection = run_selection(name, config)
+    if distributed_state().is_main_process:  # launched on N processes: print once
+        print(selection.message)
     return 0

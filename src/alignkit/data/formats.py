@@ -696,11 +696,17 @@ def _convert(record: Record, kind: str) -> tuple[Record, ...]:
     return (Multi(pair.prompt, (pair.chosen, pair.rejected), (1.0, 0.0), pair.source),)
 
 
-def record_row(record: Record) -> dict[str, Any]:
+def record_row(
+    record: Record, *, source: bool = True, binary_high_quality: bool = False
+) -> dict[str, Any]:
     """A record as a row of the format of its kind (`trl-pair`, `point` or `multi`) that
     `parse_row` reads back as the same record, plus its `source` (an extra field, ignored
-    when read). A binary label is written as true/false, a score as a number with its
-    `high_quality`, so that reading the file back keeps binary and real-valued labels apart."""
+    when read; `source=False`: left out, as in the rows `alignkit select` writes). A binary
+    label is written as true/false, a score as a number with its `high_quality`, so that
+    reading the file back keeps binary and real-valued labels apart; `binary_high_quality`:
+    a binary label's `high_quality` (always `label == 1`) is written too."""
+    if not isinstance(record, (Pair, Point, Multi)):
+        raise TypeError(f"not a record: {record!r}")
     row: dict[str, Any] = {"prompt": prompt_json(record.prompt)}
     if isinstance(record, Pair):
         row.update(chosen=record.chosen, rejected=record.rejected)
@@ -708,11 +714,13 @@ def record_row(record: Record) -> dict[str, Any]:
         row.update(completion=record.completion)
         if record.binary:
             row["label"] = record.label == 1.0
+            if binary_high_quality:
+                row["high_quality"] = record.high_quality
         else:
             row.update(label=record.label, high_quality=record.high_quality)
     else:
         row.update(responses=list(record.responses), scores=list(record.scores))
-    if record.source:
+    if source and record.source:
         row["source"] = record.source
     return row
 

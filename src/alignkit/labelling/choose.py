@@ -210,16 +210,11 @@ def _embed(cands: Candidates, config: ChooseConfig) -> tuple[Any, Any]:
     """(matrix, rows) of the embeddings of every candidate response, prompt by prompt."""
     from pathlib import Path
 
-    from alignkit.models import autocast_dtype, cache_dir, load_causal_lm, load_tokenizer
-    from alignkit.select.common import check_vocab
+    from alignkit.models import autocast_dtype, cache_dir, load_scoring_model
     from alignkit.select.embeddings import embed_texts
 
-    name = config.model or "default"
     state = distributed_state()
-    tokenizer = load_tokenizer(name)
-    model = load_causal_lm(name)
-    check_vocab(model, tokenizer)
-    model.to(state.device)
+    model, tokenizer = load_scoring_model(config.model or "default")
     texts = [t for group in cands.responses for t in group]
     emb = embed_texts(
         model,

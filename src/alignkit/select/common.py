@@ -9,25 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torch import nn
 
 from alignkit.data.loading import REJECTED_FILE
 from alignkit.errors import AlignkitError
-from alignkit.models import backbone_and_head
 from alignkit.options import opt
-
-
-def check_vocab(model: nn.Module, tokenizer: Any) -> int:
-    """Rows of the model's output layer; an error when the tokenizer has more tokens."""
-    _, head = backbone_and_head(model)
-    rows = int(head.weight.shape[0])
-    if len(tokenizer) > rows:
-        raise AlignkitError(
-            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only "
-            f"{rows}: the model and the tokenizer do not belong together (load both from the "
-            "same checkpoint)"
-        )
-    return rows
 
 
 def fraction_count(n: int, fraction: float, option: str) -> int:
@@ -104,7 +89,8 @@ class ScoreRequest:
     `records`: alignkit records (`Pair` for the pair selectors); `options`: the selector's
     options (unknown names are refused, missing ones take the selector's defaults);
     `model`: a model spec (`alignkit.runs`); `cache_dir`: when set, scores are cached there by
-    content (records, selector, options, model and the other inputs the selector depends on).
+    content (records, selector, options, model and the other inputs the selector depends on);
+    `trust_remote_code`: allow model code from the model repository (not in the cache key).
     """
 
     records: list
@@ -115,6 +101,7 @@ class ScoreRequest:
     max_length: int = 512
     precision: str = "auto"
     cache_dir: str | None = None
+    trust_remote_code: bool = False
 
 
 def skip_invalid_option() -> Any:

@@ -11,36 +11,24 @@ oriented by score (higher = chosen), ties dropped. Per-prompt selection is vecto
 prompts with the same number of responses and needs only each prompt's k x k Gram matrix
 (2-means runs in that space), so it is linear in the number of prompts.
 
-The end-to-end run that writes the subset and the report is
-`alignkit.select.pipeline.run_real`.
+`pair_subsets` and `prompt_subsets` apply them to embedded data; `alignkit select real`
+writes the subset and the report (`alignkit.select.outputs.real_selection`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from alignkit.data.formats import DataFormat
+from alignkit.data.formats import kind_of
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision, distributed_state
-from alignkit.options import opt
-from alignkit.select.common import (
-    KEEPS,
-    Keep,
-    check_vocab,
-    fraction_count,
-    rejected_path,
-    require_data_and_output,
-    skip_invalid_option,
-)
-from alignkit.select.embeddings import Embeddings, embed_texts
+from alignkit.select.common import fraction_count
+from alignkit.select.embeddings import Embeddings
 
 STRATEGIES = ("easy", "hard", "random", "centroid")
 
@@ -325,114 +313,11 @@ def _merge(parts: list[dict[str, Tensor]], counts: dict[str, int], n_prompts: in
     )
 
 
-# ------------------------------------------------------------------------- the command
-
-
-@dataclass
-class RealConfig:
-    """Options of `alignkit select real` (field help texts are the CLI's --help)."""
-
-    data: list[str] = opt([], "pair or multi-response data files", metavar="PATH")
-    output: str = opt("", "output directory: subset.jsonl, scores.jsonl, report.json/.md, PNG")
-    model: str = opt(
-        "default", "base model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
-    )
-    strategy: str = opt(
-        "",
-        "which pairs to keep (default: easy; hard with --keep highest)",
-        choices=list(STRATEGIES),
-    )
-    data_format: DataFormat = opt("auto", "format of the data files")
-    fraction: float | None = opt(
-        None,
-        "pair data: fraction of pairs to keep (default: 0.5); multi-response data "
-        "keeps one pair per prompt",
-    )
-    count: int | None = opt(None, "pair data: the number of pairs to keep (instead of --fraction)")
-    keep: Keep | None = opt(
-        None,
-        "pair data: keep the lowest similarity (the same as --strategy easy) or the highest "
-        "(--strategy hard)",
-    )
-    seed: int = opt(0, "seed of the random strategy")
-    min_score_ratio: float = opt(
-        0.0,
-        "multi-response data: keep a pair only if high score >= ratio * low score "
-        "(scores must be > 0; the paper used 1.5; 0 = off)",
-    )
-    max_length: int = opt(0, "drop responses longer than this many tokens (0 = no limit)")
-    batch_size: int = opt(16, "responses per forward pass")
-    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
-    cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
-    trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    skip_invalid: bool = skip_invalid_option()
-
-    def validate(self) -> None:
-        require_data_and_output(self.data, self.output)
-        if not self.strategy:
-            self.strategy = "hard" if self.keep == "highest" else "easy"
-        if self.strategy not in STRATEGIES:
-            raise AlignkitError(
-                f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"
-            )
-        self._check_keep()
-        if self.fraction is not None:
-            fraction_count(1, self.fraction, "--fraction")  # range check
-        if self.count is not None:
-            if self.fraction is not None:
-                raise AlignkitError("give --fraction or --count, not both")
-            if self.count < 1:
-                raise AlignkitError(f"--count must be >= 1, got {self.count}")
-        if self.min_score_ratio and self.min_score_ratio < 1:
-            raise AlignkitError(
-                f"--min-score-ratio must be >= 1 (or 0 = off), got {self.min_score_ratio}"
-            )
-        if self.max_length < 0 or self.batch_size <= 0:
-            raise AlignkitError("--max-length must be >= 0 and --batch-size > 0")
-
-    def _check_keep(self) -> None:
-        """--keep is the keep rule of easy (lowest similarity) / hard (highest)."""
-        if self.keep is None:
-            return
-        if self.keep not in KEEPS:
-            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
-        implied = {"easy": "lowest", "hard": "highest"}.get(self.strategy)
-        if implied is None:
-            raise AlignkitError(
-                f"--keep applies to --strategy easy (lowest similarity) or hard (highest); "
-                f"{self.strategy} has no keep rule"
-            )
-        if implied != self.keep:
-            raise AlignkitError(
-                f"--keep {self.keep} contradicts --strategy {self.strategy} (easy keeps the "
-                "lowest similarity, hard the highest): give one of them"
-            )
-
-    def embedding_cache(self) -> Path:
-        from alignkit.models import cache_dir
-
-        return Path(self.cache_dir) if self.cache_dir else cache_dir() / "embeddings"
-
-
-@dataclass
-class RealSelection:
-    """The outcome, for the report. Pair mode: `sim`/`eligible` (n,) per pair and `subsets`
-    strategy -> pair indices. Multi mode: `subsets` strategy -> PromptPairs."""
-
-    mode: str
-    records: list[Any]
-    texts: list[str]
-    emb: Embeddings
-    subsets: dict[str, Any]
-    sim: Tensor | None = None
-    eligible: Tensor | None = None
-    seconds: float = 0.0
+# ------------------------------------------------------------------- on a dataset
 
 
 def real_mode(records: Sequence[Any]) -> str:
     """ "pair" or "multi"; an error for empty, one-response or mixed data."""
-    from alignkit.data import kind_of
-
     if not records:
         raise AlignkitError("REAL: the data has no records")
     kinds = {kind_of(r) for r in records}
@@ -449,105 +334,66 @@ def real_mode(records: Sequence[Any]) -> str:
     return kinds.pop()
 
 
-def select_real(config: RealConfig, state: Any = None) -> RealSelection:
-    """Load, embed (cached), and compute every strategy's subset (for the report)."""
-    from alignkit.data import load_records
-    from alignkit.models import autocast_dtype, load_causal_lm, load_tokenizer
-
-    config.validate()
-    start = time.perf_counter()
-    state = state or distributed_state()
-    records, _ = load_records(
-        config.data,
-        config.data_format,
-        skip_invalid=config.skip_invalid,
-        rejected_path=rejected_path(config.output, config.skip_invalid, state),
-    )
-    mode = real_mode(records)
-    _check_mode_options(config, mode, records)
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    model = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
-    check_vocab(model, tokenizer)
-    model.to(state.device)
-    if mode == "pair":
-        texts = [t for r in records for t in (r.chosen, r.rejected)]
-    else:
-        texts = [t for r in records for t in r.responses]
-    emb = embed_texts(
-        model,
-        tokenizer,
-        texts,
-        batch_size=config.batch_size,
-        autocast=autocast_dtype(config.precision, state.device),
-        cache_dir=config.embedding_cache(),
-        state=state,
-    )
-    sel = RealSelection(mode, list(records), texts, emb, {})
-    if mode == "pair":
-        _pair_subsets(sel, config)
-    else:
-        _prompt_subsets(sel, config)
-    sel.seconds = time.perf_counter() - start
-    return sel
-
-
-def _check_mode_options(config: RealConfig, mode: str, records: Sequence[Any]) -> None:
-    if mode == "pair" and config.min_score_ratio:
-        raise AlignkitError(
-            "--min-score-ratio needs multi-response data with scores; pairs have none"
-        )
-    if mode == "multi" and (config.fraction is not None or config.count is not None):
-        flag = "--fraction" if config.fraction is not None else "--count"
-        raise AlignkitError(
-            f"{flag} applies to pair data; multi-response data yields one pair per prompt"
-        )
-    if (
-        mode == "multi"
-        and config.min_score_ratio
-        and any(s <= 0 for r in records for s in r.scores)
-    ):
-        raise AlignkitError("--min-score-ratio needs scores > 0 (a ratio of votes); some are <= 0")
-
-
-def _pair_subsets(sel: RealSelection, config: RealConfig) -> None:
-    n = len(sel.records)
+def pair_subsets(
+    emb: Embeddings,
+    strategy: str,
+    *,
+    fraction: float | None,
+    count: int | None,
+    max_length: int = 0,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Pair data embedded as chosen, rejected, chosen, ... -> (sim (n,), eligible (n,), the
+    pair indices of every pair strategy: easy, hard, random). Eligible: both responses have
+    <= max_length tokens (0 = no limit); `fraction` (default 0.5) or `count` of them kept."""
+    n = len(emb.rows) // 2
     chosen, rejected = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
-    sel.sim = (sel.emb.of(chosen) * sel.emb.of(rejected)).sum(-1)
-    lengths = sel.emb.lengths
-    sel.eligible = torch.ones(n, dtype=torch.bool)
-    if config.max_length:
-        sel.eligible = (lengths[chosen] <= config.max_length) & (
-            lengths[rejected] <= config.max_length
-        )
-    pool = sel.eligible.nonzero().squeeze(1)
+    sim = (emb.of(chosen) * emb.of(rejected)).sum(-1)
+    eligible = torch.ones(n, dtype=torch.bool)
+    if max_length:
+        eligible = (emb.lengths[chosen] <= max_length) & (emb.lengths[rejected] <= max_length)
+    pool = eligible.nonzero().squeeze(1)
     if len(pool) == 0:
-        raise AlignkitError(f"no pair has both responses within --max-length {config.max_length}")
-    fraction = 0.5 if config.fraction is None else config.fraction
-    for strategy in ("easy", "hard", "random"):
-        sel.subsets[strategy] = pool[
-            select_pair_subset(sel.sim[pool], strategy, fraction, config.seed, config.count)
-        ]
-    if config.strategy not in sel.subsets:
-        select_pair_subset(sel.sim, config.strategy, fraction)  # raises the explanation
+        raise AlignkitError(f"no pair has both responses within --max-length {max_length}")
+    fraction = 0.5 if fraction is None else fraction
+    subsets = {
+        name: pool[select_pair_subset(sim[pool], name, fraction, seed, count)]
+        for name in ("easy", "hard", "random")
+    }
+    if strategy not in subsets:
+        select_pair_subset(sim, strategy, fraction)  # raises the explanation
+    return sim, eligible, subsets
 
 
-def _prompt_subsets(sel: RealSelection, config: RealConfig) -> None:
-    sizes = torch.tensor([len(r.responses) for r in sel.records])
+def prompt_subsets(
+    records: Sequence[Any],
+    emb: Embeddings,
+    strategy: str,
+    *,
+    max_length: int = 0,
+    min_score_ratio: float = 0.0,
+    seed: int = 0,
+) -> dict[str, PromptPairs]:
+    """Multi-response data embedded record by record -> the pairs of every strategy; an
+    error when `strategy` leaves no pair."""
+    sizes = torch.tensor([len(r.responses) for r in records])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
-    scores = torch.tensor([s for r in sel.records for s in r.scores], dtype=torch.float64)
-    for strategy in STRATEGIES:
-        sel.subsets[strategy] = select_per_prompt(
-            sel.emb.matrix,
+    scores = torch.tensor([s for r in records for s in r.scores], dtype=torch.float64)
+    subsets = {
+        name: select_per_prompt(
+            emb.matrix,
             offsets,
             scores,
-            strategy,
-            rows=sel.emb.rows,
-            lengths=sel.emb.lengths,
-            max_length=config.max_length,
-            min_score_ratio=config.min_score_ratio,
-            seed=config.seed,
+            name,
+            rows=emb.rows,
+            lengths=emb.lengths,
+            max_length=max_length,
+            min_score_ratio=min_score_ratio,
+            seed=seed,
         )
-    picked: PromptPairs = sel.subsets[config.strategy]
+        for name in STRATEGIES
+    }
+    picked = subsets[strategy]
     if not len(picked.prompt):
         c = picked.counts
         raise AlignkitError(
@@ -556,3 +402,4 @@ def _prompt_subsets(sel: RealSelection, config: RealConfig) -> None:
             f"(or pairs below --min-score-ratio), {c['centroid_pair_filtered']} centroid pairs "
             "were tied or below the ratio"
         )
+    return subsets

@@ -22,8 +22,13 @@ with `split_records=True` (its score of a record depends on that record alone) i
 here: each process scores a contiguous slice of the records, and the slices are gathered
 back in record order. Only the main process writes the cache.
 
-`SelectConfig` and its subclasses are the CLI options of `alignkit select NAME` for the
-selectors that have a `config`; `alignkit.select.pipeline.run_selection` runs one.
+`alignkit select NAME` (`alignkit.select.pipeline.run_selection`, the one path) runs a
+selector with a `config` (its CLI options, `alignkit.select.configs`). By default it scores
+every record (`score_records`), keeps the budget by the keep rule and writes the kept records
+with their original columns. A selector with more to show gives a `select` hook that builds
+the `Selection` itself (`alignkit.select.outputs`): `deft` writes R_Q per response, the
+Q_diff it filtered with and its tokens; `real` every strategy's subset and, on
+multi-response data, one pair per prompt (`alignkit.select.reports`).
 """
 
 from __future__ import annotations
@@ -35,15 +40,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from alignkit.data.formats import DataFormat, kind_of
+from alignkit.data.formats import kind_of
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
-from alignkit.models import Precision, check_model_spec, distributed_state
-from alignkit.options import opt
+from alignkit.models import distributed_state
 from alignkit.runs import spec_fingerprint
 from alignkit.scoring.deft import R_Q_FORMS
 from alignkit.select.common import (
@@ -51,12 +55,19 @@ from alignkit.select.common import (
     Keep,
     ScoreRequest,
     budget_count,
-    fraction_count,
     keep_indices,
     keep_order,
-    require_data_and_output,
-    skip_invalid_option,
 )
+from alignkit.select.configs import (
+    DeftSelectConfig,
+    LengthConfig,
+    ModelSelectConfig,
+    RealSelectConfig,
+    RewardGapConfig,
+    SelectConfig,
+)
+from alignkit.select.outputs import Selection
+from alignkit.select.reports import deft_selection, real_selection
 from alignkit.select.scorers import (
     deft_scores,
     length_scores,
@@ -71,6 +82,7 @@ __all__ = [
     "Keep",
     "ScoreRequest",
     "SelectConfig",
+    "Selection",
     "Selector",
     "budget_count",
     "get_selector",
@@ -86,6 +98,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when a built-in score changes its definition (invalidates caches)
 REQUEST_INPUTS = ("model", "seed", "max_length", "precision")
 KeepRule = Keep | Callable[[Mapping[str, Any]], Keep]
+SelectHook = Callable[[list, Any], Selection]
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,16 @@ class Selector:
     the scores depend on (the cache key; `batch_size` never is); `rule_options`: options
     that only choose the keep rule (not in the cache key); `kinds`: record kinds it scores
     ("pair", "point", "multi"); `config`: the options dataclass of `alignkit select NAME`
-    (a `SelectConfig`; None: no generic sub-verb); `split_records`: a record's score depends
+    (`alignkit.select.configs`; None: no CLI verb); `split_records`: a record's score depends
     on that record alone, so under a launcher each process may score a slice of the records
     (leave it False for a score of the whole set, such as a seeded draw over all records, or
     for a scorer that splits its own work over the processes).
+
+    `select`: the hook of a selector whose CLI run shows more than one score per record:
+    `(records, config) -> Selection` (`alignkit.select.outputs`: the rows of subset.jsonl,
+    scores.jsonl and dropped.jsonl, the report and its own files), called on every process
+    (scoring is collective), written by the main one. None: `run_selection`'s default, which
+    scores with `score` and keeps the budget by the keep rule.
     """
 
     name: str
@@ -117,6 +136,7 @@ class Selector:
     kinds: tuple[str, ...] = ("pair",)
     config: type | None = None
     split_records: bool = False
+    select: SelectHook | None = None
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
@@ -320,115 +340,6 @@ def _save(path: Path, scores: np.ndarray, selector: Selector, request: ScoreRequ
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
 
 
-# ------------------------------------------------------------------ CLI options
-
-
-@dataclass
-class SelectConfig:
-    """Options of `alignkit select NAME` shared by every registry selector (field help texts
-    are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
-
-    OPTIONS: ClassVar[tuple[str, ...]] = ()
-
-    data: list[str] = opt([], "data files to select from", metavar="PATH")
-    output: str = opt(
-        "",
-        "output directory: subset.jsonl (the kept records, with their original columns), "
-        "scores.jsonl, dropped.jsonl, report.json/.md, scores_hist.png",
-    )
-    fraction: float | None = opt(None, "budget: the fraction of the records to keep, in (0, 1]")
-    count: int | None = opt(None, "budget: the number of records to keep")
-    keep: Keep | None = opt(None, "keep the lowest or the highest scores (default: the selector's)")
-    seed: int = opt(0, "seed of the random draw, and of the order of tied scores at the cut")
-    data_format: DataFormat = opt("auto", "format of the data files")
-    cache_dir: str = opt(
-        "",
-        "cache the scores here, by content: a run with the same records, selector, options "
-        "and model reads them back (default: no cache)",
-    )
-    skip_invalid: bool = skip_invalid_option()
-
-    def validate(self) -> None:
-        require_data_and_output(self.data, self.output)
-        if (self.fraction is None) == (self.count is None):
-            raise AlignkitError("give one budget: --fraction F or --count N")
-        if self.fraction is not None:
-            fraction_count(1, self.fraction, "--fraction")  # the range check
-        if self.count is not None and self.count < 1:
-            raise AlignkitError(f"--count must be >= 1, got {self.count}")
-        if self.keep is not None and self.keep not in KEEPS:
-            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
-
-    def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.OPTIONS}
-
-    def request(self, records: list) -> ScoreRequest:
-        """The `ScoreRequest` of these options for `records`."""
-        return ScoreRequest(
-            records=records,
-            options=self.options(),
-            model=getattr(self, "model", "default"),
-            seed=self.seed,
-            batch_size=getattr(self, "batch_size", 8),
-            max_length=getattr(self, "max_length", 512),
-            precision=getattr(self, "precision", "auto"),
-            cache_dir=self.cache_dir or None,
-        )
-
-
-@dataclass
-class ModelSelectConfig(SelectConfig):
-    """`SelectConfig` + the causal LM that scores."""
-
-    model: str = opt(
-        "default", "scoring model: run directory, folder, HF id or 'default' (embedded SmolLM2)"
-    )
-    batch_size: int = opt(8, "examples per forward pass")
-    max_length: int = opt(512, "max tokens of prompt + one response (longer: truncated)")
-    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
-
-    def validate(self) -> None:
-        super().validate()
-        check_model_spec(self.model)
-        if self.batch_size <= 0 or self.max_length < 8:
-            raise AlignkitError("--batch-size must be > 0 and --max-length >= 8")
-
-
-@dataclass
-class RewardGapConfig(ModelSelectConfig):
-    """Options of `alignkit select reward-gap`."""
-
-    OPTIONS: ClassVar[tuple[str, ...]] = ("ref",)
-
-    ref: str = opt(
-        "",
-        "reference model spec; default: the model's base (its adapter disabled for a LoRA run, "
-        "the base_model of a full fine-tuning run), none where it has none; 'none': no "
-        "reference, the gap is log pi(chosen) - log pi(rejected)",
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.ref not in ("", "none"):
-            check_model_spec(self.ref)
-
-
-@dataclass
-class LengthConfig(SelectConfig):
-    """Options of `alignkit select length`."""
-
-    OPTIONS: ClassVar[tuple[str, ...]] = ("what",)
-
-    model: str = opt("default", "the model whose tokenizer counts the tokens")
-    what: str = opt(
-        "chosen", "count the chosen answer, or chosen + rejected", choices=["chosen", "pair"]
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        check_model_spec(self.model)
-
-
 def _real_keep(options: Mapping[str, Any]) -> Keep:
     return "highest" if options.get("strategy") == "hard" else "lowest"
 
@@ -454,6 +365,8 @@ _BUILT_IN = (
         options={"form": "logprob", "score": "chosen"},
         choices={"form": R_Q_FORMS, "score": ("chosen", "margin")},
         depends_on=("model", "max_length", "precision"),
+        config=DeftSelectConfig,
+        select=deft_selection,
     ),
     Selector(
         "real",
@@ -466,6 +379,8 @@ _BUILT_IN = (
         choices={"strategy": ("easy", "hard")},
         depends_on=("model", "precision"),
         rule_options=("strategy",),
+        config=RealSelectConfig,
+        select=real_selection,
     ),
     Selector(
         "reward-gap",

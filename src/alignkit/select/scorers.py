@@ -36,9 +36,20 @@ from torch import nn
 from alignkit.data.records import Pair, Point
 from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.errors import AlignkitError
-from alignkit.models import distributed_state
-from alignkit.select.common import ScoreRequest, check_vocab
-from alignkit.select.deft import chosen_only
+from alignkit.models import (
+    autocast_dtype,
+    cache_dir,
+    distributed_state,
+    load_scoring_model,
+    load_tokenizer,
+    reference_context,
+)
+from alignkit.runs import resolve_model_spec
+from alignkit.scoring.dataset import score_dataset
+from alignkit.scoring.forward import SequenceScorer
+from alignkit.select.common import ScoreRequest
+from alignkit.select.deft import chosen_only, r_q_table, selection_scores
+from alignkit.select.embeddings import Embeddings, embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +80,6 @@ def length_scores(request: ScoreRequest) -> np.ndarray:
     """Tokens of the chosen answer (`what: chosen`; a point's completion), or of the chosen
     plus the rejected answer (`what: pair`), in the tokenizer of `request.model`; the text
     alone, without special tokens and without truncation."""
-    from alignkit.models import load_tokenizer
-
     records = request.records
     tokenizer = load_tokenizer(request.model)
     what = request.options.get("what", "chosen")
@@ -93,19 +102,6 @@ def length_scores(request: ScoreRequest) -> np.ndarray:
 # ------------------------------------------------------------------ with a causal LM
 
 
-def load_scoring_model(spec: str, tokenizer: Any = None) -> tuple[nn.Module, Any]:
-    """(model in eval mode on this process's device, tokenizer) of the model spec `spec`;
-    `tokenizer` given: it must fit the model's vocabulary (a reference model)."""
-    from alignkit.models import load_causal_lm, load_tokenizer
-
-    tokenizer = tokenizer or load_tokenizer(spec)
-    model = load_causal_lm(spec)
-    check_vocab(model, tokenizer)
-    model.to(distributed_state().device).eval()
-    model.requires_grad_(False)
-    return model, tokenizer
-
-
 def encode_all(records: Sequence[Any], tokenizer: Any, max_length: int) -> list[Encoded]:
     """Every record encoded as training encodes it (over-long examples truncated, none
     dropped), in record order."""
@@ -116,8 +112,6 @@ def encode_all(records: Sequence[Any], tokenizer: Any, max_length: int) -> list[
 
 
 def autocast_for(model: nn.Module, precision: str) -> torch.dtype | None:
-    from alignkit.models import autocast_dtype
-
     return autocast_dtype(precision, next(model.parameters()).device)  # type: ignore[arg-type]
 
 
@@ -130,9 +124,6 @@ def sequence_logps(
     batches of a one-process run, so the numbers are the same — and every process gets the
     whole table back in the order of `encoded` (`score_dataset`)."""
     from accelerate.utils import gather_object
-
-    from alignkit.scoring.dataset import score_dataset
-    from alignkit.scoring.forward import SequenceScorer
 
     state = distributed_state()
     table = score_dataset(
@@ -167,9 +158,6 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
     of a full fine-tuning run; where the policy has no base, or with "none", there is no
     reference and the gap is log pi(c) - log pi(r). Summed log-probs, as DPO's reward.
     Small gap = a pair the model barely separates (hard)."""
-    from alignkit.models import reference_context
-    from alignkit.runs import resolve_model_spec
-
     ref = str(request.options.get("ref") or "")
     spec = resolve_model_spec(request.model)
     model, tokenizer = load_scoring_model(request.model)
@@ -198,49 +186,39 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
 
 
 def deft_scores(request: ScoreRequest) -> np.ndarray:
-    """DEFT's R_Q (`alignkit.select.deft`): Q_diff counted on these records, R_Q of the
-    chosen response (`score: chosen`) or chosen minus rejected (`score: margin`), in the
-    log-prob or the bounded form (`form: logprob | prob`) under `request.model`."""
-    from alignkit.scoring.deft import token_distributions
-    from alignkit.select.deft import score_r_q, selection_scores
+    """DEFT's R_Q (`r_q_table`) of every record: of the chosen response, or chosen minus
+    rejected (`score: margin`)."""
+    r_q = r_q_table(request)
+    if [e.index for e in r_q.encoded] != list(range(len(request.records))):
+        raise AlignkitError("internal: encoding dropped or reordered records")
+    return selection_scores(r_q.table, request.options.get("score", "chosen")).double().numpy()
 
-    score_on = request.options.get("score", "chosen")
-    model, tokenizer = load_scoring_model(request.model)
-    encoded = encode_all(request.records, tokenizer, request.max_length)
-    dists = token_distributions(encoded, len(tokenizer), tokenizer.all_special_ids)
-    table = score_r_q(
-        model,
-        encoded,
-        dists.q_diff,
-        pad_id=tokenizer.pad_token_id,
-        form=request.options.get("form", "logprob"),
-        score_on=score_on,
-        batch_size=request.batch_size,
-        autocast=autocast_for(model, request.precision),
+
+def response_embeddings(request: ScoreRequest, texts: list[str], cache: Path) -> Embeddings:
+    """REAL's embeddings (`alignkit.select.embeddings`) of `texts` under `request.model`,
+    cached on disk under `cache`. Responses are embedded whole: `max_length` does not apply."""
+    model, tokenizer = load_scoring_model(
+        request.model, trust_remote_code=request.trust_remote_code
     )
-    return selection_scores(table, score_on).double().numpy()
-
-
-def real_scores(request: ScoreRequest) -> np.ndarray:
-    """REAL on pairs: cosine similarity of the chosen and the rejected response's embeddings
-    (`alignkit.select.embeddings`; cached on disk under `cache_dir/embeddings`, default
-    `$ALIGNKIT_CACHE/embeddings`). Easy pairs = least similar (keep lowest), hard = most
-    similar (keep highest). Responses are embedded whole: `max_length` does not apply."""
-    from alignkit.models import cache_dir
-    from alignkit.select.embeddings import embed_texts
-
-    records = request.records
-    model, tokenizer = load_scoring_model(request.model)
-    texts = [t for r in records for t in (r.chosen, r.rejected)]
-    root = Path(request.cache_dir) if request.cache_dir else cache_dir()
-    emb = embed_texts(
+    return embed_texts(
         model,
         tokenizer,
         texts,
         batch_size=request.batch_size,
         autocast=autocast_for(model, request.precision),
-        cache_dir=root / "embeddings",
+        cache_dir=cache,
     )
+
+
+def real_scores(request: ScoreRequest) -> np.ndarray:
+    """REAL on pairs: cosine similarity of the chosen and the rejected response's embeddings
+    (`response_embeddings`; cached on disk under `cache_dir/embeddings`, default
+    `$ALIGNKIT_CACHE/embeddings`). Easy pairs = least similar (keep lowest), hard = most
+    similar (keep highest)."""
+    records = request.records
+    texts = [t for r in records for t in (r.chosen, r.rejected)]
+    root = Path(request.cache_dir) if request.cache_dir else cache_dir()
+    emb = response_embeddings(request, texts, root / "embeddings")
     n = len(records)
     chosen, rejected = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
     return (emb.of(chosen) * emb.of(rejected)).sum(-1).double().numpy()
