@@ -112,7 +112,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_selection_command(name: str, config: Any) -> int:
-    from alignkit.models import distributed_state
+    from alignkit.distributed import distributed_state
     from alignkit.select.pipeline import run_selection
 
     selection = run_selection(name, config)

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.data.tokenize import Encoded, EncodeSummary, Truncation, encode_records
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
-from alignkit.models import autocast_dtype, distributed_state, load_scoring_model
+from alignkit.models import autocast_dtype, load_scoring_model
 from alignkit.objectives.base import SeqLogps
 from alignkit.scoring.deft import (
     R_Q_FORMS,

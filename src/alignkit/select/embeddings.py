@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from alignkit.data.batching import sorted_chunks
+from alignkit.distributed import distributed_state
 from alignkit.io import atomic_write
-from alignkit.models import backbone_and_head, distributed_state
+from alignkit.models import backbone_and_head
 
 _EMBED_VERSION = 1  # bump when the definition of an embedding changes (invalidates caches)
 

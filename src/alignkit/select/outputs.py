@@ -22,7 +22,8 @@ import numpy as np
 from torch import Tensor
 
 from alignkit.data.formats import record_row
-from alignkit.io import atomic_write, atomic_write_text
+from alignkit.io import atomic_write_text
+from alignkit.report import new_figure, save_png
 
 SUBSET = "subset.jsonl"
 SCORES = "scores.jsonl"
@@ -131,16 +132,6 @@ def stats(values: Tensor | np.ndarray) -> dict[str, float]:
     }
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", "\\n")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def stats_rows(summary: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> list[list[Any]]:
     """One markdown row per (name, summary key of a `stats` dict)."""
     return [
@@ -152,25 +143,21 @@ def stats_rows(summary: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> l
 # ---------------------------------------------------------------------------- plots
 
 
-def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
+def _axes() -> tuple[Any, Any]:
+    figure = new_figure()
+    return figure, figure.add_subplot(1, 1, 1)
 
 
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    save_png(fig, path)
 
 
 def cut_histogram_png(
     path: Path, values: np.ndarray, kept: np.ndarray, cut: float, *, title: str, xlabel: str
 ) -> None:
     """Histogram of all `values` with the `kept` ones highlighted and the cut marked."""
-    fig, ax = _figure()
+    fig, ax = _axes()
     bins = np.histogram_bin_edges(values, bins=min(60, max(10, len(values) // 5)))
     ax.hist(values, bins=bins, color="#9aa5b1", label=f"all ({len(values)})")
     ax.hist(kept, bins=bins, color="#2b7bba", label=f"kept ({len(kept)})")
@@ -184,7 +171,7 @@ def overlay_histogram_png(
     path: Path, groups: Mapping[str, np.ndarray], *, title: str, xlabel: str
 ) -> None:
     """One step histogram per named group, on shared bins."""
-    fig, ax = _figure()
+    fig, ax = _axes()
     present = {name: v for name, v in groups.items() if len(v)}
     everything = np.concatenate(list(present.values())) if present else np.zeros(1)
     bins = np.histogram_bin_edges(everything, bins=min(60, max(10, len(everything) // 8)))

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data.loading import iter_rows, load_records
-from alignkit.data.records import Multi, Pair
+from alignkit.data.records import Multi
+from alignkit.distributed import distributed_state
 from alignkit.errors import DataError
-from alignkit.models import distributed_state
+from alignkit.report import markdown_table
 from alignkit.select.common import budget_count, keep_order, rejected_path
 from alignkit.select.configs import SelectConfig
 from alignkit.select.outputs import (
@@ -31,7 +32,6 @@ from alignkit.select.outputs import (
     Selection,
     cli_message,
     cut_histogram_png,
-    markdown_table,
     ranked_rows,
     row_of,
     stats,
@@ -156,11 +156,6 @@ def original_rows(records: Sequence[Any], paths: Iterable[str]) -> list[dict[str
         else row_of(r)
         for r in records
     ]
-
-
-def pair_row(prompt: Any, chosen: str, rejected: str) -> dict[str, Any]:
-    """One TRL-style preference row (prompt, chosen, rejected)."""
-    return row_of(Pair(prompt, chosen, rejected))
 
 
 def _selection_markdown(s: dict[str, Any]) -> str:

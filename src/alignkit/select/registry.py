@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from alignkit.data.formats import kind_of
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
-from alignkit.models import distributed_state
 from alignkit.runs import spec_fingerprint
 from alignkit.scoring.deft import R_Q_FORMS
 from alignkit.select.common import (

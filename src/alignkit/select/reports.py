@@ -26,6 +26,7 @@ from torch import Tensor
 from alignkit.data.formats import kind_of
 from alignkit.data.records import Pair
 from alignkit.errors import AlignkitError
+from alignkit.report import markdown_table
 from alignkit.scoring.deft import (
     Q_DIFF_FILE,
     TokenDistributions,
@@ -43,7 +44,6 @@ from alignkit.select.outputs import (
     Selection,
     cli_message,
     cut_histogram_png,
-    markdown_table,
     overlay_histogram_png,
     ranked_rows,
     row_of,

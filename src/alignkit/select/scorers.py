@@ -35,11 +35,11 @@ from torch import nn
 
 from alignkit.data.records import Pair, Point
 from alignkit.data.tokenize import Encoded, encode_records
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.models import (
     autocast_dtype,
     cache_dir,
-    distributed_state,
     load_scoring_model,
     load_tokenizer,
     reference_context,

@@ -30,6 +30,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from alignkit.data.formats import record_row
 from alignkit.data.loading import load_records, source_identity
 from alignkit.data.prompts import distinct_prompts, prompt_json
 from alignkit.data.queries import load_queries
@@ -47,7 +48,6 @@ from alignkit.options import to_dict
 from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
-from alignkit.select.pipeline import pair_row
 from alignkit.select.registry import (
     ScoreRequest,
     budget_count,
@@ -373,9 +373,7 @@ def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     values = context.scores.of(cell.selector, cell.seed)
     keep = keep_indices(values, cell.count, keep_rule(cell.selector), seed=cell.seed)
     subset = out / "subset.jsonl"
-    atomic_write_jsonl(
-        subset, [pair_row(pool[i].prompt, pool[i].chosen, pool[i].rejected) for i in keep]
-    )
+    atomic_write_jsonl(subset, [record_row(pool[i], source=False) for i in keep])
     if cell.method.online:
         result = _run_online(context, cell, keep, out)
     else:
