@@ -21,10 +21,10 @@ from alignkit.data.queries import drop_long, iteration_indices, load_queries, re
 from alignkit.data.records import Multi, Point
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError, DataError
+from alignkit.inference import generators as G
 from alignkit.inference.generation import Completion, SamplingConfig, finished_rows
 from alignkit.objectives import ObjectiveConfig, SeqLogps
 from alignkit.objectives.losses import rrhf_loss
-from alignkit.online import generators as G
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
 from alignkit.online.loop import OnlineTrainer, make_strategy, sample_seed
 from alignkit.online.principles import apply_principle, builtin_principles, load_principle
