@@ -72,7 +72,7 @@ from alignkit.online.ppo import PPOStrategy
 from alignkit.online.principles import load_principle
 from alignkit.online.ranked import RAFTStrategy, RRHFStrategy
 from alignkit.online.rloo import RLOOStrategy
-from alignkit.online.samples import RolloutInputs, Sampled, Strategy
+from alignkit.online.samples import Metrics, RolloutInputs, Sampled, Strategy
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
 from alignkit.runs import resolve_model_spec
 from alignkit.train.checkpoint import Prepared
@@ -373,13 +373,19 @@ class OnlineTrainer(Trainer):
         """What an iteration trains on: its samples, after earlier ones with --replay all."""
         return [Sampled.from_dict(row) for row in self.state.buffer] + samples
 
-    def end_iteration(self, session: Session, iteration: int, samples: list[Sampled]) -> None:
-        """Keep the samples for replay, push the weights to the generator, advance the state."""
+    def end_iteration(self, session: Session, iteration: int, samples: list[Sampled]) -> Metrics:
+        """Keep the samples for replay, push the weights to the generator, advance the state;
+        the run's counters."""
         if self.online.replay == "all":
             self.state.buffer.extend(x.to_dict() for x in samples)
         session.generator.sync(self.accelerator.unwrap_model(session.scorer).model)
         self.strategy.end_iteration()
         self.state.iteration = iteration + 1
+        return {
+            "optimizer_steps": float(self.state.optimizer_steps),
+            "queries/kept": float(len(session.queries.queries)),
+            "queries/dropped": float(session.queries.dropped),
+        }
 
     # ------------------------------------------------------------- evaluation
     def evaluate_reward(self, session: Session, step: int) -> dict[str, float]:
@@ -417,16 +423,9 @@ class OnlineTrainer(Trainer):
             self._write(f"generations/iter-{it + 1:04d}.jsonl", self.strategy.rows(samples))
             metrics = self.strategy.sample_metrics(samples)
             metrics.update(self.train_on(session, self.replayed(samples)))
-            self.end_iteration(session, it, samples)
-            metrics.update(
-                {
-                    "time/generate_s": t1 - t0,
-                    "time/train_s": time.perf_counter() - t1,
-                    "optimizer_steps": float(self.state.optimizer_steps),
-                    "queries/kept": float(len(session.queries.queries)),
-                    "queries/dropped": float(session.queries.dropped),
-                }
-            )
+            counters = self.end_iteration(session, it, samples)
+            metrics.update({"time/generate_s": t1 - t0, "time/train_s": time.perf_counter() - t1})
+            metrics.update(counters)
             done = it + 1
             if (
                 session.eval_queries
