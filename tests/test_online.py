@@ -860,6 +860,8 @@ def test_schedule_spans_all_iterations(tiny_model, queries_file, tmp_path) -> No
     trainer = OnlineTrainer(config, reward=keyword_reward)
     # replay all: 4, 8, 12 examples -> 2, 4, 6 micro-batches -> 1, 2, 3 steps
     assert trainer.planned_steps() == 6
+    # one formula with `alignkit train`: 6 examples = 3 micro-batches -> 3 // 2 = 1 step
+    assert trainer.steps_per_epoch(6) == 1
     assert (
         OnlineTrainer(
             dataclasses.replace(config, replay="none"), reward=keyword_reward
