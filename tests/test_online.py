@@ -25,19 +25,13 @@ from alignkit.inference import generators as G
 from alignkit.inference.generation import Completion, SamplingConfig, finished_rows
 from alignkit.objectives import ObjectiveConfig, SeqLogps
 from alignkit.objectives.losses import rrhf_loss
+from alignkit.objectives.ple import ple_branch, ple_objective
 from alignkit.online.config import OnlineConfig, PLEConfig, RAFTConfig, RRHFOnlineConfig
 from alignkit.online.loop import OnlineTrainer, make_strategy, sample_seed
+from alignkit.online.ple import PLEStrategy
 from alignkit.online.principles import apply_principle, builtin_principles, load_principle
-from alignkit.online.strategies import (
-    PLEStrategy,
-    RAFTStrategy,
-    RRHFStrategy,
-    Sampled,
-    n_selected,
-    ple_branch,
-    ple_objective,
-    raft_select,
-)
+from alignkit.online.ranked import RAFTStrategy, RRHFStrategy, n_selected, raft_select
+from alignkit.online.samples import Sampled
 from alignkit.scoring.packing import collate
 from alignkit.train.config import TrainConfig
 
@@ -380,7 +374,7 @@ def test_rrhf_uses_the_core_objective(tiny_model) -> None:
     assert strategy.build([cut])[0][0].unfinished == (False, True, False)  # type: ignore[union-attr]
     batch = collate(encode_records(records, tok)[0], tok.pad_token_id)
     policy = seq([[-3.0, -1.0, -4.0]], batch.counts.tolist())
-    loss, metrics = strategy.loss(policy, batch)
+    loss, metrics = strategy.loss(lambda b, autocast: policy, batch, None, None)
     avg = policy.reduced("mean")
     expected, _, _ = rrhf_loss(avg, policy.sum, batch.labels, batch.mask, 0.5)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()))
@@ -684,8 +678,10 @@ def test_a_ple_step_moves_log_probs_the_right_way(
     trainer = OnlineTrainer(config, reward=keyword_reward)
     session = trainer.setup()
     modes = []
-    step_loss = trainer.step_loss
-    trainer.step_loss = lambda scorer, *a: modes.append(scorer.training) or step_loss(scorer, *a)
+    loss = trainer.strategy.loss
+    trainer.strategy.loss = lambda scorer, *a, **kw: (  # type: ignore[method-assign]
+        modes.append(scorer.training) or loss(scorer, *a, **kw)
+    )
     samples = [
         Sampled(chat(f"cake {i}"), ["the dog", "sorry I can not"], list(scores)) for i in range(4)
     ]
@@ -864,6 +860,8 @@ def test_schedule_spans_all_iterations(tiny_model, queries_file, tmp_path) -> No
     trainer = OnlineTrainer(config, reward=keyword_reward)
     # replay all: 4, 8, 12 examples -> 2, 4, 6 micro-batches -> 1, 2, 3 steps
     assert trainer.planned_steps() == 6
+    # one formula with `alignkit train`: 6 examples = 3 micro-batches -> 3 // 2 = 1 step
+    assert trainer.steps_per_epoch(6) == 1
     assert (
         OnlineTrainer(
             dataclasses.replace(config, replay="none"), reward=keyword_reward

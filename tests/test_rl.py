@@ -35,7 +35,9 @@ from alignkit.objectives.rl import (
 )
 from alignkit.online.config import OnlineConfig, PPOConfig, RLOOConfig
 from alignkit.online.loop import OnlineTrainer, make_strategy
-from alignkit.online.rl import PPOStrategy, Reference, RLOOStrategy, RLScorer
+from alignkit.online.ppo import PPOStrategy
+from alignkit.online.rloo import RLOOStrategy
+from alignkit.online.rollout import Reference, RLScorer
 from alignkit.scoring.forward import naive_sequence_logps
 from alignkit.scoring.packing import collate
 
@@ -405,8 +407,8 @@ def test_rl_trains_on_the_sampled_tokens_not_a_retokenization() -> None:
     re-tokenized ones: a finished sample gets EOS, a cut one none (an empty cut one gets EOS,
     as the encoder does), and a long one is cut to the room left by the prompt."""
     from alignkit.data.tokenize import Encoded
-    from alignkit.online.rl import sampled_encoding
-    from alignkit.online.strategies import Sampled
+    from alignkit.online.rollout import sampled_encoding
+    from alignkit.online.samples import Sampled
 
     e = Encoded([1, 2], [[5, 0], [6, 0], [7, 0]], [0.0] * 3, [False] * 3, False, 0)
     sample = Sampled("p", ["x", "y", "z"], [0.0] * 3, [True, False, False], [(9, 9), (8,), ()])

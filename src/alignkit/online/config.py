@@ -20,8 +20,9 @@ from alignkit.inference.generators import BACKENDS
 from alignkit.inference.openai_client import OpenAIClient
 from alignkit.inference.remote import is_url
 from alignkit.objectives.base import Reduction
+from alignkit.objectives.ple import RankForm
 from alignkit.online.principles import PrincipleMode
-from alignkit.online.strategies import RankForm, Selection
+from alignkit.online.ranked import Selection
 from alignkit.options import check_ranges, opt, to_dict
 from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.train.config import (
@@ -387,12 +388,11 @@ class RLOOConfig(OnlineConfig):
 
 
 @dataclass
-class PPOConfig(OnlineConfig):
-    """PPO with a value head (Ziegler et al. 2019; option names as TRL's PPOConfig)."""
+class PPOSettings:
+    """PPO's hyper-parameters, declared once: `PPOConfig` (the options of `alignkit ppo`)
+    inherits them and `PPOStrategy` (`online/ppo.py`) takes them (option names as TRL's
+    PPOConfig)."""
 
-    num_samples: int = opt(
-        1, "responses sampled per query (each one is an episode; OpenRLHF: n_samples_per_prompt)"
-    )
     kl_coef: float = opt(
         0.05,
         "per-token KL penalty: reward -kl_coef * (log pi - log pi_ref) at every token, the "
@@ -419,6 +419,28 @@ class PPOConfig(OnlineConfig):
         "stop an iteration's remaining PPO steps once the approximate KL to the sampling "
         "policy, 0.5 * mean (log pi - log pi_old)^2, exceeds 1.5 * target_kl (0 = never)",
     )
+    # OnlineConfig's sampling temperature (same flag and help): log-probs use logits / it
+    temperature: float = opt(1.0, "sampling temperature")
+
+    def ppo_settings(self) -> PPOSettings:
+        """These settings alone (of a `PPOConfig`: without its other options)."""
+        names = [f.name for f in dataclasses.fields(PPOSettings)]
+        return PPOSettings(**{name: getattr(self, name) for name in names})
+
+
+@dataclass
+class _PPOSamples(OnlineConfig):
+    """`PPOConfig` without its PPO settings (a base, so that --num-samples comes first)."""
+
+    num_samples: int = opt(
+        1, "responses sampled per query (each one is an episode; OpenRLHF: n_samples_per_prompt)"
+    )
+
+
+@dataclass
+class PPOConfig(PPOSettings, _PPOSamples):
+    """PPO with a value head (Ziegler et al. 2019; option names as TRL's PPOConfig): the
+    online options, --num-samples and `PPOSettings`."""
 
     def validate_method(self) -> None:
         if self.num_samples < 1:

@@ -3,18 +3,21 @@
 
 `OnlineTrainer` subclasses the core `Trainer` and reuses its pieces rather than copying them:
 model loading (`build_scorer`), AdamW + schedule (`build_optimizer`), the optimizer step
-with gradient accumulation, DDP no-sync and metric reduction (`train_step`, which calls
-our `step_loss`), checkpoints with exact resume (`save_checkpoint` / `maybe_resume`),
-metrics.jsonl (`log_metrics`) and the final `save_pretrained` (`save_final`). Records
-are built as `Pair`/`Multi`/`Point` and tokenized by `encode_records`, so a batch is the
-same `PackedBatch` (K responses in one packed row) as in offline training. A strategy
-(`alignkit.online.strategies`) supplies what differs per method.
+with gradient accumulation, DDP no-sync and metric reduction (`train_step`, given the
+strategy's loss), the steps of a pass (`steps_per_epoch`), checkpoints with exact resume
+(`save_checkpoint` / `maybe_resume`), config.json and trackers (`write_run_config`),
+metrics.jsonl (`log_metrics`, `logged_eval_before`) and the final `save_pretrained`
+(`save_final`). Records are built as `Pair`/`Multi`/`Point` and tokenized by
+`encode_records`, so a batch is the same `PackedBatch` (K responses in one packed row) as in
+offline training. A strategy (`online/samples.py`: `Strategy`; `ple`, `ranked`, `rloo`,
+`ppo`) supplies what differs per method.
 
 Per iteration i (1-based in files and logs): the queries of the iteration are split over the
 processes, each samples and scores its share, the samples are gathered so every process
-holds the same training set, and the policy takes ceil(examples / global batch / grad_accum)
-optimizer steps on it (RLOO, PPO: after a no-gradient rollout pass, `strategy.rollout`; PPO
-repeats the pass `num_ppo_epochs` times unless `strategy.stop_early`). Then the strategy's
+holds the same training set, the strategy's rollout pass runs (RLOO, PPO: a no-gradient
+`Rollout` value; the others: None), and the policy takes `steps_per_epoch(examples)`
+optimizer steps on it, each micro-batch's loss being `strategy.loss(scorer, batch, rollout)`
+(PPO repeats the pass `num_ppo_epochs` times unless `strategy.stop_early`). Then the strategy's
 state advances (PLE: tau <- alpha * tau) and a checkpoint (model with PPO's value head,
 optimizer, scheduler, RNG, tau, replay buffer) is saved, so a killed run resumes at the
 iteration it was in. In metrics.jsonl, `step` is the number of completed
@@ -23,10 +26,8 @@ iterations (0 = the evaluation before training).
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import functools
 import logging
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -53,7 +54,7 @@ from alignkit.inference.generators import (
     vllm_available,
 )
 from alignkit.inference.remote import EndpointGenerator
-from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
+from alignkit.io import atomic_write_jsonl
 from alignkit.models import generation_dtype, load_tokenizer, resolve_model
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.config import (
@@ -64,21 +65,16 @@ from alignkit.online.config import (
     RLOOConfig,
     RRHFOnlineConfig,
 )
+from alignkit.online.ple import PLEStrategy
 from alignkit.online.policy import initial_sft, load_policy, policy_source
+from alignkit.online.ppo import PPOStrategy
 from alignkit.online.principles import load_principle
-from alignkit.online.rl import PPOSettings, PPOStrategy, RLOOStrategy
-from alignkit.online.strategies import (
-    PLEStrategy,
-    RAFTStrategy,
-    RolloutInputs,
-    RRHFStrategy,
-    Sampled,
-    Strategy,
-)
+from alignkit.online.ranked import RAFTStrategy, RRHFStrategy
+from alignkit.online.rloo import RLOOStrategy
+from alignkit.online.samples import Metrics, RolloutInputs, Sampled, Strategy
 from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
-from alignkit.runs import flat_config, resolve_model_spec, truncate_metrics
-from alignkit.scoring.packing import PackedBatch
+from alignkit.runs import resolve_model_spec
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.trainer import Trainer, TrainResult
 
@@ -107,9 +103,7 @@ def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
     if isinstance(config, RLOOConfig):
         return RLOOStrategy(config.num_samples, config.kl_coef, config.temperature, objective)
     if isinstance(config, PPOConfig):
-        names = [f.name for f in dataclasses.fields(PPOSettings)]  # PPOConfig has them all
-        settings = PPOSettings(**{name: getattr(config, name) for name in names})
-        return PPOStrategy(config.num_samples, settings, objective)
+        return PPOStrategy(config.num_samples, config.ppo_settings(), objective)
     raise AlignkitError(f"no online method for {type(config).__name__}")
 
 
@@ -206,13 +200,9 @@ class OnlineTrainer(Trainer):
         total = 0
         for it in range(cfg.iterations):
             n_queries = cfg.queries_per_iteration * (it + 1 if cfg.replay == "all" else 1)
-            total += self.steps_for(self.strategy.examples(n_queries)) * self.strategy.epochs
+            examples = self.strategy.examples(n_queries)
+            total += self.steps_per_epoch(examples) * self.strategy.epochs
         return total
-
-    def steps_for(self, n_examples: int) -> int:
-        """Optimizer steps of one pass over `n_examples` (the last batch is topped up)."""
-        global_batch = self.config.batch_size * self.accelerator.num_processes
-        return math.ceil(math.ceil(n_examples / global_batch) / self.config.grad_accum)
 
     def build_generator(self, scorer: nn.Module, tokenizer) -> Generator:
         if self._injected_generator is not None:
@@ -298,11 +288,6 @@ class OnlineTrainer(Trainer):
         return session
 
     # ------------------------------------------------------------- the steps
-    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
-        """The strategy's loss of one micro-batch (called by the core `train_step`)."""
-        policy = scorer(batch, autocast=self.autocast)
-        return self.strategy.loss(policy, batch)
-
     def sample(self, session: Session, iteration: int) -> list[Sampled]:
         """This iteration's queries, sampled and scored on every process, gathered."""
         cfg, acc = self.online, self.accelerator
@@ -331,7 +316,8 @@ class OnlineTrainer(Trainer):
         return list(gather_object(samples))
 
     def train_on(self, session: Session, samples: Sequence[Sampled]) -> dict[str, float]:
-        """One pass of optimizer steps over the records built from `samples`."""
+        """The rollout of the records built from `samples`, then one pass of optimizer steps
+        over them (PPO: `num_ppo_epochs` passes), each micro-batch's loss `strategy.loss`."""
         records, metrics = self.strategy.build(samples)
         encoded, summary = encode_records(
             records, session.tokenizer, self.config.max_length, "truncate"
@@ -343,8 +329,10 @@ class OnlineTrainer(Trainer):
         data = Prepared(encoded, None, max(len(e.responses) for e in encoded))
         session.scorer.train()  # from_pretrained gives eval mode; dropout (LoRA's) must be on
         self.reset_batch_order()  # new data: the core recomputes its batch order
-        metrics.update(self.strategy.rollout(self.rollout_inputs(session, data)))
-        steps = self.steps_for(len(encoded)) * self.strategy.epochs
+        rollout, rollout_metrics = self.strategy.rollout(self.rollout_inputs(session, data))
+        metrics.update(rollout_metrics)
+        loss = functools.partial(self.strategy.loss, rollout=rollout, autocast=self.autocast)
+        steps = self.steps_per_epoch(len(encoded)) * self.strategy.epochs
         per_step = []
         for step in range(steps):
             step_metrics, _ = self.train_step(
@@ -355,6 +343,7 @@ class OnlineTrainer(Trainer):
                 step,
                 session.pad_id,
                 None,
+                loss_fn=loss,
             )
             per_step.append(step_metrics)
             if self.strategy.stop_early(step_metrics):
@@ -380,30 +369,23 @@ class OnlineTrainer(Trainer):
             acc.num_processes,
         )
 
-    def run_iteration(self, session: Session, iteration: int) -> dict[str, float]:
-        """Sample, log the generations, train, advance the strategy; returns the metrics."""
-        t0 = time.perf_counter()
-        samples = self.sample(session, iteration)
-        t1 = time.perf_counter()
-        self._write(f"generations/iter-{iteration + 1:04d}.jsonl", self.strategy.rows(samples))
-        metrics = self.strategy.sample_metrics(samples)
-        past = [Sampled.from_dict(row) for row in self.state.buffer]
-        metrics.update(self.train_on(session, past + samples))
+    def replayed(self, samples: list[Sampled]) -> list[Sampled]:
+        """What an iteration trains on: its samples, after earlier ones with --replay all."""
+        return [Sampled.from_dict(row) for row in self.state.buffer] + samples
+
+    def end_iteration(self, session: Session, iteration: int, samples: list[Sampled]) -> Metrics:
+        """Keep the samples for replay, push the weights to the generator, advance the state;
+        the run's counters."""
         if self.online.replay == "all":
             self.state.buffer.extend(x.to_dict() for x in samples)
         session.generator.sync(self.accelerator.unwrap_model(session.scorer).model)
         self.strategy.end_iteration()
         self.state.iteration = iteration + 1
-        metrics.update(
-            {
-                "time/generate_s": t1 - t0,
-                "time/train_s": time.perf_counter() - t1,
-                "optimizer_steps": float(self.state.optimizer_steps),
-                "queries/kept": float(len(session.queries.queries)),
-                "queries/dropped": float(session.queries.dropped),
-            }
-        )
-        return metrics
+        return {
+            "optimizer_steps": float(self.state.optimizer_steps),
+            "queries/kept": float(len(session.queries.queries)),
+            "queries/dropped": float(session.queries.dropped),
+        }
 
     # ------------------------------------------------------------- evaluation
     def evaluate_reward(self, session: Session, step: int) -> dict[str, float]:
@@ -417,6 +399,8 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------------- run
     def run(self) -> TrainResult:
+        """Initial SFT, setup and resume; then per iteration sample -> `train_on` (rollout and
+        optimizer steps) -> evaluate, log, checkpoint; then the final evaluation and model."""
         cfg, acc = self.online, self.accelerator
         set_seed(cfg.seed)
         self.output.mkdir(parents=True, exist_ok=True)
@@ -429,15 +413,19 @@ class OnlineTrainer(Trainer):
                 f"checkpoint of iteration {start} holds the state of iteration {self.state.iteration}"
             )
         session.generator.sync(acc.unwrap_model(session.scorer).model)  # resumed weights
-        if acc.is_main_process:
-            atomic_write_text(self.output / "config.json", json.dumps(cfg.public_dict(), indent=2))
-            truncate_metrics(self.output / "metrics.jsonl", start)
-        if acc.log_with:
-            acc.init_trackers("alignkit", config=flat_config(cfg.public_dict()))
+        self.write_run_config(cfg.public_dict(), start)
         result = TrainResult(self.output, 0)
         result.eval_before = self._eval_before(session, start)
         for it in range(start, cfg.iterations):
-            metrics = self.run_iteration(session, it)
+            t0 = time.perf_counter()
+            samples = self.sample(session, it)
+            t1 = time.perf_counter()
+            self._write(f"generations/iter-{it + 1:04d}.jsonl", self.strategy.rows(samples))
+            metrics = self.strategy.sample_metrics(samples)
+            metrics.update(self.train_on(session, self.replayed(samples)))
+            counters = self.end_iteration(session, it, samples)
+            metrics.update({"time/generate_s": t1 - t0, "time/train_s": time.perf_counter() - t1})
+            metrics.update(counters)
             done = it + 1
             if (
                 session.eval_queries
@@ -467,7 +455,7 @@ class OnlineTrainer(Trainer):
             metrics = self.evaluate_reward(session, 0)
             self.log_metrics(0, metrics)
             return metrics
-        return _logged_row(self.output / "metrics.jsonl", 0)
+        return self.logged_eval_before()
 
     def _write(self, relative: str, rows: list[dict[str, Any]]) -> None:
         if self.accelerator.is_main_process:
@@ -483,13 +471,3 @@ def _average(rows: Sequence[dict[str, float]]) -> dict[str, float]:
             sums[key] = sums.get(key, 0.0) + float(value)
             counts[key] = counts.get(key, 0) + 1
     return {key: sums[key] / counts[key] for key in sums}
-
-
-def _logged_row(path: Path, step: int) -> dict[str, float]:
-    """The metrics logged at `step` (the evaluation before training, on resume)."""
-    if not path.exists():
-        return {}
-    for _, row in iter_jsonl(path):
-        if row.get("step") == step:
-            return {k: v for k, v in row.items() if k != "step"}
-    return {}

@@ -437,21 +437,26 @@ class Trainer:
         scorer, optimizer = acc.prepare(scorer, optimizer)
         acc.register_for_checkpointing(scheduler)
         start_step = self.maybe_resume()
-        self.write_run_config(start_step)
+        self.write_run_config(to_dict(self.config), start_step)
         return scorer, optimizer, scheduler, start_step
 
-    def write_run_config(self, start_step: int) -> None:
-        """config.json, metrics.jsonl cut back to the resumed step, and the trackers."""
+    def write_run_config(self, config: dict[str, Any], start_step: int) -> None:
+        """config.json (`config`: the run's options as a dict), metrics.jsonl cut back to the
+        resumed step, and the trackers (given the flattened `config`)."""
         acc = self.accelerator
-        config = to_dict(self.config)
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start_step)
         if acc.log_with:
             acc.init_trackers("alignkit", config=flat_config(config))
 
-    def train_step(self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff):
-        """One optimizer step over `grad_accum` micro-batches; returns (metrics, tokens)."""
+    def train_step(
+        self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff, loss_fn=None
+    ):
+        """One optimizer step over `grad_accum` micro-batches; returns (metrics, tokens).
+
+        Each micro-batch's loss is `step_loss`, or `loss_fn(scorer, batch) -> (loss, metrics)`
+        when given (the online methods pass their strategy's loss, with its rollout)."""
         cfg, acc = self.config, self.accelerator
         world, rank = acc.num_processes, acc.process_index
         global_batch = cfg.batch_size * world
@@ -473,7 +478,10 @@ class Trainer:
             if deepspeed:
                 acc.gradient_state._set_sync_gradients(sync)
             with acc.no_sync(scorer) if not sync else contextlib.nullcontext():
-                loss, metrics = self.step_loss(scorer, batch, train.ref, q_diff)
+                if loss_fn is None:
+                    loss, metrics = self.step_loss(scorer, batch, train.ref, q_diff)
+                else:
+                    loss, metrics = loss_fn(scorer, batch)
                 acc.backward(loss if deepspeed else loss / cfg.grad_accum)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value) / cfg.grad_accum

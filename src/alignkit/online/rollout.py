@@ -1,20 +1,13 @@
-"""RLHF with a reward model inside the online loop: RLOO and PPO.
+"""The rollout of RLOO and PPO: a no-gradient pass over an iteration's samples, kept as a value.
 
-Both sample K responses per query, score them with the reward model and train on them with
-the loop of `alignkit.online.loop`; what they add is a rollout pass before the optimizer steps
-of an iteration (`rollout`): one packed forward per query (the prompt encoded once for its K
-responses), without gradient, that records each response token's log-prob under the policy
-that sampled it, under the reference policy (the starting policy: the model with its LoRA
-adapter disabled, or a frozen copy), and for PPO the value head's estimate. Then:
-
-- RLOO (Ahmadian et al. 2024, "Back to Basics"): reward r_i - kl_coef * sum_t (log pi - log
-  pi_ref), leave-one-out baseline (the mean of the other K-1 rewards of the query), and the
-  REINFORCE loss -mean(A_i * log pi(y_i|x)) over one pass of mini-batches.
-- PPO (Ziegler et al. 2019, as TRL's PPOTrainer): per-token rewards -kl_coef * (log pi - log
-  pi_ref) plus the score at the last token, optional reward whitening, GAE(gamma, lam) with
-  the value head, whitened advantages, the clipped policy and value losses over
-  `num_ppo_epochs` passes of mini-batches, stopped early when the approximate KL to the
-  sampling policy exceeds 1.5 * target_kl.
+Both sample K responses per query and score them with the reward model; before the optimizer
+steps of an iteration, one packed forward per query (the prompt encoded once for its K
+responses), without gradient, records each response token's log-prob under the policy that
+sampled it, under the reference policy (the starting policy: the model with its LoRA adapter
+disabled, or a frozen copy), and for PPO the value head's estimate. `score_rollout` returns
+them as a `Rollout` (as OpenRLHF's `Experience`, torchtune's `Trajectory`); RLOO
+(`online/rloo.py`) and PPO (`online/ppo.py`) add their rewards and advantages to it and their
+loss receives it.
 
 The value head is a linear layer (zero-initialised) on the policy's last hidden state: it
 shares the backbone (and, under LoRA, the adapter) with the policy, as TRL's
@@ -29,7 +22,6 @@ import copy as copying
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,19 +33,7 @@ from alignkit.data.records import Record
 from alignkit.data.tokenize import Encoded
 from alignkit.models import is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
-from alignkit.objectives.rl import (
-    approx_kl,
-    explained_variance,
-    gae,
-    kl_penalty_rewards,
-    masked_mean,
-    ppo_policy_loss,
-    ppo_value_loss,
-    reinforce_loss,
-    rloo_advantages,
-    whiten,
-)
-from alignkit.online.strategies import KSamples, Metrics, RolloutInputs, Sampled, multi_records
+from alignkit.online.samples import KSamples, Metrics, RolloutInputs, Sampled, multi_records
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
 from alignkit.scoring.head import decoder_and_head
 from alignkit.scoring.packing import PackedBatch, collate
@@ -170,15 +150,36 @@ class Reference:
 
 @dataclass
 class Rollout:
-    """The rollout of an iteration: every response as a row i*K + k (example i, response k),
-    right-padded to the longest response T. logps: the sampling policy's per-token log-probs,
-    ref_logps: the reference's, values: the value head's (None without one), mask: tokens."""
+    """An iteration's rollout, computed without gradient before its optimizer steps.
+
+    Rows S = n*K: response k of example i is row i*K + k; per-token tables are right-padded to
+    the longest response T. Scored by `score_rollout`:
+      logps (S, T)       log-probs of the sampled tokens under the policy that sampled them
+      ref_logps (S, T)   the same under the reference policy
+      mask (S, T) bool   True at the response's tokens
+      scores (S,)        the reward model's score of each response
+      values (S, T)      the value head's V(s_t) (PPO), else None
+    Added by the method (`dataclasses.replace`), else None:
+      rewards            RLOO (S,): score - kl_coef * KL of the response; PPO (S, T): the
+                         per-token reward, -kl_coef * KL_t plus the score at the last token
+      advantages         RLOO (S,): leave-one-out; PPO (S, T): GAE, whitened
+      returns            PPO (S, T): GAE advantages + values, the value loss's target
+    """
 
     logps: Tensor
     ref_logps: Tensor
-    values: Tensor | None
     mask: Tensor
+    scores: Tensor
     k: int
+    values: Tensor | None = None
+    rewards: Tensor | None = None
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+
+    @property
+    def kl(self) -> Tensor:
+        """(S, T) log pi - log pi_ref per token, 0 off the mask."""
+        return (self.logps - self.ref_logps) * self.mask
 
     def rows(self, batch: PackedBatch) -> Tensor:
         """(B*K,) the rollout rows of a batch's sequences (in the batch's row order)."""
@@ -186,14 +187,19 @@ class Rollout:
         return (batch.index[:, None] * self.k + offsets[None, :]).reshape(-1)
 
     def take(self, table: Tensor, batch: PackedBatch) -> Tensor:
-        """(B*K, W) the batch's rows of a (n*K, T) table, cut to the batch's width W."""
+        """(B*K, W) the batch's rows of a (S, T) table, cut to the batch's width W."""
         width = max(int(batch.counts.max()), 1)
         return table[self.rows(batch).to(table.device), :width].to(batch.counts.device)
 
+    def per_response(self, table: Tensor, batch: PackedBatch) -> Tensor:
+        """(B, K) the batch's entries of an (S,) table."""
+        return table[self.rows(batch).to(table.device)].view(batch.shape)
+
 
 def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
-    """`Rollout` of `inputs.encoded` (no gradient): each process scores its share in chunks of
-    `batch_size` examples (one packed row per example), and the shares are gathered."""
+    """`Rollout` of `inputs.encoded` (no gradient; rewards and advantages still None): each
+    process scores its share in chunks of `batch_size` examples (one packed row per example),
+    and the shares are gathered."""
     scorer = inputs.scorer
     mine = list(range(len(inputs.encoded)))[inputs.rank :: inputs.world]
     rows: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
@@ -225,23 +231,21 @@ def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
             tables[2][s, :n] = values
     has_values = bool(rows) and rows[0][3] is not None
     dev = inputs.device
+    # the reward-model scores are the records' labels
+    scores = torch.tensor([s for e in inputs.encoded for s in e.labels], device=dev)
     return Rollout(
-        tables[0].to(dev),
-        tables[1].to(dev),
-        tables[2].to(dev) if has_values else None,
-        mask.to(dev),
-        inputs.k,
+        logps=tables[0].to(dev),
+        ref_logps=tables[1].to(dev),
+        mask=mask.to(dev),
+        scores=scores,
+        k=inputs.k,
+        values=tables[2].to(dev) if has_values else None,
     )
-
-
-def _scores(inputs: RolloutInputs) -> Tensor:
-    """(n*K,) the reward-model scores of the rollout's rows (the records' labels)."""
-    return torch.tensor([s for e in inputs.encoded for s in e.labels], device=inputs.device)
 
 
 class RLStrategy(KSamples):
     """What RLOO and PPO share: K samples per query kept as one multi-response record, the
-    RLScorer, the reference, the rollout."""
+    RLScorer, the reference, the scored rollout."""
 
     value_head = False
 
@@ -250,7 +254,6 @@ class RLStrategy(KSamples):
         self.kl_coef = kl_coef
         self.temperature = temperature
         self.reference: Reference | None = None
-        self.rollout_data: Rollout | None = None
 
     def make_scorer(self, model: nn.Module) -> nn.Module:
         return RLScorer(model, value_head=self.value_head, temperature=self.temperature)
@@ -279,132 +282,11 @@ class RLStrategy(KSamples):
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [x.to_dict() for x in samples]
 
-    def score(self, inputs: RolloutInputs) -> tuple[Rollout, Tensor, Tensor]:
-        """The rollout, its (n*K,) scores and per-token KL (logp - logp_ref, 0 off the mask)."""
+    def score(self, inputs: RolloutInputs) -> Rollout:
+        """`score_rollout` with the reference, after checking the examples' layout."""
         if self.reference is None:
             raise RuntimeError("attach_reference was not called")
         for i, example in enumerate(inputs.encoded):
             if example.index != i or len(example.responses) != self.k:
                 raise RuntimeError("rollout examples must be indexed 0..n-1 with K responses")
-        data = score_rollout(inputs, self.reference)
-        self.rollout_data = data
-        kl = (data.logps - data.ref_logps) * data.mask
-        return data, _scores(inputs), kl
-
-
-class RLOOStrategy(RLStrategy):
-    """REINFORCE with the leave-one-out baseline and a sequence-level KL penalty."""
-
-    name = "rloo"
-
-    def rollout(self, inputs: RolloutInputs) -> Metrics:
-        _, scores, kl = self.score(inputs)
-        kl_seq = kl.sum(1)
-        penalised = (scores - self.kl_coef * kl_seq).view(-1, self.k)  # (n, K)
-        self.advantages = rloo_advantages(penalised)
-        return {
-            "rloo/kl": float(kl_seq.mean()),
-            "rloo/rlhf_reward": float(penalised.mean()),
-            "rloo/advantage_std": float(self.advantages.std(unbiased=False)),
-        }
-
-    def loss(self, policy: TokenOutputs, batch: PackedBatch):  # type: ignore[override]
-        b, k = batch.shape
-        seq_logps = policy.logps.sum(1).view(b, k)
-        advantages = self.advantages[batch.index.to(self.advantages.device)].to(seq_logps.device)
-        loss = reinforce_loss(seq_logps, advantages, batch.mask)
-        metrics = {
-            "loss": loss.detach(),
-            "rloo/entropy": masked_mean(policy.entropy, policy.mask),
-            "rloo/logp": seq_logps[batch.mask].mean().detach(),
-        }
-        return loss, metrics
-
-
-@dataclass
-class PPOSettings:
-    """PPO's hyper-parameters (option names as TRL's PPOConfig)."""
-
-    kl_coef: float = 0.05
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_rewards: bool = False
-    num_ppo_epochs: int = 4
-    target_kl: float = 0.0
-    temperature: float = 1.0
-
-
-class PPOStrategy(RLStrategy):
-    """PPO with a value head, per-token KL penalty, GAE and the clipped losses."""
-
-    name = "ppo"
-    value_head = True
-
-    def __init__(self, k: int, settings: PPOSettings, objective: ObjectiveConfig) -> None:
-        super().__init__(k, settings.kl_coef, settings.temperature, objective)
-        self.settings = settings
-        self.epochs = settings.num_ppo_epochs
-        self.head: nn.Linear | None = None
-
-    def make_scorer(self, model: nn.Module) -> nn.Module:
-        scorer = super().make_scorer(model)
-        self.head = scorer.value_head  # type: ignore[assignment]
-        return scorer
-
-    def rollout(self, inputs: RolloutInputs) -> Metrics:
-        cfg = self.settings
-        data, scores, _ = self.score(inputs)
-        assert data.values is not None
-        rewards, kl = kl_penalty_rewards(scores, data.logps, data.ref_logps, data.mask, cfg.kl_coef)
-        if cfg.whiten_rewards:
-            rewards = whiten(rewards, data.mask, shift_mean=False)
-        advantages, returns = gae(rewards, data.values, data.mask, cfg.gamma, cfg.lam)
-        self.advantages = whiten(advantages, data.mask)
-        self.returns = returns
-        kl_seq = kl.sum(1)
-        return {
-            "ppo/kl": float(kl_seq.mean()),
-            "ppo/rlhf_reward": float((scores - cfg.kl_coef * kl_seq).mean()),
-            "ppo/explained_variance": float(explained_variance(data.values, returns, data.mask)),
-            "ppo/value_mean": float(masked_mean(data.values, data.mask)),
-            "ppo/return_mean": float(masked_mean(returns, data.mask)),
-        }
-
-    def loss(self, policy: TokenOutputs, batch: PackedBatch):  # type: ignore[override]
-        cfg, data = self.settings, self.rollout_data
-        assert data is not None and policy.values is not None
-        mask = policy.mask
-        old_logps = data.take(data.logps, batch)
-        old_values = data.take(data.values, batch)  # type: ignore[arg-type]
-        advantages = data.take(self.advantages, batch)
-        returns = data.take(self.returns, batch)
-        policy_loss, clipfrac = ppo_policy_loss(
-            policy.logps, old_logps, advantages, mask, cfg.cliprange
-        )
-        value_loss, value_clipfrac = ppo_value_loss(
-            policy.values, old_values, returns, mask, cfg.cliprange_value
-        )
-        loss = policy_loss + cfg.vf_coef * value_loss
-        metrics = {
-            "loss": loss.detach(),
-            "ppo/policy_loss": policy_loss.detach(),
-            "ppo/value_loss": value_loss.detach(),
-            "ppo/clipfrac": clipfrac,
-            "ppo/value_clipfrac": value_clipfrac,
-            "ppo/approx_kl": approx_kl(policy.logps, old_logps, mask),
-            "ppo/entropy": masked_mean(policy.entropy, mask),
-        }
-        return loss, metrics
-
-    def stop_early(self, step_metrics: Metrics) -> bool:
-        target = self.settings.target_kl
-        return target > 0 and step_metrics["ppo/approx_kl"] > 1.5 * target
-
-    def save_extra(self, model_dir: Path) -> None:
-        """value_head.pt next to the final policy (its state dict: weight (1, d), bias (1,))."""
-        if self.head is not None:
-            state = {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
-            torch.save(state, model_dir / "value_head.pt")
+        return score_rollout(inputs, self.reference)
