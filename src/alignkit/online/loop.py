@@ -389,11 +389,14 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------- evaluation
     def evaluate_reward(self, session: Session, step: int) -> dict[str, float]:
-        """Held-out reward of greedy unguided responses (queries split over processes)."""
-        acc = self.accelerator
-        mine = session.eval_queries[acc.process_index :: acc.num_processes]
-        rows = heldout_rows(mine, session.evaluator, session.reward, self.online.sampling())
-        rows = list(gather_object(rows))
+        """Held-out reward of greedy unguided responses (batches shared over processes)."""
+        rows = heldout_rows(
+            session.eval_queries,
+            session.evaluator,
+            session.reward,
+            self.online.sampling(),
+            state=self.accelerator,
+        )
         self._write(f"eval/iter-{step:04d}.jsonl", rows)
         return heldout_metrics(rows)
 

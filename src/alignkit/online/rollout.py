@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import gather_object
 from torch import Tensor, nn
 
 from alignkit.data.records import Record
 from alignkit.data.tokenize import Encoded
+from alignkit.distributed import Processes, shard_map
 from alignkit.models import is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.samples import KSamples, Metrics, RolloutInputs, Sampled, multi_records
@@ -197,39 +197,38 @@ class Rollout:
 
 
 def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
-    """`Rollout` of `inputs.encoded` (no gradient; rewards and advantages still None): each
-    process scores its share in chunks of `batch_size` examples (one packed row per example),
-    and the shares are gathered."""
+    """`Rollout` of `inputs.encoded` (no gradient; rewards and advantages still None): chunks
+    of `batch_size` examples (one packed row per example) shared over the processes
+    (`shard_map`, in lockstep for sharded models), every process getting every row."""
     scorer = inputs.scorer
-    mine = list(range(len(inputs.encoded)))[inputs.rank :: inputs.world]
-    rows: list[tuple[int, Tensor, Tensor, Tensor | None]] = []
+    n, k, size = len(inputs.encoded), inputs.k, inputs.batch_size
+    chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+    def score_chunk(idx: range) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        batch = collate([inputs.encoded[i] for i in idx], inputs.pad_id, k).to(inputs.device)
+        out = scorer(batch, autocast=inputs.autocast)
+        ref = reference.logps(scorer, batch, inputs.autocast)
+        rows = []
+        for r in range(len(idx)):
+            for j in range(k):
+                s, length = r * k + j, int(batch.counts[r, j])
+                values = None if out.values is None else out.values[s, :length].float().cpu()
+                rows.append((out.logps[s, :length].cpu(), ref[s, :length].cpu(), values))
+        return rows
+
     with torch.no_grad():
-        for start in range(0, len(mine), inputs.batch_size):
-            idx = mine[start : start + inputs.batch_size]
-            batch = collate([inputs.encoded[i] for i in idx], inputs.pad_id, inputs.k)
-            batch = batch.to(inputs.device)
-            out = scorer(batch, autocast=inputs.autocast)
-            ref = reference.logps(scorer, batch, inputs.autocast)
-            for r, i in enumerate(idx):
-                for j in range(inputs.k):
-                    s, n = r * inputs.k + j, int(batch.counts[r, j])
-                    values = None if out.values is None else out.values[s, :n].float().cpu()
-                    rows.append(
-                        (i * inputs.k + j, out.logps[s, :n].cpu(), ref[s, :n].cpu(), values)
-                    )
-    if inputs.world > 1:
-        rows = list(gather_object(rows))
-    rows.sort(key=lambda row: row[0])
+        parts = shard_map(chunks, score_chunk, Processes(inputs.rank, inputs.world), lockstep=True)
+    rows = [row for part in parts for row in part]
     width = max(max((len(row[1]) for row in rows), default=1), 1)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     tables = [torch.zeros(len(rows), width) for _ in range(3)]
-    for s, (_, logps, ref, values) in enumerate(rows):
+    for s, (logps, ref, values) in enumerate(rows):
         n = len(logps)
         mask[s, :n] = True
         tables[0][s, :n], tables[1][s, :n] = logps, ref
         if values is not None:
             tables[2][s, :n] = values
-    has_values = bool(rows) and rows[0][3] is not None
+    has_values = bool(rows) and rows[0][2] is not None
     dev = inputs.device
     # the reward-model scores are the records' labels
     scores = torch.tensor([s for e in inputs.encoded for s in e.labels], device=dev)

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from alignkit.data.batching import sorted_chunks
-from alignkit.distributed import distributed_state
+from alignkit.distributed import distributed_state, shard_map
 from alignkit.io import atomic_write
 from alignkit.models import backbone_and_head
 
@@ -208,11 +207,9 @@ def _embed_shard(
     state: Any,
     flush_every: int,
 ) -> dict[str, Tensor]:
-    """Embed this process's share of `keys` and gather everybody's: key -> (d,)."""
-    from accelerate.utils import gather_object
-
+    """Embed `keys` in length-sorted chunks shared over the processes (`shard_map`; each
+    process caches what it embeds as it goes) and give every process all: key -> (d,)."""
     chunks = sorted_chunks([len(r) for r in ids], batch_size)
-    mine = chunks[state.process_index :: state.num_processes]
     done_keys: list[str] = []
     done: list[Tensor] = []
     flushed = 0
@@ -223,25 +220,24 @@ def _embed_shard(
             cache.save(done_keys[flushed:], torch.stack(done[flushed:]), state.process_index)
             flushed = len(done_keys)
 
+    def embed_chunk(idx: list[int]) -> Tensor:
+        emb = embed_batch(model, [ids[i] for i in idx], prefix, pad_id, autocast).cpu()
+        done_keys.extend(keys[i] for i in idx)
+        done.extend(emb)
+        if len(done_keys) - flushed >= flush_every:
+            flush()
+        return emb
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            bar = tqdm(mine, desc="embeddings", disable=not state.is_main_process, leave=False)
-            for idx in bar:
-                emb = embed_batch(model, [ids[i] for i in idx], prefix, pad_id, autocast).cpu()
-                done_keys.extend(keys[i] for i in idx)
-                done.extend(emb)
-                if len(done_keys) - flushed >= flush_every:
-                    flush()
+            parts = shard_map(chunks, embed_chunk, state, desc="embeddings")
     finally:
         flush()  # an interrupted run keeps what it finished
         model.train(was_training)
-    local = {"keys": done_keys, "emb": torch.stack(done) if done else None}
-    parts = gather_object([local]) if state.num_processes > 1 else [local]
     return {
-        k: e
-        for part in parts
-        if part["emb"] is not None
-        for k, e in zip(part["keys"], part["emb"], strict=True)
+        keys[i]: e
+        for idx, emb in zip(chunks, parts, strict=True)
+        for i, e in zip(idx, emb, strict=True)
     }
