@@ -54,7 +54,7 @@ from alignkit.inference.generators import (
 )
 from alignkit.inference.remote import EndpointGenerator
 from alignkit.io import atomic_write_jsonl, atomic_write_text, iter_jsonl
-from alignkit.models import generation_dtype, load_tokenizer, resolve_model
+from alignkit.models import generation_dtype, load_tokenizer, precision_choice, resolve_model
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.config import (
     OnlineConfig,
@@ -429,11 +429,12 @@ class OnlineTrainer(Trainer):
                 f"checkpoint of iteration {start} holds the state of iteration {self.state.iteration}"
             )
         session.generator.sync(acc.unwrap_model(session.scorer).model)  # resumed weights
+        config = cfg.public_dict() | precision_choice(cfg.precision, self.device).config_entries()
         if acc.is_main_process:
-            atomic_write_text(self.output / "config.json", json.dumps(cfg.public_dict(), indent=2))
+            atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start)
         if acc.log_with:
-            acc.init_trackers("alignkit", config=flat_config(cfg.public_dict()))
+            acc.init_trackers("alignkit", config=flat_config(config))
         result = TrainResult(self.output, 0)
         result.eval_before = self._eval_before(session, start)
         for it in range(start, cfg.iterations):

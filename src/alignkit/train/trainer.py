@@ -47,6 +47,7 @@ from alignkit.models import (
     enable_gradient_checkpointing,
     load_causal_lm,
     load_tokenizer,
+    precision_choice,
     reference_context,
 )
 from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
@@ -446,6 +447,7 @@ class Trainer:
         """config.json, metrics.jsonl cut back to the resumed step, and the trackers."""
         acc = self.accelerator
         config = to_dict(self.config)
+        config |= precision_choice(self.config.precision, self.device).config_entries()
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start_step)
