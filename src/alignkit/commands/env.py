@@ -156,7 +156,6 @@ def describe_machine(precision: str = "auto") -> str:
 
 def environment() -> dict[str, Any]:
     """Everything `alignkit env` prints."""
-    from alignkit import __version__
     from alignkit.models import check_model_spec, default_model_path_if_converted
 
     try:
@@ -167,7 +166,8 @@ def environment() -> dict[str, Any]:
     converted = default_model_path_if_converted()
     browser = BROWSER if os.path.exists(BROWSER) else shutil.which("chromium")
     return {
-        "alignkit": __version__,
+        # the installed version, and the code that runs (a checkout on PYTHONPATH may differ)
+        "alignkit": f"{_version('alignkit')} ({Path(__file__).resolve().parents[1]})",
         "python": f"{platform.python_version()} ({platform.python_implementation()}, "
         f"{platform.platform()})",
         "packages": {name: _version(name) for name in PACKAGES},
