@@ -4,8 +4,9 @@
     python benchmarks/bench_dpo_vs_trl.py --quick --model PATH  # seconds, for smoke tests
     python benchmarks/bench_dpo_vs_trl.py --json out.json
 
-Both tools train the same model (float32 master weights, bf16 autocast, full fine-tuning)
-on the same deterministic HH-shaped pairs with the same batch size, steps, lr and schedule;
+Both tools train the same model (float32 master weights, full fine-tuning, both in the
+precision `--precision` gives: by default what alignkit's `auto` picks on this machine, bf16
+autocast where the hardware has native bf16, float32 elsewhere) on the same deterministic HH-shaped pairs with the same batch size, steps, lr and schedule;
 TRL precomputes its reference log-probs (`precompute_ref_log_probs=True`) as alignkit always
 does. Each tool runs in its own fresh subprocess (`--worker`) so peak RSS is measured per
 tool; this parent process imports no torch, so its memory cannot leak into the children's
@@ -160,6 +161,19 @@ def worker_resolve(spec: dict) -> dict:
     return {"model_path": resolve_model(spec["model"])}
 
 
+def _machine(precision: str) -> dict:
+    """The machine and what `precision` becomes on it (alignkit.commands.env); the TRL worker
+    trains in the same precision as alignkit."""
+    from alignkit.commands.env import describe_machine, machine_info
+
+    info = machine_info(precision)
+    return {
+        "machine": info,
+        "machine_text": describe_machine(precision),
+        "precision": info["precision"]["stages"]["training"],
+    }
+
+
 def worker_alignkit(spec: dict) -> dict:
     from alignkit.train.config import TrainConfig
     from alignkit.train.trainer import Trainer
@@ -200,7 +214,7 @@ def worker_alignkit(spec: dict) -> dict:
         max_grad_norm=1.0,
         gradient_checkpointing=bool(spec.get("alignkit_gradient_checkpointing")),
         max_length=spec["max_length"],
-        precision="bf16",
+        precision=spec["precision"],
         logging_steps=1,
         save_model=False,
         seed=SEED,
@@ -222,6 +236,7 @@ def worker_alignkit(spec: dict) -> dict:
         "final_loss": result.final_metrics.get("loss"),
         "encode_summary": trainer.summary,
         "cpu_cores_used": cpu_cores,
+        **_machine(spec["precision"]),
     }
 
 
@@ -266,10 +281,11 @@ def worker_trl(spec: dict) -> dict:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     rows = [json.loads(x) for x in Path(spec["data"]).read_text().splitlines() if x]
+    precision = _machine(spec["precision"])["precision"]
     args = DPOConfig(
         output_dir=str(Path(spec["workdir"]) / "trl-run"),
         use_cpu=True,
-        bf16=True,
+        bf16=precision == "bf16",
         beta=BETA,
         per_device_train_batch_size=spec["batch_size"],
         max_steps=spec["steps"],
@@ -310,6 +326,7 @@ def worker_trl(spec: dict) -> dict:
         ),
         "gradient_checkpointing": bool(args.gradient_checkpointing),
         "cpu_cores_used": timer.cpu / timer.ends[-1],
+        "precision": precision,
     }
 
 
@@ -578,6 +595,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch threads per tool (default: torch's choice, one per core); 1 makes "
         "'tokens per CPU-second' robust when other processes share the machine",
     )
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="training precision of both tools (default auto: alignkit's choice on this machine, "
+        "bf16 autocast only where the hardware has native bf16)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -613,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
             "alignkit_gradient_checkpointing": args.alignkit_gradient_checkpointing,
             "threads": args.threads,
+            "precision": args.precision,
         }
         if args.model == "default":  # convert the embedded model once, outside every measurement
             spec["model"] = _spawn("resolve", spec, workdir)["model_path"]
@@ -626,15 +651,12 @@ def main(argv: list[str] | None = None) -> int:
                     "trl_gradient_checkpointing",
                     "alignkit_gradient_checkpointing",
                     "threads",
+                    "precision",
                 )
             }
             | {"model_name": args.model, "pairs": args.pairs, "lr": LR, "beta": BETA}
             | {"quick": args.quick},
-            "machine": {
-                "python": platform.python_version(),
-                "cpu": _cpu_name(),
-                "cores": os.cpu_count(),
-            },
+            "machine": {"python": platform.python_version()},
         }
         if args.parity:
             report["parity"] = parity = _spawn("parity", spec, workdir)
@@ -651,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in parity["id_mismatches"]:
                 print(f"  id mismatch: {m}")
         report["alignkit"] = a = _spawn("alignkit", spec, workdir)
+        report["machine"] |= a.pop("machine", {})
         report["trl"] = t = _spawn("trl", spec, workdir)
     for res in (a, t):
         _summarise(res, args.steps)
@@ -664,11 +687,13 @@ def main(argv: list[str] | None = None) -> int:
         "memory_le_trl": a["peak_rss_mb"] <= t["peak_rss_mb"],
     }
     print(
-        f"\n{args.model} | {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps, bf16 autocast, "
+        f"\n{args.model} | {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps, "
+        f"{a.get('precision', '?')} (--precision {args.precision}), "
         f"full fine-tuning | {a['torch_threads']} torch threads | gradient checkpointing: TRL "
         f"{'on' if args.trl_gradient_checkpointing else 'off'}, alignkit "
         f"{'on' if args.alignkit_gradient_checkpointing else 'off'}"
     )
+    print(a.pop("machine_text", "machine: not reported"))
     print(_table(a, t))
     if a["tokens"] != t["tokens"]:
         print(f"note: the tools trained on different token counts ({a['tokens']} vs {t['tokens']})")
@@ -699,16 +724,6 @@ def main(argv: list[str] | None = None) -> int:
         print("parity check FAILED", file=sys.stderr)
         return 1
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

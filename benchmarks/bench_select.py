@@ -26,6 +26,8 @@ from functools import partial
 import numpy as np
 import torch
 
+from alignkit.commands.env import describe_machine
+
 
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
@@ -214,6 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(describe_machine(args.precision), flush=True)  # --precision: the rq benchmark's
     if args.what in ("qdiff", "all"):
         bench_qdiff(args.responses, args.vocab)
     if args.what in ("rq", "all"):

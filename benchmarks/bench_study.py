@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from alignkit.commands.env import describe_machine, machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "src" / "alignkit" / "demo_data"
 
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    print(describe_machine("auto"), flush=True)  # the precision of every command (auto)
 
     work = Path(tempfile.mkdtemp(prefix="bench-study-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -110,6 +113,7 @@ def main() -> None:
         "separate_s": round(separate_s, 1),
         "speedup": round(separate_s / study_s, 2),
         "load_average": os.getloadavg()[0],
+        "machine": machine_info("auto"),
     }
     print(
         f"{len(cells)} cells ({', '.join(args.selectors)} x budgets {args.budgets} x seeds "

@@ -16,6 +16,7 @@ from alignkit.commands import (
     compare,
     data,
     demo,
+    env,
     generate,
     judge,
     label,
@@ -44,6 +45,7 @@ COMMANDS = [
     serve,
     compare,
     online,
+    env,
 ]
 
 

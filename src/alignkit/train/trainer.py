@@ -48,6 +48,7 @@ from alignkit.models import (
     enable_gradient_checkpointing,
     load_causal_lm,
     load_tokenizer,
+    precision_choice,
     reference_context,
 )
 from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
@@ -227,6 +228,8 @@ class Trainer:
         (a study hands every run its subset of data prepared once)."""
         cache = self.output / "cache" / "train.pt"
         key = _data_key(self.config, self.method)
+        # the reference log-probs depend on the dtype "auto" resolves to on this machine
+        key["precision"] = precision_choice(self.config.precision, self.device).stages["reference"]
         prepared = checkpoint.load_prepared(cache, key)
         if prepared is not None:
             log.info("reusing tokenized data and reference log-probs from %s", cache)
@@ -444,6 +447,7 @@ class Trainer:
         """config.json (`config`: the run's options as a dict), metrics.jsonl cut back to the
         resumed step, and the trackers (given the flattened `config`)."""
         acc = self.accelerator
+        config = config | precision_choice(self.config.precision, self.device).config_entries()
         if acc.is_main_process:
             atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start_step)
