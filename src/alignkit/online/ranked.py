@@ -17,7 +17,7 @@ from torch import nn
 
 from alignkit.data.records import Point, Record
 from alignkit.objectives import ObjectiveConfig
-from alignkit.online.samples import KSamples, Loss, Metrics, Sampled, mean, multi_records
+from alignkit.online.samples import KSamples, Loss, Metrics, Sampled, mean
 from alignkit.scoring.packing import PackedBatch
 
 Selection = Literal["per-prompt", "global"]
@@ -99,13 +99,6 @@ class RRHFStrategy(KSamples):
     """Online RRHF: the core rrhf objective on K freshly scored samples per query."""
 
     name = "rrhf"
-
-    def examples(self, n_queries: int) -> int:
-        return n_queries
-
-    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
-        records = multi_records(samples)
-        return records, {"train/examples": float(len(records))}
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [

@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.data.records import Record
 from alignkit.data.tokenize import Encoded
 from alignkit.distributed import Processes, shard_map
 from alignkit.models import is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
-from alignkit.online.samples import KSamples, Metrics, RolloutInputs, Sampled, multi_records
+from alignkit.online.samples import KSamples, RolloutInputs, Sampled
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
 from alignkit.scoring.head import decoder_and_head
 from alignkit.scoring.packing import PackedBatch, collate
@@ -270,13 +269,6 @@ class RLStrategy(KSamples):
     def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
         assert isinstance(scorer, RLScorer)
         self.reference = Reference(scorer, copy)
-
-    def examples(self, n_queries: int) -> int:
-        return n_queries
-
-    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
-        records = multi_records(samples)
-        return records, {"train/examples": float(len(records))}
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [x.to_dict() for x in samples]

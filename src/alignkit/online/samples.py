@@ -196,6 +196,15 @@ class KSamples(StrategyBase):
     ) -> list[list[Completion]]:
         return generator.generate(prompts, sampling, self.k)
 
+    def examples(self, n_queries: int) -> int:
+        """One training example per query: its K samples (RAFT keeps fewer)."""
+        return n_queries
+
+    def build(self, samples: Sequence[Sampled]) -> tuple[list[Record], Metrics]:
+        """Every query's K scored samples as one `Multi` record (RAFT keeps fewer)."""
+        records = multi_records(samples)
+        return records, {"train/examples": float(len(records))}
+
     def sample_metrics(self, samples: Sequence[Sampled]) -> Metrics:
         flat = [s for x in samples for s in x.scores]
         best = [max(x.scores) for x in samples]
