@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "runs": 2,
     "models": 3,
+    "model_options": 3,
     "objectives": 4,
     "scoring": 5,
     "select": 6,

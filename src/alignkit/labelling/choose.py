@@ -33,7 +33,7 @@ from typing import Any, Literal
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
 from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pairs
-from alignkit.models import Precision, distributed_state
+from alignkit.model_options import Precision
 from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")
@@ -209,7 +209,13 @@ def _embed(cands: Candidates, config: ChooseConfig) -> tuple[Any, Any]:
     """(matrix, rows) of the embeddings of every candidate response, prompt by prompt."""
     from pathlib import Path
 
-    from alignkit.models import autocast_dtype, cache_dir, load_causal_lm, load_tokenizer
+    from alignkit.models import (
+        autocast_dtype,
+        cache_dir,
+        distributed_state,
+        load_causal_lm,
+        load_tokenizer,
+    )
     from alignkit.select.common import check_vocab
     from alignkit.select.embeddings import embed_texts
 

@@ -22,7 +22,7 @@ from alignkit.data.labels import (
 )
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import ALL_LINEAR, LoraSettings, Precision, check_model_spec
+from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
 from alignkit.scoring.deft import RQForm, read_q_diff_meta
@@ -104,6 +104,8 @@ class TrainingOptions:
         )
         if not 0 <= self.warmup_ratio < 1:
             raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        from alignkit.models import check_model_spec
+
         check_model_spec(self.model)
 
     def __post_init__(self) -> None:
