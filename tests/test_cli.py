@@ -42,6 +42,8 @@ def test_building_the_parser_imports_no_torch():
         ["compare"],
         ["study"],
         ["eval"],
+        ["train-rm"],
+        ["generate"],
         ["label", "select"],
         ["label", "export"],
         ["label", "import"],

@@ -25,7 +25,7 @@ from alignkit.errors import AlignkitError
 from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
-from alignkit.scoring.deft import RQForm, read_q_diff_meta
+from alignkit.scoring.forms import RQForm
 
 Scheduler = Literal["cosine", "linear", "constant"]
 LoraPreset = Literal["default", "ulma", "ple"]
@@ -245,6 +245,8 @@ class TrainConfig(DataTrainingOptions):
             raise AlignkitError(f"--beta must be > 0, got {self.beta}")
         self.label_options()  # a bad expression fails before any loading
         if self.q_diff:
+            from alignkit.scoring.deft import read_q_diff_meta
+
             read_q_diff_meta(self.q_diff)  # a Q_diff file of `select deft`, before any loading
 
     def objective(self) -> ObjectiveConfig:
