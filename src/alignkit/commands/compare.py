@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
+
+from alignkit.evaluation.config import CompareConfig
+from alignkit.options import add_config_verb
 
 _DESCRIPTION = """\
 Compare runs of `alignkit train`: training curves (loss, reward margins and accuracies, DEFT's
@@ -24,23 +26,19 @@ example:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "compare",
+        CompareConfig,
+        run,
         help="plot and tabulate several training runs (seeds grouped, 95%% intervals)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    parser.add_argument(
-        "runs", nargs="+", metavar="RUN_DIR", help="run directories written by `alignkit train`"
-    )
-    parser.add_argument(
-        "--output", required=True, metavar="DIR", help="folder for the report, plots and JSON"
-    )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: CompareConfig) -> int:
     from alignkit.evaluation.compare import compare_runs
 
     result = compare_runs(args.runs, args.output)

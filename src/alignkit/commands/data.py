@@ -3,33 +3,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import textwrap
 from typing import Any
 
-from alignkit.data.formats import FORMATS, KINDS, as_kind, kind_of, record_row
+from alignkit.data.config import ConvertConfig, InspectConfig
+from alignkit.data.formats import as_kind, kind_of, record_row
 from alignkit.data.inspect import format_report, inspect_records
 from alignkit.data.loading import load_records
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import load_tokenizer
+from alignkit.options import add_config_verb, add_verb_group
 
-_FORMAT_HELP = (
-    "format of the records (default: auto, detected per record from its fields): "
-    "hh = {chosen, rejected} HH-RLHF transcripts; trl-pair = {prompt, chosen, rejected} "
-    "or {chosen, rejected} chat lists; point = {prompt, completion, label}; "
-    "demonstration = {prompt, completion} or {messages}; multi = {prompt, responses, scores}. "
-    "Only when named: shp = Stanford Human Preferences comparisons {post_id, history, "
-    "human_ref_A, human_ref_B, score_A, score_B}, the rows of a post become one multi record "
-    "(its comments and their vote scores); ratings = {prompt, response, rating} -> points "
-    "with the rating as real-valued label"
-)
-_PATHS_HELP = (
-    ".jsonl, .json, .parquet file, a folder written by datasets' save_to_disk, or "
-    "hf:NAME[:SUBSET][@SPLIT] (see below); several (of different formats) are read together"
-)
 _WIDTH = 88  # of the descriptions of verbs whose epilog is preformatted
 _HF_EPILOG = """\
 Hugging Face datasets: hf:NAME[:SUBSET][@SPLIT], read with datasets.load_dataset
@@ -44,15 +30,18 @@ Records are located as hf:NAME[:SUBSET][SPLIT][record N].
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    verbs = add_verb_group(
+        subparsers,
         "data",
         help="check, describe and convert data files",
         description="Check data files, describe them and convert them.",
+        metavar="SUBVERB",
     )
-    parser.set_defaults(func=lambda args: _usage(parser))
-    verbs = parser.add_subparsers(dest="data_command", metavar="SUBVERB")
-    inspect = verbs.add_parser(
+    add_config_verb(
+        verbs,
         "inspect",
+        InspectConfig,
+        run_inspect,
         help="validate data files and print statistics",
         description=textwrap.fill(
             "Validate every record of the given files (all problems are listed with "
@@ -61,42 +50,13 @@ def register(subparsers: Any) -> None:
             _WIDTH,
         ),
         epilog=_HF_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    inspect.add_argument("paths", nargs="+", metavar="PATH", help=_PATHS_HELP)
-    inspect.add_argument(
-        "--format", default="auto", choices=("auto", *FORMATS), dest="fmt", help=_FORMAT_HELP
-    )
-    inspect.add_argument(
-        "--tokenizer",
-        metavar="MODEL_OR_PATH",
-        help="also report lengths in tokens of this tokenizer (a local folder, a Hugging Face "
-        "model id, or 'default' for the embedded model); off by default",
-    )
-    inspect.add_argument(
-        "--json", metavar="OUT.json", help="also write the statistics to this JSON file"
-    )
-    inspect.add_argument(
-        "--max-errors",
-        type=int,
-        default=20,
-        metavar="N",
-        help="list at most N invalid records (all are counted; default: 20)",
-    )
-    inspect.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="drop invalid records instead of failing: the statistics describe the valid "
-        "ones, the dropped records are counted by reason (and, with --json OUT.json, listed "
-        "with their file:line in OUT.rejected.jsonl); exit code 2 only when none is valid",
-    )
-    inspect.set_defaults(func=run_inspect)
-    _register_convert(verbs)
-
-
-def _register_convert(verbs: Any) -> None:
-    convert = verbs.add_parser(
+    add_config_verb(
+        verbs,
         "convert",
+        ConvertConfig,
+        run_convert,
         help="convert data to pair, point or multi records in a jsonl file",
         description=textwrap.fill(
             "Read data (any format, e.g. SHP comparisons with --format shp or a "
@@ -110,56 +70,22 @@ def _register_convert(verbs: Any) -> None:
         "  alignkit data convert hf:stanfordnlp/SHP --format shp --to multi -o shp.jsonl\n"
         "  alignkit data convert ratings.jsonl --format ratings --rating-column stars \\\n"
         "      -o points.jsonl\n\n" + _HF_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    convert.add_argument("paths", nargs="+", metavar="PATH", help=_PATHS_HELP)
-    convert.add_argument(
-        "-o", "--out", required=True, metavar="OUT.jsonl", help="the jsonl file to write"
-    )
-    convert.add_argument(
-        "--to",
-        choices=KINDS,
-        help="the kind of records to write (default: the kind of the data, when it has one)",
-    )
-    convert.add_argument(
-        "--format", default="auto", choices=("auto", *FORMATS), dest="fmt", help=_FORMAT_HELP
-    )
-    for field, default in (("prompt", "prompt"), ("response", "response"), ("rating", "rating")):
-        convert.add_argument(
-            f"--{field}-column",
-            default=default,
-            metavar="NAME",
-            help=f"with --format ratings: the column that holds the {field} (default: {default})",
-        )
-    convert.add_argument(
-        "--max-errors",
-        type=int,
-        default=20,
-        metavar="N",
-        help="list at most N invalid records (all are counted; default: 20)",
-    )
-    convert.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="drop invalid records instead of failing; they are listed with their location "
-        "and reason in OUT.rejected.jsonl",
-    )
-    convert.set_defaults(func=run_convert)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def run_inspect(args: argparse.Namespace) -> int:
+def run_inspect(args: InspectConfig) -> int:
     if args.json:
         _check_folder(args.json)  # before reading: a typo in the path fails fast
     rejected = rejected_path(args.json) if args.json and args.skip_invalid else None
     records, summary = load_records(
-        args.paths, args.fmt, args.max_errors, args.skip_invalid, rejected_path=rejected
+        args.paths, args.format, args.max_errors, args.skip_invalid, rejected_path=rejected
     )
-    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    tokenizer = None
+    if args.tokenizer:
+        from alignkit.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
     stats = inspect_records(records, summary, tokenizer)
     if rejected is not None:
         stats["rejected"]["file"] = str(rejected)
@@ -190,7 +116,7 @@ def write_json_atomic(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def run_convert(args: argparse.Namespace) -> int:
+def run_convert(args: ConvertConfig) -> int:
     _check_folder(args.out)
     columns = {
         field: name
@@ -201,7 +127,7 @@ def run_convert(args: argparse.Namespace) -> int:
         )
         if name != field
     }
-    if columns and args.fmt != "ratings":
+    if columns and args.format != "ratings":
         raise AlignkitError(
             "--prompt-column, --response-column and --rating-column need --format ratings"
         )
@@ -209,7 +135,7 @@ def run_convert(args: argparse.Namespace) -> int:
     rejected = stem + ".rejected.jsonl" if args.skip_invalid else None
     records, summary = load_records(
         args.paths,
-        args.fmt,
+        args.format,
         args.max_errors,
         args.skip_invalid,
         rejected_path=rejected,

@@ -13,16 +13,18 @@ with another objective; `alignkit compare` shows several demo runs side by side.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_jsonl, atomic_write_text, read_jsonl
+from alignkit.options import add_config_verb, opt
 
 _APOS = "(?:'|’)"
 REFUSAL = re.compile(
@@ -44,61 +46,46 @@ def demo_file(name: str) -> str:
     return str(resources.files("alignkit") / "demo_data" / name)
 
 
+@dataclass
+class DemoConfig:
+    """Options of `alignkit demo`."""
+
+    output: str = opt("runs/demo", "run directory (default: runs/demo)")
+    method: str = opt("ulma", "objective, e.g. ulma, dpo, sft (default: ulma)")
+    epochs: float = opt(1.0, "passes over the data (default: 1)")
+    lr: float = opt(5e-4, "learning rate (default: 5e-4)")
+    train_pairs: int = opt(
+        0,
+        "train on a seeded sample of this many of the 262 embedded pairs (default: 0 = all)",
+    )
+    lora: bool = opt(
+        True,
+        "train a LoRA adapter on all linear layers (default) or, with --no-lora, all weights",
+    )
+    max_length: int = opt(
+        96, "max tokens of prompt + response; longer responses are cut (default: 96)"
+    )
+    beta: float = opt(0.1, "beta of the objective (default: 0.1)")
+    reduction: Literal["sum", "mean"] = opt(
+        "sum", "sum or mean of token log-probs per response (default: sum)"
+    )
+    batch_size: int = opt(8, "examples per step: pairs (dpo) or answers (ulma) (default: 8)")
+    max_steps: int = opt(0, "stop after N steps (0 = epochs)")
+    max_new_tokens: int = opt(60, "tokens generated per answer (default: 60)")
+    model: str = opt("default", "model to align (default: embedded)")
+    seed: int = opt(42, "random seed (default: 42)")
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "demo",
+        DemoConfig,
+        run,
         help="align the embedded model on the embedded data and show before/after",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    parser.add_argument("--output", default="runs/demo", help="run directory (default: runs/demo)")
-    parser.add_argument(
-        "--method", default="ulma", help="objective, e.g. ulma, dpo, sft (default: ulma)"
-    )
-    parser.add_argument(
-        "--epochs", type=float, default=1.0, help="passes over the data (default: 1)"
-    )
-    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (default: 5e-4)")
-    parser.add_argument(
-        "--train-pairs",
-        type=int,
-        default=0,
-        help="train on a seeded sample of this many of the 262 embedded pairs (default: 0 = all)",
-    )
-    parser.add_argument(
-        "--lora",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="train a LoRA adapter on all linear layers (default) or, with --no-lora, all weights",
-    )
-    parser.add_argument(
-        "--max-length",
-        type=int,
-        default=96,
-        help="max tokens of prompt + response; longer responses are cut (default: 96)",
-    )
-    parser.add_argument(
-        "--beta", type=float, default=0.1, help="beta of the objective (default: 0.1)"
-    )
-    parser.add_argument(
-        "--reduction",
-        choices=["sum", "mean"],
-        default="sum",
-        help="sum or mean of token log-probs per response (default: sum)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=8,
-        help="examples per step: pairs (dpo) or answers (ulma) (default: 8)",
-    )
-    parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = epochs)")
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=60, help="tokens generated per answer (default: 60)"
-    )
-    parser.add_argument("--model", default="default", help="model to align (default: embedded)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    parser.set_defaults(func=run)
 
 
 def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) -> list[str]:
@@ -114,7 +101,7 @@ def _answers(model_path: str, prompts: list[dict], max_new_tokens: int, **load) 
     return generate(model, tokenizer, queries, SamplingConfig(max_new_tokens=max_new_tokens), dtype)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: DemoConfig) -> int:
     from alignkit.models import resolve_model
     from alignkit.train.config import TrainConfig
     from alignkit.train.trainer import Trainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alignkit.evaluation.config import EvalConfig
 from alignkit.options import CONFIG_NOTE, add_config_verb
 
 EPILOG = """\
@@ -31,8 +32,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from alignkit.evaluation.runner import EvalConfig
-
     add_config_verb(
         subparsers,
         "eval",
@@ -45,7 +44,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(config) -> int:
+def run(config: EvalConfig) -> int:
     from alignkit.evaluation.runner import markdown, run_eval
     from alignkit.models import distributed_state
 

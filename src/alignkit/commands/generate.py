@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignkit.labelling.generate import GenerateConfig, generate_pool
+from alignkit.labelling.config import GenerateConfig
 from alignkit.options import CONFIG_NOTE, add_config_verb
 
 _DESCRIPTION = """\
@@ -36,6 +36,7 @@ examples:
 
 
 def run(config: GenerateConfig) -> int:
+    from alignkit.labelling.generate import generate_pool
     from alignkit.models import distributed_state
 
     summary = generate_pool(config)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.formats import FORMATS
+from alignkit.evaluation.config import JudgeConfig
+from alignkit.options import add_config_verb
 
 _DESCRIPTION = """\
 Compare two generations files (jsonl {"prompt", "response"}, as `alignkit eval` writes) prompt
@@ -65,217 +64,21 @@ examples:
       --max-pairs 200 --judge http:... (REAL, Fig. 3)
 """
 
-# flags that only apply to http judges: name -> default
-HTTP_JUDGE_DEFAULTS: dict[str, Any] = {
-    "judge_model": None,
-    "api_key_env": None,
-    "concurrency": 4,
-    "timeout": 60.0,
-    "retries": 4,
-    "retry_wait": 1.0,
-}
-
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "judge",
+        JudgeConfig,
+        run,
         help="win rate of generations A over B by an LLM judge (both orders)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--a", metavar="GENS_A.jsonl", help="generations of system A (all modes but --agreement)")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument(
-        "--b", metavar="GENS_B.jsonl", help="generations of system B (same prompts as --a)"
-    )
-    mode.add_argument(
-        "--against-chosen",
-        metavar="DATA",
-        help="B = the chosen answer of this data file to each prompt of --a (ULMA)",
-    )
-    mode.add_argument(
-        "--agreement",
-        nargs="+",
-        metavar="[NAME=]DATA",
-        help="preference-pair files (subsets): report how often the judge prefers the "
-        "labelled chosen answer, per subset and order (REAL); NAME labels the subset "
-        "(default: the path)",
-    )
-    add(
-        "--judge",
-        required=True,
-        metavar="SPEC",
-        help="local:MODEL, http:BASE_URL or module:function",
-    )
-    add(
-        "--template",
-        metavar="FILE",
-        help="judge question with {prompt} {first} {second} (and {criterion}); .json: "
-        '{"system", "user"}; default: built-in (see below)',
-    )
-    add(
-        "--criteria",
-        nargs="+",
-        metavar="NAME[=DESCRIPTION]",
-        help="judge each criterion separately, e.g. helpfulness harmlessness (ULMA); "
-        "default: one overall question",
-    )
-    add(
-        "--orders",
-        choices=["both", "one"],
-        default="both",
-        help="ask each comparison in both orders (PLE, default) or once with A shown first "
-        "(ULMA, REAL)",
-    )
-    add(
-        "--max-pairs",
-        type=int,
-        default=0,
-        metavar="N",
-        help="--agreement: a seeded sample of N pairs per subset (REAL: 200; default 0 = all)",
-    )
-    add("--seed", type=int, default=0, help="seed of the --max-pairs sample (default: 0)")
-    add(
-        "--data-format",
-        choices=["auto", *FORMATS],
-        default="auto",
-        help="format of the --against-chosen / --agreement files (default: auto)",
-    )
-    add(
-        "--skip-invalid",
-        action="store_true",
-        help="drop invalid records of the --against-chosen / --agreement files instead of "
-        "stopping; counted in judge.json, listed with file:line in DIR/rejected.jsonl",
-    )
-    add("--output", default="runs/judge", metavar="DIR", help="output folder (default: runs/judge)")
-    add(
-        "--cache",
-        metavar="FILE.jsonl",
-        help="reply cache, shareable between runs; keyed by the --judge spec, template, "
-        "criterion and question, so delete it when the judge model changes under the same "
-        "name (default: DIR/judge_cache.jsonl)",
-    )
-    add(
-        "--max-tokens",
-        type=int,
-        default=16,
-        metavar="N",
-        help="tokens per judge reply (default: 16)",
-    )
-    add_http_judge_options(parser)
-    parser.set_defaults(func=run)
-
-
-def add_http_judge_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of http judges (`judge`, `label auto`): model name, key, concurrency,
-    timeout, retries; read back with `http_judge_options`."""
-    http = parser.add_argument_group("http judges only")
-    http.add_argument(
-        "--judge-model",
-        metavar="NAME",
-        help="model name sent to the endpoint (default: the only one its /models lists)",
-    )
-    http.add_argument(
-        "--api-key-env",
-        metavar="VAR",
-        help="environment variable holding the API key (sent as a bearer token, never "
-        "logged or written); default: no key",
-    )
-    http.add_argument(
-        "--concurrency", type=int, metavar="N", help="requests in flight at once (default: 4)"
-    )
-    http.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="seconds to wait for a reply (default: 60)"
-    )
-    http.add_argument(
-        "--retries",
-        type=int,
-        metavar="N",
-        help="retries of a failed request (connection errors, timeouts, HTTP 429/5xx); "
-        "then the run stops with exit code 2 (default: 4)",
-    )
-    http.add_argument(
-        "--retry-wait",
-        type=float,
-        metavar="SECONDS",
-        help="wait before the first retry, doubled at each next one (default: 1)",
+        show_defaults=False,
     )
 
 
-def http_judge_options(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    """(keyword options of `build_judge` for `args.judge`, concurrency): the http flags
-    checked (refused for a judge of another kind) and the API key read from its variable."""
-    from alignkit.evaluation.judges import judge_kind
-
-    kind = judge_kind(args.judge)
-    opts = _http_options(args, kind)
-    http: dict[str, Any] = {}
-    if kind == "http":
-        http = {k: opts[k] for k in ("timeout", "retries", "retry_wait")}
-        http.update(model=opts["judge_model"], api_key=_api_key(opts["api_key_env"]))
-    return http, int(opts["concurrency"])
-
-
-def _http_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    from alignkit.errors import AlignkitError
-
-    given = [k for k in HTTP_JUDGE_DEFAULTS if getattr(args, k) is not None]
-    if kind == "function":  # a function judge takes --concurrency, nothing else of these
-        given = [k for k in given if k != "concurrency"]
-    if kind != "http" and given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise AlignkitError(f"{flags}: only for http judges, not for --judge {args.judge}")
-    opts = {
-        k: v if getattr(args, k) is None else getattr(args, k)
-        for k, v in HTTP_JUDGE_DEFAULTS.items()
-    }
-    limits = {
-        "--concurrency must be at least 1": opts["concurrency"] < 1,
-        "--retries must not be negative": opts["retries"] < 0,
-        "--timeout must be positive": opts["timeout"] <= 0,
-        "--retry-wait must not be negative": opts["retry_wait"] < 0,
-    }
-    for message, broken in limits.items():
-        if broken:
-            raise AlignkitError(message)
-    return opts
-
-
-def _api_key(var: str | None) -> str | None:
-    from alignkit.errors import AlignkitError
-
-    if var is None:
-        return None
-    key = os.environ.get(var)
-    if not key:
-        raise AlignkitError(f"--api-key-env {var}: the environment variable {var} is not set")
-    return key
-
-
-def _check_mode(args: argparse.Namespace) -> None:
-    from alignkit.errors import AlignkitError
-
-    if args.max_tokens < 1:
-        raise AlignkitError("--max-tokens must be at least 1")
-    if args.max_pairs < 0:
-        raise AlignkitError("--max-pairs must not be negative")
-    if args.skip_invalid and args.b is not None:
-        raise AlignkitError("--skip-invalid: only with --against-chosen or --agreement")
-    if args.agreement is None:
-        if args.a is None:
-            raise AlignkitError("give --a GENS_A.jsonl (the generations to judge)")
-        if args.max_pairs:
-            raise AlignkitError("--max-pairs: only with --agreement")
-    else:
-        if args.a is not None:
-            raise AlignkitError("--agreement judges the pairs of the data files: drop --a")
-        if args.orders == "one":
-            raise AlignkitError("--agreement asks both orders and reports each: drop --orders one")
-
-
-def _load(path: str, args: argparse.Namespace, rejected: list[Any]) -> list[Any]:
+def _load(path: str, args: JudgeConfig, rejected: list[Any]) -> list[Any]:
     """The records of one data file (with --skip-invalid: the valid ones; the dropped ones
     are added to `rejected`)."""
     from alignkit.data import load_records
@@ -285,7 +88,7 @@ def _load(path: str, args: argparse.Namespace, rejected: list[Any]) -> list[Any]
     return records
 
 
-def _subsets(args: argparse.Namespace, rejected: list[Any]) -> dict[str, list[Any]]:
+def _subsets(args: JudgeConfig, rejected: list[Any]) -> dict[str, list[Any]]:
     """NAME -> the pairs of each --agreement file (a seeded sample with --max-pairs)."""
     import random
 
@@ -313,7 +116,7 @@ def _subsets(args: argparse.Namespace, rejected: list[Any]) -> dict[str, list[An
     return subsets
 
 
-def _template(args: argparse.Namespace, criteria: list[Any]) -> Any:
+def _template(args: JudgeConfig, criteria: list[Any]) -> Any:
     from alignkit.evaluation.judges import CRITERION_TEMPLATE, DEFAULT_TEMPLATE, load_template
 
     if args.template:
@@ -324,17 +127,17 @@ def _template(args: argparse.Namespace, criteria: list[Any]) -> Any:
     return template
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: JudgeConfig) -> int:
+    """`args` has been validated (`JudgeConfig.validate`: the mode and its options)."""
     from alignkit.data.loading import write_rejected
     from alignkit.data.records import rejected_by_reason
     from alignkit.evaluation import win_rate as judging
     from alignkit.evaluation.judges import build_judge, parse_criterion
     from alignkit.io import atomic_write_text
 
-    _check_mode(args)
     criteria = [parse_criterion(c) for c in args.criteria or []]
     template = _template(args, criteria)
-    http, concurrency = http_judge_options(args)
+    http, concurrency = args.http_judge_options(args.judge)
     # the data is read and checked before the judge is built (a local judge loads a model)
     head: dict[str, Any]
     rejected: list[Any] = []

@@ -7,19 +7,19 @@ import (labels -> prompt/chosen/rejected data for `alignkit train --method dpo`)
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
-from alignkit.commands.judge import (
-    HTTP_JUDGE_DEFAULTS,
-    add_http_judge_options,
-    http_judge_options,
-)
+from alignkit.commands.serving import serve_until_signal
 from alignkit.labelling.choose import ChooseConfig, run_choose
-from alignkit.options import CONFIG_NOTE, add_config_verb
+from alignkit.labelling.config import (
+    AutoLabelConfig,
+    ExportConfig,
+    ImportConfig,
+    LabelServeConfig,
+)
+from alignkit.options import CONFIG_NOTE, add_config_verb, add_verb_group
 
 _FORMATS_NOTE = """\
 files:
@@ -135,16 +135,26 @@ examples:
   alignkit label auto --pairs pairs.jsonl --reward-model runs/rm --output rm-verdicts.jsonl"""
 
 
+_SERVE_EPILOG = """\
+keys: a or left arrow = left is better, b or right arrow = right is better, t = tie, s = skip,
+u = undo (the latest verdict; the page goes back to that pair)
+
+examples:
+  alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --annotator ana
+  alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --host 0.0.0.0 \\
+      --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+  alignkit label import verdicts.jsonl --output prefs.jsonl   (then train on the labels)"""
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    sub = add_verb_group(
+        subparsers,
         "label",
         help="choose pairs to label, label them (browser, Label Studio, judge), import labels",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        metavar="VERB",
     )
-    sub = parser.add_subparsers(dest="label_command", metavar="VERB")
-    parser.set_defaults(func=lambda args: _no_verb(parser))
     add_config_verb(
         sub,
         "select",
@@ -154,54 +164,66 @@ def register(subparsers: Any) -> None:
         description=_SELECT_DESCRIPTION,
         epilog=_SELECT_EPILOG,
     )
-    _register_export(sub)
-    _register_import(sub)
-    _register_auto(sub)
-    _register_serve(sub)
-
-
-def _no_verb(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _register_serve(sub: Any) -> None:
-    """`label serve` lives in `alignkit.labelling.server` when it is installed."""
-    if importlib.util.find_spec("alignkit.labelling.server") is None:
-        return
-    from alignkit.labelling import server
-
-    server.register(sub)
-
-
-def _register_export(sub: Any) -> None:
-    parser = sub.add_parser(
+    add_config_verb(
+        sub,
         "export",
+        ExportConfig,
+        _run_export,
         help="export pairs as jsonl (verdict to fill in) or Label Studio tasks",
         description=_EXPORT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    parser.add_argument("--pairs", required=True, metavar="PAIRS.jsonl", help="pairs file")
-    parser.add_argument(
-        "--format", required=True, choices=["jsonl", "label-studio"], help="export format"
+    add_config_verb(
+        sub,
+        "import",
+        ImportConfig,
+        _run_import,
+        help="labels (jsonl verdicts or a Label Studio export) -> prompt/chosen/rejected data",
+        description=_IMPORT_DESCRIPTION,
+        show_defaults=False,
     )
-    parser.add_argument(
-        "--output",
-        required=True,
-        metavar="FILE",
-        help="file to write (label-studio: FILE.json, plus FILE.label_config.xml next to it)",
+    add_config_verb(
+        sub,
+        "auto",
+        AutoLabelConfig,
+        _run_auto,
+        help="label pairs with a judge (both orders) or a reward model; agreement with people",
+        description=_AUTO_DESCRIPTION,
+        epilog=_AUTO_EPILOG,
+        show_defaults=False,
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="label-studio: seed of the per-pair coin that puts a or b on the left (recorded "
-        "as answer1_is; the same coin as `label serve --seed`) (default: 0)",
+    add_config_verb(
+        sub,
+        "serve",
+        LabelServeConfig,
+        run_serve,
+        help="label pairs in a local web page (keys a / b / t / s / u)",
+        description="Serve a web page where people label pairs; every verdict is appended to "
+        "--verdicts at once, and a restarted server resumes at the first unlabelled pair.",
+        epilog=_SERVE_EPILOG,
+        show_defaults=False,
     )
-    parser.set_defaults(func=_run_export)
 
 
-def _run_export(args: argparse.Namespace) -> int:
+def run_serve(args: LabelServeConfig) -> int:
+    from alignkit.labelling.server import make_server
+
+    server = make_server(
+        args.pairs,
+        args.verdicts,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        seed=args.seed,
+        annotator=args.annotator,
+    )
+    total = len(server.session.pairs)
+    started = f"labelling {total} pairs at {server.url} (Ctrl-C to stop)"
+    serve_until_signal(server, started, f"server stopped; verdicts are in {args.verdicts}")
+    return 0
+
+
+def _run_export(args: ExportConfig) -> int:
     from alignkit.labelling.exchange import export_pairs
     from alignkit.labelling.pairs import read_pairs
 
@@ -213,38 +235,7 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_import(sub: Any) -> None:
-    parser = sub.add_parser(
-        "import",
-        help="labels (jsonl verdicts or a Label Studio export) -> prompt/chosen/rejected data",
-        description=_IMPORT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("inputs", nargs="+", metavar="FILE", help="verdict files or exports")
-    parser.add_argument(
-        "--output", required=True, metavar="PREFS.jsonl", help="preference data to write"
-    )
-    parser.add_argument(
-        "--format",
-        choices=["auto", "jsonl", "label-studio"],
-        default="auto",
-        help="format of the inputs (default: auto, per file)",
-    )
-    parser.add_argument(
-        "--pairs",
-        metavar="PAIRS.jsonl",
-        help="pairs file: the texts of verdicts that carry only a pair_id",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="stop (exit 2, nothing written) at the first refused verdict instead of "
-        "listing it and going on",
-    )
-    parser.set_defaults(func=_run_import)
-
-
-def _run_import(args: argparse.Namespace) -> int:
+def _run_import(args: ImportConfig) -> int:
     from alignkit.labelling.exchange import format_import_summary, import_verdicts
     from alignkit.labelling.pairs import read_pairs
 
@@ -256,64 +247,23 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_auto(sub: Any) -> None:
-    parser = sub.add_parser(
-        "auto",
-        help="label pairs with a judge (both orders) or a reward model; agreement with people",
-        description=_AUTO_DESCRIPTION,
-        epilog=_AUTO_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--pairs", required=True, metavar="PAIRS.jsonl", help="pairs file (`label select`)")
-    who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument(
-        "--judge", metavar="SPEC", help="local:MODEL, http:BASE_URL or package.module:function"
-    )
-    who.add_argument(
-        "--reward-model",
-        metavar="SPEC",
-        help="train-rm run dir, HF id, or package.module:function (prompts, responses) -> scores",
-    )
-    add("--output", required=True, metavar="VERDICTS.jsonl", help="verdicts file to write")
-    add(
-        "--human",
-        metavar="FILE",
-        help="people's verdicts on the same pairs (jsonl or Label Studio export): agreement",
-    )
-    add(
-        "--report",
-        metavar="FILE.json",
-        help="agreement report (with --human; default: OUTPUT with .agreement.json)",
-    )
-    add(
-        "--cache",
-        metavar="FILE.jsonl",
-        help="judge reply cache (default: OUTPUT with .judge_cache.jsonl)",
-    )
-    add("--max-tokens", type=int, default=16, metavar="N", help="tokens per judge reply (16)")
-    add("--batch-size", type=int, default=16, metavar="N", help="reward model batch size (16)")
-    add_http_judge_options(parser)
-    parser.set_defaults(func=_run_auto)
-
-
 def _sibling(path: str, suffix: str) -> Path:
     p = Path(path)
     return p.with_name(p.stem + suffix)
 
 
-def _build_judge(args: argparse.Namespace) -> tuple[Any, int]:
+def _build_judge(args: AutoLabelConfig) -> tuple[Any, int]:
     """The judge of `--judge` with the http flags of `alignkit judge`, and its concurrency."""
     from alignkit.errors import AlignkitError
     from alignkit.evaluation.judges import build_judge
 
     if args.max_tokens < 1:
         raise AlignkitError("--max-tokens must be at least 1")
-    http, concurrency = http_judge_options(args)
+    http, concurrency = args.http_judge_options(args.judge)
     return build_judge(args.judge, max_tokens=args.max_tokens, **http), concurrency
 
 
-def _run_auto(args: argparse.Namespace) -> int:
+def _run_auto(args: AutoLabelConfig) -> int:
     from alignkit.errors import AlignkitError
     from alignkit.io import atomic_write_jsonl, atomic_write_text
     from alignkit.labelling import auto
@@ -338,7 +288,7 @@ def _run_auto(args: argparse.Namespace) -> int:
 
         if args.cache:
             raise AlignkitError("--cache is the judge reply cache: drop it with --reward-model")
-        given = [k for k in HTTP_JUDGE_DEFAULTS if getattr(args, k) is not None]
+        given = args.http_options_given()
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise AlignkitError(f"{flags}: options of judges, not of --reward-model")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-import threading
 from typing import Any
+
+from alignkit.commands.serving import serve_until_signal
+from alignkit.inference.config import ServeConfig
+from alignkit.options import add_config_verb
 
 _DESCRIPTION = """\
 Serve one local model through an OpenAI-compatible HTTP API (POST /v1/chat/completions,
@@ -39,77 +40,30 @@ examples:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "serve",
+        ServeConfig,
+        run,
         help="serve a local model through an OpenAI-compatible API (chat, completions, streaming)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="'default' (embedded SmolLM2-135M-Instruct), a Hugging Face id or model folder, "
-        "a run directory of `alignkit train` (its model/), or a peft adapter folder written by "
-        "`alignkit train --lora` (base model from the run's summary.json or adapter_config.json)",
-    )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the "
-        "unauthenticated server to the network)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=8000,
-        help="port to listen on; 0 picks a free one (default: 8000)",
-    )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        metavar="N",
-        default=256,
-        help="tokens generated per choice when a request gives no max_tokens, and the upper "
-        "limit when it does (default: 256)",
-    )
-    parser.set_defaults(func=run)
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C (also when started in the background, where SIGINT is ignored) and SIGTERM
-    stop the server."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, handler)
-
-
-def run(args: argparse.Namespace) -> int:
-    from alignkit.errors import AlignkitError
+def run(config: ServeConfig) -> int:
     from alignkit.inference.server import ChatModel, make_server
     from alignkit.models import generation_dtype, load_inference_model
 
-    if args.max_new_tokens < 1:
-        raise AlignkitError("--max-new-tokens must be at least 1")
-    if not 0 <= args.port <= 65535:
-        raise AlignkitError("--port must be between 0 and 65535")
-    loaded = load_inference_model(args.model)
+    assert config.model is not None  # required
+    loaded = load_inference_model(config.model)
     device = next(loaded.model.parameters()).device
-    chat = ChatModel(loaded, args.model, args.max_new_tokens, generation_dtype("auto", device))
-    server = make_server(chat, args.host, args.port)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host} without authentication", file=sys.stderr)
-    _stop_on_signals()  # before announcing: a client may signal as soon as it reads the line
-    print(f"serving {loaded.description} at {server.url} (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    print("server stopped", flush=True)
+    dtype = generation_dtype("auto", device)
+    chat = ChatModel(loaded, config.model, config.max_new_tokens, dtype)
+    server = make_server(chat, config.host, config.port)
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {config.host} without authentication", file=sys.stderr)
+    started = f"serving {loaded.description} at {server.url} (Ctrl-C to stop)"
+    serve_until_signal(server, started, "server stopped")
     return 0

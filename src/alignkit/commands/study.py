@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+from alignkit.options import add_config_verb
+from alignkit.study.options import StudyOptions
 
 EPILOG = """\
 The grid (selectors x budgets x seeds x methods) is a YAML file; see recipes/*.yaml and
@@ -26,25 +27,21 @@ example:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_config_verb(
+        subparsers,
         "study",
+        StudyOptions,
+        run,
         help="data-efficiency study: selectors x budgets x seeds x methods, labels saved",
         description="Run a grid of select -> train -> evaluate cells and report every metric "
         "against the budget with 95% intervals over seeds, and how many labels each selector "
         "saves against the random control.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        show_defaults=False,
     )
-    parser.add_argument("--config", metavar="YAML", required=True, help="the study's grid")
-    parser.add_argument("--data", nargs="+", metavar="PATH", help="override the config's data")
-    parser.add_argument(
-        "--eval-data", nargs="+", metavar="PATH", help="override the config's eval_data"
-    )
-    parser.add_argument("--output", help="override the config's output directory")
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: StudyOptions) -> int:
     from alignkit.study.config import load_study_config
     from alignkit.study.run import run_study
 

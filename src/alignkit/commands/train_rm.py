@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from alignkit.options import add_config_verb
+from alignkit.rewards.config import RewardTrainConfig
 
 EPILOG = """\
 The model is an AutoModelForSequenceClassification with one output (a causal LM given as
@@ -19,8 +20,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from alignkit.rewards.training import RewardTrainConfig
-
     add_config_verb(
         subparsers,
         "train-rm",
@@ -34,7 +33,7 @@ def register(subparsers) -> None:
     )
 
 
-def run(config) -> int:
+def run(config: RewardTrainConfig) -> int:
     from alignkit.rewards.training import RewardTrainer, pair_accuracy
 
     result = RewardTrainer(config).run()

@@ -1,13 +1,27 @@
-"""Evaluation: metric functions (`metrics`) and the `alignkit eval` orchestration (`runner`)."""
+"""Evaluation: metric functions (`metrics`), the `alignkit eval` orchestration (`runner`) and
+the options of the verbs that measure (`config`, torch-free).
 
-from alignkit.evaluation.metrics import corpus_bleu, mean_std, perplexity
-from alignkit.evaluation.runner import METRIC_NAMES, EvalConfig, run_eval
+The names below are imported on first use, so that importing `alignkit.evaluation.config`
+(for `alignkit eval --help`) does not import torch."""
 
-__all__ = [
-    "METRIC_NAMES",
-    "EvalConfig",
-    "corpus_bleu",
-    "mean_std",
-    "perplexity",
-    "run_eval",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "METRIC_NAMES": "alignkit.evaluation.config",
+    "EvalConfig": "alignkit.evaluation.config",
+    "corpus_bleu": "alignkit.evaluation.metrics",
+    "mean_std": "alignkit.evaluation.metrics",
+    "perplexity": "alignkit.evaluation.metrics",
+    "run_eval": "alignkit.evaluation.runner",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -23,136 +23,23 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from alignkit.data import LoadSummary, Pair, Point, Prompt, Record, load_records
-from alignkit.data.formats import DataFormat
 from alignkit.data.prompts import distinct_prompts
 from alignkit.data.tokenize import Encoded
 from alignkit.distributed import Processes, distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.evaluation import metrics as M
+from alignkit.evaluation.config import DEFAULT_BETA, METRIC_NAMES, EvalConfig
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import Precision, check_model_spec
+from alignkit.models import check_model_spec
 from alignkit.objectives.metrics import implicit_reward_metrics
-from alignkit.options import opt
 from alignkit.report import markdown_table
-from alignkit.rewards.loading import RewardOutput, check_reward_spec
 from alignkit.runs import ModelSpec
-
-METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
-DEFAULT_BETA = 0.1
-
-
-@dataclass
-class EvalConfig:
-    """Options of `alignkit eval` (also readable from a YAML file)."""
-
-    model: str = opt(
-        "",
-        "model to evaluate: a run directory of `alignkit train`, its model/ dir (full "
-        "weights or LoRA adapter), an HF id or local path, or 'default'",
-    )
-    data: list[str] = opt([], "test data files (any format alignkit reads)", metavar="PATH")
-    output: str = opt(
-        "", "report path (.json); REPORT.md and REPORT.generations.jsonl are written next to it"
-    )
-    ref: str = opt(
-        "",
-        "reference model of the implicit reward (default: the run's base model; for a "
-        "LoRA adapter: the same model with the adapter disabled)",
-    )
-    metrics: list[str] = opt(
-        [],
-        f"metrics, comma- or space-separated, from {','.join(METRIC_NAMES)} "
-        "(default: every metric the data and models support)",
-        metavar="NAME",
-    )
-    reward_model: str = opt(
-        "",
-        "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
-        "an HF id, or package.module:function",
-    )
-    reward_label: int = opt(
-        0,
-        "output of the reward model that is the reward (e.g. 1 = the positive class of a "
-        "2-label sentiment classifier, PLE's IMDb reward); checked against its labels",
-    )
-    reward_output: RewardOutput = opt(
-        "raw",
-        "reward = raw logit of --reward-label, sigmoid of it, or softmax probability of that "
-        "label (needs 2+ labels)",
-    )
-    data_format: DataFormat = opt("auto", "format of the data files")
-    num_prompts: int = opt(100, "test prompts to generate for (a seeded random sample; 0 = all)")
-    max_new_tokens: int = opt(128, "max new tokens per generated response")
-    do_sample: bool = opt(False, "sample instead of greedy decoding")
-    temperature: float = opt(1.0, "sampling temperature (with --do-sample)")
-    beta: float = opt(0.0, f"beta of the implicit reward (0 = the run's beta, else {DEFAULT_BETA})")
-    batch_size: int = opt(8, "sequences per forward pass / generation batch")
-    max_length: int = opt(
-        1024, "max tokens of prompt + response when scoring (truncated as in training)"
-    )
-    precision: Precision = opt("auto", "compute precision")
-    seed: int = opt(0, "seed of the prompt sample and of sampling")
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid test records instead of stopping; they are counted by reason in the "
-        "report and listed with their file:line in REPORT.rejected.jsonl",
-    )
-
-    def validate(self) -> None:
-        for name in ("model", "output"):
-            if not getattr(self, name):
-                raise AlignkitError(f"give --{name}")
-        if not self.data:
-            raise AlignkitError("no test data: give --data PATH")
-        if not self.output.endswith(".json"):
-            raise AlignkitError(f"--output must be a .json path, got {self.output!r}")
-        self.requested_metrics()
-        # model specs fail here, before any model is loaded or anything generated
-        check_model_spec(self.model)
-        if self.ref:
-            check_model_spec(self.ref)
-        if self.reward_model:
-            check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
-        checks = {
-            "--batch-size must be > 0": self.batch_size > 0,
-            "--max-new-tokens must be > 0": self.max_new_tokens > 0,
-            "--num-prompts must be >= 0": self.num_prompts >= 0,
-            "--max-length must be >= 8": self.max_length >= 8,
-            "--beta must be >= 0": self.beta >= 0,
-            "--temperature must be > 0": self.temperature > 0,
-        }
-        for message, ok in checks.items():
-            if not ok:
-                raise AlignkitError(message)
-
-    def requested_metrics(self) -> list[str]:
-        """The --metrics names (comma or space separated); [] = all applicable."""
-        names = [n.strip() for item in self.metrics for n in item.split(",") if n.strip()]
-        unknown = [n for n in names if n not in METRIC_NAMES]
-        if unknown:
-            raise AlignkitError(
-                f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_NAMES)}"
-            )
-        return names
-
-    def paths(self) -> dict[str, Path]:
-        """report.json, report.md, report.generations.jsonl, report.rejected.jsonl."""
-        report = Path(self.output)
-        stem = report.with_suffix("")
-        return {
-            "json": report,
-            "markdown": report.with_suffix(".md"),
-            "generations": stem.with_name(stem.name + ".generations.jsonl"),
-            "rejected": stem.with_name(stem.name + ".rejected.jsonl"),
-        }
-
 
 # ------------------------------------------------------------ models
 

@@ -34,7 +34,7 @@ from alignkit.data.records import Prompt
 from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pairs
-from alignkit.models import Precision
+from alignkit.model_options import Precision
 from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")

@@ -28,168 +28,26 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from alignkit.data.prompts import prompt_json
 from alignkit.data.queries import Query, load_queries, read_queries
 from alignkit.data.records import Prompt
 from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
-from alignkit.inference.generation import Completion, SamplingConfig
+from alignkit.inference.generation import Completion
 from alignkit.inference.generators import Generator
 from alignkit.inference.openai_client import OpenAIClient
-from alignkit.inference.remote import EndpointGenerator, derived_seed, is_url
+from alignkit.inference.remote import EndpointGenerator, derived_seed
 from alignkit.io import atomic_write_text
+from alignkit.labelling.config import GenerateConfig
 from alignkit.labelling.pairs import prompt_id, read_pool
-from alignkit.models import Precision
-from alignkit.options import check_ranges, opt
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "hf", "vllm"]
 META_SUFFIX = ".meta.json"
-
-
-@dataclass
-class GenerateConfig:
-    """Options of `alignkit generate`."""
-
-    prompts: str = opt(
-        "",
-        "prompts file (jsonl/json/parquet): records with a 'prompt' (text or chat messages)",
-        metavar="PATH",
-    )
-    output: str = opt("", "the pool file to write (jsonl; resumed when it exists)", metavar="PATH")
-    model: str = opt(
-        "",
-        "policy: HF model id, local path, run directory or 'default' (embedded "
-        "SmolLM2-135M-Instruct; the default); with --endpoint: the served model's name "
-        "(default: the only one its /models lists)",
-    )
-    num_responses: int = opt(4, "responses sampled per prompt (K)")
-    max_new_tokens: int = opt(128, "tokens generated per response at most")
-    temperature: float = opt(1.0, "sampling temperature (> 0: a pool needs different answers)")
-    top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this mass")
-    top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)")
-    seed: int = opt(
-        42,
-        "random seed (also sent to --endpoint): the hf backend gives the same pool for the "
-        "same seed and settings",
-    )
-    batch_size: int = opt(
-        8, "prompts per batch; each batch (all its K responses) is appended when done"
-    )
-    precision: Precision = opt(
-        "auto",
-        "hf backend: bf16 autocast, fp32, or auto (bf16 on a GPU; fp32 on a CPU, where "
-        "decoding is faster without autocast)",
-    )
-    chat: bool = opt(
-        True,
-        "send plain-text prompts as a user chat message when the tokenizer has a chat "
-        "template (--no-chat: use the text as it is); the pool keeps the prompt as sent",
-    )
-    max_prompt_tokens: int = opt(
-        0, "drop prompts longer than this many tokens, and report how many (0 = keep all)"
-    )
-    backend: Backend = opt(
-        "auto",
-        "local generation: hf (transformers generate), vllm (needs vllm and a GPU), auto "
-        "(vllm when usable, else hf)",
-    )
-    vllm_gpu_memory_utilization: float = opt(
-        0.9, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
-    )
-    endpoint: str = opt(
-        "",
-        "an OpenAI-compatible server instead of a local model, e.g. http://127.0.0.1:8000/v1 "
-        "(`alignkit serve`, vLLM, SGLang)",
-        metavar="URL",
-    )
-    api_key: str = field(  # kept out of reprs: never logged
-        default="",
-        repr=False,
-        metadata={"help": "API key of --endpoint (default: $OPENAI_API_KEY; never written)"},
-    )
-    concurrency: int = opt(4, "--endpoint: requests in flight at once")
-    timeout: float = opt(120.0, "--endpoint: seconds to wait for a reply")
-    retries: int = opt(
-        4, "--endpoint: retries of a failed request (connection errors, HTTP 429/5xx)"
-    )
-    retry_wait: float = opt(
-        1.0, "--endpoint: seconds before the first retry, doubled at each next one"
-    )
-    overwrite: bool = opt(False, "start the pool over instead of resuming it")
-
-    def validate(self) -> None:
-        if not self.prompts or not self.output:
-            raise AlignkitError("give --prompts FILE and --output POOL.jsonl")
-        check_ranges(
-            positive={
-                "num_responses": self.num_responses,
-                "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature,
-                "batch_size": self.batch_size,
-                "concurrency": self.concurrency,
-                "timeout": self.timeout,
-            },
-            non_negative={
-                "top_k": self.top_k,
-                "max_prompt_tokens": self.max_prompt_tokens,
-                "retries": self.retries,
-                "retry_wait": self.retry_wait,
-            },
-            fractions={
-                "top_p": self.top_p,
-                "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-            },
-        )
-        if self.endpoint:
-            self._validate_endpoint()
-        else:
-            from alignkit.models import check_model_spec
-
-            self.model = self.model or "default"
-            check_model_spec(self.model)
-
-    def _validate_endpoint(self) -> None:
-        if not is_url(self.endpoint):
-            raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
-        if self.backend != "auto":
-            raise AlignkitError("--backend is for local models: drop it with --endpoint")
-        if not self.chat:
-            raise AlignkitError("--no-chat: an endpoint takes chat messages; drop --no-chat")
-        if self.max_prompt_tokens:
-            raise AlignkitError(
-                "--max-prompt-tokens needs the model's tokenizer: not available with --endpoint"
-            )
-
-    def sampling(self, seed: int) -> SamplingConfig:
-        """The decoding settings of one batch (all K responses of a prompt are in it)."""
-        return SamplingConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.batch_size * self.num_responses,  # one generate call per batch
-            seed=seed,
-        )
-
-    def settings(self, model_label: str) -> dict[str, Any]:
-        """What the pool's responses depend on (the sidecar file; a resume must match it)."""
-        return {
-            "model": model_label,
-            "num_responses": self.num_responses,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "seed": self.seed,
-            "chat": self.chat,
-        }
 
 
 # ------------------------------------------------------------------ endpoint

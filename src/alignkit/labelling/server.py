@@ -1,4 +1,4 @@
-"""`alignkit label serve`: a local web page where people label pairs (left / right / tie / skip).
+"""The web page of `alignkit label serve` (its CLI: `commands/label.py`): people label pairs.
 
 The page (static/label.html, label.js, label.css) shows a pair's prompt and its two answers side
 by side. Which answer is on the left is drawn per pair from `--seed` and the pair id (a reload
@@ -14,14 +14,12 @@ every request must carry it (`?token=`, the X-Alignkit-Token header, or the cook
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import itertools
 import json
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import threading
@@ -347,71 +345,3 @@ def make_server(
         return LabelServer((host, port), session, token)
     except OSError as exc:
         raise AlignkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
-# ------------------------------------------------------------------ CLI
-
-
-_EPILOG = """\
-keys: a or left arrow = left is better, b or right arrow = right is better, t = tie, s = skip,
-u = undo (the latest verdict; the page goes back to that pair)
-
-examples:
-  alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --annotator ana
-  alignkit label serve --pairs pairs.jsonl --verdicts verdicts.jsonl --host 0.0.0.0 \\
-      --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
-  alignkit label import verdicts.jsonl --output prefs.jsonl   (then train on the labels)"""
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="label pairs in a local web page (keys a / b / t / s / u)",
-        description="Serve a web page where people label pairs; every verdict is appended to "
-        "--verdicts at once, and a restarted server resumes at the first unlabelled pair.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--pairs", required=True, help="pairs to label (`alignkit label select`)")
-    parser.add_argument("--verdicts", required=True, help="jsonl file verdicts are appended to")
-    parser.add_argument("--annotator", default="", help="name prefilled on the page")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free one (default: 8080)")
-    parser.add_argument(
-        "--token", help="required on every request; needed for a non-loopback --host"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the left/right order (default: 0)"
-    )
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise AlignkitError("--port must be between 0 and 65535")
-    server = make_server(
-        args.pairs,
-        args.verdicts,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        seed=args.seed,
-        annotator=args.annotator,
-    )
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
-    total = len(server.session.pairs)
-    print(f"labelling {total} pairs at {server.url} (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    print(f"server stopped; verdicts are in {args.verdicts}", flush=True)
-    return 0

@@ -8,10 +8,10 @@ K = the largest number of responses in the batch (missing ones are masked out).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a tensor is made: configs import this module
+    from torch import Tensor
 
 Reduction = Literal["sum", "mean"]
 Kind = Literal["pair", "point", "multi"]
@@ -43,6 +43,8 @@ class SeqLogps:
 
     def token_mask(self) -> Tensor:
         """(B, K, T) bool: True at real response tokens."""
+        import torch
+
         assert self.tokens is not None
         t = torch.arange(self.tokens.shape[-1], device=self.tokens.device)
         return t < self.count.unsqueeze(-1)

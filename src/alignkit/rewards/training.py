@@ -12,19 +12,17 @@ checkpoints/resume, held-out evaluation and saving are the Trainer's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
 from torch import Tensor, nn
 
-from alignkit.data.loading import source_exists
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text
 from alignkit.models import resolve_model
 from alignkit.objectives import SeqLogps, compute_loss
 from alignkit.objectives.registry import BRADLEY_TERRY
-from alignkit.options import opt
+from alignkit.rewards.config import BT_NAME, RewardTrainConfig  # noqa: F401
 from alignkit.rewards.loading import (
     MARKER_FORMAT,
     RewardScorer,
@@ -33,40 +31,7 @@ from alignkit.rewards.loading import (
 )
 from alignkit.runs import REWARD_MARKER
 from alignkit.scoring.packing import PackedBatch
-from alignkit.train.config import DataTrainingOptions
 from alignkit.train.trainer import Trainer
-
-BT_NAME = BRADLEY_TERRY.name
-
-
-@dataclass
-class RewardTrainConfig(DataTrainingOptions):
-    """Options of `alignkit train-rm`: training on fixed pairs, the objective Bradley–Terry."""
-
-    output: str = opt("", "run directory: model (the reward model), metrics.jsonl, checkpoints")
-    model: str = opt(
-        "default",
-        "backbone: HF id, local path, run directory or 'default'; a causal LM gets a new "
-        "scalar head",
-    )
-    lora: bool = opt(False, "train a LoRA adapter (peft, SEQ_CLS) + the full score head")
-    eval_data: list[str] = opt(
-        [],
-        "held-out pairs: pair accuracy before and after training (and every --eval-steps)",
-        metavar="PATH",
-    )
-    method: str = opt(BT_NAME, "always bradley-terry", cli=False)
-
-    def validate(self) -> None:
-        if self.method != BT_NAME:
-            raise AlignkitError(
-                f"train-rm always trains {BT_NAME}; remove method: {self.method!r} "
-                "from the config (use `alignkit train` for policy objectives)"
-            )
-        super().validate()
-        missing = [p for p in [*self.data, *self.eval_data] if not source_exists(p)]
-        if missing:
-            raise AlignkitError(f"data file(s) not found: {', '.join(missing)}")
 
 
 class RewardTrainer(Trainer):

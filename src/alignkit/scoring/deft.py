@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,14 +33,13 @@ from torch import Tensor
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write
+from alignkit.scoring.forms import R_Q_FORMS, RQForm
 
 if TYPE_CHECKING:
     from alignkit.scoring.head import LMHead
 
 _COUNT_CHUNK = 1 << 15  # sequences flattened per bincount (bounds the temporary arrays)
 
-RQForm = Literal["logprob", "prob"]
-R_Q_FORMS: tuple[str, ...] = ("logprob", "prob")
 Q_DIFF_FILE = "q_diff.safetensors"
 Q_DIFF_FORMAT = "alignkit-q-diff-v1"
 

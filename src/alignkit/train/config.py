@@ -22,10 +22,10 @@ from alignkit.data.labels import (
 )
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import ALL_LINEAR, LoraSettings, Precision, check_model_spec
+from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
-from alignkit.scoring.deft import RQForm, read_q_diff_meta
+from alignkit.scoring.forms import RQForm
 
 Scheduler = Literal["cosine", "linear", "constant"]
 LoraPreset = Literal["default", "ulma", "ple"]
@@ -104,6 +104,8 @@ class TrainingOptions:
         )
         if not 0 <= self.warmup_ratio < 1:
             raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        from alignkit.models import check_model_spec
+
         check_model_spec(self.model)
 
     def __post_init__(self) -> None:
@@ -243,6 +245,8 @@ class TrainConfig(DataTrainingOptions):
             raise AlignkitError(f"--beta must be > 0, got {self.beta}")
         self.label_options()  # a bad expression fails before any loading
         if self.q_diff:
+            from alignkit.scoring.deft import read_q_diff_meta
+
             read_q_diff_meta(self.q_diff)  # a Q_diff file of `select deft`, before any loading
 
     def objective(self) -> ObjectiveConfig:

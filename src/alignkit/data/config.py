@@ -1,0 +1,81 @@
+"""Options of `alignkit data inspect` and `alignkit data convert`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignkit.data.formats import FORMATS, KINDS
+from alignkit.options import opt
+
+FORMAT_HELP = (
+    "format of the records (default: auto, detected per record from its fields): "
+    "hh = {chosen, rejected} HH-RLHF transcripts; trl-pair = {prompt, chosen, rejected} "
+    "or {chosen, rejected} chat lists; point = {prompt, completion, label}; "
+    "demonstration = {prompt, completion} or {messages}; multi = {prompt, responses, scores}. "
+    "Only when named: shp = Stanford Human Preferences comparisons {post_id, history, "
+    "human_ref_A, human_ref_B, score_A, score_B}, the rows of a post become one multi record "
+    "(its comments and their vote scores); ratings = {prompt, response, rating} -> points "
+    "with the rating as real-valued label"
+)
+PATHS_HELP = (
+    ".jsonl, .json, .parquet file, a folder written by datasets' save_to_disk, or "
+    "hf:NAME[:SUBSET][@SPLIT] (see below); several (of different formats) are read together"
+)
+MAX_ERRORS_HELP = "list at most N invalid records (all are counted; default: 20)"
+
+
+@dataclass
+class InspectConfig:
+    """Options of `alignkit data inspect`."""
+
+    paths: list[str] = opt([], PATHS_HELP, metavar="PATH", positional=True, required=True)
+    format: str = opt("auto", FORMAT_HELP, choices=("auto", *FORMATS))
+    tokenizer: str | None = opt(
+        None,
+        "also report lengths in tokens of this tokenizer (a local folder, a Hugging Face "
+        "model id, or 'default' for the embedded model); off by default",
+        metavar="MODEL_OR_PATH",
+    )
+    json: str | None = opt(None, "also write the statistics to this JSON file", metavar="OUT.json")
+    max_errors: int = opt(20, MAX_ERRORS_HELP, metavar="N")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records instead of failing: the statistics describe the valid "
+        "ones, the dropped records are counted by reason (and, with --json OUT.json, listed "
+        "with their file:line in OUT.rejected.jsonl); exit code 2 only when none is valid",
+        negatable=False,
+    )
+
+
+def _column_help(field: str) -> str:
+    return f"with --format ratings: the column that holds the {field} (default: {field})"
+
+
+@dataclass
+class ConvertConfig:
+    """Options of `alignkit data convert`."""
+
+    paths: list[str] = opt([], PATHS_HELP, metavar="PATH", positional=True, required=True)
+    out: str | None = opt(
+        None,
+        "the jsonl file to write",
+        metavar="OUT.jsonl",
+        flags=("-o", "--out"),
+        required=True,
+    )
+    to: str | None = opt(
+        None,
+        "the kind of records to write (default: the kind of the data, when it has one)",
+        choices=KINDS,
+    )
+    format: str = opt("auto", FORMAT_HELP, choices=("auto", *FORMATS))
+    prompt_column: str = opt("prompt", _column_help("prompt"), metavar="NAME")
+    response_column: str = opt("response", _column_help("response"), metavar="NAME")
+    rating_column: str = opt("rating", _column_help("rating"), metavar="NAME")
+    max_errors: int = opt(20, MAX_ERRORS_HELP, metavar="N")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid records instead of failing; they are listed with their location "
+        "and reason in OUT.rejected.jsonl",
+        negatable=False,
+    )

@@ -1,0 +1,42 @@
+"""The options of loading a model that configs name, torch-free (`alignkit VERB --help`
+imports no torch): the compute precision and the LoRA settings. `alignkit.models` loads
+the models and re-exports these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (peft). Defaults follow the ULMA paper: r=8, alpha=32, q/v."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def peft_targets(self) -> list[str] | str:
+        """`target_modules` for peft: a lone `all-linear` as peft's string shorthand (a list
+        `['all-linear']` would look for modules of that name)."""
+        return (
+            ALL_LINEAR if list(self.target_modules) == [ALL_LINEAR] else list(self.target_modules)
+        )
+
+    def peft_config(self, task_type: str, **extra: Any):
+        """The peft `LoraConfig` of these settings for `task_type` (CAUSAL_LM, SEQ_CLS)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.peft_targets(),
+            task_type=task_type,
+            **extra,
+        )
