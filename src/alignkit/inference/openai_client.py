@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_WAIT = 60.0  # seconds between two attempts at most
+
+
+URL_PATTERN = re.compile(r"https?://[^/\s]+\S*")
+
+
+def is_url(text: str) -> bool:
+    """An http(s)://HOST... URL."""
+    return bool(URL_PATTERN.fullmatch(text))
 
 
 class EndpointUnavailable(AlignkitError):

@@ -37,23 +37,21 @@ from alignkit.data.prompts import prompt_key
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import Completion, SamplingConfig
-from alignkit.inference.openai_client import EndpointUnavailable, OpenAIClient, RequestRefused
+from alignkit.inference.openai_client import (
+    EndpointUnavailable,
+    OpenAIClient,
+    RequestRefused,
+)
 from alignkit.models import is_peft
 
 log = logging.getLogger(__name__)
 
 SEED_RANGE = 2**31  # seeds sent to servers stay 32-bit signed integers
-URL_PATTERN = re.compile(r"https?://[^/\s]+\S*")
 OFF_POLICY = (
     "samples come from the server's fixed weights (off-policy): the policy being trained "
     "is not the model that samples; give --generator-sync-url to load the trained LoRA "
     "adapter into a vLLM server after every iteration"
 )
-
-
-def is_url(text: str) -> bool:
-    """An http(s)://HOST... URL."""
-    return bool(URL_PATTERN.fullmatch(text))
 
 
 def derived_seed(seed: int, *parts: str) -> int:

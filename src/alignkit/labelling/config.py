@@ -121,7 +121,7 @@ class GenerateConfig:
             check_model_spec(self.model)
 
     def _validate_endpoint(self) -> None:
-        from alignkit.inference.remote import is_url
+        from alignkit.inference.openai_client import is_url
 
         if not is_url(self.endpoint):
             raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")

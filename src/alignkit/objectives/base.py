@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: configs import th
     from torch import Tensor
 
 Reduction = Literal["sum", "mean"]
+RankForm = Literal["paper", "hinge"]  # PLE's ranking loss: the paper's form or a hinge
 Kind = Literal["pair", "point", "multi"]
 UnlikelihoodForm = Literal["paper", "token"]
 

@@ -9,15 +9,11 @@ principle-guided [p, x]); `policy` holds their log-probs as `SeqLogps` of shape 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from alignkit.objectives.base import Reduction, SeqLogps
+from alignkit.objectives.base import RankForm, Reduction, SeqLogps
 from alignkit.objectives.losses import ple_rank_loss, ple_weighted_sft_loss, ple_weights
-
-RankForm = Literal["paper", "hinge"]
 
 
 def ple_branch(s: Tensor, s_p: Tensor, tau: float) -> Tensor:

@@ -14,30 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from alignkit.errors import AlignkitError
 from alignkit.objectives.base import Kind, ObjectiveBatch, ObjectiveConfig
-from alignkit.objectives.losses import (
-    bradley_terry_loss,
-    deft_guidance,
-    dpo_loss,
-    mean_or_zero,
-    pointwise_dpo_loss,
-    pointwise_mse_loss,
-    rrhf_loss,
-    sft_loss,
-    ulma_continuous_loss,
-    ulma_loss,
-    unlearning_loss,
-    unlikelihood_loss,
-    unlikelihood_token_loss,
-)
 
-Metrics = dict[str, Tensor]
-Compute = Callable[[ObjectiveBatch, ObjectiveConfig], tuple[Tensor, Metrics]]
+if TYPE_CHECKING:  # torch is imported when a loss is computed, not when the table is read
+    from torch import Tensor
+
+Metrics = dict[str, "Tensor"]
+Compute = Callable[[ObjectiveBatch, ObjectiveConfig], tuple["Tensor", Metrics]]
 
 
 def _no_tokens(cfg: ObjectiveConfig) -> bool:
@@ -80,6 +66,8 @@ class _Points:
 
 
 def _points(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> _Points:
+    import torch
+
     m = batch.mask
     logps = batch.policy.reduced(cfg.reduction)[m]
     ref = None if batch.ref is None else batch.ref.reduced(cfg.reduction)[m]
@@ -108,12 +96,16 @@ def _term_metrics(terms: dict[str, tuple[Tensor, Tensor]]) -> Metrics:
 
 
 def _sft(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import mean_or_zero, sft_loss
+
     pts = _points(batch, cfg)
     loss = mean_or_zero(sft_loss(pts.logps[pts.positive]))
     return loss, _point_metrics(pts, cfg.beta)
 
 
 def _dpo(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import dpo_loss, mean_or_zero
+
     assert batch.ref is not None, "compute_loss checks needs_ref"
     rows = batch.mask[:, 0] & batch.mask[:, 1]
     policy = batch.policy.reduced(cfg.reduction)[rows]
@@ -143,6 +135,8 @@ def _reward_metrics(chosen: Tensor, rejected: Tensor) -> Metrics:
 
 def _bradley_terry(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
     """Reward models: `batch.policy.sum` (B, 2) holds the rewards R(x, y), not log-probs."""
+    from alignkit.objectives.losses import bradley_terry_loss
+
     rows = batch.mask[:, 0] & batch.mask[:, 1]
     chosen, rejected = batch.policy.sum[rows, 0], batch.policy.sum[rows, 1]
     losses = bradley_terry_loss(chosen, rejected)
@@ -163,6 +157,8 @@ BRADLEY_TERRY = Method(
 
 
 def _pointwise_dpo(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import mean_or_zero, pointwise_dpo_loss
+
     pts = _points(batch, cfg)
     if not pts.binary.all():
         raise AlignkitError(
@@ -176,6 +172,10 @@ def _class_dpo(
     batch: ObjectiveBatch, cfg: ObjectiveConfig, positive: bool
 ) -> tuple[Tensor, Metrics]:
     """Point-wise DPO on one class only (label 1 for positives, 0 for negatives)."""
+    import torch
+
+    from alignkit.objectives.losses import mean_or_zero, pointwise_dpo_loss
+
     pts = _points(batch, cfg)
     sel = pts.positive if positive else ~pts.positive
     logps, ref = pts.logps[sel], pts.need_ref()[sel]
@@ -185,6 +185,8 @@ def _class_dpo(
 
 
 def _pointwise_mse(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import mean_or_zero, pointwise_mse_loss
+
     pts = _points(batch, cfg)
     losses = pointwise_mse_loss(pts.logps, pts.need_ref(), pts.labels, cfg.beta, cfg.logz)
     return mean_or_zero(losses), _point_metrics(pts, cfg.beta)
@@ -197,6 +199,10 @@ def _ulma(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]
     label turns its binary points into scores 0/1 up front (`alignkit.data.labels.as_scores`,
     done by `alignkit train`), so a batch mixing the two is an error.
     """
+    import torch
+
+    from alignkit.objectives.losses import ulma_continuous_loss, ulma_loss
+
     pts = _points(batch, cfg)
     ref = pts.need_ref()
     if pts.binary.any() and not pts.binary.all():
@@ -220,12 +226,20 @@ def _ulma(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]
 
 
 def _unlearning(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import mean_or_zero, unlearning_loss
+
     pts = _points(batch, cfg)
     loss = mean_or_zero(unlearning_loss(pts.logps[~pts.positive]))
     return loss, _point_metrics(pts, cfg.beta)
 
 
 def _unlikelihood(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
+    from alignkit.objectives.losses import (
+        unlearning_loss,
+        unlikelihood_loss,
+        unlikelihood_token_loss,
+    )
+
     pts = _points(batch, cfg)
     neg = ~pts.positive
     if cfg.unlikelihood_form == "paper":
@@ -247,6 +261,8 @@ def _unlikelihood(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, 
 def _rrhf(batch: ObjectiveBatch, cfg: ObjectiveConfig) -> tuple[Tensor, Metrics]:
     """Rank term on length-normalised log-probs (RRHF's definition, whatever
     `cfg.reduction`); the SFT term on the best response uses `cfg.reduction`."""
+    from alignkit.objectives.losses import rrhf_loss
+
     rank_logps = batch.policy.reduced("mean")
     sft_logps = batch.policy.reduced(cfg.reduction)
     loss, rank, sft = rrhf_loss(
@@ -358,6 +374,8 @@ def compute_loss(
     Metrics: the method's, "deft/r_q" (mean R_Q of the present high-quality sequences)
     whenever `batch.policy.r_q` is set, and "loss" (the total) always.
     """
+    from alignkit.objectives.losses import deft_guidance
+
     method = get_method(method) if isinstance(method, str) else method
     _check_inputs(method, batch, cfg)
     loss, metrics = method.compute(batch, cfg)

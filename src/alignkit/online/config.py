@@ -12,19 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from alignkit.errors import AlignkitError
-from alignkit.inference.generation import SamplingConfig
-from alignkit.inference.generators import BACKENDS
-from alignkit.inference.openai_client import OpenAIClient
-from alignkit.inference.remote import is_url
-from alignkit.objectives.base import Reduction
-from alignkit.objectives.ple import RankForm
+from alignkit.inference.openai_client import OpenAIClient, is_url
+from alignkit.objectives.base import RankForm, Reduction
 from alignkit.online.principles import PrincipleMode
-from alignkit.online.ranked import Selection
 from alignkit.options import check_ranges, opt, to_dict
-from alignkit.rewards.loading import RewardOutput, check_reward_spec
+from alignkit.rewards.options import RewardOutput
 from alignkit.train.config import (
     LORA_PRESET_HELP,
     LoraPreset,
@@ -34,6 +29,11 @@ from alignkit.train.config import (
 )
 
 Replay = Literal["none", "all"]
+
+if TYPE_CHECKING:  # torch: imported when a run starts, not by `--help`
+    from alignkit.inference.generation import SamplingConfig
+
+Selection = Literal["per-prompt", "global"]  # which samples RAFT keeps
 
 
 @dataclass
@@ -166,6 +166,8 @@ class OnlineConfig(TrainingOptions):
             raise AlignkitError("no queries: give --queries PATH")
         self.validate_training()
         if self.reward_model:  # fail before any model is loaded or anything generated
+            from alignkit.rewards.loading import check_reward_spec
+
             check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
         check_ranges(
             positive={
@@ -199,6 +201,8 @@ class OnlineConfig(TrainingOptions):
     def validate_generator(self) -> None:
         """--generator is a backend name or a server URL; the --generator-* options of a
         server are refused without one (they would have no effect)."""
+        from alignkit.inference.generators import BACKENDS
+
         if not self.remote:
             if self.generator not in BACKENDS:
                 raise AlignkitError(
@@ -254,6 +258,8 @@ class OnlineConfig(TrainingOptions):
 
     def sampling(self, seed: int | None = None) -> SamplingConfig:
         """How the policy samples during training iterations."""
+        from alignkit.inference.generation import SamplingConfig
+
         return SamplingConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=True,

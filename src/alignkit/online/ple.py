@@ -22,9 +22,9 @@ from alignkit.data.prompts import prompt_json
 from alignkit.data.records import Multi, Prompt, Record
 from alignkit.inference.generation import Completion, SamplingConfig
 from alignkit.inference.generators import Generator
-from alignkit.objectives.base import Reduction
+from alignkit.objectives.base import RankForm, Reduction
 from alignkit.objectives.losses import ple_weights
-from alignkit.objectives.ple import RankForm, ple_objective, ple_parts
+from alignkit.objectives.ple import ple_objective, ple_parts
 from alignkit.online.principles import PrincipleMode, apply_principle
 from alignkit.online.samples import Loss, Metrics, Sampled, StrategyBase, mean
 from alignkit.scoring.packing import PackedBatch

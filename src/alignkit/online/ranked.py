@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from alignkit.data.records import Point, Record
 from alignkit.objectives import ObjectiveConfig
+from alignkit.online.config import Selection
 from alignkit.online.samples import KSamples, Loss, Metrics, Sampled, mean
 from alignkit.scoring.packing import PackedBatch
-
-Selection = Literal["per-prompt", "global"]
 
 
 def n_selected(total: int, fraction: float) -> int:

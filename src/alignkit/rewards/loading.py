@@ -41,14 +41,13 @@ from alignkit.data.prompts import render_conversation
 from alignkit.data.records import Point, Prompt
 from alignkit.errors import AlignkitError
 from alignkit.models import LoraSettings, Precision, check_model_spec, is_peft, resolve_model
-from alignkit.rewards.options import RewardOutput
+from alignkit.rewards.options import REWARD_OUTPUTS, RewardOutput
 from alignkit.runs import resolve_model_spec
 from alignkit.scoring.forward import packed_hidden_states
 from alignkit.scoring.packing import PackedBatch
 
 ScoreFn = Callable[[Sequence[Prompt], Sequence[str]], Sequence[float]]
 InputFormat = Literal["auto", "alignkit", "chat"]
-REWARD_OUTPUTS: tuple[str, ...] = ("raw", "sigmoid", "softmax")
 CLASSIFIER_SUFFIX = "ForSequenceClassification"
 
 MARKER_FORMAT = "alignkit-packed-v1"

@@ -3,6 +3,7 @@ and `alignkit VERB --help` imports no torch."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 RewardOutput = Literal["raw", "sigmoid", "softmax"]
+REWARD_OUTPUTS: tuple[str, ...] = get_args(RewardOutput)

@@ -14,20 +14,17 @@ from typing import ClassVar
 import numpy as np
 
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision
+from alignkit.model_options import Precision
 from alignkit.options import opt
-from alignkit.rewards.loading import (
-    REWARD_OUTPUTS,
-    RewardOutput,
-    check_reward_spec,
-    load_reward_model,
-)
+from alignkit.rewards.options import REWARD_OUTPUTS, RewardOutput
 from alignkit.select.registry import ScoreRequest, SelectConfig, Selector, register
 
 
 def rm_margin_scores(request: ScoreRequest) -> np.ndarray:
     """(n,) R(x, chosen) - R(x, rejected) of every pair under `options["reward_model"]`
     (output `reward_label` as `reward_output`, as `--reward-label` / `--reward-output`)."""
+    from alignkit.rewards.loading import load_reward_model
+
     opts = request.options
     spec = str(opts.get("reward_model") or "")
     if not spec:
@@ -66,6 +63,8 @@ class RmMarginConfig(SelectConfig):
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
 
     def validate(self) -> None:
+        from alignkit.rewards.loading import check_reward_spec
+
         super().validate()
         if not self.reward_model:
             raise AlignkitError("no reward model: give --reward-model SPEC")

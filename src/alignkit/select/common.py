@@ -14,6 +14,8 @@ from alignkit.data.loading import REJECTED_FILE
 from alignkit.errors import AlignkitError
 from alignkit.options import opt
 
+STRATEGIES = ("easy", "hard", "random", "centroid")  # REAL's pair choices (Alg. 1)
+
 
 def fraction_count(n: int, fraction: float, option: str) -> int:
     """round(fraction * n) (halves round up), at least 1; `option` names the flag in the

@@ -18,23 +18,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from alignkit.data.formats import DataFormat
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.models import Precision, cache_dir, check_model_spec
+from alignkit.model_options import Precision
 from alignkit.options import opt
+from alignkit.scoring.forms import RQForm
 from alignkit.select.common import (
     KEEPS,
+    STRATEGIES,
     Keep,
     ScoreRequest,
     fraction_count,
     require_data_and_output,
     skip_invalid_option,
 )
-from alignkit.select.deft import Form, ScoreOn
-from alignkit.select.real import STRATEGIES
+
+Form = RQForm  # the R_Q form (alignkit.scoring.forms)
+ScoreOn = Literal["chosen", "margin"]  # R_Q of the chosen answer, or the margin
 
 
 @dataclass
@@ -103,6 +106,8 @@ class ModelSelectConfig(SelectConfig):
 
     def validate(self) -> None:
         super().validate()
+        from alignkit.models import check_model_spec
+
         check_model_spec(self.model)
         if self.batch_size <= 0 or self.max_length < 8:
             raise AlignkitError("--batch-size must be > 0 and --max-length >= 8")
@@ -124,6 +129,8 @@ class RewardGapConfig(ModelSelectConfig):
     def validate(self) -> None:
         super().validate()
         if self.ref not in ("", "none"):
+            from alignkit.models import check_model_spec
+
             check_model_spec(self.ref)
 
 
@@ -140,6 +147,8 @@ class LengthConfig(SelectConfig):
 
     def validate(self) -> None:
         super().validate()
+        from alignkit.models import check_model_spec
+
         check_model_spec(self.model)
 
 
@@ -339,6 +348,8 @@ class RealSelectConfig:
             )
 
     def embedding_cache(self) -> Path:
+        from alignkit.models import cache_dir
+
         return Path(self.cache_dir) if self.cache_dir else cache_dir() / "embeddings"
 
     def request(self, records: list) -> ScoreRequest:

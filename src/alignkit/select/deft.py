@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,6 @@ from alignkit.models import autocast_dtype, load_scoring_model
 from alignkit.objectives.base import SeqLogps
 from alignkit.scoring.deft import (
     R_Q_FORMS,
-    RQForm,
     TokenDistributions,
     distribution_reward,
     fit_q_diff,
@@ -34,10 +33,7 @@ from alignkit.scoring.forward import mixes_positions, response_hidden_states
 from alignkit.scoring.head import decoder_and_head, logit_transform
 from alignkit.scoring.packing import PackedBatch
 from alignkit.select.common import ScoreRequest
-
-Form = RQForm  # the R_Q form (alignkit.scoring.deft)
-ScoreOn = Literal["chosen", "margin"]
-
+from alignkit.select.configs import Form, ScoreOn
 
 # ------------------------------------------------------------------------- R_Q scoring
 

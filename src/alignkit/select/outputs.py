@@ -16,14 +16,16 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
 
 from alignkit.data.formats import record_row
 from alignkit.io import atomic_write_text
 from alignkit.report import new_figure, save_png
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SUBSET = "subset.jsonl"
 SCORES = "scores.jsonl"

@@ -27,11 +27,8 @@ from torch import Tensor
 
 from alignkit.data.formats import kind_of
 from alignkit.errors import AlignkitError
-from alignkit.select.common import fraction_count
+from alignkit.select.common import STRATEGIES, fraction_count
 from alignkit.select.embeddings import Embeddings
-
-STRATEGIES = ("easy", "hard", "random", "centroid")
-
 
 # ------------------------------------------------------------------------ pair subsets
 

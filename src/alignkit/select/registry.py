@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
 from alignkit.runs import spec_fingerprint
-from alignkit.scoring.deft import R_Q_FORMS
+from alignkit.scoring.forms import R_Q_FORMS
 from alignkit.select.common import (
     KEEPS,
     Keep,
@@ -66,23 +67,15 @@ from alignkit.select.configs import (
     RewardGapConfig,
     SelectConfig,
 )
-from alignkit.select.outputs import Selection
-from alignkit.select.reports import deft_selection, real_selection
-from alignkit.select.scorers import (
-    deft_scores,
-    length_scores,
-    perplexity_scores,
-    random_scores,
-    real_scores,
-    reward_gap_scores,
-)
+
+if TYPE_CHECKING:
+    from alignkit.select.outputs import Selection
 
 __all__ = [
     "SELECTORS",
     "Keep",
     "ScoreRequest",
     "SelectConfig",
-    "Selection",
     "Selector",
     "budget_count",
     "get_selector",
@@ -98,7 +91,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when a built-in score changes its definition (invalidates caches)
 REQUEST_INPUTS = ("model", "seed", "max_length", "precision")
 KeepRule = Keep | Callable[[Mapping[str, Any]], Keep]
-SelectHook = Callable[[list, Any], Selection]
+SelectHook = Callable[[list, Any], "Selection"]
 
 
 @dataclass(frozen=True)
@@ -340,6 +333,21 @@ def _save(path: Path, scores: np.ndarray, selector: Selector, request: ScoreRequ
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str) + "\n")
 
 
+def _later(module: str, name: str) -> Callable[..., Any]:
+    """`module.name`, imported at its first call: the built-in scorers and hooks import
+    torch, and reading this table (`alignkit select --help`) must not."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_SCORERS = "alignkit.select.scorers"
+_HOOKS = "alignkit.select.reports"
+
+
 def _real_keep(options: Mapping[str, Any]) -> Keep:
     return "highest" if options.get("strategy") == "hard" else "lowest"
 
@@ -349,7 +357,7 @@ _BUILT_IN = (
         "random",
         "lowest",
         False,
-        random_scores,
+        _later(_SCORERS, "random_scores"),
         "the control: a seeded random subset (scores: a seeded uniform draw)",
         depends_on=("seed",),
         kinds=("pair", "point", "multi"),
@@ -359,20 +367,20 @@ _BUILT_IN = (
         "deft",
         "lowest",
         True,
-        deft_scores,
+        _later(_SCORERS, "deft_scores"),
         "DEFT: R_Q of the chosen answer or the margin (logprob or bounded prob form); keep "
         "the lowest",
         options={"form": "logprob", "score": "chosen"},
         choices={"form": R_Q_FORMS, "score": ("chosen", "margin")},
         depends_on=("model", "max_length", "precision"),
         config=DeftSelectConfig,
-        select=deft_selection,
+        select=_later(_HOOKS, "deft_selection"),
     ),
     Selector(
         "real",
         _real_keep,
         True,
-        real_scores,
+        _later(_SCORERS, "real_scores"),
         "REAL on pairs: cosine similarity of the chosen and rejected embeddings; easy = keep "
         "the lowest, hard = the highest",
         options={"strategy": "easy"},
@@ -380,13 +388,13 @@ _BUILT_IN = (
         depends_on=("model", "precision"),
         rule_options=("strategy",),
         config=RealSelectConfig,
-        select=real_selection,
+        select=_later(_HOOKS, "real_selection"),
     ),
     Selector(
         "reward-gap",
         "lowest",
         True,
-        reward_gap_scores,
+        _later(_SCORERS, "reward_gap_scores"),
         "implicit-reward gap of --model against --ref (small gap = hard pair); keep the "
         "lowest = the hardest",
         options={"ref": ""},
@@ -397,7 +405,7 @@ _BUILT_IN = (
         "perplexity",
         "lowest",
         True,
-        perplexity_scores,
+        _later(_SCORERS, "perplexity_scores"),
         "per-token perplexity of the chosen answer under --model; keep the lowest",
         depends_on=("model", "max_length", "precision"),
         kinds=("pair", "point"),
@@ -407,7 +415,7 @@ _BUILT_IN = (
         "length",
         "highest",
         False,
-        length_scores,
+        _later(_SCORERS, "length_scores"),
         "tokens of the chosen answer (or chosen + rejected); keep the highest = the longest",
         options={"what": "chosen"},
         choices={"what": ("chosen", "pair")},
