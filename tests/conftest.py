@@ -1,17 +1,28 @@
-"""Shared fixtures: a tiny random causal LM with a real byte-level BPE tokenizer (milliseconds),
-and small generated datasets in every supported format."""
+"""Shared fixtures and helpers of every test folder (the one home of each; see README.md): a tiny
+random causal LM with a real byte-level BPE tokenizer (milliseconds), small generated datasets,
+fake processes, tiny models of other families, servers in a thread and the headless browser.
+
+Test files import the plain helpers with `from conftest import ...` (pyproject.toml puts tests/
+on sys.path); pytest finds the fixtures by name."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from alignkit.data.tokenize import Encoded
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -135,3 +146,205 @@ class TransparentLM(nn.Module):
 
     def get_output_embeddings(self):
         return self.head
+
+
+# ------------------------------------------------------------ fake processes
+
+
+class FakeProcesses:
+    """`world` threads as processes. `gather_object` is accelerate's for the calling thread:
+    every process's list, concatenated in rank order (two barriers: nobody overwrites its
+    part before all have read). `calls` counts each process's gather calls."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.parts: list[list] = [[] for _ in range(world)]
+        self.barrier = threading.Barrier(world, timeout=30)
+        self.calls = [0] * world
+        self.local = threading.local()
+
+    def gather_object(self, values: list) -> list:
+        rank = self.local.rank
+        self.calls[rank] += 1
+        self.parts[rank] = values
+        self.barrier.wait()
+        out = [value for part in self.parts for value in part]
+        self.barrier.wait()
+        return out
+
+    def run(self, fn: Callable[[int], list]) -> list[list]:
+        """fn(rank) on every fake process at once; their results by rank."""
+        results: list[list] = [[] for _ in range(self.world)]
+
+        def target(rank: int) -> None:
+            self.local.rank = rank
+            results[rank] = fn(rank)
+
+        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.world)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return results
+
+
+# --------------------------------------- tiny models of other families, packed examples
+
+EXAMPLES = [
+    Encoded([1, 5, 6, 7], [[8, 9, 2], [10, 2]], [1, 0], [True, False], True, 0),
+    Encoded([1, 3], [[11, 12, 13, 14, 2], [4, 2]], [1, 0], [True, False], True, 1),
+    Encoded([1, 30, 31, 32, 33, 34], [[40, 2]], [1], [True], True, 2),  # K=1: ragged
+]
+
+
+# ------------------------------------------- models whose forward post-processes the logits
+
+# tiny random models of the families whose *ForCausalLM.forward changes the LM head's output
+# (transformers modeling_*.py): Gemma soft-caps, c * tanh(logits / c); Cohere multiplies by
+# logit_scale; Granite divides by logits_scaling. initializer_range 0.3 makes the logits large
+# enough (std ~ 2) that the post-processing moves the log-probs by far more than 1e-5.
+TINY = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    initializer_range=0.3,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+FAMILIES = {
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"head_dim": 8, "final_logit_softcapping": 2.0},
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"head_dim": 8, "final_logit_softcapping": 2.0},
+    ),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", {"logit_scale": 0.25}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
+    "granitemoe": (
+        "GraniteMoeConfig",
+        "GraniteMoeForCausalLM",
+        {"logits_scaling": 4.0, "num_local_experts": 2, "num_experts_per_tok": 1},
+    ),
+}
+
+
+# models whose layers mix positions outside attention (Mamba, gated delta net): packed rows
+# would let response 2 see response 1, so they are scored one response per row
+RECURRENT = {
+    # Granite 4.0-H: Mamba-2 and attention layers, logits divided by logits_scaling
+    "granitemoehybrid": (
+        "GraniteMoeHybridConfig",
+        "GraniteMoeHybridForCausalLM",
+        {
+            "logits_scaling": 4.0,
+            "num_local_experts": 2,
+            "num_experts_per_tok": 1,
+            "layer_types": ["mamba", "attention"],
+            "mamba_d_state": 8,
+            "mamba_n_heads": 4,
+            "mamba_d_head": 16,
+            "mamba_chunk_size": 4,
+        },
+    ),
+    # Qwen3-Next: gated delta net (linear attention with a causal convolution) + attention
+    "qwen3_next": (
+        "Qwen3NextConfig",
+        "Qwen3NextForCausalLM",
+        {
+            "head_dim": 8,
+            "layer_types": ["linear_attention", "full_attention"],
+            "linear_num_value_heads": 4,
+            "linear_num_key_heads": 2,
+            "linear_key_head_dim": 8,
+            "linear_value_head_dim": 8,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 32,
+        },
+    ),
+}
+
+
+def tiny_family_model(family: str):
+    import transformers
+
+    config_cls, model_cls, extra = {**FAMILIES, **RECURRENT}[family]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_cls)(**TINY, **extra)
+    return getattr(transformers, model_cls)(config).eval()
+
+
+# ------------------------------------------------------------ servers in a thread
+
+
+def serve_in_thread(server: Any) -> Iterator[Any]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def serving(pairs: Path, verdicts: Path, **options: Any) -> Iterator[Any]:
+    """The labelling server in a thread; leaving the block shuts it down (as a killed server:
+    the verdicts file is all that remains)."""
+    from alignkit.labelling.server import make_server
+
+    yield from serve_in_thread(make_server(pairs, verdicts, **{"port": 0, **options}))
+
+
+# ------------------------------------------------------------ the headless browser
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _missing(reason: str) -> None:
+    """Skip a browser test, unless ALIGNKIT_REQUIRE_BROWSER=1 (CI): then fail."""
+    if os.environ.get("ALIGNKIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}; ALIGNKIT_REQUIRE_BROWSER=1 requires the browser tests to run")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("python playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as pw_expect
+
+    return pw_expect(locator)
+
+
+def on_screen(page: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The pair on the page and which of its answers ("a"/"b") is on the left."""
+    left, right = page.inner_text("#left"), page.inner_text("#right")
+    for row in rows:
+        if (row["a"], row["b"]) == (left, right):
+            return row, "a"
+        if (row["b"], row["a"]) == (left, right):
+            return row, "b"
+    raise AssertionError(f"no pair shows {left!r} | {right!r}")

@@ -839,7 +839,7 @@ def test_rrhf_online_cli_with_a_yaml_config(tiny_model, queries_file, tmp_path, 
     code = main(
         [
             "rrhf-online", "--config", str(yaml_file), "--queries", queries_file,
-            "--model", tiny_model, "--reward-model", "test_online:keyword_reward",
+            "--model", tiny_model, "--reward-model", f"{__name__}:keyword_reward",
             "--output", str(out), "--max-new-tokens", "6", "--precision", "fp32",
             "--no-save-model",
         ]

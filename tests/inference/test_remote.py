@@ -98,7 +98,7 @@ def test_raft_samples_from_alignkit_serve(
         code = main(
             [
                 "raft", "--queries", queries_file, "--output", str(out), "--model", tiny_model,
-                "--reward-model", "test_remote_generation:keyword_reward",
+                "--reward-model", f"{__name__}:keyword_reward",
                 "--generator", served.url, "--generator-concurrency", "2",
                 "--iterations", "2", "--queries-per-iteration", "4", "--num-samples", "2",
                 "--max-new-tokens", "6", "--batch-size", "2", "--lr", "1e-3",
