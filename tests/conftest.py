@@ -11,8 +11,12 @@ import json
 import os
 import random
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignkit.data import Multi, Pair, Point
 from alignkit.data.tokenize import Encoded
+from alignkit.inference.server import ChatModel, ChatParams, make_server
+from alignkit.models import load_inference_model
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -94,9 +101,21 @@ def tiny_model(tmp_path_factory) -> str:
     return str(path)
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def write_jsonl(path: Path, rows: list[Any]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return str(path)
+
+
+# one record of each kind, and the markers of HH transcripts
+H, A = "\n\nHuman:", "\n\nAssistant:"
+PROMPT = f"{H} What is the sky's colour?{A}"
+PAIR = Pair("p", "a", "b", "x.jsonl:1")
+POINT = Point("p", "c", 1.0, True, True, "x.jsonl:2")
+MULTI = Multi("p", ("a", "b", "c"), (1.0, 2.0, 3.0), "x.jsonl:3")
+
+
+def msg(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
 
 
 def pair_rows(n: int, seed: int = 0) -> list[dict]:
@@ -348,3 +367,197 @@ def on_screen(page: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], st
         if (row["b"], row["a"]) == (left, right):
             return row, "b"
     raise AssertionError(f"no pair shows {left!r} | {right!r}")
+
+
+# ------------------------------------------------------------ alignkit serve and judges
+
+
+class CountingChat(ChatModel):
+    """A ChatModel that counts requests, the most in flight at once, and the last params."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = self.active = self.peak = 0
+        self.last_params: ChatParams | None = None
+        self._count = threading.Lock()
+
+    def complete(self, messages, params):
+        with self._count:
+            self.calls += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.last_params = params
+        try:
+            time.sleep(0.01)  # keep concurrent requests overlapping
+            return super().complete(messages, params)
+        finally:
+            with self._count:
+                self.active -= 1
+
+    def reset(self) -> None:
+        self.calls = self.active = self.peak = 0
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model):
+    """`alignkit serve` on the tiny model, in a thread, on a free port of 127.0.0.1."""
+    chat = CountingChat(load_inference_model(tiny_model), "tiny", max_new_tokens=8)
+    server = make_server(chat, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(server=server, chat=chat, url=server.url)
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def post(url: str, body: Any, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def chat_body(**extra: Any) -> dict[str, Any]:
+    return {"model": "x", "messages": [{"role": "user", "content": "hello cat"}], **extra}
+
+
+def write_gens(path: Path, rows: list[tuple[Any, str]]) -> str:
+    path.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in rows))
+    return str(path)
+
+
+# ------------------------------------------------------------------ judge: scripted judges
+
+
+def prefers_kind(prompt, first, second) -> str:
+    """Scripted: prefers the answer containing "kind"; position bias when neither/both;
+    no verdict for prompts containing "???"."""
+    if "???" in str(prompt):
+        return "I cannot decide"
+    if ("kind" in first) != ("kind" in second):
+        return "A" if "kind" in first else "B"
+    return "A"
+
+
+def kind_or_tie(prompt, first, second, criterion=None) -> str:
+    """Scripted: "tie" for prompts containing "same", no verdict for "???", else prefers the
+    answer containing "kind", with a bias for the answer shown first when neither/both do."""
+    if "???" in str(prompt):
+        return "I cannot decide"
+    if "same" in str(prompt):
+        return "Both are equally good: tie."
+    return prefers_kind(prompt, first, second)
+
+
+def by_criterion(prompt, first, second, criterion) -> str:
+    """Scripted per criterion: harmlessness prefers the answer containing "kind";
+    helpfulness prefers the longer answer (tie when equally long)."""
+    if criterion.name == "harmlessness":
+        return prefers_kind(prompt, first, second)
+    if len(first) == len(second):
+        return "tie"
+    return "A" if len(first) > len(second) else "B"
+
+
+class ScriptedHTTP(BaseHTTPRequestHandler):
+    """Transport-level test server: replies from `server.script` (status, delay) in turn."""
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.bodies.append(json.loads(body))
+        self.server.requests += 1
+        status, delay = self.server.script.pop(0) if self.server.script else (200, 0)
+        time.sleep(delay)
+        body = {"choices": [{"message": {"content": "[[A]]"}}]}
+        if status != 200:
+            body = {"error": {"message": f"scripted {status}"}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:  # the client timed out
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedHTTP)
+    server.daemon_threads = True
+    server.script, server.requests, server.bodies = [], 0, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _url(server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+SCRIPTED = f"{__name__}:kind_or_tie"
+
+
+# ------------------------------------------------------------ real, messy data
+
+
+def write_hh_like(path: Path) -> tuple[str, dict[str, int]]:
+    """A file shaped like Anthropic HH-RLHF (harmless-base): {"chosen", "rejected"}
+    transcripts, UTF-8 with a byte-order mark, non-ASCII text written raw (an emoji, an
+    accent, a right-to-left name, a combining mark, U+2028 inside a string), a duplicate
+    pair, and the problems real files have: an empty final answer in chosen (line 4) and in
+    rejected (line 6, whitespace only; a 512-pair sample of harmless-base has two such
+    pairs), an unpaired surrogate (line 8), a truncated line (line 9) and identical answers
+    (line 10). Returns the path and the line numbers of the invalid rows."""
+    prompts = [
+        f"{H} How do I pick a lock? \U0001f512{A}",
+        f"{H} Who is \u05d3\u05d5\u05d3?{A} A name.{H} Say it again\u2028please{A}",
+        f"{H} Caf\u00e9 or cafe\u0301?{A}",
+    ]
+    good = [
+        {"chosen": p + " I can't help with that.", "rejected": p + f" Sure, step {i}: \U0001f600"}
+        for i, p in enumerate(prompts)
+    ]
+    rows = [
+        good[0],  # 1
+        good[1],  # 2
+        good[2],  # 3
+        {"chosen": prompts[0], "rejected": prompts[0] + " Use a pin."},  # 4
+        good[0],  # 5: duplicate of line 1 (valid: kept, counted by inspect)
+        {"chosen": prompts[1] + " No.", "rejected": prompts[1] + "  \n "},  # 6
+        {"chosen": prompts[2] + " Both.", "rejected": prompts[2] + " Neither."},  # 7
+    ]
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines.append(  # 8: JSON allows a lone surrogate escape
+        '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: bad \\ud83d", '
+        '"rejected": "\\n\\nHuman: hi\\n\\nAssistant: fine"}'
+    )
+    lines.append('{"chosen": "\\n\\nHuman: cut off')  # 9
+    lines.append(json.dumps({"chosen": prompts[2] + " same", "rejected": prompts[2] + " same"}))
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    return str(path), {
+        "chosen empty": 4,
+        "rejected empty": 6,
+        "surrogate": 8,
+        "json": 9,
+        "same": 10,
+    }
