@@ -30,6 +30,8 @@ from alignkit.data import Multi, Pair, Point
 from alignkit.data.tokenize import Encoded
 from alignkit.inference.server import ChatModel, ChatParams, make_server
 from alignkit.models import load_inference_model
+from alignkit.objectives import SeqLogps
+from alignkit.online.config import OnlineConfig
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -306,6 +308,21 @@ def tiny_family_model(family: str):
 # ------------------------------------------------------------ servers in a thread
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A quiet stub server's handler that answers JSON (as `inference/server.py`'s `_send`)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def serve_in_thread(server: Any) -> Iterator[Any]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -561,3 +578,59 @@ def write_hh_like(path: Path) -> tuple[str, dict[str, int]]:
         "json": 9,
         "same": 10,
     }
+
+
+# ------------------------------------------------------------ online: queries, configs, rewards
+KEYWORDS = ("a", "e", "the")
+
+
+def keyword_reward(prompts, responses) -> list[float]:
+    """Scripted reward: how often the keywords occur in the response (prompt ignored)."""
+    return [float(sum(r.count(k) for k in KEYWORDS)) for r in responses]
+
+
+def chat(text: str) -> tuple[dict[str, str], ...]:
+    return ({"role": "user", "content": text},)
+
+
+@pytest.fixture
+def queries_file(tmp_path) -> str:
+    rows = [
+        {"prompt": f"how to bake a cake {i}", "category": "benign" if i % 2 else "harmful"}
+        for i in range(8)
+    ]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def small_online_config(
+    cls: type[OnlineConfig], queries: str, output: Path, model: str, **kw
+) -> OnlineConfig:
+    """A config that runs in seconds on the tiny model."""
+    values = dict(
+        queries=queries,
+        output=str(output),
+        model=model,
+        iterations=2,
+        queries_per_iteration=4,
+        max_new_tokens=8,
+        batch_size=2,
+        lr=1e-3,
+        precision="fp32",
+    )
+    values.update(kw)
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def seq(sums: list[list[float]], counts: list[list[int]]) -> SeqLogps:
+    return SeqLogps(torch.tensor(sums, requires_grad=True), torch.tensor(counts))
+
+
+# ------------------------------------------------------------ tensors
+def close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
+    """`actual` equals `expected` (nested lists or a tensor) up to `atol`."""
+    expected = torch.as_tensor(expected, dtype=torch.float32)
+    torch.testing.assert_close(actual.detach().float(), expected, atol=atol, rtol=0)
