@@ -1884,7 +1884,7 @@ copied or derived from a public dataset. License: Apache-2.0, the same as alignk
     python scripts/make_demo_data.py          # --check only verifies the committed files
 
 The generator uses the standard library only, is seeded (seed {SEED}) and writes every file
-atomically. `tests/test_demo_data.py` checks that the committed files match its output.
+atomically. `tests/demo_data/test_demo_data.py` checks that the committed files match its output.
 
 ## Files
 

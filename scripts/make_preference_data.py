@@ -1332,7 +1332,7 @@ Apache-2.0, the same as alignkit.
     python scripts/make_preference_data.py --flip-rate 0.2 --out-dir DIR   # another flip rate
 
 The committed files use seed {seed} and flip rate {flip_rate:g}. The content depends on the seed
-only; the flipped pairs depend on the seed and the flip rate. `tests/test_preference_data.py`
+only; the flipped pairs depend on the seed and the flip rate. `tests/demo_data/test_preference_data.py`
 checks that the committed files match the generator.
 
 ## Files

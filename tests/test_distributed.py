@@ -3,47 +3,9 @@ gather meets at a barrier), give the same list in item order."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from conftest import FakeProcesses
 
 from alignkit.distributed import Processes, shard_map
-
-
-class FakeProcesses:
-    """`world` threads as processes. `gather_object` is accelerate's for the calling thread:
-    every process's list, concatenated in rank order (two barriers: nobody overwrites its
-    part before all have read). `calls` counts each process's gather calls."""
-
-    def __init__(self, world: int) -> None:
-        self.world = world
-        self.parts: list[list] = [[] for _ in range(world)]
-        self.barrier = threading.Barrier(world, timeout=30)
-        self.calls = [0] * world
-        self.local = threading.local()
-
-    def gather_object(self, values: list) -> list:
-        rank = self.local.rank
-        self.calls[rank] += 1
-        self.parts[rank] = values
-        self.barrier.wait()
-        out = [value for part in self.parts for value in part]
-        self.barrier.wait()
-        return out
-
-    def run(self, fn: Callable[[int], list]) -> list[list]:
-        """fn(rank) on every fake process at once; their results by rank."""
-        results: list[list] = [[] for _ in range(self.world)]
-
-        def target(rank: int) -> None:
-            self.local.rank = rank
-            results[rank] = fn(rank)
-
-        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.world)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        return results
 
 
 def test_one_process_is_a_plain_map():

@@ -19,7 +19,7 @@ from typing import Any
 from alignkit.options import add_config_verb, opt
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "playwright")
-BROWSER = "/usr/bin/chromium"  # what tests/test_label_serve.py drives
+BROWSER = "/usr/bin/chromium"  # what tests/labelling/test_server.py drives
 # flags that decide CPU speed: name shown -> /proc/cpuinfo names, torch.cpu check
 CPU_FLAGS = {
     "AVX2": (("avx2",), "_is_avx2_supported"),

@@ -13,7 +13,10 @@ from conftest import pair_rows, write_jsonl
 from safetensors.torch import load_file
 
 from alignkit.cli import main
-from alignkit.models import load_causal_lm
+from alignkit.errors import AlignkitError
+from alignkit.inference.server import ChatModel, ChatParams
+from alignkit.models import load_causal_lm, load_inference_model
+from alignkit.runs import resolve_model_spec
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,64 @@ def test_a_lora_run_directory_loads_base_plus_adapter(tiny_model, data, tmp_path
             base = model(x).logits
     plain = load_causal_lm(tiny_model)(x).logits.detach()
     assert torch.allclose(base, plain, atol=1e-5) and not torch.allclose(tuned, plain, atol=1e-4)
+
+
+# ------------------------------------------------------------------ serve: adapters, CLI
+
+
+@pytest.fixture
+def lora_run(tiny_model, tmp_path) -> Path:
+    """A run directory laid out like `alignkit train --lora` writes it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path / "run"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    config = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
+    get_peft_model(base, config).save_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(run / "model")
+    (run / "summary.json").write_text(json.dumps({"base_model": tiny_model, "steps": 1}))
+    return run
+
+
+def test_adapter_run_directory(lora_run, tiny_model):
+    for spec in (str(lora_run), str(lora_run / "model")):
+        resolved = resolve_model_spec(spec)
+        assert (resolved.base, resolved.adapter_path) == (tiny_model, str(lora_run / "model"))
+    loaded = load_inference_model(str(lora_run))
+    assert "adapter" in loaded.description and not hasattr(loaded.model, "peft_config")
+    chat = ChatModel(loaded, "lora", max_new_tokens=4)
+    completion = chat.complete([{"role": "user", "content": "hi"}], ChatParams(max_tokens=3))
+    assert 0 < completion.completion_tokens <= 3
+
+
+def test_adapter_base_from_adapter_config(lora_run, tiny_model):
+    (lora_run / "summary.json").unlink()
+    assert resolve_model_spec(str(lora_run / "model")).base == tiny_model
+    config_path = lora_run / "model" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = None
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AlignkitError, match="base model is unknown"):
+        resolve_model_spec(str(lora_run / "model"))
+
+
+def test_plain_specs_pass_through(tiny_model):
+    for name in (tiny_model, "default", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        resolved = resolve_model_spec(name)
+        assert (resolved.weights, resolved.adapter_path) == (name, None)
+
+
+def test_bad_model_specs_fail_before_loading(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlignkitError, match="holds no model"):
+        resolve_model_spec(str(tmp_path / "empty"))
+    with pytest.raises(AlignkitError, match="no such file or directory"):
+        resolve_model_spec(str(tmp_path / "missing"))
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    (unfinished / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(AlignkitError, match="without a saved model"):
+        resolve_model_spec(str(unfinished))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import EXAMPLES, FAMILIES, RECURRENT, TINY, tiny_family_model
 from transformers import AutoModelForCausalLM
 
 from alignkit.data.tokenize import Encoded
@@ -16,12 +17,6 @@ from alignkit.scoring.deft import RQSpec
 from alignkit.scoring.forward import SequenceScorer, block_attention_mask, naive_sequence_logps
 from alignkit.scoring.head import IDENTITY, LogitTransform, logit_transform
 from alignkit.scoring.packing import collate
-
-EXAMPLES = [
-    Encoded([1, 5, 6, 7], [[8, 9, 2], [10, 2]], [1, 0], [True, False], True, 0),
-    Encoded([1, 3], [[11, 12, 13, 14, 2], [4, 2]], [1, 0], [True, False], True, 1),
-    Encoded([1, 30, 31, 32, 33, 34], [[40, 2]], [1], [True], True, 2),  # K=1: ragged
-]
 
 
 @pytest.fixture(scope="module")
@@ -110,93 +105,6 @@ def test_bf16_autocast_close_to_fp32(model):
     bf16 = SequenceScorer(model)(batch, autocast=torch.bfloat16).sum
     assert bf16.dtype == torch.float32  # log-softmax always in float32
     assert torch.allclose(bf16, fp32, rtol=0.05, atol=0.5)
-
-
-# ------------------------------------------- models whose forward post-processes the logits
-
-# tiny random models of the families whose *ForCausalLM.forward changes the LM head's output
-# (transformers modeling_*.py): Gemma soft-caps, c * tanh(logits / c); Cohere multiplies by
-# logit_scale; Granite divides by logits_scaling. initializer_range 0.3 makes the logits large
-# enough (std ~ 2) that the post-processing moves the log-probs by far more than 1e-5.
-TINY = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    initializer_range=0.3,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
-FAMILIES = {
-    "gemma2": (
-        "Gemma2Config",
-        "Gemma2ForCausalLM",
-        {"head_dim": 8, "final_logit_softcapping": 2.0},
-    ),
-    "gemma3": (
-        "Gemma3TextConfig",
-        "Gemma3ForCausalLM",
-        {"head_dim": 8, "final_logit_softcapping": 2.0},
-    ),
-    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
-    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", {"logit_scale": 0.25}),
-    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
-    "granitemoe": (
-        "GraniteMoeConfig",
-        "GraniteMoeForCausalLM",
-        {"logits_scaling": 4.0, "num_local_experts": 2, "num_experts_per_tok": 1},
-    ),
-}
-
-
-# models whose layers mix positions outside attention (Mamba, gated delta net): packed rows
-# would let response 2 see response 1, so they are scored one response per row
-RECURRENT = {
-    # Granite 4.0-H: Mamba-2 and attention layers, logits divided by logits_scaling
-    "granitemoehybrid": (
-        "GraniteMoeHybridConfig",
-        "GraniteMoeHybridForCausalLM",
-        {
-            "logits_scaling": 4.0,
-            "num_local_experts": 2,
-            "num_experts_per_tok": 1,
-            "layer_types": ["mamba", "attention"],
-            "mamba_d_state": 8,
-            "mamba_n_heads": 4,
-            "mamba_d_head": 16,
-            "mamba_chunk_size": 4,
-        },
-    ),
-    # Qwen3-Next: gated delta net (linear attention with a causal convolution) + attention
-    "qwen3_next": (
-        "Qwen3NextConfig",
-        "Qwen3NextForCausalLM",
-        {
-            "head_dim": 8,
-            "layer_types": ["linear_attention", "full_attention"],
-            "linear_num_value_heads": 4,
-            "linear_num_key_heads": 2,
-            "linear_key_head_dim": 8,
-            "linear_value_head_dim": 8,
-            "num_experts": 2,
-            "num_experts_per_tok": 1,
-            "moe_intermediate_size": 32,
-            "shared_expert_intermediate_size": 32,
-        },
-    ),
-}
-
-
-def tiny_family_model(family: str):
-    import transformers
-
-    config_cls, model_cls, extra = {**FAMILIES, **RECURRENT}[family]
-    torch.manual_seed(0)
-    config = getattr(transformers, config_cls)(**TINY, **extra)
-    return getattr(transformers, model_cls)(config).eval()
 
 
 def _naive(model, example: Encoded, response: list[int], q: torch.Tensor) -> list[torch.Tensor]:

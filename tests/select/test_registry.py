@@ -332,7 +332,7 @@ def test_a_select_hook_writes_its_own_rows_report_and_files(pairs, tmp_path, mon
 
 def test_rm_margin_with_a_scripted_reward(pairs):
     _, records = pairs
-    spec = "test_select_registry:word_reward"
+    spec = f"{__name__}:word_reward"
     got = score_records("rm-margin", request(records, options={"reward_model": spec}))
     chosen = word_reward(None, [r.chosen for r in records])
     rejected = word_reward(None, [r.rejected for r in records])
@@ -426,7 +426,7 @@ def test_cli_model_free_selectors_and_errors(pairs, tiny_model, tmp_path, capsys
     first = (tmp_path / "o" / "subset.jsonl").read_text()
     assert main(["select", "random", *base, "--fraction", "0.5", "--seed", "4"]) == 0
     assert (tmp_path / "o" / "subset.jsonl").read_text() != first
-    spec = "test_select_registry:word_reward"
+    spec = f"{__name__}:word_reward"
     assert main(["select", "rm-margin", *base, "--count", "2", "--reward-model", spec]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["selector"] == "rm-margin" and report["keep"] == "highest"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_demo_data.py"
 DATA = ROOT / "src" / "alignkit" / "demo_data"
 FILES = ("train.jsonl", "heldout_pairs.jsonl", "heldout_prompts.jsonl", "README.md")

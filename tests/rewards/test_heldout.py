@@ -3,7 +3,7 @@ scripted generator and reward model; one process and two fake processes agree.""
 
 from __future__ import annotations
 
-from test_distributed import FakeProcesses
+from conftest import FakeProcesses
 
 import alignkit.distributed
 from alignkit.data.queries import Query

@@ -151,7 +151,7 @@ def test_packed_r_q_equals_the_naive_formula(tiny_model, tokenizer, form):
 def test_r_q_of_post_processed_logits_equals_the_naive_formula(family, form):
     """Gemma soft-caps its logits, Cohere scales them: R_Q must use the model's own logits
     (the log-prob shortcut h.W^T Q_diff is scaled for Cohere, and not usable for Gemma)."""
-    from test_forward import EXAMPLES, tiny_family_model
+    from conftest import EXAMPLES, tiny_family_model
 
     model = tiny_family_model(family)
     q = torch.rand(64, generator=torch.Generator().manual_seed(2))

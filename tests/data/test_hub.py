@@ -28,6 +28,7 @@ from alignkit.data import (
 )
 from alignkit.data.formats import FORMATS, DataFormat
 from alignkit.errors import DataError
+from alignkit.io import read_jsonl
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 
@@ -44,10 +45,6 @@ def write_jsonl(path: Path, rows: list[Any]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return str(path)
-
-
-def read_jsonl(path: Path | str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def hh(question: str, good: str, bad: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import keyword_reward, serve_in_thread
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError
@@ -27,39 +28,9 @@ from alignkit.inference.generation import SamplingConfig
 from alignkit.inference.generators import HFGenerator
 from alignkit.inference.openai_client import EndpointUnavailable, OpenAIClient, RequestRefused
 from alignkit.inference.remote import OFF_POLICY, EndpointGenerator
+from alignkit.io import read_jsonl
 from alignkit.online.config import RAFTConfig
 from alignkit.online.loop import OnlineTrainer
-
-KEYWORDS = ("a", "e", "the")
-
-
-def keyword_reward(prompts, responses) -> list[float]:
-    """Scripted reward: how often the keywords occur in the response (prompt ignored)."""
-    return [float(sum(r.count(k) for k in KEYWORDS)) for r in responses]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture
-def queries_file(tmp_path) -> str:
-    path = tmp_path / "queries.jsonl"
-    path.write_text(
-        "".join(json.dumps({"prompt": f"how to bake a cake {i}"}) + "\n" for i in range(8))
-    )
-    return str(path)
-
-
-def serve_in_thread(server: Any) -> Iterator[Any]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +69,7 @@ def test_raft_samples_from_alignkit_serve(
         code = main(
             [
                 "raft", "--queries", queries_file, "--output", str(out), "--model", tiny_model,
-                "--reward-model", "test_remote_generation:keyword_reward",
+                "--reward-model", f"{__name__}:keyword_reward",
                 "--generator", served.url, "--generator-concurrency", "2",
                 "--iterations", "2", "--queries-per-iteration", "4", "--num-samples", "2",
                 "--max-new-tokens", "6", "--batch-size", "2", "--lr", "1e-3",

@@ -9,8 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from conftest import write_jsonl
-from test_label_serve import browser, expect, on_screen, serving  # noqa: F401 (fixture)
+from conftest import expect, on_screen, serving, write_jsonl
 
 from alignkit.cli import main
 from alignkit.labelling.pairs import pair_id, prompt_id, read_verdicts

@@ -8,12 +8,13 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import JSONHandler
 
 from alignkit.commands import generate as generate_verb
 from alignkit.data.prompts import prompt_contents
@@ -296,22 +297,11 @@ def test_max_prompt_tokens_drops_long_prompts(config, tiny_model):
 # ------------------------------------------------------------------ endpoint backend
 
 
-class StubHandler(BaseHTTPRequestHandler):
+class StubHandler(JSONHandler):
     """An OpenAI-compatible stub; `server.mode`: multi (n choices), single (1 choice
     whatever n), refuse-n (HTTP 400 for n > 1); `server.fail_first` 500s come first."""
 
     server: Any
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802
         self._reply(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})

@@ -19,7 +19,7 @@ import pytest
 from alignkit.data.loading import load_records
 from alignkit.data.records import Pair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_preference_data.py"
 DATA = ROOT / "src" / "alignkit" / "demo_data"
 TRAIN, HELDOUT = DATA / "prefs_train.jsonl", DATA / "prefs_heldout.jsonl"
