@@ -235,9 +235,9 @@ class OnlineTrainer(Trainer):
         if acc.num_processes > 1:
             broadcast_object_list(token)
         generator = EndpointGenerator(
-            cfg.generator_client(),
+            cfg.client(model_flag="--generator-model"),
             cfg.generator_model or None,
-            concurrency=cfg.generator_concurrency,
+            concurrency=cfg.concurrency,
             sync_url=cfg.generator_sync_url or None,
             sync_dir=self.output / "sync",
             run_name=f"alignkit-{token[0]}",
