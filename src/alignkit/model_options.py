@@ -17,7 +17,7 @@ Precision = Literal["auto", "bf16", "fp32"]
 TRUST_REMOTE_CODE_HELP = "allow model code from the model repository"
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
 class ModelOptions:
     """The model a verb loads: --model, --trust-remote-code (passed to every loader of the
     verb) and --precision. A verb re-declares `model` for its own help or default (it keeps

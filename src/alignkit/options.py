@@ -124,11 +124,15 @@ def _aliases(cls: type) -> dict[str, str]:
 
 
 def opt(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its --help text (and optional `choices`, `flag`)."""
+    """A config field with its --help text (and optional `choices`, `flags`, ...;
+    `kw_only=True`: a keyword-only argument of the dataclass, as the option groups' fields)."""
+    keyword: dict[str, Any] = {"kw_only": kwargs.pop("kw_only")} if "kw_only" in kwargs else {}
     metadata = {"help": help, **kwargs}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(
+            default_factory=lambda: list(default), metadata=metadata, **keyword
+        )
+    return dataclasses.field(default=default, metadata=metadata, **keyword)
 
 
 def _base_type(tp: Any) -> Any:

@@ -20,7 +20,7 @@ def skip_invalid_option(rejected: str, negatable: bool = True) -> Any:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
 class DataOptions:
     """The data files a verb reads: --data, --data-format, --skip-invalid. (Prompt files are
     not preference data: `generate` reads --prompts and the online verbs --queries.)"""

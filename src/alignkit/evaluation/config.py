@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit.data.config import DataOptions, skip_invalid_option
+from alignkit.data.config import DataOptions
 from alignkit.data.formats import FORMATS
 from alignkit.errors import AlignkitError
 from alignkit.model_options import ModelOptions, Precision
@@ -29,13 +29,19 @@ class EvalConfig(RewardOptions, DataOptions, ModelOptions):
         "model to evaluate: a run directory of `alignkit train`, its model/ dir (full "
         "weights or LoRA adapter), an HF id or local path, or 'default'",
     )
-    precision: Precision = opt("auto", "compute precision")
+    precision: Precision = opt("auto", "compute precision", kw_only=True)
     data: list[str] = opt([], "test data files (any format alignkit reads)", metavar="PATH")
-    skip_invalid: bool = skip_invalid_option("REPORT.rejected.jsonl (counted in the report)")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid test records instead of stopping; they are counted by reason in the "
+        "report and listed with their file:line in REPORT.rejected.jsonl",
+        kw_only=True,
+    )
     reward_model: str = opt(
         "",
         "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
         "an HF id, or package.module:function",
+        kw_only=True,
     )
     output: str = opt(
         "", "report path (.json); REPORT.md and REPORT.generations.jsonl are written next to it"

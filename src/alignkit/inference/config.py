@@ -22,7 +22,7 @@ SAMPLING = "sampling"
 ENDPOINT = "an OpenAI-compatible server (--endpoint)"
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
 class SamplingOptions:
     """How answers are sampled (`generate`, the online verbs): --max-new-tokens,
     --temperature, --top-p, --top-k."""
@@ -56,7 +56,7 @@ class SamplingOptions:
         )
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
 class EndpointOptions:
     """An OpenAI-compatible server that samples (`generate`, the online verbs): --endpoint URL
     and its requests; the API key is --api-key, else $OPENAI_API_KEY (`api_key()`: the one

@@ -13,7 +13,7 @@ from alignkit.options import opt
 RewardOutput = Literal["raw", "sigmoid", "softmax"]
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
 class RewardOptions:
     """The reward model a verb scores with, and which of its outputs is the reward
     (`rewards.loading.check_reward_spec` checks them before anything loads)."""
