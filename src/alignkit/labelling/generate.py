@@ -4,7 +4,7 @@ The pool (jsonl, one line per prompt: prompt, responses, finished flags, prompt_
 is what `alignkit label select` reads. Three backends sit behind the online loop's
 `Generator` interface: batched Hugging Face `generate` (`HFGenerator`), vLLM
 (`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator` of
-`alignkit.inference.remote`, the class behind the online loops' `--generator URL`:
+`alignkit.inference.remote`, the class behind the online loops' `--endpoint URL`:
 `alignkit serve`, vLLM or SGLang servers).
 
 A run is resumable: each finished batch of prompts is appended and fsynced at once, so a

@@ -228,7 +228,7 @@ class OnlineTrainer(Trainer):
         return VLLMGenerator(tokenizer, engine)  # weights pushed by `sync` in `run`
 
     def remote_generator(self) -> EndpointGenerator:
-        """--generator URL: a server samples, with its own weights; `sync` loads the trained
+        """--endpoint URL: a server samples, with its own weights; `sync` loads the trained
         adapter into it (--generator-sync-url) or warns that the samples are off-policy."""
         cfg, acc = self.online, self.accelerator
         token = [uuid.uuid4().hex[:8]]  # a fresh adapter name per run (a resumed one too)
