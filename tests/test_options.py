@@ -142,3 +142,33 @@ def test_trust_remote_code_reaches_the_loaders(monkeypatch):
     with pytest.raises(RuntimeError, match="stop"):
         scorers.length_scores(config.request([SimpleNamespace()]))
     assert seen[-1] == ("tokenizer", True)
+
+
+def test_trust_remote_code_reaches_a_local_judge(monkeypatch):
+    import alignkit.models as models
+    from alignkit.evaluation.judges import build_judge
+
+    seen: list[bool] = []
+
+    def fake(name, trust_remote_code=False):
+        seen.append(trust_remote_code)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(models, "load_inference_model", fake)
+    with pytest.raises(RuntimeError, match="stop"):
+        build_judge("local:default", trust_remote_code=True)
+    assert seen == [True]
+
+
+def test_every_verb_that_loads_a_model_takes_trust_remote_code():
+    from alignkit.evaluation.config import JudgeConfig
+    from alignkit.inference.config import ServeConfig
+    from alignkit.labelling.choose import ChooseConfig
+    from alignkit.rewards.selection import RmMarginConfig
+    from alignkit.select.configs import LengthConfig, RealSelectConfig
+
+    verbs = [EvalConfig, GenerateConfig, ServeConfig, JudgeConfig, ChooseConfig, TrainConfig]
+    verbs += [ModelSelectConfig, LengthConfig, RmMarginConfig, DeftSelectConfig, RealSelectConfig]
+    verbs += list(ONLINE_METHODS.values())
+    for verb in verbs:
+        assert "trust_remote_code" in {f.name for f in dataclasses.fields(verb)}, verb

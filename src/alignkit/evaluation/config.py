@@ -11,7 +11,7 @@ from typing import Any, Literal
 from alignkit.data.config import DataOptions
 from alignkit.data.formats import FORMATS
 from alignkit.errors import AlignkitError
-from alignkit.model_options import ModelOptions, Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import opt
 from alignkit.rewards.options import RewardOptions
 
@@ -306,8 +306,11 @@ class JudgeConfig(HttpJudgeOptions):
         metavar="FILE.jsonl",
     )
     max_tokens: int = opt(16, "tokens per judge reply (default: 16)", metavar="N")
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP + " (--judge local:MODEL)")
 
     def validate(self) -> None:
+        if self.trust_remote_code and not (self.judge or "").startswith("local:"):
+            raise AlignkitError("--trust-remote-code: only for --judge local:MODEL")
         if self.max_tokens < 1:
             raise AlignkitError("--max-tokens must be at least 1")
         if self.max_pairs < 0:
