@@ -164,10 +164,12 @@ def test_every_verb_that_loads_a_model_takes_trust_remote_code():
     from alignkit.evaluation.config import JudgeConfig
     from alignkit.inference.config import ServeConfig
     from alignkit.labelling.choose import ChooseConfig
+    from alignkit.labelling.config import AutoLabelConfig
     from alignkit.rewards.selection import RmMarginConfig
     from alignkit.select.configs import LengthConfig, RealSelectConfig
 
     verbs = [EvalConfig, GenerateConfig, ServeConfig, JudgeConfig, ChooseConfig, TrainConfig]
+    verbs.append(AutoLabelConfig)
     verbs += [ModelSelectConfig, LengthConfig, RmMarginConfig, DeftSelectConfig, RealSelectConfig]
     verbs += list(ONLINE_METHODS.values())
     for verb in verbs:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from alignkit.errors import AlignkitError
 from alignkit.evaluation.config import HttpJudgeOptions
 from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
-from alignkit.model_options import ModelOptions, Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import check_ranges, opt
 
 if TYPE_CHECKING:
@@ -212,6 +212,9 @@ class AutoLabelConfig(HttpJudgeOptions):
     )
     max_tokens: int = opt(16, "tokens per judge reply (16)", metavar="N")
     batch_size: int = opt(16, "reward model batch size (16)", metavar="N")
+    trust_remote_code: bool = opt(
+        False, TRUST_REMOTE_CODE_HELP + " (--judge local:MODEL, --reward-model)"
+    )
 
 
 @dataclass
