@@ -1,15 +1,36 @@
 """The options of loading a model that configs name, torch-free (`alignkit VERB --help`
-imports no torch): the compute precision and the LoRA settings. `alignkit.models` loads
-the models and re-exports these."""
+imports no torch): the option group `ModelOptions` (--model, --trust-remote-code,
+--precision: every verb that loads a model inherits it), the compute precision and the LoRA
+settings. `alignkit.models` loads the models and re-exports these."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alignkit.options import opt
+
 ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
 
 Precision = Literal["auto", "bf16", "fp32"]
+
+TRUST_REMOTE_CODE_HELP = "allow model code from the model repository"
+
+
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
+class ModelOptions:
+    """The model a verb loads: --model, --trust-remote-code (passed to every loader of the
+    verb) and --precision. A verb re-declares `model` for its own help or default (it keeps
+    its place in --help)."""
+
+    model: str = opt(
+        "default",
+        "HF model id, local path, run directory, or 'default' (embedded SmolLM2-135M-Instruct)",
+    )
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP)
+    precision: Precision = opt(
+        "auto", "compute precision: bf16 autocast, fp32, or auto (bf16 where supported)"
+    )
 
 
 @dataclass

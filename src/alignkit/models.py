@@ -341,16 +341,16 @@ class LoadedModel:
     description: str
 
 
-def load_inference_model(name: str) -> LoadedModel:
+def load_inference_model(name: str, trust_remote_code: bool = False) -> LoadedModel:
     """Model spec `name` in eval mode without gradients, for generation; an adapter is merged
     into its base."""
     spec = resolve_model_spec(name)
-    model = load_causal_lm(name)
+    model = load_causal_lm(name, trust_remote_code=trust_remote_code)
     if spec.adapter:
         model = model.merge_and_unload()
     model.eval()
     model.requires_grad_(False)
-    return LoadedModel(model, load_tokenizer(name), spec.describe())
+    return LoadedModel(model, load_tokenizer(name, trust_remote_code), spec.describe())
 
 
 def is_peft(model: nn.Module) -> bool:

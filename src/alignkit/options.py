@@ -17,6 +17,35 @@ Field metadata (keyword arguments of `opt`) that shape the flag:
   group        title of the --help section the flag is listed in
   one_of       a name shared by fields of which exactly one must be given (also across the
                --config file and the flags)
+  aliases      old spellings kept as deprecated aliases, e.g. ("--keep-fraction",): hidden
+               flags that set the same field (and the same keys in a --config file, e.g.
+               `keep_fraction:`), with `alignkit: warning: --keep-fraction is deprecated, use
+               --fraction` on stderr. Old names of one verb only: the class attribute
+               `ALIASES = {"field": ("--old-flag",)}` of that verb's config
+
+Option groups: a concept shared by verbs is declared once, as a small dataclass in the layer
+of what it configures, and verb configs inherit it (flags, YAML keys and attributes stay
+flat): `model_options.ModelOptions` (--model, --trust-remote-code, --precision),
+`data.config.DataOptions` (--data, --data-format, --skip-invalid),
+`rewards.options.RewardOptions` (--reward-model, --reward-label, --reward-output),
+`inference.config.SamplingOptions` (--max-new-tokens, --temperature, --top-p, --top-k) and
+`inference.config.EndpointOptions` (--endpoint, --api-key, --concurrency, --timeout,
+--retries, --retry-wait). A verb whose default or help differs re-declares the field (it
+keeps its place in --help).
+
+One name per concept (old spellings: deprecated aliases that warn):
+  preference/training data  --data                 (prompt files stay --prompts / --queries:
+                                                    prompts are not preference data)
+  output                    --output               (data convert: -o; --out is an alias)
+  budget                    --fraction / --count   (select deft: --keep-fraction/--keep-count)
+  K answers per prompt      --num-samples          (generate: --num-responses)
+  OpenAI-compatible server  --endpoint URL         (online: --generator URL still works)
+  its API key               --api-key, default $OPENAI_API_KEY (online: --generator-api-key)
+  its requests              --concurrency --timeout --retries --retry-wait
+                                                   (online: --generator-concurrency, ...)
+  cadence                   --save-steps/--eval-steps in optimizer steps (train, train-rm);
+                            the online verbs' --save-every/--eval-every count iterations, a
+                            different unit, so they keep their own names
 """
 
 from __future__ import annotations
@@ -55,12 +84,55 @@ def check_ranges(
             raise AlignkitError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
 
 
+def warn_deprecated(old: str, new: str, where: str = "") -> None:
+    """The warning of an old spelling (a flag, or a key of a --config file)."""
+    print(f"alignkit: warning: {old}{where} is deprecated, use {new}", file=sys.stderr)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """A hidden old spelling of a field's flag: sets the same field (`dest`) and warns."""
+
+    def __init__(self, option_strings: list[str], dest: str, canonical: str = "", **kwargs: Any):
+        self.canonical = canonical
+        self.switch = kwargs.pop("switch", None)  # a bool flag: the value it sets
+        if self.switch is not None:
+            kwargs["nargs"] = 0
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        new = self.canonical
+        if self.switch is False and new.startswith("--"):
+            new = "--no-" + new[2:]
+        warn_deprecated(str(option_string), new)
+        setattr(namespace, self.dest, self.switch if self.switch is not None else values)
+
+
+def field_aliases(cls: type, f: dataclasses.Field) -> tuple[str, ...]:
+    """The old spellings of a field's flag: its `aliases` metadata, and those a verb's class
+    gives it in `ALIASES` (field name -> flags: old names of one verb only)."""
+    return (*f.metadata.get("aliases", ()), *getattr(cls, "ALIASES", {}).get(f.name, ()))
+
+
+def _aliases(cls: type) -> dict[str, str]:
+    """Old key (a flag's spelling as a config key, e.g. keep_fraction) -> field name."""
+    return {
+        alias.lstrip("-").replace("-", "_"): f.name
+        for f in dataclasses.fields(cls)
+        for alias in field_aliases(cls, f)
+        if alias.startswith("--")
+    }
+
+
 def opt(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its --help text (and optional `choices`, `flag`)."""
+    """A config field with its --help text (and optional `choices`, `flags`, ...;
+    `kw_only=True`: a keyword-only argument of the dataclass, as the option groups' fields)."""
+    keyword: dict[str, Any] = {"kw_only": kwargs.pop("kw_only")} if "kw_only" in kwargs else {}
     metadata = {"help": help, **kwargs}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(
+            default_factory=lambda: list(default), metadata=metadata, **keyword
+        )
+    return dataclasses.field(default=default, metadata=metadata, **keyword)
 
 
 def _base_type(tp: Any) -> Any:
@@ -115,7 +187,8 @@ def add_dataclass_arguments(
         else:
             names = list(meta.get("flags") or ["--" + f.name.replace("_", "-")])
             kwargs["dest"] = f.name
-            if meta.get("required"):
+            # given by an alias, a required field is checked once merged (`_check_given`)
+            if meta.get("required") and not field_aliases(cls, f):
                 kwargs["required"] = True
         add = container(meta).add_argument
         if tp is bool:
@@ -126,6 +199,30 @@ def add_dataclass_arguments(
             add(*names, nargs="+", **kwargs)
         else:
             add(*names, type=tp if tp in (int, float) else str, **kwargs)
+        _add_aliases(add, f, tp, names[-1], kwargs, list(field_aliases(cls, f)))
+
+
+def _add_aliases(
+    add: Any, f: dataclasses.Field, tp: Any, canonical: str, kwargs: dict, aliases: list[str]
+) -> None:
+    """The field's deprecated spellings: hidden flags that set it and warn."""
+    if not aliases:
+        return
+    hidden = {"dest": f.name, "default": None, "help": argparse.SUPPRESS}
+    hidden["canonical"] = canonical
+    if tp is bool:
+        add(*aliases, action=_DeprecatedFlag, switch=True, **hidden)
+        if f.metadata.get("negatable", True):
+            negated = ["--no-" + a[2:] for a in aliases if a.startswith("--")]
+            add(*negated, action=_DeprecatedFlag, switch=False, **hidden)
+        return
+    if typing.get_origin(tp) is list:
+        hidden["nargs"] = "+"
+    else:
+        hidden["type"] = tp if tp in (int, float) else str
+    if "choices" in kwargs:
+        hidden["choices"] = kwargs["choices"]
+    add(*aliases, action=_DeprecatedFlag, metavar=kwargs.get("metavar"), **hidden)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -145,7 +242,7 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     if config_file:
-        file_values = load_yaml(config_file)
+        file_values = _rename_aliases(cls, load_yaml(config_file), config_file)
         unknown = sorted(set(file_values) - names)
         if unknown:
             raise AlignkitError(
@@ -181,6 +278,21 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
     if check:
         check()
     return config
+
+
+def _rename_aliases(cls: type, values: dict[str, Any], config_file: str) -> dict[str, Any]:
+    """The keys of a --config file that are old spellings, under their fields' names (with a
+    warning each; an old and a new spelling of one option together are refused)."""
+    aliases = _aliases(cls)
+    renamed: dict[str, Any] = {}
+    for key, value in values.items():
+        name = aliases.get(key, key)
+        if name != key:
+            warn_deprecated(key, name, f" (in {config_file})")
+            if name in values:
+                raise AlignkitError(f"{config_file}: {key} and {name} are one option; give one")
+        renamed[name] = value
+    return renamed
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -95,7 +95,7 @@ def test_raft_samples_from_alignkit_serve(
         out / "eval" / "iter-0002.jsonl"
     ).exists()
     assert caplog.text.count(OFF_POLICY) == 1  # warned once, not per iteration
-    assert json.loads((out / "config.json").read_text())["generator"] == served.url
+    assert json.loads((out / "config.json").read_text())["endpoint"] == served.url
 
 
 def test_sampling_settings_reach_the_server(served):
@@ -174,8 +174,8 @@ def test_sync_loads_the_trained_adapter_into_the_server(
     config = RAFTConfig(
         queries=queries_file, output=str(out), model=tiny_model, iterations=2,
         queries_per_iteration=4, num_samples=2, max_new_tokens=6, batch_size=2, lr=1e-3,
-        precision="fp32", lora=True, generator=vllm_stub.url, generator_api_key="sk-flag",
-        generator_sync_url=f"{vllm_stub.url}/load_lora_adapter", generator_retry_wait=0.0,
+        precision="fp32", lora=True, endpoint=vllm_stub.url, api_key="sk-flag",
+        generator_sync_url=f"{vllm_stub.url}/load_lora_adapter", retry_wait=0.0,
     )  # fmt: skip
     config.validate()
     with caplog.at_level(logging.INFO):
@@ -221,12 +221,12 @@ def test_sync_needs_lora_and_a_server_that_loads_adapters(vllm_stub, tmp_path, m
         ({"generator": "localhost:8000/v1"}, "expected auto, hf, vllm or the URL"),
         (
             {"generator": "hf", "generator_model": "m"},
-            "--generator-model: only for --generator URL",
+            "--generator-model: only for --endpoint URL",
         ),
-        ({"generator_sync_url": "http://h/v1/load_lora_adapter"}, "only for --generator URL"),
+        ({"generator_sync_url": "http://h/v1/load_lora_adapter"}, "only for --endpoint URL"),
         ({"generator": "http://h:1/v1", "chat": False}, "drop --no-chat"),
-        ({"generator": "http://h:1/v1", "generator_timeout": 0.0}, "--generator-timeout must"),
-        ({"generator": "http://h:1/v1", "generator_retries": -1}, "must be >= 0"),
+        ({"endpoint": "http://h:1/v1", "timeout": 0.0}, "--timeout must"),
+        ({"endpoint": "http://h:1/v1", "retries": -1}, "must be >= 0"),
         (
             {"generator": "http://h:1/v1", "generator_sync_url": "h/load", "lora": True},
             "expected http",
@@ -261,8 +261,8 @@ def test_cli_refuses_a_bad_generator(queries_file, tmp_path, capsys):
 def test_remote_options_reach_the_generator(vllm_stub, tiny_model, queries_file, tmp_path):
     config = RAFTConfig(
         queries=queries_file, output=str(tmp_path / "o"), model=tiny_model, max_new_tokens=4,
-        generator=vllm_stub.url, generator_model="named", generator_concurrency=3,
-        generator_timeout=7.0, generator_retries=2, generator_retry_wait=0.5,
+        endpoint=vllm_stub.url, generator_model="named", concurrency=3,
+        timeout=7.0, retries=2, retry_wait=0.5,
         eval_queries=queries_file,
     )  # fmt: skip
     config.validate()

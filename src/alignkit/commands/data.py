@@ -117,7 +117,7 @@ def write_json_atomic(path: str, data: Any) -> None:
 
 
 def run_convert(args: ConvertConfig) -> int:
-    _check_folder(args.out)
+    _check_folder(args.output)
     columns = {
         field: name
         for field, name in (
@@ -131,7 +131,7 @@ def run_convert(args: ConvertConfig) -> int:
         raise AlignkitError(
             "--prompt-column, --response-column and --rating-column need --format ratings"
         )
-    stem = args.out[: -len(".jsonl")] if args.out.endswith(".jsonl") else args.out
+    stem = args.output[: -len(".jsonl")] if args.output.endswith(".jsonl") else args.output
     rejected = stem + ".rejected.jsonl" if args.skip_invalid else None
     records, summary = load_records(
         args.paths,
@@ -150,9 +150,9 @@ def run_convert(args: ConvertConfig) -> int:
             )
         kind = kinds[0]
     shaped = as_kind(records, kind)
-    atomic_write_jsonl(args.out, (record_row(record) for record in shaped))
+    atomic_write_jsonl(args.output, (record_row(record) for record in shaped))
     read = ", ".join(f"{name}: {n}" for name, n in summary.counts.items())
-    print(f"wrote {len(shaped)} {kind} record(s) to {args.out} (read {read})")
+    print(f"wrote {len(shaped)} {kind} record(s) to {args.output} (read {read})")
     if rejected is not None and summary.rejected:
         print(f"dropped {len(summary.rejected)} invalid record(s), listed in {rejected}")
     return 0

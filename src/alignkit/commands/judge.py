@@ -153,7 +153,7 @@ def run(args: JudgeConfig) -> int:
             records = _load(args.against_chosen, args, rejected)
             items = judging.against_chosen(a_rows, records, args.a, args.against_chosen)
             head = {"mode": "against-chosen", "a": args.a, "b": f"chosen of {args.against_chosen}"}
-    judge = build_judge(args.judge, max_tokens=args.max_tokens, template=template, **http)
+    judge = build_judge(args.judge, args.max_tokens, template, args.trust_remote_code, **http)
     output = Path(args.output)
     cache = judging.VerdictCache(args.cache or output / "judge_cache.jsonl")
     if args.skip_invalid:

@@ -260,7 +260,10 @@ def _build_judge(args: AutoLabelConfig) -> tuple[Any, int]:
     if args.max_tokens < 1:
         raise AlignkitError("--max-tokens must be at least 1")
     http, concurrency = args.http_judge_options(args.judge)
-    return build_judge(args.judge, max_tokens=args.max_tokens, **http), concurrency
+    judge = build_judge(
+        args.judge, args.max_tokens, trust_remote_code=args.trust_remote_code, **http
+    )
+    return judge, concurrency
 
 
 def _run_auto(args: AutoLabelConfig) -> int:
@@ -293,7 +296,11 @@ def _run_auto(args: AutoLabelConfig) -> int:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise AlignkitError(f"{flags}: options of judges, not of --reward-model")
         check_reward_spec(args.reward_model)
-        reward = load_reward_model(args.reward_model, batch_size=args.batch_size)
+        reward = load_reward_model(
+            args.reward_model,
+            batch_size=args.batch_size,
+            trust_remote_code=args.trust_remote_code,
+        )
         name = f"rm:{args.reward_model}"
         verdicts, counts = auto.reward_verdicts(pairs, reward, name)
     atomic_write_jsonl(args.output, (v.to_json() for v in verdicts))

@@ -7,8 +7,8 @@ by `alignkit.rewards.selection`, imported here), perplexity, length. Each writes
 OUTPUT/subset.jsonl (read by `alignkit train --data`), OUTPUT/scores.jsonl, dropped.jsonl and
 a report (report.md, report.json, PNG histogram), through one run
 (`alignkit.select.pipeline.run_selection`). `deft` and `real` keep their own flags
-(`--keep-fraction`/`--keep-count` and `--strategy` stay; `--fraction`/`--count`/`--keep` are
-the common names); their subset is TRL prompt/chosen/rejected rows; `deft` also writes
+(`--strategy`, ...; deft's old `--keep-fraction`/`--keep-count` are deprecated aliases of the
+common `--fraction`/`--count`); their subset is TRL prompt/chosen/rejected rows; `deft` also writes
 OUTPUT/q_diff.safetensors, the Q_diff it filtered with, for `alignkit train --q-diff`.
 Every selector works under `torchrun --nproc_per_node N -m alignkit select ...`: every
 process scores a shard, the main process writes the outputs.
@@ -33,7 +33,7 @@ OUTPUT/q_diff.safetensors holds that Q_diff (with its tokenizer and data fingerp
 
 examples:
   alignkit select deft --data pairs.jsonl --model default --output sel/deft
-  alignkit select deft --data pairs.jsonl --keep-count 1000 --score margin --output sel/d
+  alignkit select deft --data pairs.jsonl --count 1000 --score margin --output sel/d
   alignkit train --method dpo --data sel/deft/subset.jsonl --q-diff sel/deft/q_diff.safetensors \\
       --deft-lambda 0.1 --output runs/deft-dpo
   torchrun --nproc_per_node 2 -m alignkit select deft --data pairs.jsonl --output sel/deft"""

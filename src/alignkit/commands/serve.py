@@ -57,9 +57,9 @@ def run(config: ServeConfig) -> int:
     from alignkit.models import generation_dtype, load_inference_model
 
     assert config.model is not None  # required
-    loaded = load_inference_model(config.model)
+    loaded = load_inference_model(config.model, config.trust_remote_code)
     device = next(loaded.model.parameters()).device
-    dtype = generation_dtype("auto", device)
+    dtype = generation_dtype(config.precision, device)
     chat = ChatModel(loaded, config.model, config.max_new_tokens, dtype)
     server = make_server(chat, config.host, config.port)
     if config.host not in ("127.0.0.1", "localhost", "::1"):

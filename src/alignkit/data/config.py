@@ -1,11 +1,38 @@
-"""Options of `alignkit data inspect` and `alignkit data convert`."""
+"""The option group `DataOptions` (the data a verb reads: --data, --data-format,
+--skip-invalid), and the options of `alignkit data inspect` and `alignkit data convert`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from alignkit.data.formats import FORMATS, KINDS
+from alignkit.data.formats import FORMATS, KINDS, DataFormat
 from alignkit.options import opt
+
+
+def skip_invalid_option(rejected: str, negatable: bool = True) -> Any:
+    """The --skip-invalid field; `rejected`: the file the dropped records are listed in."""
+    return opt(
+        False,
+        "drop invalid records instead of stopping; they are counted by reason and listed "
+        f"with their file:line and reason in {rejected}",
+        negatable=negatable,
+    )
+
+
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
+class DataOptions:
+    """The data files a verb reads: --data, --data-format, --skip-invalid. (Prompt files are
+    not preference data: `generate` reads --prompts and the online verbs --queries.)"""
+
+    data: list[str] = opt(
+        [],
+        "data files (jsonl/json/parquet/save_to_disk dirs, hf:NAME); several allowed",
+        metavar="PATH",
+    )
+    data_format: DataFormat = opt("auto", "format of the data files")
+    skip_invalid: bool = skip_invalid_option("OUTPUT/rejected.jsonl")
+
 
 FORMAT_HELP = (
     "format of the records (default: auto, detected per record from its fields): "
@@ -56,11 +83,12 @@ class ConvertConfig:
     """Options of `alignkit data convert`."""
 
     paths: list[str] = opt([], PATHS_HELP, metavar="PATH", positional=True, required=True)
-    out: str | None = opt(
+    output: str | None = opt(
         None,
         "the jsonl file to write",
         metavar="OUT.jsonl",
-        flags=("-o", "--out"),
+        flags=("-o", "--output"),
+        aliases=("--out",),
         required=True,
     )
     to: str | None = opt(

@@ -8,26 +8,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit.data.formats import FORMATS, DataFormat
+from alignkit.data.config import DataOptions
+from alignkit.data.formats import FORMATS
 from alignkit.errors import AlignkitError
-from alignkit.model_options import Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import opt
-from alignkit.rewards.options import RewardOutput
+from alignkit.rewards.options import RewardOptions
 
 METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
 DEFAULT_BETA = 0.1
 
 
 @dataclass
-class EvalConfig:
-    """Options of `alignkit eval` (also readable from a YAML file)."""
+class EvalConfig(RewardOptions, DataOptions, ModelOptions):
+    """Options of `alignkit eval` (also readable from a YAML file): the option groups
+    `ModelOptions`, `DataOptions` (the test data) and `RewardOptions`, and the metrics'."""
 
     model: str = opt(
         "",
         "model to evaluate: a run directory of `alignkit train`, its model/ dir (full "
         "weights or LoRA adapter), an HF id or local path, or 'default'",
     )
+    precision: Precision = opt("auto", "compute precision", kw_only=True)
     data: list[str] = opt([], "test data files (any format alignkit reads)", metavar="PATH")
+    skip_invalid: bool = opt(
+        False,
+        "drop invalid test records instead of stopping; they are counted by reason in the "
+        "report and listed with their file:line in REPORT.rejected.jsonl",
+        kw_only=True,
+    )
+    reward_model: str = opt(
+        "",
+        "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
+        "an HF id, or package.module:function",
+        kw_only=True,
+    )
     output: str = opt(
         "", "report path (.json); REPORT.md and REPORT.generations.jsonl are written next to it"
     )
@@ -42,22 +57,6 @@ class EvalConfig:
         "(default: every metric the data and models support)",
         metavar="NAME",
     )
-    reward_model: str = opt(
-        "",
-        "reward model scoring the generations: a directory (e.g. of `alignkit train-rm`), "
-        "an HF id, or package.module:function",
-    )
-    reward_label: int = opt(
-        0,
-        "output of the reward model that is the reward (e.g. 1 = the positive class of a "
-        "2-label sentiment classifier, PLE's IMDb reward); checked against its labels",
-    )
-    reward_output: RewardOutput = opt(
-        "raw",
-        "reward = raw logit of --reward-label, sigmoid of it, or softmax probability of that "
-        "label (needs 2+ labels)",
-    )
-    data_format: DataFormat = opt("auto", "format of the data files")
     num_prompts: int = opt(100, "test prompts to generate for (a seeded random sample; 0 = all)")
     max_new_tokens: int = opt(128, "max new tokens per generated response")
     do_sample: bool = opt(False, "sample instead of greedy decoding")
@@ -67,13 +66,7 @@ class EvalConfig:
     max_length: int = opt(
         1024, "max tokens of prompt + response when scoring (truncated as in training)"
     )
-    precision: Precision = opt("auto", "compute precision")
     seed: int = opt(0, "seed of the prompt sample and of sampling")
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid test records instead of stopping; they are counted by reason in the "
-        "report and listed with their file:line in REPORT.rejected.jsonl",
-    )
 
     def validate(self) -> None:
         for name in ("model", "output"):
@@ -313,8 +306,11 @@ class JudgeConfig(HttpJudgeOptions):
         metavar="FILE.jsonl",
     )
     max_tokens: int = opt(16, "tokens per judge reply (default: 16)", metavar="N")
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP + " (--judge local:MODEL)")
 
     def validate(self) -> None:
+        if self.trust_remote_code and not (self.judge or "").startswith("local:"):
+            raise AlignkitError("--trust-remote-code: only for --judge local:MODEL")
         if self.max_tokens < 1:
             raise AlignkitError("--max-tokens must be at least 1")
         if self.max_pairs < 0:

@@ -294,11 +294,15 @@ class LocalJudge(Judge):
     max_concurrency = 1
 
     def __init__(
-        self, spec: str, max_tokens: int = 16, template: Template = DEFAULT_TEMPLATE
+        self,
+        spec: str,
+        max_tokens: int = 16,
+        template: Template = DEFAULT_TEMPLATE,
+        trust_remote_code: bool = False,
     ) -> None:
         from alignkit.models import generation_dtype, load_inference_model
 
-        self.loaded = load_inference_model(spec)
+        self.loaded = load_inference_model(spec, trust_remote_code)
         self.max_tokens = max_tokens
         self.template = template
         self.autocast = generation_dtype("auto", next(self.loaded.model.parameters()).device)
@@ -397,17 +401,21 @@ def judge_kind(spec: str) -> str:
 
 
 def build_judge(
-    spec: str, max_tokens: int = 16, template: Template = DEFAULT_TEMPLATE, **http_options: Any
+    spec: str,
+    max_tokens: int = 16,
+    template: Template = DEFAULT_TEMPLATE,
+    trust_remote_code: bool = False,
+    **http_options: Any,
 ) -> Judge:
     """`local:MODEL`, `http:BASE_URL` (also a bare http:// or https:// URL) or
     `package.module:function` (a `FunctionJudge`; the template does not reach it); the
-    options are those of `HttpJudge`."""
+    options are those of `HttpJudge` (`trust_remote_code`: of a local model)."""
     kind = judge_kind(spec)
     if kind == "local":
         model = spec.removeprefix("local:")
         if not model:
             raise AlignkitError("--judge local: needs a model, e.g. local:default")
-        return LocalJudge(model, max_tokens=max_tokens, template=template)
+        return LocalJudge(model, max_tokens, template, trust_remote_code)
     if kind == "function":
         module_name, _, attr = spec.partition(":")
         try:

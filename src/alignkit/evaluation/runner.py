@@ -44,12 +44,13 @@ from alignkit.runs import ModelSpec
 # ------------------------------------------------------------ models
 
 
-def load_source(source: ModelSpec) -> tuple[nn.Module, Any]:
+def load_source(source: ModelSpec, trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
     """(causal LM in eval mode, tokenizer) of a resolved model spec (an adapter stays an
     adapter: the reference is the model with it disabled)."""
     from alignkit.models import load_causal_lm, load_tokenizer
 
-    return load_causal_lm(source.name).eval(), load_tokenizer(source.name)
+    model = load_causal_lm(source.name, trust_remote_code=trust_remote_code)
+    return model.eval(), load_tokenizer(source.name, trust_remote_code)
 
 
 def reference_name(config: EvalConfig, source: ModelSpec) -> str | None:
@@ -228,7 +229,9 @@ def reference_table(ctx: Context, source: ModelSpec, pairs: list[Encoded]) -> Te
         with reference_context(ctx.model):
             return score(ctx, ctx.model, pairs, 2, "reference log-probs")
     ref = check_model_spec(ctx.config.ref or str(source.base))
-    model, tokenizer = load_source(ref)  # every process loads it: each scores a share
+    model, tokenizer = load_source(
+        ref, ctx.config.trust_remote_code
+    )  # every process loads it: each scores a share
     _check_same_vocab(ctx.tokenizer, tokenizer, ref.name)
     model.to(ctx.device)
     return score(ctx, model, pairs, 2, "reference log-probs")
@@ -316,6 +319,7 @@ def reward_of(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, float]:
         precision=config.precision,
         label=config.reward_label,
         output=config.reward_output,
+        trust_remote_code=config.trust_remote_code,
     )
     scores = score_answers(
         [r["prompt"] for r in rows],
@@ -380,7 +384,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     source = check_model_spec(config.model)
     prompts = sample_prompts(prompt_items(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
-    model, tokenizer = load_source(source)
+    model, tokenizer = load_source(source, config.trust_remote_code)
     device = state.device
     model.to(device)
     autocast = autocast_dtype(config.precision, device)

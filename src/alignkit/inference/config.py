@@ -1,15 +1,127 @@
-"""Options of `alignkit serve` (torch-free: `alignkit serve --help` loads no model code)."""
+"""Options of generation, torch-free (`alignkit VERB --help` loads no model code): the option
+groups `SamplingOptions` (how answers are sampled) and `EndpointOptions` (an OpenAI-compatible
+server and its requests), which `generate` and the online verbs inherit, and the options of
+`alignkit serve`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from alignkit.errors import AlignkitError
-from alignkit.options import opt
+from alignkit.model_options import ModelOptions
+from alignkit.options import check_ranges, opt
+
+if TYPE_CHECKING:
+    from alignkit.inference.generation import SamplingConfig
+    from alignkit.inference.openai_client import OpenAIClient
+
+API_KEY_VARIABLE = "OPENAI_API_KEY"
+SAMPLING = "sampling"
+ENDPOINT = "an OpenAI-compatible server (--endpoint)"
+
+
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
+class SamplingOptions:
+    """How answers are sampled (`generate`, the online verbs): --max-new-tokens,
+    --temperature, --top-p, --top-k."""
+
+    max_new_tokens: int = opt(128, "tokens generated per response at most", group=SAMPLING)
+    temperature: float = opt(1.0, "sampling temperature", group=SAMPLING)
+    top_p: float = opt(
+        1.0, "nucleus sampling: keep the smallest token set with this mass", group=SAMPLING
+    )
+    top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)", group=SAMPLING)
+
+    def check_sampling(self) -> None:
+        check_ranges(
+            positive={"max_new_tokens": self.max_new_tokens, "temperature": self.temperature},
+            non_negative={"top_k": self.top_k},
+            fractions={"top_p": self.top_p},
+        )
+
+    def sampling_config(self, batch_size: int, seed: int | None) -> SamplingConfig:
+        """These settings as the sampler's `SamplingConfig` (always sampling)."""
+        from alignkit.inference.generation import SamplingConfig
+
+        return SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+
+@dataclass(kw_only=True)  # keyword-only: verbs keep their positional order
+class EndpointOptions:
+    """An OpenAI-compatible server that samples (`generate`, the online verbs): --endpoint URL
+    and its requests; the API key is --api-key, else $OPENAI_API_KEY (`api_key()`: the one
+    place that reads it)."""
+
+    endpoint: str = opt(
+        "",
+        "an OpenAI-compatible server that samples instead of a local model, e.g. "
+        "http://127.0.0.1:8000/v1 (`alignkit serve`, vLLM, SGLang)",
+        metavar="URL",
+        group=ENDPOINT,
+    )
+    api_key: str = field(  # kept out of reprs and of written configs: never logged
+        default="",
+        repr=False,
+        metadata={
+            "help": f"API key of --endpoint (default: ${API_KEY_VARIABLE}; never written)",
+            "group": ENDPOINT,
+        },
+    )
+    concurrency: int = opt(4, "requests in flight at once", group=ENDPOINT)
+    timeout: float = opt(120.0, "seconds to wait for a reply", group=ENDPOINT)
+    retries: int = opt(
+        4,
+        "retries of a failed request (connection errors, HTTP 429/5xx)",
+        group=ENDPOINT,
+    )
+    retry_wait: float = opt(
+        1.0,
+        "seconds before the first retry, doubled at each next one",
+        group=ENDPOINT,
+    )
+
+    def check_endpoint(self) -> None:
+        """--endpoint is a URL and its request options are in range."""
+        from alignkit.inference.remote import is_url
+
+        if not is_url(self.endpoint):
+            raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
+        check_ranges(
+            positive={"concurrency": self.concurrency, "timeout": self.timeout},
+            non_negative={"retries": self.retries, "retry_wait": self.retry_wait},
+        )
+
+    def resolved_api_key(self) -> str | None:
+        """--api-key, else $OPENAI_API_KEY, else none."""
+        return self.api_key or os.environ.get(API_KEY_VARIABLE) or None
+
+    def client(self, model_flag: str = "--model") -> OpenAIClient:
+        """The HTTP client of --endpoint (`model_flag`: the option naming the served model)."""
+        from alignkit.inference.openai_client import OpenAIClient
+
+        return OpenAIClient(
+            self.endpoint,
+            self.resolved_api_key(),
+            timeout=self.timeout,
+            retries=self.retries,
+            retry_wait=self.retry_wait,
+            key_flag=f"--api-key or set {API_KEY_VARIABLE}",
+            model_flag=model_flag,
+        )
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ModelOptions):
     """Serve one local model through an OpenAI-compatible HTTP API."""
 
     model: str | None = opt(

@@ -8,7 +8,7 @@ backend sample from the policy's current weights.
 - `VLLMGenerator` runs a `vllm.LLM` next to the trained model (one GPU, one process) and
   copies the policy's weights into it after every iteration (LoRA adapters are merged first).
   vLLM is imported only when this backend is chosen.
-- `EndpointGenerator` (`alignkit.inference.remote`, `--generator URL`) asks an OpenAI-compatible
+- `EndpointGenerator` (`alignkit.inference.remote`, `--endpoint URL`) asks an OpenAI-compatible
   server; its `sync` loads the trained LoRA adapter into a vLLM server, or warns that the
   samples come from the server's fixed weights.
 """

@@ -1,7 +1,7 @@
 """One HTTP client for OpenAI-compatible servers (vLLM, SGLang, `alignkit serve`, hosted APIs).
 
 The judges (`HttpJudge`), `alignkit generate --endpoint` and the online loops'
-`--generator URL` all talk to servers through `OpenAIClient`: JSON over HTTP with a timeout,
+`--endpoint URL` all talk to servers through `OpenAIClient`: JSON over HTTP with a timeout,
 retries with exponential backoff (connection errors, timeouts, HTTP 408/409/425/429/5xx and
 replies that are not JSON; a `Retry-After` header is honoured), and the API key sent as a
 bearer token, never logged (it is in no repr, message or log line).

@@ -1,4 +1,4 @@
-"""Sampling from an OpenAI-compatible server: `--generator URL` of the online loops and
+"""Sampling from an OpenAI-compatible server: `--endpoint URL` of the online loops and
 `alignkit generate --endpoint URL` use this one `Generator`.
 
 `EndpointGenerator` asks `/chat/completions` (vLLM, SGLang, `alignkit serve`, ...) through the

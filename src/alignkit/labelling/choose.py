@@ -34,7 +34,7 @@ from alignkit.data.records import Prompt
 from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pairs
-from alignkit.model_options import Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, Precision
 from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")
@@ -67,6 +67,7 @@ class ChooseConfig:
     precision: Precision = opt(
         "auto", "bf16 autocast, fp32, or auto (embedding model, or a reward model's forward)"
     )
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP + " (--model, --reward-model)")
     cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
 
     def validate(self) -> None:
@@ -214,7 +215,9 @@ def _embed(cands: Candidates, config: ChooseConfig) -> tuple[Any, Any]:
     from alignkit.select.embeddings import embed_texts
 
     state = distributed_state()
-    model, tokenizer = load_scoring_model(config.model or "default")
+    model, tokenizer = load_scoring_model(
+        config.model or "default", trust_remote_code=config.trust_remote_code
+    )
     texts = [t for group in cands.responses for t in group]
     emb = embed_texts(
         model,
@@ -234,7 +237,10 @@ def _rewards(cands: Candidates, config: ChooseConfig) -> list[list[float]]:
 
     check_reward_spec(config.reward_model)
     reward = load_reward_model(
-        config.reward_model, batch_size=config.batch_size, precision=config.precision
+        config.reward_model,
+        batch_size=config.batch_size,
+        precision=config.precision,
+        trust_remote_code=config.trust_remote_code,
     )
     prompts = [p for p, group in zip(cands.prompts, cands.responses, strict=True) for _ in group]
     flat = reward.score(prompts, [t for group in cands.responses for t in group])

@@ -4,12 +4,13 @@ code."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from alignkit.errors import AlignkitError
 from alignkit.evaluation.config import HttpJudgeOptions
-from alignkit.model_options import Precision
+from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import check_ranges, opt
 
 if TYPE_CHECKING:
@@ -19,26 +20,31 @@ Backend = Literal["auto", "hf", "vllm"]
 
 
 @dataclass
-class GenerateConfig:
-    """Options of `alignkit generate`."""
+class GenerateConfig(ModelOptions, EndpointOptions, SamplingOptions):
+    """Options of `alignkit generate`: `ModelOptions` (the local policy), `SamplingOptions`
+    and `EndpointOptions` (a server instead of the local model), and the pool's own."""
 
-    prompts: str = opt(
-        "",
-        "prompts file (jsonl/json/parquet): records with a 'prompt' (text or chat messages)",
-        metavar="PATH",
-    )
-    output: str = opt("", "the pool file to write (jsonl; resumed when it exists)", metavar="PATH")
     model: str = opt(
         "",
         "policy: HF model id, local path, run directory or 'default' (embedded "
         "SmolLM2-135M-Instruct; the default); with --endpoint: the served model's name "
         "(default: the only one its /models lists)",
     )
+    precision: Precision = opt(
+        "auto",
+        "hf backend: bf16 autocast, fp32, or auto (bf16 on a GPU; fp32 on a CPU, where "
+        "decoding is faster without autocast)",
+    )
+    temperature: float = opt(
+        1.0, "sampling temperature (> 0: a pool needs different answers)", group=SAMPLING
+    )
+    prompts: str = opt(
+        "",
+        "prompts file (jsonl/json/parquet): records with a 'prompt' (text or chat messages)",
+        metavar="PATH",
+    )
+    output: str = opt("", "the pool file to write (jsonl; resumed when it exists)", metavar="PATH")
     num_responses: int = opt(4, "responses sampled per prompt (K)")
-    max_new_tokens: int = opt(128, "tokens generated per response at most")
-    temperature: float = opt(1.0, "sampling temperature (> 0: a pool needs different answers)")
-    top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this mass")
-    top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)")
     seed: int = opt(
         42,
         "random seed (also sent to --endpoint): the hf backend gives the same pool for the "
@@ -46,11 +52,6 @@ class GenerateConfig:
     )
     batch_size: int = opt(
         8, "prompts per batch; each batch (all its K responses) is appended when done"
-    )
-    precision: Precision = opt(
-        "auto",
-        "hf backend: bf16 autocast, fp32, or auto (bf16 on a GPU; fp32 on a CPU, where "
-        "decoding is faster without autocast)",
     )
     chat: bool = opt(
         True,
@@ -67,25 +68,6 @@ class GenerateConfig:
     )
     vllm_gpu_memory_utilization: float = opt(
         0.9, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
-    )
-    endpoint: str = opt(
-        "",
-        "an OpenAI-compatible server instead of a local model, e.g. http://127.0.0.1:8000/v1 "
-        "(`alignkit serve`, vLLM, SGLang)",
-        metavar="URL",
-    )
-    api_key: str = field(  # kept out of reprs: never logged
-        default="",
-        repr=False,
-        metadata={"help": "API key of --endpoint (default: $OPENAI_API_KEY; never written)"},
-    )
-    concurrency: int = opt(4, "--endpoint: requests in flight at once")
-    timeout: float = opt(120.0, "--endpoint: seconds to wait for a reply")
-    retries: int = opt(
-        4, "--endpoint: retries of a failed request (connection errors, HTTP 429/5xx)"
-    )
-    retry_wait: float = opt(
-        1.0, "--endpoint: seconds before the first retry, doubled at each next one"
     )
     overwrite: bool = opt(False, "start the pool over instead of resuming it")
 
@@ -121,10 +103,9 @@ class GenerateConfig:
             check_model_spec(self.model)
 
     def _validate_endpoint(self) -> None:
-        from alignkit.inference.openai_client import is_url
-
-        if not is_url(self.endpoint):
-            raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
+        self.check_endpoint()
+        if self.trust_remote_code:
+            raise AlignkitError("--trust-remote-code is for local models: drop it with --endpoint")
         if self.backend != "auto":
             raise AlignkitError("--backend is for local models: drop it with --endpoint")
         if not self.chat:
@@ -136,17 +117,8 @@ class GenerateConfig:
 
     def sampling(self, seed: int) -> SamplingConfig:
         """The decoding settings of one batch (all K responses of a prompt are in it)."""
-        from alignkit.inference.generation import SamplingConfig
-
-        return SamplingConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.batch_size * self.num_responses,  # one generate call per batch
-            seed=seed,
-        )
+        # one generate call per batch
+        return self.sampling_config(self.batch_size * self.num_responses, seed)
 
     def settings(self, model_label: str) -> dict[str, Any]:
         """What the pool's responses depend on (the sidecar file; a resume must match it)."""
@@ -240,6 +212,9 @@ class AutoLabelConfig(HttpJudgeOptions):
     )
     max_tokens: int = opt(16, "tokens per judge reply (16)", metavar="N")
     batch_size: int = opt(16, "reward model batch size (16)", metavar="N")
+    trust_remote_code: bool = opt(
+        False, TRUST_REMOTE_CODE_HELP + " (--judge local:MODEL, --reward-model)"
+    )
 
 
 @dataclass

@@ -4,7 +4,7 @@ The pool (jsonl, one line per prompt: prompt, responses, finished flags, prompt_
 is what `alignkit label select` reads. Three backends sit behind the online loop's
 `Generator` interface: batched Hugging Face `generate` (`HFGenerator`), vLLM
 (`VLLMGenerator`) and any OpenAI-compatible chat endpoint (`EndpointGenerator` of
-`alignkit.inference.remote`, the class behind the online loops' `--generator URL`:
+`alignkit.inference.remote`, the class behind the online loops' `--endpoint URL`:
 `alignkit serve`, vLLM or SGLang servers).
 
 A run is resumable: each finished batch of prompts is appended and fsynced at once, so a
@@ -39,7 +39,6 @@ from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.inference.generation import Completion
 from alignkit.inference.generators import Generator
-from alignkit.inference.openai_client import OpenAIClient
 from alignkit.inference.remote import EndpointGenerator, derived_seed
 from alignkit.io import atomic_write_text
 from alignkit.labelling.config import GenerateConfig
@@ -55,16 +54,7 @@ META_SUFFIX = ".meta.json"
 
 def endpoint_generator(config: GenerateConfig) -> EndpointGenerator:
     """The online loops' `EndpointGenerator` on --endpoint (key: --api-key or $OPENAI_API_KEY)."""
-    key = config.api_key or os.environ.get("OPENAI_API_KEY") or None
-    client = OpenAIClient(
-        config.endpoint,
-        key,
-        timeout=config.timeout,
-        retries=config.retries,
-        retry_wait=config.retry_wait,
-        key_flag="--api-key or set OPENAI_API_KEY",
-        model_flag="--model",
-    )
+    client = config.client(model_flag="--model")
     return EndpointGenerator(client, config.model or None, concurrency=config.concurrency)
 
 
@@ -100,11 +90,12 @@ def local_generator(config: GenerateConfig, tokenizer: Any, state: Any = None) -
         )
         limit = config.max_prompt_tokens
         engine["max_model_len"] = limit + config.max_new_tokens if limit else None
+        engine["trust_remote_code"] = config.trust_remote_code
         generator = VLLMGenerator(tokenizer, engine)
         if spec.adapter:  # the engine holds the base model: push the merged weights
-            generator.sync(load_inference_model(config.model).model)
+            generator.sync(load_inference_model(config.model, config.trust_remote_code).model)
         return generator
-    model = load_inference_model(config.model).model
+    model = load_inference_model(config.model, config.trust_remote_code).model
     if cuda:
         model = model.to(state.device)
     device = next(model.parameters()).device
@@ -281,7 +272,7 @@ def generate_pool(config: GenerateConfig, generator: Generator | None = None) ->
     if endpoint is None:
         from alignkit.models import load_tokenizer
 
-        tokenizer = load_tokenizer(config.model)
+        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     queries, dropped = load_prompts(config, tokenizer)
     unique: dict[str, Query] = {}
     for q in queries:  # a repeated prompt is generated once

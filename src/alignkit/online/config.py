@@ -10,16 +10,16 @@ handed to the core `Trainer` through `train_config()`.
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from alignkit.errors import AlignkitError
-from alignkit.inference.openai_client import OpenAIClient, is_url
+from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
+from alignkit.inference.openai_client import is_url
 from alignkit.objectives.base import RankForm, Reduction
 from alignkit.online.principles import PrincipleMode
-from alignkit.options import check_ranges, opt, to_dict
-from alignkit.rewards.options import RewardOutput
+from alignkit.options import check_ranges, opt, to_dict, warn_deprecated
+from alignkit.rewards.options import RewardOptions
 from alignkit.train.config import (
     LORA_PRESET_HELP,
     LoraPreset,
@@ -37,31 +37,23 @@ Selection = Literal["per-prompt", "global"]  # which samples RAFT keeps
 
 
 @dataclass
-class OnlineConfig(TrainingOptions):
-    """Options shared by the online methods (on top of `TrainingOptions`, some of whose
-    defaults differ: the PLE paper's LoRA recipe, a constant learning rate)."""
+class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOptions):
+    """Options shared by the online methods: `TrainingOptions` (some of whose defaults
+    differ: the PLE paper's LoRA recipe, a constant learning rate), the option groups
+    `SamplingOptions`, `EndpointOptions` (a server that samples) and `RewardOptions`, and the
+    loop's own. Old spellings: --generator-api-key, --generator-concurrency, ... (`ALIASES`),
+    and --generator URL for --endpoint URL."""
+
+    ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
+        name: ("--generator-" + name.replace("_", "-"),)
+        for name in ("api_key", "concurrency", "timeout", "retries", "retry_wait")
+    }
 
     queries: str = opt(
         "",
         "queries file (jsonl/json/parquet): records with a 'prompt' (text or chat "
         "messages) and an optional 'category'",
         metavar="PATH",
-    )
-    reward_model: str = opt(
-        "",
-        "reward model: a sequence-classification model directory or HF id (e.g. from "
-        "`alignkit train-rm`), or 'package.module:function' scoring (prompts, responses)",
-        metavar="SPEC",
-    )
-    reward_label: int = opt(
-        0,
-        "output of the reward model that is the reward (e.g. 1 = the positive class of a "
-        "2-label sentiment classifier, PLE's IMDb reward); checked against its labels",
-    )
-    reward_output: RewardOutput = opt(
-        "raw",
-        "reward = raw logit of --reward-label, sigmoid of it, or softmax probability of that "
-        "label (needs 2+ labels)",
     )
     output: str = opt("", "run directory: generations/, metrics.jsonl, checkpoints/, model/")
     model: str = opt(
@@ -91,40 +83,24 @@ class OnlineConfig(TrainingOptions):
         "send plain-text queries as a user chat message when the tokenizer has a chat "
         "template (--no-chat: use the text as it is)",
     )
-    max_new_tokens: int = opt(128, "tokens generated per response at most")
-    temperature: float = opt(1.0, "sampling temperature")
-    top_p: float = opt(1.0, "nucleus sampling: keep the smallest token set with this mass")
-    top_k: int = opt(0, "sample among the k most likely tokens only (0 = off)")
     generator: str = opt(
         "auto",
-        "who samples: hf (transformers generate on the policy), vllm (an engine in this "
-        "process, needs vllm, a GPU and one process), auto (vllm when usable, else hf), or "
-        "the URL of an OpenAI-compatible server (http://HOST:PORT/v1: vLLM, SGLang, "
-        "`alignkit serve`) so sampling runs on other machines; a server samples with its "
-        "own weights, not the policy being trained, unless --generator-sync-url updates it",
-        metavar="auto|hf|vllm|URL",
+        "who samples without --endpoint: hf (transformers generate on the policy), vllm (an "
+        "engine in this process, needs vllm, a GPU and one process), auto (vllm when "
+        "usable, else hf). With --endpoint URL (an OpenAI-compatible server: vLLM, SGLang, "
+        "`alignkit serve`) sampling runs on other machines; a server samples with its own "
+        "weights, not the policy being trained, unless --generator-sync-url updates it. "
+        "(--generator URL: the old spelling of --endpoint URL)",
+        metavar="auto|hf|vllm",
     )
     generator_model: str = opt(
         "",
-        "--generator URL: the model name sent (default: the only one the server's /models lists)",
+        "--endpoint: the model name sent (default: the only one the server's /models lists)",
         metavar="NAME",
-    )
-    generator_api_key: str = field(  # kept out of reprs and of config.json: never logged
-        default="",
-        repr=False,
-        metadata={"help": "API key of --generator URL (default: $OPENAI_API_KEY; never written)"},
-    )
-    generator_concurrency: int = opt(4, "--generator URL: requests in flight at once")
-    generator_timeout: float = opt(120.0, "--generator URL: seconds to wait for a reply")
-    generator_retries: int = opt(
-        4, "--generator URL: retries of a failed request (connection errors, HTTP 429/5xx)"
-    )
-    generator_retry_wait: float = opt(
-        1.0, "--generator URL: seconds before the first retry, doubled at each next one"
     )
     generator_sync_url: str = opt(
         "",
-        "--generator URL: after every iteration, save the trained LoRA adapter (--lora) to "
+        "--endpoint: after every iteration, save the trained LoRA adapter (--lora) to "
         "OUTPUT/sync/ and POST it to this vLLM endpoint, e.g. "
         "http://HOST:8000/v1/load_lora_adapter (vLLM started with --enable-lora and "
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; it must read OUTPUT/sync/ and serve --model "
@@ -169,38 +145,38 @@ class OnlineConfig(TrainingOptions):
             from alignkit.rewards.loading import check_reward_spec
 
             check_reward_spec(self.reward_model, self.reward_label, self.reward_output)
+        self.check_sampling()
         check_ranges(
             positive={
                 "iterations": self.iterations,
                 "queries_per_iteration": self.queries_per_iteration,
-                "max_new_tokens": self.max_new_tokens,
                 "generation_batch_size": self.generation_batch_size,
                 "reward_batch_size": self.reward_batch_size,
-                "temperature": self.temperature,
                 "sft_epochs": self.sft_epochs,
             },
             non_negative={
                 "max_prompt_tokens": self.max_prompt_tokens,
                 "eval_every": self.eval_every,
                 "save_every": self.save_every,
-                "top_k": self.top_k,
             },
-            fractions={
-                "top_p": self.top_p,
-                "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-            },
+            fractions={"vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization},
         )
         self.validate_generator()
         self.validate_method()
 
     @property
     def remote(self) -> bool:
-        """Does an OpenAI-compatible server sample (--generator URL)?"""
-        return is_url(self.generator)
+        """Does an OpenAI-compatible server sample (--endpoint URL, or --generator URL)?"""
+        return bool(self.endpoint) or is_url(self.generator)
 
     def validate_generator(self) -> None:
-        """--generator is a backend name or a server URL; the --generator-* options of a
-        server are refused without one (they would have no effect)."""
+        """--generator is a backend name (a URL there is the old spelling of --endpoint); the
+        options of a server are refused without one (they would have no effect)."""
+        if is_url(self.generator):
+            warn_deprecated("--generator URL", "--endpoint URL")
+            if self.endpoint and self.endpoint != self.generator:
+                raise AlignkitError("--generator URL and --endpoint URL are one option; give one")
+            self.endpoint, self.generator = self.generator, "auto"
         from alignkit.inference.generators import BACKENDS
 
         if not self.remote:
@@ -213,13 +189,13 @@ class OnlineConfig(TrainingOptions):
             given = [n for n in REMOTE_OPTIONS if getattr(self, n) != defaults[n]]
             if given:
                 flags = ", ".join("--" + n.replace("_", "-") for n in given)
-                raise AlignkitError(f"{flags}: only for --generator URL (a server); drop it")
+                raise AlignkitError(f"{flags}: only for --endpoint URL (a server); drop it")
             return
-        for name in ("generator_concurrency", "generator_timeout"):
-            if getattr(self, name) <= 0:
-                raise AlignkitError(f"--{name.replace('_', '-')} must be > 0")
-        if min(self.generator_retries, self.generator_retry_wait) < 0:
-            raise AlignkitError("--generator-retries and --generator-retry-wait must be >= 0")
+        self.check_endpoint()
+        if self.generator != "auto":
+            raise AlignkitError(
+                f"--generator {self.generator} picks a local backend: drop it with --endpoint"
+            )
         if not self.chat:
             raise AlignkitError("--no-chat: a server takes chat messages; drop --no-chat")
         if self.generator_sync_url:
@@ -234,23 +210,11 @@ class OnlineConfig(TrainingOptions):
                     "--lora (vLLM documents no endpoint that reloads full weights)"
                 )
 
-    def generator_client(self) -> OpenAIClient:
-        """The HTTP client of --generator URL (key: --generator-api-key or $OPENAI_API_KEY)."""
-        return OpenAIClient(
-            self.generator,
-            self.generator_api_key or os.environ.get("OPENAI_API_KEY") or None,
-            timeout=self.generator_timeout,
-            retries=self.generator_retries,
-            retry_wait=self.generator_retry_wait,
-            key_flag="--generator-api-key or set OPENAI_API_KEY",
-            model_flag="--generator-model",
-        )
-
     def public_dict(self) -> dict[str, Any]:
         """The options as config.json and trackers record them: without the API key."""
         values = to_dict(self)
-        if values.get("generator_api_key"):
-            values["generator_api_key"] = "(set, not written)"
+        if values.get("api_key"):
+            values["api_key"] = "(set, not written)"
         return values
 
     def validate_method(self) -> None:
@@ -258,17 +222,7 @@ class OnlineConfig(TrainingOptions):
 
     def sampling(self, seed: int | None = None) -> SamplingConfig:
         """How the policy samples during training iterations."""
-        from alignkit.inference.generation import SamplingConfig
-
-        return SamplingConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.generation_batch_size,
-            seed=seed,
-        )
+        return self.sampling_config(self.generation_batch_size, seed)
 
     def train_config(self, **overrides) -> TrainConfig:
         """The core `TrainConfig` carrying every training option of the same name."""
@@ -425,8 +379,8 @@ class PPOSettings:
         "stop an iteration's remaining PPO steps once the approximate KL to the sampling "
         "policy, 0.5 * mean (log pi - log pi_old)^2, exceeds 1.5 * target_kl (0 = never)",
     )
-    # OnlineConfig's sampling temperature (same flag and help): log-probs use logits / it
-    temperature: float = opt(1.0, "sampling temperature")
+    # SamplingOptions' temperature (same flag, help and group): log-probs use logits / it
+    temperature: float = opt(1.0, "sampling temperature", group=SAMPLING)
 
     def ppo_settings(self) -> PPOSettings:
         """These settings alone (of a `PPOConfig`: without its other options)."""
@@ -462,14 +416,14 @@ class PPOConfig(PPOSettings, _PPOSamples):
         _check_on_policy(self, self.kl_coef)
 
 
-# options of --generator URL only (refused with a local backend)
+# options of --endpoint URL only (refused with a local backend)
 REMOTE_OPTIONS = (
     "generator_model",
-    "generator_api_key",
-    "generator_concurrency",
-    "generator_timeout",
-    "generator_retries",
-    "generator_retry_wait",
+    "api_key",
+    "concurrency",
+    "timeout",
+    "retries",
+    "retry_wait",
     "generator_sync_url",
 )
 

@@ -228,16 +228,16 @@ class OnlineTrainer(Trainer):
         return VLLMGenerator(tokenizer, engine)  # weights pushed by `sync` in `run`
 
     def remote_generator(self) -> EndpointGenerator:
-        """--generator URL: a server samples, with its own weights; `sync` loads the trained
+        """--endpoint URL: a server samples, with its own weights; `sync` loads the trained
         adapter into it (--generator-sync-url) or warns that the samples are off-policy."""
         cfg, acc = self.online, self.accelerator
         token = [uuid.uuid4().hex[:8]]  # a fresh adapter name per run (a resumed one too)
         if acc.num_processes > 1:
             broadcast_object_list(token)
         generator = EndpointGenerator(
-            cfg.generator_client(),
+            cfg.client(model_flag="--generator-model"),
             cfg.generator_model or None,
-            concurrency=cfg.generator_concurrency,
+            concurrency=cfg.concurrency,
             sync_url=cfg.generator_sync_url or None,
             sync_dir=self.output / "sync",
             run_name=f"alignkit-{token[0]}",

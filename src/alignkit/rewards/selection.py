@@ -14,9 +14,9 @@ from typing import ClassVar
 import numpy as np
 
 from alignkit.errors import AlignkitError
-from alignkit.model_options import Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, Precision
 from alignkit.options import opt
-from alignkit.rewards.options import REWARD_OUTPUTS, RewardOutput
+from alignkit.rewards.options import REWARD_OUTPUTS, RewardOptions
 from alignkit.select.registry import ScoreRequest, SelectConfig, Selector, register
 
 
@@ -35,6 +35,7 @@ def rm_margin_scores(request: ScoreRequest) -> np.ndarray:
         output=opts.get("reward_output", "raw"),
         batch_size=request.batch_size,
         precision=request.precision,
+        trust_remote_code=request.trust_remote_code,
     )
     records = request.records
     prompts = [r.prompt for r in records]
@@ -47,18 +48,12 @@ def rm_margin_scores(request: ScoreRequest) -> np.ndarray:
 
 
 @dataclass
-class RmMarginConfig(SelectConfig):
-    """Options of `alignkit select rm-margin`."""
+class RmMarginConfig(RewardOptions, SelectConfig):
+    """Options of `alignkit select rm-margin`: `SelectConfig` and `RewardOptions`."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("reward_model", "reward_label", "reward_output")
 
-    reward_model: str = opt(
-        "",
-        "reward model: an `alignkit train-rm` run, a sequence-classifier folder or HF id, or "
-        "a scripted reward package.module:function",
-    )
-    reward_label: int = opt(0, "which output of the reward model is the reward")
-    reward_output: RewardOutput = opt("raw", "the reward: raw logit, sigmoid or softmax of it")
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP)
     batch_size: int = opt(8, "pairs per forward pass of the reward model")
     precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from alignkit.data.loading import REJECTED_FILE
 from alignkit.errors import AlignkitError
-from alignkit.options import opt
 
 STRATEGIES = ("easy", "hard", "random", "centroid")  # REAL's pair choices (Alg. 1)
 
@@ -104,15 +103,6 @@ class ScoreRequest:
     precision: str = "auto"
     cache_dir: str | None = None
     trust_remote_code: bool = False
-
-
-def skip_invalid_option() -> Any:
-    """The `--skip-invalid` field of every select config."""
-    return opt(
-        False,
-        "drop invalid records instead of stopping; they are listed with their file:line and "
-        "reason in OUTPUT/rejected.jsonl",
-    )
 
 
 def require_data_and_output(data: list[str], output: str) -> None:

@@ -3,9 +3,11 @@
 Every registry selector with a CLI verb has an options dataclass here (`Selector.config`):
 `SelectConfig` (the budget, the keep rule, the data and the output) and its subclasses for
 the selectors that score with a model (`ModelSelectConfig`), `reward-gap` and `length`.
-`deft` and `real` keep the flags they always had (`--keep-fraction`/`--keep-count`,
-`--strategy`, `--truncation`, `--top-tokens`, ...; `--fraction`/`--count`/`--keep` are the
-common names), so their options are `DeftSelectConfig` and `RealSelectConfig`.
+`deft` and `real` keep the flags they always had (`--strategy`, `--truncation`,
+`--top-tokens`, ...; deft's `--keep-fraction`/`--keep-count` are deprecated aliases of the
+common `--fraction`/`--count`), so their options are `DeftSelectConfig` and
+`RealSelectConfig`. Every config composes `DataOptions`; those that load a causal LM,
+`ModelOptions` (--model, --trust-remote-code, --precision).
 
 What `alignkit.select.pipeline.run_selection` needs of an options object: `validate()`,
 `data`, `data_format`, `skip_invalid` and `output`; the default selection (no
@@ -20,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from alignkit.data.formats import DataFormat
+from alignkit.data.config import DataOptions
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.model_options import Precision
+from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions
 from alignkit.options import opt
 from alignkit.scoring.forms import RQForm
 from alignkit.select.common import (
@@ -33,7 +35,6 @@ from alignkit.select.common import (
     ScoreRequest,
     fraction_count,
     require_data_and_output,
-    skip_invalid_option,
 )
 
 Form = RQForm  # the R_Q form (alignkit.scoring.forms)
@@ -41,7 +42,7 @@ ScoreOn = Literal["chosen", "margin"]  # R_Q of the chosen answer, or the margin
 
 
 @dataclass
-class SelectConfig:
+class SelectConfig(DataOptions):
     """Options of `alignkit select NAME` shared by every registry selector (field help texts
     are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
 
@@ -57,13 +58,11 @@ class SelectConfig:
     count: int | None = opt(None, "budget: the number of records to keep")
     keep: Keep | None = opt(None, "keep the lowest or the highest scores (default: the selector's)")
     seed: int = opt(0, "seed of the random draw, and of the order of tied scores at the cut")
-    data_format: DataFormat = opt("auto", "format of the data files")
     cache_dir: str = opt(
         "",
         "cache the scores here, by content: a run with the same records, selector, options "
         "and model reads them back (default: no cache)",
     )
-    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
         require_data_and_output(self.data, self.output)
@@ -89,12 +88,13 @@ class SelectConfig:
             batch_size=getattr(self, "batch_size", 8),
             max_length=getattr(self, "max_length", 512),
             precision=getattr(self, "precision", "auto"),
+            trust_remote_code=getattr(self, "trust_remote_code", False),
             cache_dir=self.cache_dir or None,
         )
 
 
 @dataclass
-class ModelSelectConfig(SelectConfig):
+class ModelSelectConfig(SelectConfig, ModelOptions):
     """`SelectConfig` + the causal LM that scores."""
 
     model: str = opt(
@@ -102,7 +102,6 @@ class ModelSelectConfig(SelectConfig):
     )
     batch_size: int = opt(8, "examples per forward pass")
     max_length: int = opt(512, "max tokens of prompt + one response (longer: truncated)")
-    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
 
     def validate(self) -> None:
         super().validate()
@@ -141,6 +140,7 @@ class LengthConfig(SelectConfig):
     OPTIONS: ClassVar[tuple[str, ...]] = ("what",)
 
     model: str = opt("default", "the model whose tokenizer counts the tokens")
+    trust_remote_code: bool = opt(False, TRUST_REMOTE_CODE_HELP)
     what: str = opt(
         "chosen", "count the chosen answer, or chosen + rejected", choices=["chosen", "pair"]
     )
@@ -156,7 +156,7 @@ class LengthConfig(SelectConfig):
 
 
 @dataclass
-class DeftSelectConfig:
+class DeftSelectConfig(DataOptions, ModelOptions):
     """Options of `alignkit select deft`."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("form", "score")
@@ -170,11 +170,16 @@ class DeftSelectConfig:
     model: str = opt(
         "default", "starting model: HF id, local path, or 'default' (embedded SmolLM2-135M)"
     )
-    data_format: DataFormat = opt("auto", "format of the data files")
-    keep_fraction: float | None = opt(None, "fraction of examples to keep (default: 0.05)")
-    keep_count: int = opt(0, "keep exactly this many examples instead (0 = use the fraction)")
-    fraction: float | None = opt(None, "the same as --keep-fraction (the shape of every selector)")
-    count: int | None = opt(None, "the same as --keep-count (the shape of every selector)")
+    # the budget as `budget()` reads it: --fraction / --count (or their old spellings
+    # --keep-fraction / --keep-count, deprecated aliases) folded in by `validate`
+    keep_fraction: float | None = opt(None, "fraction of examples to keep", cli=False)
+    keep_count: int = opt(0, "keep exactly this many examples (0 = the fraction)", cli=False)
+    fraction: float | None = opt(
+        None, "fraction of examples to keep (default: 0.05)", aliases=("--keep-fraction",)
+    )
+    count: int | None = opt(
+        None, "keep exactly this many examples instead of --fraction", aliases=("--keep-count",)
+    )
     keep: Keep = opt("lowest", "keep the lowest R_Q (DEFT) or the highest")
     seed: int = opt(0, "seed of the order of tied scores at the cut")
     score: ScoreOn = opt(
@@ -188,10 +193,7 @@ class DeftSelectConfig:
     batch_size: int = opt(8, "examples per forward pass")
     max_length: int = opt(1024, "max tokens of prompt + one response")
     truncation: Truncation = opt("truncate", "over-long examples: truncate or drop")
-    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     top_tokens: int = opt(20, "tokens listed in the report per Q_diff sign")
-    trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
         require_data_and_output(self.data, self.output)
@@ -248,7 +250,7 @@ class DeftSelectConfig:
 
 
 @dataclass
-class RealSelectConfig:
+class RealSelectConfig(DataOptions, ModelOptions):
     """Options of `alignkit select real`."""
 
     data: list[str] = opt([], "pair or multi-response data files", metavar="PATH")
@@ -261,7 +263,6 @@ class RealSelectConfig:
         "which pairs to keep (default: easy; hard with --keep highest)",
         choices=list(STRATEGIES),
     )
-    data_format: DataFormat = opt("auto", "format of the data files")
     fraction: float | None = opt(
         None,
         "pair data: fraction of pairs to keep (default: 0.5); multi-response data "
@@ -281,10 +282,7 @@ class RealSelectConfig:
     )
     max_length: int = opt(0, "drop responses longer than this many tokens (0 = no limit)")
     batch_size: int = opt(16, "responses per forward pass")
-    precision: Precision = opt("auto", "bf16 autocast, fp32, or auto")
     cache_dir: str = opt("", "embedding cache (default: $ALIGNKIT_CACHE/embeddings)")
-    trust_remote_code: bool = opt(False, "allow model code from the model repository")
-    skip_invalid: bool = skip_invalid_option()
 
     def validate(self) -> None:
         require_data_and_output(self.data, self.output)

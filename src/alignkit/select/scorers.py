@@ -81,7 +81,7 @@ def length_scores(request: ScoreRequest) -> np.ndarray:
     plus the rejected answer (`what: pair`), in the tokenizer of `request.model`; the text
     alone, without special tokens and without truncation."""
     records = request.records
-    tokenizer = load_tokenizer(request.model)
+    tokenizer = load_tokenizer(request.model, request.trust_remote_code)
     what = request.options.get("what", "chosen")
     if what == "pair":
         bad = [r for r in records if not isinstance(r, Pair)]
@@ -144,7 +144,9 @@ def sequence_logps(
 def perplexity_scores(request: ScoreRequest) -> np.ndarray:
     """exp(-sum_t log p(y_t) / n) of the chosen answer (a point's completion) under
     `request.model`; n counts the answer's tokens including the EOS that training appends."""
-    model, tokenizer = load_scoring_model(request.model)
+    model, tokenizer = load_scoring_model(
+        request.model, trust_remote_code=request.trust_remote_code
+    )
     encoded = [chosen_only(e) for e in encode_all(request.records, tokenizer, request.max_length)]
     sums = sequence_logps(model, encoded, tokenizer.pad_token_id, request)[:, 0]
     tokens = np.array([len(e.responses[0]) for e in encoded], dtype=np.float64)
@@ -160,7 +162,9 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
     Small gap = a pair the model barely separates (hard)."""
     ref = str(request.options.get("ref") or "")
     spec = resolve_model_spec(request.model)
-    model, tokenizer = load_scoring_model(request.model)
+    model, tokenizer = load_scoring_model(
+        request.model, trust_remote_code=request.trust_remote_code
+    )
     encoded = encode_all(request.records, tokenizer, request.max_length)
     pad = tokenizer.pad_token_id
     policy = sequence_logps(model, encoded, pad, request)
@@ -176,7 +180,9 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
         if ref and ref != "none":
             del model
             log.info("reward-gap: reference = %s", ref)
-            reference, _ = load_scoring_model(ref, tokenizer)
+            reference, _ = load_scoring_model(
+                ref, tokenizer, trust_remote_code=request.trust_remote_code
+            )
             ref_table = sequence_logps(reference, encoded, pad, request)
         else:
             log.info("reward-gap: no reference model; gap = log pi(chosen) - log pi(rejected)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from alignkit.data.formats import DataFormat
+from alignkit.data.config import DataOptions
 from alignkit.data.labels import (
     HighQualityRule,
     LabelTransform,
@@ -22,7 +22,7 @@ from alignkit.data.labels import (
 )
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision
+from alignkit.model_options import ALL_LINEAR, LoraSettings, ModelOptions
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
 from alignkit.scoring.forms import RQForm
@@ -50,14 +50,11 @@ LORA_PRESET_HELP = (
 
 
 @dataclass
-class TrainingOptions:
-    """Options shared by every verb that trains a model."""
+class TrainingOptions(ModelOptions):
+    """Options shared by every verb that trains a model: `ModelOptions` (--model,
+    --trust-remote-code, --precision) and the training loop's."""
 
     output: str = opt("", "run directory: model, metrics.jsonl, checkpoints")
-    model: str = opt(
-        "default",
-        "HF model id, local path, run directory, or 'default' (embedded SmolLM2-135M-Instruct)",
-    )
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights")
     lora_preset: LoraPreset = opt("default", LORA_PRESET_HELP)
     lora_r: int | None = opt(None, "LoRA rank (default: from --lora-preset)")
@@ -79,15 +76,11 @@ class TrainingOptions:
     seed: int = opt(42, "random seed (data order, init of LoRA, dropout)")
     resume: bool = opt(False, "continue from the newest checkpoint in --output")
     save_total_limit: int = opt(2, "checkpoints kept (oldest deleted first)")
-    precision: Precision = opt(
-        "auto", "compute precision: bf16 autocast, fp32, or auto (bf16 where supported)"
-    )
     report_to: list[str] = opt(
         ["none"],
         "tracking backends for accelerate (tensorboard, wandb, ...) or none",
         metavar="NAME",
     )
-    trust_remote_code: bool = opt(False, "allow model code from the model repository")
     gradient_checkpointing: bool = opt(
         False,
         "recompute activations in the backward pass: much less activation memory for about a "
@@ -140,15 +133,15 @@ class TrainingOptions:
 
 
 @dataclass
-class DataTrainingOptions(TrainingOptions):
-    """`TrainingOptions` of training on fixed data files (`train`, `train-rm`)."""
+class DataTrainingOptions(DataOptions, TrainingOptions):
+    """`TrainingOptions` of training on fixed data files (`train`, `train-rm`): with
+    `DataOptions` (--data, --data-format, --skip-invalid)."""
 
     data: list[str] = opt(
         [],
         "training data files (jsonl/json/parquet/save_to_disk dirs); several allowed",
         metavar="PATH",
     )
-    data_format: DataFormat = opt("auto", "format of the data files")
     eval_data: list[str] = opt(
         [],
         "held-out data evaluated before and after training (and every --eval-steps)",
@@ -163,12 +156,6 @@ class DataTrainingOptions(TrainingOptions):
     save_steps: int = opt(0, "save a resumable checkpoint every N optimizer steps (0 = off)")
     logging_steps: int = opt(1, "log metrics every N optimizer steps")
     eval_steps: int = opt(0, "evaluate --eval-data every N steps (0 = only before and after)")
-    skip_invalid: bool = opt(
-        False,
-        "drop invalid records (e.g. an HH pair with an empty final answer) instead of "
-        "stopping; they are counted by reason in summary.json and listed with their file:line "
-        "in OUTPUT/rejected.jsonl",
-    )
 
     def validate(self) -> None:
         if not self.data:
