@@ -7,6 +7,7 @@ on sys.path); pytest finds the fixtures by name."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -26,10 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignkit.cli import main
+from alignkit.commands import label
 from alignkit.data import Multi, Pair, Point
 from alignkit.data.tokenize import Encoded
+from alignkit.errors import AlignkitError
 from alignkit.inference.server import ChatModel, ChatParams, make_server
-from alignkit.models import load_inference_model
+from alignkit.labelling.pairs import LabelPair
+from alignkit.models import load_inference_model, load_tokenizer
 from alignkit.objectives import SeqLogps
 from alignkit.online.config import OnlineConfig
 
@@ -634,3 +639,175 @@ def close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
     """`actual` equals `expected` (nested lists or a tensor) up to `atol`."""
     expected = torch.as_tensor(expected, dtype=torch.float32)
     torch.testing.assert_close(actual.detach().float(), expected, atol=atol, rtol=0)
+
+
+# ------------------------------------------------------------ reward functions
+
+
+def length_reward(prompts, responses) -> list[float]:
+    """Scripted reward (a `--reward-model module:function`): the length of the response. A
+    test file that names it as `f"{__name__}:length_reward"` imports it from here."""
+    return [float(len(r)) for r in responses]
+
+
+# ------------------------------------------------------------ evaluation: tiny trained runs
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> dict[str, str]:
+    """The data of the `alignkit eval` tests: train and test pairs, one point, 3 negatives."""
+    root = tmp_path_factory.mktemp("eval-data")
+    negatives = [{"prompt": f"q{i}", "completion": "no", "label": 0} for i in range(3)]
+    return {
+        "train": write_jsonl(root / "train.jsonl", pair_rows(16)),
+        "test": write_jsonl(root / "test.jsonl", pair_rows(6, seed=3)),
+        "points": write_jsonl(
+            root / "points.jsonl", [{"prompt": "q", "completion": "y", "label": 1}]
+        ),
+        "negatives": write_jsonl(root / "negatives.jsonl", negatives),
+        "root": str(root),
+    }
+
+
+def train_run(tiny_model: str, files: dict[str, str], out: Path, *extra: str) -> Path:
+    args = ["train", "--data", files["train"], "--model", tiny_model, "--output", str(out)]
+    assert main(args + ["--max-steps", "2", "--lr", "1e-3", "--batch-size", "4", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_run(tiny_model, files, tmp_path_factory) -> Path:
+    """A DPO run of 2 steps on the tiny model (full weights); the tests only read it."""
+    return train_run(tiny_model, files, tmp_path_factory.mktemp("full") / "run")
+
+
+def evaluate(*args: str) -> int:
+    return main(["eval", *args])
+
+
+def report_of(out: Path, *args: str) -> dict:
+    """Run `alignkit eval ARGS --output OUT` (fp32, 4 new tokens); the report it wrote."""
+    fast = ["--max-new-tokens", "4", "--precision", "fp32"]
+    assert evaluate(*args, "--output", str(out), *fast) == 0
+    return json.loads(out.read_text())
+
+
+# ------------------------------------------------------------ labelling: pairs, verdicts, verbs
+
+CHAT = [{"role": "user", "content": "how do I bake a cake?"}]
+
+
+def run_label(*argv: str) -> int:
+    """`alignkit label ...` through the verb's own parser (exit 2 on an AlignkitError, as
+    `alignkit.cli.main` does)."""
+    parser = argparse.ArgumentParser(prog="alignkit")
+    label.register(parser.add_subparsers())
+    args = parser.parse_args(["label", *argv])
+    try:
+        return args.func(args)
+    except AlignkitError as exc:
+        print(f"alignkit: error: {exc}")
+        return 2
+
+
+def _verdict_row(pid: str, value: str, who: str = "ann", **extra) -> dict:
+    return {"pair_id": pid, "verdict": value, "annotator": who, **extra}
+
+
+def _pairs_file(tmp_path: Path) -> tuple[str, list[LabelPair]]:
+    """A pairs file of 4 pairs (one with a chat prompt) and its `LabelPair`s."""
+    pairs = [
+        LabelPair.make("p1", "kind answer", "rude answer", 0.1, "easy"),
+        LabelPair.make(tuple(CHAT), "mix flour", "buy one", 0.2, "easy"),
+        LabelPair.make("p3", "x", "y", 0.3, "easy"),
+        LabelPair.make("p4", "u", "v", 0.4, "easy"),
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", [p.to_json() for p in pairs])
+    return path, pairs
+
+
+# ------------------------------------------------------------ reward models: data, trained runs
+
+FILLER = "the a sun rain cake help water fire code list sort answer question".split()
+
+
+def preference_rows(n: int, seed: int, chat: bool = False) -> list[dict]:
+    """A learnable task that a random reward model gets about 70% right: random words, the
+    chosen response ends in "thanks", the rejected one in "rude"."""
+    rng = random.Random(seed)
+
+    def words(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(FILLER) for _ in range(rng.randint(lo, hi)))
+
+    rows = []
+    for _ in range(n):
+        question = words(2, 5)
+        prompt = (
+            [{"role": "user", "content": question}]
+            if chat
+            else f"\n\nHuman: {question}?\n\nAssistant:"
+        )
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": f" {words(1, 4)} thanks",
+                "rejected": f" {words(1, 4)} rude",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def rm_data(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("rm-data")
+    held = preference_rows(16, seed=1) + preference_rows(16, seed=2, chat=True)
+    return {
+        "train": write_jsonl(root / "train.jsonl", preference_rows(64, seed=0)),
+        "held": write_jsonl(root / "held.jsonl", held),
+        "points": write_jsonl(
+            root / "points.jsonl", [{"prompt": "a", "completion": "b", "label": 1}]
+        ),
+    }
+
+
+def train_rm(tiny_model: str, data: dict[str, str], output: Path, *extra: str) -> int:
+    args = ["train-rm", "--data", data["train"], "--eval-data", data["held"], "--model", tiny_model]
+    args += ["--output", str(output), "--batch-size", "8", "--lr", "3e-3", "--precision", "fp32"]
+    return main(args + list(extra))
+
+
+@pytest.fixture(scope="session")
+def trained_rm(tiny_model, rm_data, tmp_path_factory) -> Path:
+    """`alignkit train-rm`, 2 epochs on the tiny model (full weights); the tests only read it."""
+    out = tmp_path_factory.mktemp("rm") / "run"
+    assert train_rm(tiny_model, rm_data, out, "--epochs", "2", "--logging-steps", "4") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_lora_rm(tiny_model, rm_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rm-lora") / "run"
+    extra = ["--lora", "--lora-r", "4", "--lora-dropout", "0", "--max-steps", "3"]
+    assert train_rm(tiny_model, rm_data, out, *extra) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def sentiment_classifier(tiny_model, tmp_path_factory) -> Path:
+    """A tiny random 2-label `LlamaForSequenceClassification` saved to disk with its tokenizer
+    (0 = NEGATIVE, 1 = POSITIVE, like a sentiment classifier; PLE's IMDb reward)."""
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(3)
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    model = LlamaForSequenceClassification.from_pretrained(
+        tiny_model, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    with torch.no_grad():
+        model.score.weight.mul_(100)  # logits of order 1, so sigmoid / softmax are not ~0.5
+    tok = load_tokenizer(tiny_model)
+    model.config.pad_token_id = tok.pad_token_id
+    path = tmp_path_factory.mktemp("classifier") / "sentiment"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -1,4 +1,5 @@
-"""Objectives: pure losses on hand-computed numbers, the registry, masking and stability."""
+"""Objectives: pure losses on hand-computed numbers (Bradley-Terry included), the registry,
+masking and stability."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from alignkit.objectives import (
     get_method,
 )
 from alignkit.objectives import losses as L
+from alignkit.objectives.losses import bradley_terry_loss
+from alignkit.objectives.registry import BRADLEY_TERRY
 
 
 def t(*values: float) -> Tensor:
@@ -638,3 +641,38 @@ def test_rrhf_ragged_batch_ignores_missing_responses() -> None:
     approx(m["loss/rank"], 0.5)
     loss.backward()
     assert torch.isfinite(batch.policy.sum.grad).all()
+
+
+# ---------------------------------------------------------------- Bradley-Terry
+
+
+def test_bradley_terry_loss_by_hand():
+    chosen = torch.tensor([2.0, 0.0, -1.0])
+    rejected = torch.tensor([0.0, 0.0, 1.0])
+    losses = bradley_terry_loss(chosen, rejected)
+    for value, expected in zip(
+        losses, [math.log1p(math.exp(-2)), math.log(2), math.log1p(math.exp(2))], strict=True
+    ):
+        approx(value, expected)
+
+
+def test_bradley_terry_method_metrics_and_mask():
+    rewards = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[True, True], [True, True], [True, False]])  # row 3 is no pair
+    batch = ObjectiveBatch(
+        kind="pair",
+        policy=SeqLogps(rewards, torch.ones(3, 2)),
+        labels=torch.tensor([[1.0, 0.0]] * 3),
+        binary=torch.ones(3, dtype=torch.bool),
+        high_quality=torch.tensor([[True, False]] * 3),
+        mask=mask,
+    )
+    loss, metrics = compute_loss(BRADLEY_TERRY, batch, ObjectiveConfig())
+    approx(loss, (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2)
+    approx(metrics["rewards/chosen"], 1.0)
+    approx(metrics["rewards/rejected"], 0.5)
+    approx(metrics["rewards/margins"], 0.5)
+    approx(metrics["rewards/accuracies"], 0.5)
+    approx(metrics["loss"], float(loss))
+    loss.backward()
+    assert rewards.grad[2].abs().sum() == 0  # the masked row gets no gradient

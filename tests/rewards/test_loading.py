@@ -1,16 +1,16 @@
-"""Reward models: the Bradley–Terry loss, the packed reward scorer, `alignkit train-rm`, and
-`alignkit.rewards.loading` loading (HFReward scores == the trainer's rewards)."""
+"""`alignkit.rewards.loading`: the packed reward scorer, loading reward models (functions,
+foreign checkpoints, classifiers with several labels, --reward-label/--reward-output checked),
+and HFReward's scores == the trainer's rewards on train-rm runs (full and LoRA)."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import length_reward, preference_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import load_records
@@ -18,9 +18,6 @@ from alignkit.data.records import Point
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_tokenizer
-from alignkit.objectives import ObjectiveBatch, ObjectiveConfig, SeqLogps, compute_loss
-from alignkit.objectives.losses import bradley_terry_loss
-from alignkit.objectives.registry import BRADLEY_TERRY
 from alignkit.rewards.loading import (
     CallableReward,
     HFReward,
@@ -30,75 +27,11 @@ from alignkit.rewards.loading import (
     load_reward_model,
     load_sequence_classifier,
 )
-from alignkit.runs import REWARD_MARKER
 from alignkit.scoring.packing import PAD_SEGMENT, PROMPT_SEGMENT, collate
-
-FILLER = "the a sun rain cake help water fire code list sort answer question".split()
-
-
-def preference_rows(n: int, seed: int, chat: bool = False) -> list[dict]:
-    """A learnable task that a random reward model gets about 70% right: random words, the
-    chosen response ends in "thanks", the rejected one in "rude"."""
-    rng = random.Random(seed)
-
-    def words(lo: int, hi: int) -> str:
-        return " ".join(rng.choice(FILLER) for _ in range(rng.randint(lo, hi)))
-
-    rows = []
-    for _ in range(n):
-        question = words(2, 5)
-        prompt = (
-            [{"role": "user", "content": question}]
-            if chat
-            else f"\n\nHuman: {question}?\n\nAssistant:"
-        )
-        rows.append(
-            {
-                "prompt": prompt,
-                "chosen": f" {words(1, 4)} thanks",
-                "rejected": f" {words(1, 4)} rude",
-            }
-        )
-    return rows
 
 
 def approx(x: float | torch.Tensor, expected: float, tol: float = 1e-5) -> None:
     assert float(x) == pytest.approx(expected, rel=tol, abs=tol)
-
-
-# ------------------------------------------------------------ pure parts
-
-
-def test_bradley_terry_loss_by_hand():
-    chosen = torch.tensor([2.0, 0.0, -1.0])
-    rejected = torch.tensor([0.0, 0.0, 1.0])
-    losses = bradley_terry_loss(chosen, rejected)
-    for value, expected in zip(
-        losses, [math.log1p(math.exp(-2)), math.log(2), math.log1p(math.exp(2))], strict=True
-    ):
-        approx(value, expected)
-
-
-def test_bradley_terry_method_metrics_and_mask():
-    rewards = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]], requires_grad=True)
-    mask = torch.tensor([[True, True], [True, True], [True, False]])  # row 3 is no pair
-    batch = ObjectiveBatch(
-        kind="pair",
-        policy=SeqLogps(rewards, torch.ones(3, 2)),
-        labels=torch.tensor([[1.0, 0.0]] * 3),
-        binary=torch.ones(3, dtype=torch.bool),
-        high_quality=torch.tensor([[True, False]] * 3),
-        mask=mask,
-    )
-    loss, metrics = compute_loss(BRADLEY_TERRY, batch, ObjectiveConfig())
-    approx(loss, (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2)
-    approx(metrics["rewards/chosen"], 1.0)
-    approx(metrics["rewards/rejected"], 0.5)
-    approx(metrics["rewards/margins"], 0.5)
-    approx(metrics["rewards/accuracies"], 0.5)
-    approx(metrics["loss"], float(loss))
-    loss.backward()
-    assert rewards.grad[2].abs().sum() == 0  # the masked row gets no gradient
 
 
 def test_last_token_positions():
@@ -132,13 +65,6 @@ def test_reward_scorer_equals_unpacked_forward(attention, tiny_model):
 def test_load_sequence_classifier_errors(tmp_path):
     with pytest.raises(AlignkitError, match="cannot load a reward model"):
         load_sequence_classifier(str(tmp_path / "missing"))
-
-
-# ------------------------------------------------------------ reward-model loading
-
-
-def length_reward(prompts, responses):
-    return [len(r) for r in responses]
 
 
 def test_load_reward_model_callables():
@@ -180,31 +106,9 @@ def test_hfreward_on_a_foreign_model_uses_the_chat_template(tiny_model, tmp_path
     assert rm.score([], []) == []
 
 
-# ------------------------------------------------------------ classifiers with several labels
-
-
-@pytest.fixture(scope="module")
-def sentiment_classifier(tiny_model, tmp_path_factory) -> Path:
-    """A tiny random 2-label `LlamaForSequenceClassification` saved to disk with its tokenizer
-    (0 = NEGATIVE, 1 = POSITIVE, like a sentiment classifier; PLE's IMDb reward)."""
-    from transformers import LlamaForSequenceClassification
-
-    torch.manual_seed(3)
-    labels = {0: "NEGATIVE", 1: "POSITIVE"}
-    model = LlamaForSequenceClassification.from_pretrained(
-        tiny_model, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
-    )
-    with torch.no_grad():
-        model.score.weight.mul_(100)  # logits of order 1, so sigmoid / softmax are not ~0.5
-    tok = load_tokenizer(tiny_model)
-    model.config.pad_token_id = tok.pad_token_id
-    path = tmp_path_factory.mktemp("classifier") / "sentiment"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 PROMPTS = ["the cat", ({"role": "user", "content": "a dog"},), "sun"]
+
+
 RESPONSES = ["sorry", "sure here is how", "rain water"]
 
 
@@ -332,68 +236,6 @@ def test_eval_and_online_options_check_the_reward_label(sentiment_classifier, ti
     assert code == 2 and "--reward-label 5 does not exist" in capsys.readouterr().err
 
 
-def test_train_rm_refuses_a_multi_label_classifier(sentiment_classifier, rm_data, tmp_path, capsys):
-    args = ["train-rm", "--data", rm_data["train"], "--model", str(sentiment_classifier)]
-    code = main([*args, "--output", str(tmp_path / "rm"), "--max-steps", "1"])
-    assert code == 2 and "classifier with 2 labels" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------ train-rm
-
-
-@pytest.fixture(scope="module")
-def rm_data(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("rm-data")
-    held = preference_rows(16, seed=1) + preference_rows(16, seed=2, chat=True)
-    return {
-        "train": write_jsonl(root / "train.jsonl", preference_rows(64, seed=0)),
-        "held": write_jsonl(root / "held.jsonl", held),
-        "points": write_jsonl(
-            root / "points.jsonl", [{"prompt": "a", "completion": "b", "label": 1}]
-        ),
-    }
-
-
-def train_rm(tiny_model: str, data: dict[str, str], output: Path, *extra: str) -> int:
-    args = ["train-rm", "--data", data["train"], "--eval-data", data["held"], "--model", tiny_model]
-    args += ["--output", str(output), "--batch-size", "8", "--lr", "3e-3", "--precision", "fp32"]
-    return main(args + list(extra))
-
-
-@pytest.fixture(scope="module")
-def trained_rm(tiny_model, rm_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rm") / "run"
-    assert train_rm(tiny_model, rm_data, out, "--epochs", "2", "--logging-steps", "4") == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained_lora_rm(tiny_model, rm_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rm-lora") / "run"
-    extra = ["--lora", "--lora-r", "4", "--lora-dropout", "0", "--max-steps", "3"]
-    assert train_rm(tiny_model, rm_data, out, *extra) == 0
-    return out
-
-
-def test_train_rm_raises_heldout_pair_accuracy(trained_rm, capsys):
-    summary = json.loads((trained_rm / "summary.json").read_text())
-    before = summary["eval_before"]["eval/rewards/accuracies"]
-    after = summary["eval_after"]["eval/rewards/accuracies"]
-    assert after >= 0.9 and after > before + 0.15, (before, after)
-    margins = [summary[k]["eval/rewards/margins"] for k in ("eval_before", "eval_after")]
-    assert margins[1] > margins[0]
-    assert summary["steps"] == 16  # --epochs 2 of 64 pairs at --batch-size 8
-    row = json.loads((trained_rm / "metrics.jsonl").read_text().splitlines()[1])
-    names = ("chosen", "rejected", "margins", "accuracies")
-    assert {f"rewards/{n}" for n in names} | {"loss"} <= set(row)
-    config = json.loads((trained_rm / "config.json").read_text())
-    assert config["method"] == "bradley-terry"
-    model = trained_rm / "model"
-    assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()
-    marker = json.loads((model / REWARD_MARKER).read_text())
-    assert marker["method"] == "bradley-terry" and marker["max_length"] == 1024
-
-
 def trainer_rewards(rm: HFReward, path: str) -> tuple[list, torch.Tensor]:
     """The rewards (n, 2) of a pair file exactly as RewardTrainer computes them (K=2 rows)."""
     records, _ = load_records([path])
@@ -419,77 +261,3 @@ def test_hfreward_score_equals_trainer_reward(which, trained_rm, trained_lora_rm
     after = json.loads((run / "summary.json").read_text())["eval_after"]
     approx(after["eval/rewards/chosen"], sum(chosen) / len(chosen), tol=1e-4)
     approx(after["eval/rewards/rejected"], sum(rejected) / len(rejected), tol=1e-4)
-
-
-def test_train_rm_lora_saves_an_adapter_with_the_score_head(trained_lora_rm, tiny_model):
-    model = trained_lora_rm / "model"
-    adapter = json.loads((model / "adapter_config.json").read_text())
-    assert adapter["task_type"] == "SEQ_CLS" and adapter["r"] == 4
-    assert "score" in adapter["modules_to_save"]
-    rm = HFReward(str(model), precision="fp32")
-    base = load_sequence_classifier(tiny_model)
-    trained_head = rm.model.get_base_model().score.modules_to_save["default"].weight
-    assert not torch.equal(trained_head, base.score.weight)  # the head was trained and saved
-    assert json.loads((trained_lora_rm / "summary.json").read_text())["steps"] == 3
-
-
-def test_train_rm_lora_all_linear_reaches_peft_as_its_shorthand(tiny_model, rm_data, tmp_path):
-    """`--lora-targets all-linear` must reach peft as the string shorthand: as the list
-    ['all-linear'] peft looks for a module of that name and fails."""
-    out = tmp_path / "rm"
-    args = ["train-rm", "--data", rm_data["train"], "--model", tiny_model, "--output", str(out)]
-    args += ["--lora", "--lora-targets", "all-linear", "--max-steps", "1", "--precision", "fp32"]
-    assert main(args) == 0
-    targets = json.loads((out / "model" / "adapter_config.json").read_text())["target_modules"]
-    # every linear layer of the tiny Llama but the score head (peft lists full module names)
-    assert {name.rsplit(".", 1)[-1] for name in targets} == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
-
-
-def test_train_rm_config_file_and_flags(tiny_model, rm_data, tmp_path, capsys):
-    cfg = tmp_path / "rm.yaml"
-    cfg.write_text(f"data: [{rm_data['train']}]\nmax_steps: 5\nbatch_size: 2\nsave_model: false\n")
-    out = tmp_path / "run"
-    args = ["train-rm", "--config", str(cfg), "--model", tiny_model, "--output", str(out)]
-    assert main([*args, "--max-steps", "1", "--eval-data", rm_data["held"]]) == 0
-    printed = capsys.readouterr().out
-    assert "done: 1 steps" in printed  # the flag overrides the file
-    assert "held-out pair accuracy: " in printed
-    assert not (out / "model").exists()  # save_model: false from the file
-    assert json.loads((out / "config.json").read_text())["batch_size"] == 2
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--data", "{points}"], "needs preference pairs"),
-        (["--data", "{train}", "--config", "{yaml_beta}"], "unknown option(s) beta"),
-        (["--data", "{train}", "--config", "{yaml_method}"], "always trains bradley-terry"),
-        (["--data", "{train}", "--batch-size", "0"], "--batch-size must be > 0"),
-        (["--data", "{missing}"], "missing"),
-    ],
-)
-def test_train_rm_bad_input_exits_2(args, message, tiny_model, rm_data, tmp_path, capsys):
-    (tmp_path / "beta.yaml").write_text("beta: 0.5\n")
-    (tmp_path / "method.yaml").write_text("method: dpo\n")
-    paths = dict(rm_data, yaml_beta=tmp_path / "beta.yaml", yaml_method=tmp_path / "method.yaml")
-    paths["missing"] = tmp_path / "missing.jsonl"
-    args = [a.format(**paths) for a in args]
-    code = main(["train-rm", "--model", tiny_model, "--output", str(tmp_path / "o"), *args])
-    assert code == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("flag", ["--method", "--beta", "--deft-lambda"])
-def test_train_rm_has_no_policy_flags(flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["train-rm", "--data", "x", "--output", "y", flag, "1"])
-    assert exc.value.code == 2
-    assert "unrecognized arguments" in capsys.readouterr().err
