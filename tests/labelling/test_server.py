@@ -7,22 +7,19 @@ import argparse
 import json
 import os
 import re
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import expect, on_screen, serving
 
 from alignkit.errors import AlignkitError, DataError
 from alignkit.labelling import server as label_server
 from alignkit.labelling.pairs import pair_id, read_verdicts, shown_left
 from alignkit.labelling.server import make_server
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "s3cret-Token_1"
 
 PAIRS = [
@@ -64,64 +61,8 @@ def files(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
     return pairs, tmp_path / "verdicts.jsonl", write_pairs(pairs, PAIRS)
 
 
-@contextmanager
-def serving(pairs: Path, verdicts: Path, **options: Any) -> Iterator[label_server.LabelServer]:
-    """The server in a thread; leaving the block shuts it down (as a killed server: the
-    verdicts file is all that remains)."""
-    server = make_server(pairs, verdicts, **{"port": 0, **options})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-# ------------------------------------------------------------------ browser
-
-
-def _missing(reason: str) -> None:
-    """Skip a browser test, unless ALIGNKIT_REQUIRE_BROWSER=1 (CI): then fail."""
-    if os.environ.get("ALIGNKIT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason}; ALIGNKIT_REQUIRE_BROWSER=1 requires the browser tests to run")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright import sync_api
-    except ImportError:
-        _missing("python playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-def expect(locator: Any) -> Any:
-    from playwright.sync_api import expect as pw_expect
-
-    return pw_expect(locator)
-
-
-def on_screen(page: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
-    """The pair on the page and which of its answers ("a"/"b") is on the left."""
-    left, right = page.inner_text("#left"), page.inner_text("#right")
-    for row in rows:
-        if (row["a"], row["b"]) == (left, right):
-            return row, "a"
-        if (row["b"], row["a"]) == (left, right):
-            return row, "b"
-    raise AssertionError(f"no pair shows {left!r} | {right!r}")
 
 
 def test_orders_differ_between_pairs_and_stay_fixed(files: Any) -> None:
