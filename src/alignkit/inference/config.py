@@ -92,7 +92,7 @@ class EndpointOptions:
 
     def check_endpoint(self) -> None:
         """--endpoint is a URL and its request options are in range."""
-        from alignkit.inference.remote import is_url
+        from alignkit.inference.openai_client import is_url
 
         if not is_url(self.endpoint):
             raise AlignkitError(f"--endpoint {self.endpoint!r}: expected http(s)://HOST:PORT/v1")
