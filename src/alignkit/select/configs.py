@@ -41,12 +41,35 @@ Form = RQForm  # the R_Q form (alignkit.scoring.forms)
 ScoreOn = Literal["chosen", "margin"]  # R_Q of the chosen answer, or the margin
 
 
-@dataclass
-class SelectConfig(DataOptions):
-    """Options of `alignkit select NAME` shared by every registry selector (field help texts
-    are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
+class SelectorOptions:
+    """What every `alignkit select NAME` config gives the registry: `options()` (the fields
+    named in `OPTIONS`, the selector's own options) and `request(records)`, the
+    `ScoreRequest` of these options (inputs a config lacks take `ScoreRequest`'s defaults)."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    def options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.OPTIONS}
+
+    def request(self, records: list) -> ScoreRequest:
+        """The `ScoreRequest` of these options for `records`."""
+        return ScoreRequest(
+            records=records,
+            options=self.options(),
+            model=getattr(self, "model", "default"),
+            seed=self.seed,
+            batch_size=getattr(self, "batch_size", 8),
+            max_length=getattr(self, "max_length", 512),
+            precision=getattr(self, "precision", "auto"),
+            trust_remote_code=getattr(self, "trust_remote_code", False),
+            cache_dir=getattr(self, "cache_dir", "") or None,
+        )
+
+
+@dataclass
+class SelectConfig(DataOptions, SelectorOptions):
+    """Options of `alignkit select NAME` shared by every registry selector (field help texts
+    are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
 
     data: list[str] = opt([], "data files to select from", metavar="PATH")
     output: str = opt(
@@ -74,23 +97,6 @@ class SelectConfig(DataOptions):
             raise AlignkitError(f"--count must be >= 1, got {self.count}")
         if self.keep is not None and self.keep not in KEEPS:
             raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
-
-    def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.OPTIONS}
-
-    def request(self, records: list) -> ScoreRequest:
-        """The `ScoreRequest` of these options for `records`."""
-        return ScoreRequest(
-            records=records,
-            options=self.options(),
-            model=getattr(self, "model", "default"),
-            seed=self.seed,
-            batch_size=getattr(self, "batch_size", 8),
-            max_length=getattr(self, "max_length", 512),
-            precision=getattr(self, "precision", "auto"),
-            trust_remote_code=getattr(self, "trust_remote_code", False),
-            cache_dir=self.cache_dir or None,
-        )
 
 
 @dataclass
@@ -156,7 +162,7 @@ class LengthConfig(SelectConfig):
 
 
 @dataclass
-class DeftSelectConfig(DataOptions, ModelOptions):
+class DeftSelectConfig(DataOptions, ModelOptions, SelectorOptions):
     """Options of `alignkit select deft`."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("form", "score")
@@ -232,21 +238,6 @@ class DeftSelectConfig(DataOptions, ModelOptions):
             return self.keep_count
         fraction = 0.05 if self.keep_fraction is None else self.keep_fraction
         return fraction_count(n, fraction, "--keep-fraction")
-
-    def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.OPTIONS}
-
-    def request(self, records: list) -> ScoreRequest:
-        return ScoreRequest(
-            records=records,
-            options=self.options(),
-            model=self.model,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            precision=self.precision,
-            trust_remote_code=self.trust_remote_code,
-        )
 
 
 @dataclass
