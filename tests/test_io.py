@@ -1,8 +1,17 @@
-"""`alignkit.io`: atomic writes."""
+"""`alignkit.io`: atomic writes; the one jsonl writer and reader (every file we write, we can
+read: line separators inside strings, bad bytes, deep nesting)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alignkit.errors import AlignkitError, DataError
+from alignkit.io import atomic_write_jsonl, iter_jsonl, jsonl_line, load_json, read_jsonl
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path) -> None:
@@ -16,3 +25,69 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path) -> None:
     os.umask(umask)
     atomic_write_text(tmp_path / "out.json", "{}")
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------ the jsonl writer and reader
+
+# every character `str.splitlines()` breaks a line at, besides "\n" and "\r"
+SEPARATORS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\r"]
+
+
+@pytest.mark.parametrize("sep", SEPARATORS)
+def test_a_jsonl_file_we_write_is_read_back_whatever_its_text_holds(tmp_path: Path, sep) -> None:
+    rows = [{"prompt": "hi", "responses": [f"one{sep}two", "x y"]}, {"n": f"{sep}é"}]
+    path = tmp_path / "out.jsonl"
+    atomic_write_jsonl(path, rows)
+    raw = path.read_bytes()
+    assert raw.count(b"\n") == 2 and sep.encode() not in raw  # escaped, one line per row
+    assert "é" in raw.decode("utf-8")  # still readable UTF-8, not \u00e9
+    assert read_jsonl(path) == rows
+    assert jsonl_line(rows[0]).endswith("\n") and json.loads(jsonl_line(rows[0])) == rows[0]
+
+
+@pytest.mark.parametrize("sep", SEPARATORS)
+def test_the_reader_splits_lines_on_newline_only(tmp_path: Path, sep) -> None:
+    """A file written by another tool with the characters raw inside a string reads too."""
+    row = {"a": f"x{sep}y"}
+    path = tmp_path / "raw.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\r\n\n" + '{"b": 1}', encoding="utf-8")
+    assert list(iter_jsonl(path)) == [(1, row), (3, {"b": 1})]
+
+
+def test_the_reader_names_the_line_of_bad_bytes_and_deep_nesting(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"b": "\xff"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid UTF-8"):
+        read_jsonl(path)
+    path.write_bytes(b'{"a": 1}\n' + b"[" * 100_000 + b"\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON: nested too deeply"):
+        read_jsonl(path)
+    # a last line still being appended (cut, even inside a character) is left out
+    path.write_bytes(b'{"a": 1}\n{"b": "\xc3')
+    assert read_jsonl(path, allow_partial_last=True) == [{"a": 1}]
+    with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+        load_json(b"[" * 100_000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.lists(
+        st.sampled_from([b"[", b"{", b'"', b"\n", b"1", b"]", b"\xe2\x80\xa8", b"\xff", b"\r"]),
+        max_size=60,
+    ).map(b"".join)
+    | st.integers(0, 50_000).map(lambda n: b'{"a": ' + b"[" * n)
+)
+def test_any_bytes_give_values_or_an_error_naming_the_file_and_line(tmp_path_factory, data) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "any.jsonl"
+    path.write_bytes(data)
+    for partial in (False, True):
+        try:
+            values = list(iter_jsonl(path, allow_partial_last=partial))
+        except DataError as exc:
+            assert exc.where.startswith(f"{path}:") and exc.where.rsplit(":", 1)[1].isdigit()
+        else:
+            assert all(isinstance(number, int) for number, _ in values)
+    path.unlink()
+    with pytest.raises(AlignkitError, match="cannot read"):
+        read_jsonl(path)

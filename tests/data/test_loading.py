@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PROMPT, A, H, msg, write_hh_like, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alignkit.data import (
     InvalidDataError,
@@ -221,3 +223,51 @@ def test_jsonl_line_that_is_not_utf8_is_one_bad_record(tmp_path: Path) -> None:
         load_records([str(path)])
     records, summary = load_records([str(path)], skip_invalid=True)
     assert len(records) == 1 and summary.rejected[0].reason == "line is not valid UTF-8"
+
+
+def test_deep_nesting_is_an_invalid_line_not_a_crash(tmp_path: Path) -> None:
+    """100k `[` on a jsonl line, inside a record, or as a .json file: a `DataError` naming the
+    file and line (the parser's RecursionError), dropped and counted under skip_invalid."""
+    good = {"chosen": PROMPT + " yes", "rejected": PROMPT + " no"}
+    deep = "[" * 100_000
+    path = tmp_path / "deep.jsonl"
+    path.write_text(
+        json.dumps(good) + "\n" + deep + "\n" + '{"chosen": ' + deep + "\n", encoding="utf-8"
+    )
+    with pytest.raises(InvalidDataError) as info:
+        load_records([str(path)])
+    assert [e.where for e in info.value.errors] == [f"{path}:2", f"{path}:3"]
+    assert "nested too deeply" in str(info.value)
+    records, summary = load_records([str(path)], skip_invalid=True)
+    assert [r.source for r in records] == [f"{path}:1"]
+    assert summary.rejected_by_reason() == {"invalid JSON": 2}
+    whole = tmp_path / "deep.json"
+    whole.write_text(deep, encoding="utf-8")
+    with pytest.raises(DataError, match=r"deep.json:1: invalid JSON: nested too deeply"):
+        list(iter_rows(str(whole)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.lists(
+        st.sampled_from([b"[", b"{", b'"a"', b":", b",", b"\n", b"1", b"]", b"}", b"\xff"]),
+        max_size=60,
+    ).map(b"".join)
+    | st.integers(0, 50_000).map(lambda n: b"[" * n)
+)
+def test_any_bytes_give_rows_or_errors_naming_the_file_and_line(tmp_path_factory, data) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    for name in ("any.jsonl", "any.json"):
+        path = folder / name
+        path.write_bytes(data)
+        try:
+            rows = list(iter_rows(str(path)))
+        except DataError as exc:
+            assert exc.where == str(path) or exc.where.startswith(f"{path}:")
+        else:
+            assert all(where.startswith(str(path)) for where, _ in rows)
+    errors: list[DataError] = []
+    rows = list(iter_rows(str(folder / "any.jsonl"), errors))  # the bad lines are collected
+    assert len(rows) + len(errors) == sum(1 for line in data.split(b"\n") if line.strip())
+    assert all(e.where.startswith(f"{folder / 'any.jsonl'}:") for e in errors)

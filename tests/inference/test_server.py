@@ -109,6 +109,7 @@ def test_bad_requests_get_400(served, body, param):
 
 def test_bad_bodies_and_paths(served):
     assert post(served.url + "/chat/completions", None, raw=b"{nope")[0] == 400
+    assert post(served.url + "/chat/completions", None, raw=b"[" * 60_000)[0] == 400  # too deep
     assert post(served.url + "/chat/completions", None, raw=b"")[0] == 400
     big = json.dumps(chat_body(pad="x" * (1 << 20))).encode()
     assert post(served.url + "/chat/completions", None, raw=big)[0] == 413

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import expect, on_screen, serving
+from conftest import expect, length_reward, on_screen, run_label, serving  # noqa: F401
 
 from alignkit.errors import AlignkitError, DataError
 from alignkit.labelling import server as label_server
@@ -391,3 +391,48 @@ def test_cli_flags() -> None:
     )
     with pytest.raises(AlignkitError, match="--port"):
         args.func(args)
+
+
+def test_line_separators_in_answers_survive_select_serve_and_import(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 in a model answer: the pool (as `generate` appends it, and as
+    another tool writes it, raw) → `label select` → the pairs file → the server → the verdicts
+    file → `label import`, every file read back with the characters intact."""
+    from alignkit.io import read_jsonl
+    from alignkit.labelling.generate import append_rows
+
+    seps = ["\u2028", "\u2029", "\x85"]
+    pool = tmp_path / "pool.jsonl"
+    append_rows(
+        str(pool), [{"prompt": f"q{sep}", "responses": [f"one{sep}two", "x"]} for sep in seps]
+    )
+    raw = {"prompt": "raw", "responses": ["a\u2028b", "c\x85d"]}  # not escaped: still read
+    with open(pool, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(raw, ensure_ascii=False) + "\n")
+    assert all(sep.encode() not in pool.read_bytes().split(b"\n")[0] for sep in seps)
+    pairs, verdicts, prefs = (tmp_path / name for name in ("pairs.jsonl", "v.jsonl", "p.jsonl"))
+    assert run_label("select", "--pool", str(pool), "--strategy", "uncertainty", "--budget", "4",
+                     "--reward-model", f"{__name__}:length_reward",
+                     "--output", str(pairs)) == 0  # fmt: skip
+    assert len(read_jsonl(pairs)) == 4
+    shown = set()
+    with serving(pairs, verdicts) as server:
+        url = base(server)
+        for _ in range(4):
+            pair = call(url + "/api/state?annotator=ann")[1]["pair"]
+            shown |= {pair["left"], pair["right"]}
+            body = {"annotator": "ann", "pair_id": pair["pair_id"], "choice": "left"}
+            assert call(url + "/api/verdict", body)[0] == 200
+    assert {f"one{sep}two" for sep in seps} | {"a\u2028b", "c\x85d"} <= shown
+    assert len(read_verdicts(verdicts)) == 4
+    assert run_label("import", str(verdicts), "--pairs", str(pairs), "--output", str(prefs)) == 0
+    answers = {text for row in read_jsonl(prefs) for text in (row["chosen"], row["rejected"])}
+    assert answers == {f"one{sep}two" for sep in seps} | {"x", "a\u2028b", "c\x85d"}
+    for path in (pairs, verdicts, prefs):  # written escaped: `str.splitlines()` agrees
+        assert len(path.read_text(encoding="utf-8").splitlines()) == len(read_jsonl(path))
+
+
+def test_a_deeply_nested_body_is_a_400(files: Any) -> None:
+    pairs, verdicts, _ = files
+    with serving(pairs, verdicts) as server:
+        status, body, _ = call(base(server) + "/api/verdict", raw=b"[" * 60_000)
+    assert status == 400 and "not valid JSON" in body["error"]

@@ -37,7 +37,7 @@ from alignkit.data.formats import (
 )
 from alignkit.data.records import LoadSummary, Point, Record, Rejected
 from alignkit.errors import AlignkitError, DataError
-from alignkit.io import atomic_write_text
+from alignkit.io import atomic_write_text, load_json
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _iter_jsonl(path: str, errors: list[DataError] | None) -> Iterator[tuple[str
                 line = raw.decode("utf-8")
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                row = load_json(line)
             except UnicodeDecodeError as exc:
                 error = DataError(
                     where,
@@ -116,7 +116,7 @@ def _iter_jsonl(path: str, errors: list[DataError] | None) -> Iterator[tuple[str
 def _iter_json(path: str) -> Iterator[tuple[str, Any]]:
     with open(path, encoding="utf-8-sig") as handle:
         try:
-            data = json.load(handle)
+            data = load_json(handle.read())
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}", f"invalid JSON: {exc}") from exc
         except UnicodeDecodeError as exc:

@@ -38,7 +38,7 @@ from alignkit.data.prompts import prompt_json, prompt_key
 from alignkit.data.records import Prompt
 from alignkit.errors import AlignkitError, DataError
 from alignkit.evaluation.judges import Criterion, Judge, Question, QuestionRejected
-from alignkit.io import iter_jsonl
+from alignkit.io import iter_jsonl, load_json
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,10 @@ class VerdictCache:
     def _load(self) -> None:
         # not `io.iter_jsonl`: a line cut by an interruption stays in the middle of the file
         # once `add` appends after it, and is skipped wherever it is
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        text = self.path.read_text(encoding="utf-8")
+        for line in text.removesuffix("\n").split("\n") if text else []:  # "\n" only, as io
             try:
-                row = json.loads(line)
+                row = load_json(line)
                 self.answers[row["key"]] = row["answer"]
             except (ValueError, KeyError, TypeError):
                 self.skipped += 1  # e.g. the last line of an interrupted run

@@ -50,6 +50,7 @@ from alignkit.inference.openai_api import (
     parse_text_request,
     text_response,
 )
+from alignkit.io import load_json
 from alignkit.models import LoadedModel
 
 __all__ = ["ChatCompletion", "ChatModel", "ChatParams", "ChatServer", "Choice", "RequestError"]
@@ -406,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(min(length, DRAIN_LIMIT_BYTES))  # so the client reads the 413
             raise RequestError(f"the request body is over {MAX_BODY_BYTES} bytes", status=413)
         try:
-            return json.loads(self.rfile.read(length))
+            return load_json(self.rfile.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
 

@@ -32,7 +32,7 @@ from alignkit.data.formats import parse_prompt, record_row
 from alignkit.data.prompts import prompt_json, prompt_transcript
 from alignkit.data.records import Pair, Prompt
 from alignkit.errors import AlignkitError, DataError
-from alignkit.io import atomic_write_jsonl, atomic_write_text
+from alignkit.io import atomic_write_jsonl, atomic_write_text, load_json
 from alignkit.labelling.pairs import (
     LabelPair,
     Verdict,
@@ -149,7 +149,7 @@ def read_label_studio(path: str | Path) -> tuple[list[Verdict], int]:
     """(the verdicts of a Label Studio JSON export, the number of tasks without any).
     Where = "path[task N]" (1-based)."""
     try:
-        tasks = json.loads(Path(path).read_text(encoding="utf-8"))
+        tasks = load_json(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise AlignkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:

@@ -40,7 +40,7 @@ from alignkit.errors import AlignkitError
 from alignkit.inference.generation import Completion
 from alignkit.inference.generators import Generator
 from alignkit.inference.remote import EndpointGenerator, derived_seed
-from alignkit.io import atomic_write_text
+from alignkit.io import atomic_write_text, jsonl_line, load_json
 from alignkit.labelling.config import GenerateConfig
 from alignkit.labelling.pairs import prompt_id, read_pool
 
@@ -146,7 +146,7 @@ def drop_cut_line(output: str) -> None:
         return
     head, _, last = text.rpartition("\n")
     try:
-        json.loads(last)
+        load_json(last)
     except ValueError:
         number = head.count("\n") + 1 + bool(head)
         log.warning(
@@ -199,7 +199,7 @@ def append_rows(output: str, rows: Sequence[dict[str, Any]]) -> None:
     """Append pool lines durably (flush + fsync: a kill after this loses none of them)."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        handle.write("".join(jsonl_line(row) for row in rows))
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from alignkit.data.prompts import prompt_json
 from alignkit.errors import AlignkitError
+from alignkit.io import jsonl_line, load_json
 from alignkit.labelling.pairs import LabelPair, Verdict, read_pairs, read_verdicts, shown_left
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class LabelSession:
     def _append(self, row: dict[str, Any]) -> None:
         try:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(jsonl_line(row))
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
@@ -280,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(f"the body must be a JSON object of 1 to {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(self.rfile.read(length))
+            body = load_json(self.rfile.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alignkit.data.formats import record_row
-from alignkit.io import atomic_write_text
+from alignkit.io import atomic_write_text, jsonl_line
 from alignkit.report import new_figure, save_png
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def write_selection(output: Path, selection: Selection) -> None:
 
 def write_rows(path: Path, rows: Iterable[Any]) -> None:
     """jsonl; values JSON does not know (from parquet or datasets) written as strings."""
-    text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    text = "".join(jsonl_line(row, default=str) for row in rows)
     atomic_write_text(path, text)
 
 
