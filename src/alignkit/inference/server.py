@@ -19,6 +19,7 @@ folder, a run directory), loaded by `alignkit.models.load_inference_model` (adap
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import queue
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -59,6 +61,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 DRAIN_LIMIT_BYTES = 1 << 26  # larger bodies are cut off unread
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SOCKET_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris)
+LISTEN_BACKLOG = 128
 
 
 # ------------------------------------------------------------------ text as it is generated
@@ -151,14 +156,30 @@ class ChatModel:
         self.max_new_tokens = max_new_tokens
         self.autocast = autocast
         self.lock = threading.Lock()  # also covers the tokenizer (not thread-safe)
+        config = getattr(self.model, "config", None)
+        self.context: int | None = getattr(config, "max_position_embeddings", None)
+
+    def check_fits(self, enc: Any, params: ChatParams, param: str) -> None:
+        """Refuse (400) a prompt that leaves no room for `max_tokens` in the model's context."""
+        length = enc["input_ids"].shape[1]
+        if self.context is not None and length + params.max_tokens > self.context:
+            raise RequestError(
+                f"the prompt is {length} tokens; with max_tokens {params.max_tokens} it exceeds "
+                f"the model's context of {self.context} tokens",
+                param,
+            )
 
     def complete(self, messages: list[dict[str, str]], params: ChatParams) -> ChatCompletion:
         """The model's `params.n` replies to chat messages (stripped of outer whitespace)."""
-        return self.answer(self.encode_messages(messages), params, strip=True)
+        enc = self.encode_messages(messages)
+        self.check_fits(enc, params, "messages")
+        return self.answer(enc, params, strip=True)
 
     def complete_text(self, prompts: list[str], params: ChatParams) -> list[ChatCompletion]:
         """`params.n` continuations of each plain-text prompt (no chat template)."""
         encodings = [self.encode_text(p) for p in prompts]
+        for enc in encodings:
+            self.check_fits(enc, params, "prompt")
         return [self.answer(enc, params, strip=False) for enc in encodings]
 
     def encode_messages(self, messages: list[dict[str, str]]) -> Any:
@@ -294,8 +315,34 @@ class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
     server_version = "alignkit-serve"
 
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # each read or write of the socket
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
+
+    def _check_access(self) -> None:
+        """The API key (Bearer) when there is one; otherwise loopback Host names only (DNS
+        rebinding). A browser's cross-site request (an Origin other than the Host) is refused."""
+        host = self.headers.get("Host", "")
+        key = self.server.api_key
+        if key is None:
+            name, _, port = _split_host(host)
+            if name not in LOOPBACK or port not in ("", str(self.server.server_address[1])):
+                raise RequestError("this server answers loopback host names only", status=403)
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            raise RequestError(f"cross-origin requests are refused (Origin {origin})", status=403)
+        if key is not None:
+            given = self.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), key.encode()
+            ):
+                raise RequestError(
+                    "missing or wrong API key (Authorization: Bearer KEY)", None, 401
+                )
 
     def _path(self) -> str:
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -313,6 +360,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(exc.status, error_body(exc.message, exc.param, exc.status))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._check_access()
+        except RequestError as exc:
+            self._fail(exc)
+            return
         if self._path() == "/models":
             self._send(200, models_response(self.server.chat.name, self.server.started))
         else:
@@ -320,6 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         try:
+            self._check_access()
             path = self._path()
             if path == "/chat/completions":
                 self._chat(self._body())
@@ -343,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, chat_response(completion, chat.name))
             return
         encodings = [chat.encode_messages(request.messages)]  # a bad prompt is still a 400
+        chat.check_fits(encodings[0], request.params, "messages")
         chunks = ChatChunks(chat.name, request.include_usage)
         self._stream(chunks, encodings, request.params, strip=True)
 
@@ -354,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, text_response(completions, chat.name))
             return
         encodings = [chat.encode_text(p) for p in request.prompts]
+        for enc in encodings:
+            chat.check_fits(enc, request.params, "prompt")
         chunks = TextChunks(chat.name, request.include_usage)
         self._stream(chunks, encodings, request.params, strip=False)
 
@@ -395,6 +451,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
     def _body(self) -> Any:
+        if self.headers.get_content_type() != "application/json":
+            self.close_connection = True  # its body is left unread
+            raise RequestError(
+                "send the body as JSON with Content-Type: application/json", None, 415
+            )
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError as exc:
@@ -406,7 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(min(length, DRAIN_LIMIT_BYTES))  # so the client reads the 413
             raise RequestError(f"the request body is over {MAX_BODY_BYTES} bytes", status=413)
         try:
-            return json.loads(self.rfile.read(length))
+            data = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise RequestError("the request body did not arrive in time", status=408) from exc
+        try:
+            return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
 
@@ -418,14 +484,33 @@ class _Handler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
 
+def _split_host(host: str) -> tuple[str, str, str]:
+    """A Host header as (name, ":", port), the name lower-case and without IPv6 brackets."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name.lower(), ":", rest[1:] if rest.startswith(":") else ""
+    name, sep, port = host.rpartition(":")
+    return (name.lower(), sep, port) if sep else (host.lower(), "", "")
+
+
 class ChatServer(ThreadingHTTPServer):
-    """A threaded HTTP server holding the `ChatModel` its handlers use."""
+    """A threaded HTTP server holding the `ChatModel` its handlers use, and the API key every
+    request must carry (None: loopback Host names only)."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], chat: ChatModel) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        chat: ChatModel,
+        api_key: str | None = None,
+        socket_timeout: float = SOCKET_TIMEOUT,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.chat = chat
+        self.api_key = api_key
+        self.socket_timeout = socket_timeout
         self.started = int(time.time())
         super().__init__(address, _Handler)
 
@@ -442,9 +527,22 @@ class ChatServer(ThreadingHTTPServer):
         return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
-def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8000) -> ChatServer:
-    """Bind (port 0 = any free port) without serving yet; call `serve_forever()`."""
+def make_server(
+    chat: ChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    socket_timeout: float = SOCKET_TIMEOUT,
+) -> ChatServer:
+    """Bind (port 0 = any free port) without serving yet; call `serve_forever()`. A host other
+    than loopback needs an API key."""
+    if host not in LOOPBACK and not api_key:
+        raise AlignkitError(
+            f"--host {host} exposes the server to the network: give --api-key too (or set "
+            "$ALIGNKIT_API_KEY), e.g. --api-key \"$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe())')\""
+        )
     try:
-        return ChatServer((host, port), chat)
+        return ChatServer((host, port), chat, api_key or None, socket_timeout)
     except OSError as exc:
         raise AlignkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
