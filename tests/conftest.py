@@ -404,7 +404,7 @@ class CountingChat(ChatModel):
         self.last_params: ChatParams | None = None
         self._count = threading.Lock()
 
-    def complete(self, messages, params):
+    def complete(self, messages, params, cancel=None):
         with self._count:
             self.calls += 1
             self.active += 1
@@ -412,7 +412,7 @@ class CountingChat(ChatModel):
             self.last_params = params
         try:
             time.sleep(0.01)  # keep concurrent requests overlapping
-            return super().complete(messages, params)
+            return super().complete(messages, params, cancel)
         finally:
             with self._count:
                 self.active -= 1

@@ -53,6 +53,7 @@ def test_serve_cli_subprocess_and_ctrl_c(tiny_model):
 def test_serve_cli_errors(tiny_model, capsys):
     assert main(["serve", "--model", tiny_model, "--max-new-tokens", "0"]) == 2
     assert main(["serve", "--model", tiny_model, "--port", "70000"]) == 2
+    assert main(["serve", "--model", tiny_model, "--request-timeout", "-1"]) == 2
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -4,7 +4,9 @@ model in a thread on 127.0.0.1, limits, sampling, bad requests, concurrency, IPv
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from conftest import chat_body, get, half_request, post
 
 from alignkit.data.prompts import messages_to_prompt
@@ -226,6 +229,52 @@ def test_slow_clients_are_dropped(served):
         head += f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5]
         assert half_request(port, head).startswith(b"HTTP/1.0 408")  # half the body
         assert get(server.url + "/models")[0] == 200  # the server goes on
+
+
+class EndlessChat(ChatModel):
+    """Generates until cancelled (at most 30 s), polling `cancel` as the stopping criterion
+    does after every token; `stopped` is set when generation ends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped = threading.Event()
+
+    def _generate(self, enc, params, streamer, cancel):
+        end = time.monotonic() + 30
+        while not (cancel is not None and cancel.is_set()) and time.monotonic() < end:
+            time.sleep(0.01)
+        self.stopped.set()
+        return torch.zeros(0, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def endless(tiny_model):
+    return EndlessChat(load_inference_model(tiny_model), "endless", max_new_tokens=8)
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/completions"])
+def test_a_client_that_leaves_stops_its_generation(endless, path):
+    endless.stopped.clear()
+    with running(endless) as server:
+        port = server.server_address[1]
+        body = json.dumps(chat_body(prompt="hello")).encode()
+        head = f"POST /v1{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head.encode() + body)
+            time.sleep(0.3)
+            assert not endless.stopped.is_set()  # still generating while the client waits
+        assert endless.stopped.wait(5)  # the client closed: generation stops
+
+
+def test_a_request_stops_at_its_time_limit(endless):
+    with running(endless, request_timeout=0.3) as server:
+        started = time.monotonic()
+        status, reply = post(server.url + "/chat/completions", chat_body(n=3))
+        assert status == 408 and "--request-timeout" in reply["error"]["message"]
+        assert time.monotonic() - started < 5  # not 3 x 30 s
+        status, reply = post(server.url + "/completions", {"prompt": "hi"})
+        assert status == 408
 
 
 def test_concurrent_requests_all_answered(served):

@@ -29,6 +29,8 @@ endpoints:
   tools, response_format other than text, echo, suffix, best_of > 1, vLLM's min_tokens,
   ignore_eos, stop_token_ids, guided_*, typical_p, ...) are refused with 400, as is a prompt
   that leaves no room for max_tokens in the model's context.
+  A client that disconnects stops its generation; --request-timeout (600 s) bounds a
+  non-streamed request (408).
 
 examples:
   alignkit serve --model default
@@ -66,7 +68,10 @@ def run(config: ServeConfig) -> int:
     device = next(loaded.model.parameters()).device
     dtype = generation_dtype(config.precision, device)
     chat = ChatModel(loaded, config.model, config.max_new_tokens, dtype)
-    server = make_server(chat, config.host, config.port, config.resolved_api_key())
+    key = config.resolved_api_key()
+    server = make_server(
+        chat, config.host, config.port, key, request_timeout=config.request_timeout
+    )
     started = f"serving {loaded.description} at {server.url} (Ctrl-C to stop)"
     serve_until_signal(server, started, "server stopped")
     return 0

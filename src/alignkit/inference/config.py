@@ -154,7 +154,16 @@ class ServeConfig(ModelOptions):
         metavar="N",
     )
 
+    request_timeout: float = opt(
+        600.0,
+        "seconds a non-streamed request may take, waiting its turn included, before it is "
+        "stopped with a 408; 0 = no limit (default: 600)",
+        metavar="SECONDS",
+    )
+
     def validate(self) -> None:
+        if self.request_timeout < 0:
+            raise AlignkitError("--request-timeout must be 0 (no limit) or more")
         if self.max_new_tokens < 1:
             raise AlignkitError("--max-new-tokens must be at least 1")
         if not 0 <= self.port <= 65535:

@@ -11,7 +11,13 @@ and tokenizer are used under one lock: one generation at a time, the others wait
 interleave with other requests. A streamed reply is generated in a worker thread that never
 waits for the client: pieces queue up (at most `max_tokens` of them) while the handler writes
 them out, so a slow reader holds only its own connection, never the lock. A client that
-disconnects mid-stream stops its generation at the next token.
+disconnects stops its generation at the next token (streamed or not), and a non-streamed
+request stops at its time limit (408).
+
+Access: on loopback, only loopback Host names are answered (DNS rebinding); with an API key
+(required for any other address) every request must carry `Authorization: Bearer KEY`. A
+browser's cross-origin request and a body other than `application/json` are refused, and a
+client that takes over `socket_timeout` seconds to send its request is dropped (slowloris).
 
 Models: any model spec of `alignkit.runs` (`default`, a Hugging Face id, a model or adapter
 folder, a run directory), loaded by `alignkit.models.load_inference_model` (adapters merged).
@@ -23,13 +29,14 @@ import hmac
 import json
 import logging
 import queue
+import select
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import torch
@@ -64,6 +71,7 @@ DRAIN_LIMIT_BYTES = 1 << 26  # larger bodies are cut off unread
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 SOCKET_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris)
 LISTEN_BACKLOG = 128
+REQUEST_TIMEOUT = 600.0  # seconds a non-streamed request may generate (0 = no limit)
 
 
 # ------------------------------------------------------------------ text as it is generated
@@ -127,10 +135,16 @@ class _PieceStreamer(BaseStreamer):
             self.sent = text
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops generation once `event` is set (the client of a stream went away)."""
+class Cancel(Protocol):
+    """What stops a generation at its next token: a `threading.Event` or a `_Watch`."""
 
-    def __init__(self, event: threading.Event) -> None:
+    def is_set(self) -> bool: ...
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once `event` is set (the client went away, or its time is up)."""
+
+    def __init__(self, event: Cancel) -> None:
         self.event = event
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -169,18 +183,23 @@ class ChatModel:
                 param,
             )
 
-    def complete(self, messages: list[dict[str, str]], params: ChatParams) -> ChatCompletion:
-        """The model's `params.n` replies to chat messages (stripped of outer whitespace)."""
+    def complete(
+        self, messages: list[dict[str, str]], params: ChatParams, cancel: Cancel | None = None
+    ) -> ChatCompletion:
+        """The model's `params.n` replies to chat messages (stripped of outer whitespace);
+        once `cancel` is set, the remaining choices are cut short or left out."""
         enc = self.encode_messages(messages)
         self.check_fits(enc, params, "messages")
-        return self.answer(enc, params, strip=True)
+        return self.answer(enc, params, strip=True, cancel=cancel)
 
-    def complete_text(self, prompts: list[str], params: ChatParams) -> list[ChatCompletion]:
+    def complete_text(
+        self, prompts: list[str], params: ChatParams, cancel: Cancel | None = None
+    ) -> list[ChatCompletion]:
         """`params.n` continuations of each plain-text prompt (no chat template)."""
         encodings = [self.encode_text(p) for p in prompts]
         for enc in encodings:
             self.check_fits(enc, params, "prompt")
-        return [self.answer(enc, params, strip=False) for enc in encodings]
+        return [self.answer(enc, params, strip=False, cancel=cancel) for enc in encodings]
 
     def encode_messages(self, messages: list[dict[str, str]]) -> Any:
         """Chat messages as model input: rendered by the chat template (if any), tokenized."""
@@ -202,8 +221,14 @@ class ChatModel:
             raise RequestError("a prompt is empty (this tokenizer adds no start token)", "prompt")
         return enc
 
-    def answer(self, enc: Any, params: ChatParams, strip: bool) -> ChatCompletion:
-        choices = [self.generate_choice(enc, params, i, strip) for i in range(params.n)]
+    def answer(
+        self, enc: Any, params: ChatParams, strip: bool, cancel: Cancel | None = None
+    ) -> ChatCompletion:
+        choices = []
+        for i in range(params.n):
+            if cancel is not None and cancel.is_set():
+                break
+            choices.append(self.generate_choice(enc, params, i, strip, cancel=cancel))
         return ChatCompletion(choices, enc["input_ids"].shape[1])
 
     def generate_choice(
@@ -213,7 +238,7 @@ class ChatModel:
         index: int = 0,
         strip: bool = True,
         on_text: Callable[[str], None] | None = None,
-        cancel: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> Choice:
         """Choice `index` of a request, sampled with seed + index. `on_text` receives the
         reply piece by piece as it is generated (the pieces add up to `Choice.text`);
@@ -236,7 +261,7 @@ class ChatModel:
         enc: Any,
         params: ChatParams,
         streamer: BaseStreamer | None,
-        cancel: threading.Event | None,
+        cancel: Cancel | None,
     ) -> torch.Tensor:
         device = next(self.model.parameters()).device
         enc = enc.to(device)
@@ -306,6 +331,34 @@ class _Worker:
     def __iter__(self) -> Iterator[tuple[str, int | None, Any]]:
         while (event := self.events.get()) is not None:
             yield event
+
+
+class _Watch:
+    """The `cancel` of a non-streamed request: set once its client has closed the connection
+    (nobody will read the reply) or its `seconds` are up (0 = no limit). Polled at every
+    generated token: one `select` on the socket, no thread."""
+
+    def __init__(self, connection: socket.socket, seconds: float) -> None:
+        self.connection = connection
+        self.deadline = time.monotonic() + seconds if seconds > 0 else None
+        self.gone = self.expired = False
+
+    def is_set(self) -> bool:
+        if not (self.gone or self.expired):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.expired = True
+            else:
+                self.gone = _closed(self.connection)
+        return self.gone or self.expired
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the client closed its end (readable, yet nothing to read)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
 
 
 # ------------------------------------------------------------------ HTTP
@@ -392,8 +445,9 @@ class _Handler(BaseHTTPRequestHandler):
         chat = self.server.chat
         request = parse_chat_request(body, chat.max_new_tokens)
         if not request.stream:
-            completion = chat.complete(request.messages, request.params)
-            self._send(200, chat_response(completion, chat.name))
+            watch = self._watch()
+            completion = chat.complete(request.messages, request.params, watch)
+            self._reply(watch, lambda: chat_response(completion, chat.name))
             return
         encodings = [chat.encode_messages(request.messages)]  # a bad prompt is still a 400
         chat.check_fits(encodings[0], request.params, "messages")
@@ -404,14 +458,33 @@ class _Handler(BaseHTTPRequestHandler):
         chat = self.server.chat
         request = parse_text_request(body, chat.max_new_tokens)
         if not request.stream:
-            completions = chat.complete_text(request.prompts, request.params)
-            self._send(200, text_response(completions, chat.name))
+            watch = self._watch()
+            completions = chat.complete_text(request.prompts, request.params, watch)
+            self._reply(watch, lambda: text_response(completions, chat.name))
             return
         encodings = [chat.encode_text(p) for p in request.prompts]
         for enc in encodings:
             chat.check_fits(enc, request.params, "prompt")
         chunks = TextChunks(chat.name, request.include_usage)
         self._stream(chunks, encodings, request.params, strip=False)
+
+    def _watch(self) -> _Watch:
+        return _Watch(self.connection, self.server.request_timeout)
+
+    def _reply(self, watch: _Watch, body: Callable[[], dict[str, Any]]) -> None:
+        """The reply of a non-streamed request, unless it was cut short (`watch`)."""
+        if watch.gone:
+            self.close_connection = True
+            log.info("%s left before its reply: its generation stopped", self.address_string())
+        elif watch.expired:
+            limit = self.server.request_timeout
+            raise RequestError(
+                f"the request ran over its {limit:g} seconds (--request-timeout, counted from "
+                "its arrival): ask for fewer tokens or choices",
+                status=408,
+            )
+        else:
+            self._send(200, body())
 
     def _stream(
         self, chunks: ChatChunks, encodings: list[Any], params: ChatParams, strip: bool
@@ -506,11 +579,13 @@ class ChatServer(ThreadingHTTPServer):
         chat: ChatModel,
         api_key: str | None = None,
         socket_timeout: float = SOCKET_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.chat = chat
         self.api_key = api_key
         self.socket_timeout = socket_timeout
+        self.request_timeout = request_timeout
         self.started = int(time.time())
         super().__init__(address, _Handler)
 
@@ -533,6 +608,7 @@ def make_server(
     port: int = 8000,
     api_key: str | None = None,
     socket_timeout: float = SOCKET_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> ChatServer:
     """Bind (port 0 = any free port) without serving yet; call `serve_forever()`. A host other
     than loopback needs an API key."""
@@ -543,6 +619,6 @@ def make_server(
             "print(secrets.token_urlsafe())')\""
         )
     try:
-        return ChatServer((host, port), chat, api_key or None, socket_timeout)
+        return ChatServer((host, port), chat, api_key or None, socket_timeout, request_timeout)
     except OSError as exc:
         raise AlignkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
