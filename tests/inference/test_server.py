@@ -128,6 +128,8 @@ def test_bad_requests_get_400(served, body, param):
 def test_bad_bodies_and_paths(served):
     assert post(served.url + "/chat/completions", None, raw=b"{nope")[0] == 400
     assert post(served.url + "/chat/completions", None, raw=b"")[0] == 400
+    status, reply = post(served.url + "/chat/completions", None, raw=b"[" * 100_000)
+    assert status == 400 and "nested too deeply" in reply["error"]["message"]
     big = json.dumps(chat_body(pad="x" * (1 << 20))).encode()
     assert post(served.url + "/chat/completions", None, raw=big)[0] == 413
     assert post(served.url + "/embeddings", chat_body())[0] == 404

@@ -548,6 +548,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # e.g. 60,000 "[" (json is recursive)
+            raise RequestError("the request body is nested too deeply") from exc
 
     def _discard(self, length: int) -> None:
         while length > 0:

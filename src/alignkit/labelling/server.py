@@ -294,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # e.g. 60,000 "[" (json is recursive)
+            raise RequestError("the request body is nested too deeply") from exc
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
         return body
