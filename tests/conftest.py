@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -403,7 +404,7 @@ class CountingChat(ChatModel):
         self.last_params: ChatParams | None = None
         self._count = threading.Lock()
 
-    def complete(self, messages, params):
+    def complete(self, messages, params, cancel=None):
         with self._count:
             self.calls += 1
             self.active += 1
@@ -411,7 +412,7 @@ class CountingChat(ChatModel):
             self.last_params = params
         try:
             time.sleep(0.01)  # keep concurrent requests overlapping
-            return super().complete(messages, params)
+            return super().complete(messages, params, cancel)
         finally:
             with self._count:
                 self.active -= 1
@@ -449,6 +450,18 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def half_request(port: int, data: bytes, wait: float = 10.0) -> bytes:
+    """Send the start of a request (half its headers or body) and read until the server
+    closes the connection (a slowloris client): what the server answered, b"" if nothing.
+    Fails if the connection is still open after `wait` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(1 << 16):  # socket.timeout (a failure) if never closed
+            received += chunk
+        return received
 
 
 def chat_body(**extra: Any) -> dict[str, Any]:

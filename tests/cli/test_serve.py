@@ -14,6 +14,7 @@ from typing import Any
 from conftest import chat_body, get, post
 
 from alignkit.cli import main
+from alignkit.inference.config import ServeConfig
 
 
 def _read_line(stream: Any, timeout: float) -> str:
@@ -52,9 +53,22 @@ def test_serve_cli_subprocess_and_ctrl_c(tiny_model):
 def test_serve_cli_errors(tiny_model, capsys):
     assert main(["serve", "--model", tiny_model, "--max-new-tokens", "0"]) == 2
     assert main(["serve", "--model", tiny_model, "--port", "70000"]) == 2
+    assert main(["serve", "--model", tiny_model, "--request-timeout", "-1"]) == 2
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         assert main(["serve", "--model", tiny_model, "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_serve_off_loopback_needs_an_api_key(tiny_model, capsys, monkeypatch):
+    monkeypatch.delenv("ALIGNKIT_API_KEY", raising=False)
+    assert main(["serve", "--model", tiny_model, "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0 exposes the server to the network: give --api-key" in err
+    monkeypatch.setenv("ALIGNKIT_API_KEY", "from-the-environment")
+    config = ServeConfig(model=tiny_model, host="0.0.0.0")
+    config.validate()  # the key may come from $ALIGNKIT_API_KEY
+    assert config.resolved_api_key() == "from-the-environment"
+    assert "from-the-environment" not in repr(config)

@@ -4,11 +4,19 @@ model in a thread on 127.0.0.1, limits, sampling, bad requests, concurrency, IPv
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from conftest import chat_body, get, post
+import torch
+from conftest import chat_body, get, half_request, post
 
 from alignkit.data.prompts import messages_to_prompt
 from alignkit.errors import AlignkitError
@@ -98,6 +106,16 @@ def test_content_parts_and_developer_role(served):
         (chat_body(stop=["a", "b", "c", "d", "e"]), "stop"),
         (chat_body(stop=[""]), "stop"),
         (chat_body(seed=1.5), "seed"),
+        (chat_body(seed=2**70), "seed"),  # torch would overflow: a 400, not a 500
+        (chat_body(seed=-(2**63) - 1), "seed"),
+        (chat_body(min_tokens=5), "min_tokens"),  # vLLM's extensions change the output
+        (chat_body(ignore_eos=True), "ignore_eos"),
+        (chat_body(stop_token_ids=[3]), "stop_token_ids"),
+        (chat_body(typical_p=0.5), "typical_p"),
+        (chat_body(guided_json={"type": "object"}), "guided_json"),
+        (chat_body(repetition_penalty=1.3), "repetition_penalty"),
+        (chat_body(length_penalty=2.0), "length_penalty"),
+        (chat_body(max_new_tokens=4), "max_new_tokens"),  # a slip for max_tokens
     ],
 )
 def test_bad_requests_get_400(served, body, param):
@@ -111,10 +129,155 @@ def test_bad_bodies_and_paths(served):
     assert post(served.url + "/chat/completions", None, raw=b"{nope")[0] == 400
     assert post(served.url + "/chat/completions", None, raw=b"[" * 60_000)[0] == 400  # too deep
     assert post(served.url + "/chat/completions", None, raw=b"")[0] == 400
+    status, reply = post(served.url + "/chat/completions", None, raw=b"[" * 100_000)
+    assert status == 400 and "nested too deeply" in reply["error"]["message"]
     big = json.dumps(chat_body(pad="x" * (1 << 20))).encode()
     assert post(served.url + "/chat/completions", None, raw=big)[0] == 413
     assert post(served.url + "/embeddings", chat_body())[0] == 404
     assert get(served.url + "/nothing")[0] == 404
+
+
+def test_largest_seed_and_neutral_extensions_are_accepted(served):
+    body = chat_body(seed=2**63 - 1, n=2, max_tokens=2, min_tokens=0, ignore_eos=False)
+    body.update(stop_token_ids=[], typical_p=1, repetition_penalty=1, skip_special_tokens=True)
+    assert post(served.url + "/chat/completions", body)[0] == 200
+
+
+def test_prompt_longer_than_the_context_is_400(served, monkeypatch):
+    # the tiny model's context is 512 positions; "hello cat" is a few tokens
+    assert served.chat.context == 512
+    monkeypatch.setattr(served.chat, "context", 12)
+    for stream in (False, True):
+        status, reply = post(served.url + "/chat/completions", chat_body(stream=stream))
+        assert status == 400 and reply["error"]["param"] == "messages"
+        assert "exceeds the model's context of 12 tokens" in reply["error"]["message"]
+        body = {"prompt": "hello cat " * 10, "max_tokens": 1, "stream": stream}
+        status, reply = post(served.url + "/completions", body)
+        assert status == 400 and reply["error"]["param"] == "prompt"
+    body = {"prompt": "hi", "max_tokens": 2}  # room for 2 new tokens: answered
+    assert post(served.url + "/completions", body)[0] == 200
+
+
+# ------------------------------------------------------------------ serve: access
+
+
+def call(url: str, body: Any = None, headers: dict[str, str] | None = None) -> int:
+    """The status of a GET (no body) or a JSON POST with these headers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@contextmanager
+def running(chat: ChatModel, **options: Any) -> Iterator[Any]:
+    server = make_server(chat, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_api_key_is_required_off_loopback_and_checked_on_every_request(served):
+    with pytest.raises(AlignkitError, match="--api-key"):
+        make_server(served.chat, "0.0.0.0", 0)
+    key = "k3y-of-the-server"
+    with running(served.chat, api_key=key) as server:
+        url, chat = server.url, chat_body(max_tokens=1)
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
+            assert call(url + "/models", headers=headers) == 401
+            assert call(url + "/chat/completions", chat, headers) == 401
+        good = {"Authorization": f"Bearer {key}"}
+        assert call(url + "/models", headers=good) == 200
+        assert call(url + "/chat/completions", chat, good) == 200
+        # with a key, any Host name is fine (a rebinding page has no key)
+        assert call(url + "/models", headers={**good, "Host": "example.org"}) == 200
+
+
+def test_loopback_host_names_origin_and_content_type(served):
+    url, chat, port = served.url, chat_body(max_tokens=1), served.server.server_address[1]
+    for host in ("evil.example", "127.0.0.1.nip.io", f"127.0.0.1:{port + 1}", ""):
+        assert call(url + "/models", headers={"Host": host}) == 403, host
+        assert call(url + "/chat/completions", chat, {"Host": host}) == 403, host
+    for host in (f"localhost:{port}", f"LOCALHOST:{port}", "127.0.0.1"):
+        assert call(url + "/models", headers={"Host": host}) == 200, host
+    for origin in ("http://evil.example", f"http://evil.example:{port}", "null"):
+        assert call(url + "/chat/completions", chat, {"Origin": origin}) == 403
+    assert call(url + "/chat/completions", chat, {"Origin": f"http://127.0.0.1:{port}"}) == 200
+    for kind in ("text/plain", "application/x-www-form-urlencoded", ""):
+        assert call(url + "/chat/completions", chat, {"Content-Type": kind}) == 415, kind
+    assert (
+        call(url + "/chat/completions", chat, {"Content-Type": "application/json; charset=utf-8"})
+        == 200
+    )
+
+
+def test_slow_clients_are_dropped(served):
+    assert served.server.request_queue_size >= 128
+    with running(served.chat, socket_timeout=0.5) as server:
+        port = server.server_address[1]
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+        assert half_request(port, head) == b""  # half the headers: closed, no answer
+        body = json.dumps(chat_body()).encode()
+        head += b"Content-Type: application/json\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5]
+        assert half_request(port, head).startswith(b"HTTP/1.0 408")  # half the body
+        assert get(server.url + "/models")[0] == 200  # the server goes on
+
+
+class EndlessChat(ChatModel):
+    """Generates until cancelled (at most 30 s), polling `cancel` as the stopping criterion
+    does after every token; `stopped` is set when generation ends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped = threading.Event()
+
+    def _generate(self, enc, params, streamer, cancel):
+        end = time.monotonic() + 30
+        while not (cancel is not None and cancel.is_set()) and time.monotonic() < end:
+            time.sleep(0.01)
+        self.stopped.set()
+        return torch.zeros(0, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def endless(tiny_model):
+    return EndlessChat(load_inference_model(tiny_model), "endless", max_new_tokens=8)
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/completions"])
+def test_a_client_that_leaves_stops_its_generation(endless, path):
+    endless.stopped.clear()
+    with running(endless) as server:
+        port = server.server_address[1]
+        body = json.dumps(chat_body(prompt="hello")).encode()
+        head = f"POST /v1{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head.encode() + body)
+            time.sleep(0.3)
+            assert not endless.stopped.is_set()  # still generating while the client waits
+        assert endless.stopped.wait(5)  # the client closed: generation stops
+
+
+def test_a_request_stops_at_its_time_limit(endless):
+    with running(endless, request_timeout=0.3) as server:
+        started = time.monotonic()
+        status, reply = post(server.url + "/chat/completions", chat_body(n=3))
+        assert status == 408 and "--request-timeout" in reply["error"]["message"]
+        assert time.monotonic() - started < 5  # not 3 x 30 s
+        status, reply = post(server.url + "/completions", {"prompt": "hi"})
+        assert status == 408
 
 
 def test_concurrent_requests_all_answered(served):

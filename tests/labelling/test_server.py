@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import expect, length_reward, on_screen, run_label, serving  # noqa: F401
+from conftest import expect, half_request, length_reward, on_screen, run_label, serving  # noqa: F401
 
 from alignkit.errors import AlignkitError, DataError
 from alignkit.labelling import server as label_server
 from alignkit.labelling.pairs import pair_id, read_verdicts, shown_left
 from alignkit.labelling.server import make_server
 
-TOKEN = "s3cret-Token_1"
+TOKEN = "s3cret-Token_1-of-21"
 
 PAIRS = [
     ("How do I keep bread fresh?", "Wrap it in a cloth bag.", "Put it in the fridge."),
@@ -217,6 +217,23 @@ def base(server: label_server.LabelServer) -> str:
     return server.url.split("?")[0].rstrip("/")
 
 
+def test_slow_clients_are_dropped(files: Any) -> None:
+    pairs, verdicts, _ = files
+    with serving(pairs, verdicts, token=TOKEN) as server:
+        assert server.request_queue_size >= 128
+        server.socket_timeout = 0.5
+        port = server.server_address[1]
+        head = f"POST /api/verdict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+        assert half_request(port, head) == b""  # half the headers: closed, no answer
+        head += f"X-Alignkit-Token: {TOKEN}\r\nContent-Type: application/json\r\n".encode()
+        head += b"Content-Length: 100\r\n\r\n{"
+        assert half_request(port, head).startswith(b"HTTP/1.0 408")  # half the body
+        assert call(base(server) + "/api/config", headers={"X-Alignkit-Token": TOKEN})[0] == 200
+        deep = call(f"{base(server)}/api/verdict?token={TOKEN}", raw=b"[" * 60_000)
+        assert deep[:2] == (400, {"error": "the request body is nested too deeply"})
+    assert not verdicts.exists()
+
+
 def test_token_is_required_on_every_request(files: Any) -> None:
     pairs, verdicts, rows = files
     verdict = {"annotator": "x", "pair_id": rows[0]["pair_id"], "choice": "left"}
@@ -242,7 +259,9 @@ def test_non_loopback_host_needs_a_token(files: Any) -> None:
     with pytest.raises(AlignkitError, match="--token"):
         make_server(pairs, verdicts, host="0.0.0.0", port=0)
     with pytest.raises(AlignkitError, match="--token must be"):
-        make_server(pairs, verdicts, port=0, token="has space")
+        make_server(pairs, verdicts, port=0, token="has space but is long")
+    with pytest.raises(AlignkitError, match="--token must be 16-256"):
+        make_server(pairs, verdicts, host="0.0.0.0", port=0, token="a")  # guessable
     with serving(pairs, verdicts) as server:  # no token: only loopback Host names (rebinding)
         assert call(base(server) + "/api/config", headers={"Host": "evil.example"})[0] == 403
         assert call(base(server) + "/api/config")[0] == 200

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from alignkit.inference.openai_client import OpenAIClient
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"
+SERVE_KEY_VARIABLE = "ALIGNKIT_API_KEY"  # the key `alignkit serve` requires
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 SAMPLING = "sampling"
 ENDPOINT = "an OpenAI-compatible server (--endpoint)"
 
@@ -133,8 +135,16 @@ class ServeConfig(ModelOptions):
     )
     host: str = opt(
         "127.0.0.1",
-        "address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the "
-        "unauthenticated server to the network)",
+        "address to bind (default: 127.0.0.1, this machine only; another address, e.g. "
+        "0.0.0.0, exposes the server to the network and needs --api-key)",
+    )
+    api_key: str = field(  # kept out of reprs: never logged
+        default="",
+        repr=False,
+        metadata={
+            "help": "every request must carry `Authorization: Bearer KEY` (default: "
+            f"${SERVE_KEY_VARIABLE}; required for a --host other than loopback)"
+        },
     )
     port: int = opt(8000, "port to listen on; 0 picks a free one (default: 8000)")
     max_new_tokens: int = opt(
@@ -144,8 +154,26 @@ class ServeConfig(ModelOptions):
         metavar="N",
     )
 
+    request_timeout: float = opt(
+        600.0,
+        "seconds a non-streamed request may take, waiting its turn included, before it is "
+        "stopped with a 408; 0 = no limit (default: 600)",
+        metavar="SECONDS",
+    )
+
     def validate(self) -> None:
+        if self.request_timeout < 0:
+            raise AlignkitError("--request-timeout must be 0 (no limit) or more")
         if self.max_new_tokens < 1:
             raise AlignkitError("--max-new-tokens must be at least 1")
         if not 0 <= self.port <= 65535:
             raise AlignkitError("--port must be between 0 and 65535")
+        if self.host not in LOOPBACK and not self.resolved_api_key():
+            raise AlignkitError(
+                f"--host {self.host} exposes the server to the network: give --api-key too "
+                f"(or set ${SERVE_KEY_VARIABLE})"
+            )
+
+    def resolved_api_key(self) -> str | None:
+        """--api-key, else $ALIGNKIT_API_KEY, else none (loopback only)."""
+        return self.api_key or os.environ.get(SERVE_KEY_VARIABLE) or None

@@ -183,9 +183,16 @@ def _stop(value: Any) -> list[str]:
     return stops
 
 
+SEED_RANGE = (-(2**63), 2**63 - 1)  # torch's seeds are 64-bit (choice i adds i)
+
+
 def _seed(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise RequestError("'seed' must be an integer", "seed")
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not SEED_RANGE[0] <= value <= SEED_RANGE[1]
+    ):
+        raise RequestError("'seed' must be an integer between -2**63 and 2**63-1", "seed")
     return value
 
 
@@ -240,6 +247,33 @@ _NOT_IMPLEMENTED: dict[str, Callable[[Any], bool]] = {
     "echo": _absent,
     "suffix": lambda v: v is None or v == "",
     "best_of": lambda v: v is None or v == 1,
+    # vLLM's and Hugging Face's sampling extensions
+    "min_tokens": lambda v: v is None or v == 0,
+    "ignore_eos": _absent,
+    "stop_token_ids": _absent,
+    "bad_words": _absent,
+    "allowed_token_ids": _absent,
+    "include_stop_str_in_output": _absent,
+    "skip_special_tokens": lambda v: v is None or v is True,
+    "typical_p": lambda v: v is None or v == 1,
+    "top_a": lambda v: v is None or v == 0,
+    "tfs": lambda v: v is None or v == 1,
+    "mirostat": lambda v: v is None or v == 0,
+    "repeat_penalty": lambda v: v is None or v == 1,
+    "length_penalty": lambda v: v is None or v == 1,
+    "no_repeat_ngram_size": lambda v: v is None or v == 0,
+    "num_beams": lambda v: v is None or v == 1,
+    "use_beam_search": _absent,
+    "do_sample": lambda v: v is None,
+    "max_new_tokens": lambda v: v is None,  # a common slip for max_tokens
+    "prompt_logprobs": lambda v: v is None,
+    "truncate_prompt_tokens": lambda v: v is None,
+    "logits_processors": _absent,
+    "guided_json": lambda v: v is None,
+    "guided_regex": lambda v: v is None,
+    "guided_choice": lambda v: v is None,
+    "guided_grammar": lambda v: v is None,
+    "structured_outputs": lambda v: v is None,
 }
 
 

@@ -11,7 +11,13 @@ and tokenizer are used under one lock: one generation at a time, the others wait
 interleave with other requests. A streamed reply is generated in a worker thread that never
 waits for the client: pieces queue up (at most `max_tokens` of them) while the handler writes
 them out, so a slow reader holds only its own connection, never the lock. A client that
-disconnects mid-stream stops its generation at the next token.
+disconnects stops its generation at the next token (streamed or not), and a non-streamed
+request stops at its time limit (408).
+
+Access: on loopback, only loopback Host names are answered (DNS rebinding); with an API key
+(required for any other address) every request must carry `Authorization: Bearer KEY`. A
+browser's cross-origin request and a body other than `application/json` are refused, and a
+client that takes over `socket_timeout` seconds to send its request is dropped (slowloris).
 
 Models: any model spec of `alignkit.runs` (`default`, a Hugging Face id, a model or adapter
 folder, a run directory), loaded by `alignkit.models.load_inference_model` (adapters merged).
@@ -19,16 +25,19 @@ folder, a run directory), loaded by `alignkit.models.load_inference_model` (adap
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import queue
+import select
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -60,6 +69,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 DRAIN_LIMIT_BYTES = 1 << 26  # larger bodies are cut off unread
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SOCKET_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris)
+LISTEN_BACKLOG = 128
+REQUEST_TIMEOUT = 600.0  # seconds a non-streamed request may generate (0 = no limit)
 
 
 # ------------------------------------------------------------------ text as it is generated
@@ -123,10 +136,16 @@ class _PieceStreamer(BaseStreamer):
             self.sent = text
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops generation once `event` is set (the client of a stream went away)."""
+class Cancel(Protocol):
+    """What stops a generation at its next token: a `threading.Event` or a `_Watch`."""
 
-    def __init__(self, event: threading.Event) -> None:
+    def is_set(self) -> bool: ...
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once `event` is set (the client went away, or its time is up)."""
+
+    def __init__(self, event: Cancel) -> None:
         self.event = event
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -152,15 +171,36 @@ class ChatModel:
         self.max_new_tokens = max_new_tokens
         self.autocast = autocast
         self.lock = threading.Lock()  # also covers the tokenizer (not thread-safe)
+        config = getattr(self.model, "config", None)
+        self.context: int | None = getattr(config, "max_position_embeddings", None)
 
-    def complete(self, messages: list[dict[str, str]], params: ChatParams) -> ChatCompletion:
-        """The model's `params.n` replies to chat messages (stripped of outer whitespace)."""
-        return self.answer(self.encode_messages(messages), params, strip=True)
+    def check_fits(self, enc: Any, params: ChatParams, param: str) -> None:
+        """Refuse (400) a prompt that leaves no room for `max_tokens` in the model's context."""
+        length = enc["input_ids"].shape[1]
+        if self.context is not None and length + params.max_tokens > self.context:
+            raise RequestError(
+                f"the prompt is {length} tokens; with max_tokens {params.max_tokens} it exceeds "
+                f"the model's context of {self.context} tokens",
+                param,
+            )
 
-    def complete_text(self, prompts: list[str], params: ChatParams) -> list[ChatCompletion]:
+    def complete(
+        self, messages: list[dict[str, str]], params: ChatParams, cancel: Cancel | None = None
+    ) -> ChatCompletion:
+        """The model's `params.n` replies to chat messages (stripped of outer whitespace);
+        once `cancel` is set, the remaining choices are cut short or left out."""
+        enc = self.encode_messages(messages)
+        self.check_fits(enc, params, "messages")
+        return self.answer(enc, params, strip=True, cancel=cancel)
+
+    def complete_text(
+        self, prompts: list[str], params: ChatParams, cancel: Cancel | None = None
+    ) -> list[ChatCompletion]:
         """`params.n` continuations of each plain-text prompt (no chat template)."""
         encodings = [self.encode_text(p) for p in prompts]
-        return [self.answer(enc, params, strip=False) for enc in encodings]
+        for enc in encodings:
+            self.check_fits(enc, params, "prompt")
+        return [self.answer(enc, params, strip=False, cancel=cancel) for enc in encodings]
 
     def encode_messages(self, messages: list[dict[str, str]]) -> Any:
         """Chat messages as model input: rendered by the chat template (if any), tokenized."""
@@ -182,8 +222,14 @@ class ChatModel:
             raise RequestError("a prompt is empty (this tokenizer adds no start token)", "prompt")
         return enc
 
-    def answer(self, enc: Any, params: ChatParams, strip: bool) -> ChatCompletion:
-        choices = [self.generate_choice(enc, params, i, strip) for i in range(params.n)]
+    def answer(
+        self, enc: Any, params: ChatParams, strip: bool, cancel: Cancel | None = None
+    ) -> ChatCompletion:
+        choices = []
+        for i in range(params.n):
+            if cancel is not None and cancel.is_set():
+                break
+            choices.append(self.generate_choice(enc, params, i, strip, cancel=cancel))
         return ChatCompletion(choices, enc["input_ids"].shape[1])
 
     def generate_choice(
@@ -193,7 +239,7 @@ class ChatModel:
         index: int = 0,
         strip: bool = True,
         on_text: Callable[[str], None] | None = None,
-        cancel: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> Choice:
         """Choice `index` of a request, sampled with seed + index. `on_text` receives the
         reply piece by piece as it is generated (the pieces add up to `Choice.text`);
@@ -216,7 +262,7 @@ class ChatModel:
         enc: Any,
         params: ChatParams,
         streamer: BaseStreamer | None,
-        cancel: threading.Event | None,
+        cancel: Cancel | None,
     ) -> torch.Tensor:
         device = next(self.model.parameters()).device
         enc = enc.to(device)
@@ -288,6 +334,34 @@ class _Worker:
             yield event
 
 
+class _Watch:
+    """The `cancel` of a non-streamed request: set once its client has closed the connection
+    (nobody will read the reply) or its `seconds` are up (0 = no limit). Polled at every
+    generated token: one `select` on the socket, no thread."""
+
+    def __init__(self, connection: socket.socket, seconds: float) -> None:
+        self.connection = connection
+        self.deadline = time.monotonic() + seconds if seconds > 0 else None
+        self.gone = self.expired = False
+
+    def is_set(self) -> bool:
+        if not (self.gone or self.expired):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.expired = True
+            else:
+                self.gone = _closed(self.connection)
+        return self.gone or self.expired
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the client closed its end (readable, yet nothing to read)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
 # ------------------------------------------------------------------ HTTP
 
 
@@ -295,8 +369,34 @@ class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
     server_version = "alignkit-serve"
 
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # each read or write of the socket
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
+
+    def _check_access(self) -> None:
+        """The API key (Bearer) when there is one; otherwise loopback Host names only (DNS
+        rebinding). A browser's cross-site request (an Origin other than the Host) is refused."""
+        host = self.headers.get("Host", "")
+        key = self.server.api_key
+        if key is None:
+            name, _, port = _split_host(host)
+            if name not in LOOPBACK or port not in ("", str(self.server.server_address[1])):
+                raise RequestError("this server answers loopback host names only", status=403)
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            raise RequestError(f"cross-origin requests are refused (Origin {origin})", status=403)
+        if key is not None:
+            given = self.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), key.encode()
+            ):
+                raise RequestError(
+                    "missing or wrong API key (Authorization: Bearer KEY)", None, 401
+                )
 
     def _path(self) -> str:
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -314,6 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(exc.status, error_body(exc.message, exc.param, exc.status))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._check_access()
+        except RequestError as exc:
+            self._fail(exc)
+            return
         if self._path() == "/models":
             self._send(200, models_response(self.server.chat.name, self.server.started))
         else:
@@ -321,6 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         try:
+            self._check_access()
             path = self._path()
             if path == "/chat/completions":
                 self._chat(self._body())
@@ -340,10 +446,12 @@ class _Handler(BaseHTTPRequestHandler):
         chat = self.server.chat
         request = parse_chat_request(body, chat.max_new_tokens)
         if not request.stream:
-            completion = chat.complete(request.messages, request.params)
-            self._send(200, chat_response(completion, chat.name))
+            watch = self._watch()
+            completion = chat.complete(request.messages, request.params, watch)
+            self._reply(watch, lambda: chat_response(completion, chat.name))
             return
         encodings = [chat.encode_messages(request.messages)]  # a bad prompt is still a 400
+        chat.check_fits(encodings[0], request.params, "messages")
         chunks = ChatChunks(chat.name, request.include_usage)
         self._stream(chunks, encodings, request.params, strip=True)
 
@@ -351,12 +459,33 @@ class _Handler(BaseHTTPRequestHandler):
         chat = self.server.chat
         request = parse_text_request(body, chat.max_new_tokens)
         if not request.stream:
-            completions = chat.complete_text(request.prompts, request.params)
-            self._send(200, text_response(completions, chat.name))
+            watch = self._watch()
+            completions = chat.complete_text(request.prompts, request.params, watch)
+            self._reply(watch, lambda: text_response(completions, chat.name))
             return
         encodings = [chat.encode_text(p) for p in request.prompts]
+        for enc in encodings:
+            chat.check_fits(enc, request.params, "prompt")
         chunks = TextChunks(chat.name, request.include_usage)
         self._stream(chunks, encodings, request.params, strip=False)
+
+    def _watch(self) -> _Watch:
+        return _Watch(self.connection, self.server.request_timeout)
+
+    def _reply(self, watch: _Watch, body: Callable[[], dict[str, Any]]) -> None:
+        """The reply of a non-streamed request, unless it was cut short (`watch`)."""
+        if watch.gone:
+            self.close_connection = True
+            log.info("%s left before its reply: its generation stopped", self.address_string())
+        elif watch.expired:
+            limit = self.server.request_timeout
+            raise RequestError(
+                f"the request ran over its {limit:g} seconds (--request-timeout, counted from "
+                "its arrival): ask for fewer tokens or choices",
+                status=408,
+            )
+        else:
+            self._send(200, body())
 
     def _stream(
         self, chunks: ChatChunks, encodings: list[Any], params: ChatParams, strip: bool
@@ -396,6 +525,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
     def _body(self) -> Any:
+        if self.headers.get_content_type() != "application/json":
+            self.close_connection = True  # its body is left unread
+            raise RequestError(
+                "send the body as JSON with Content-Type: application/json", None, 415
+            )
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError as exc:
@@ -407,7 +541,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(min(length, DRAIN_LIMIT_BYTES))  # so the client reads the 413
             raise RequestError(f"the request body is over {MAX_BODY_BYTES} bytes", status=413)
         try:
-            return load_json(self.rfile.read(length))
+            data = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise RequestError("the request body did not arrive in time", status=408) from exc
+        try:
+            return load_json(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
 
@@ -419,14 +558,35 @@ class _Handler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
 
+def _split_host(host: str) -> tuple[str, str, str]:
+    """A Host header as (name, ":", port), the name lower-case and without IPv6 brackets."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name.lower(), ":", rest[1:] if rest.startswith(":") else ""
+    name, sep, port = host.rpartition(":")
+    return (name.lower(), sep, port) if sep else (host.lower(), "", "")
+
+
 class ChatServer(ThreadingHTTPServer):
-    """A threaded HTTP server holding the `ChatModel` its handlers use."""
+    """A threaded HTTP server holding the `ChatModel` its handlers use, and the API key every
+    request must carry (None: loopback Host names only)."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], chat: ChatModel) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        chat: ChatModel,
+        api_key: str | None = None,
+        socket_timeout: float = SOCKET_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.chat = chat
+        self.api_key = api_key
+        self.socket_timeout = socket_timeout
+        self.request_timeout = request_timeout
         self.started = int(time.time())
         super().__init__(address, _Handler)
 
@@ -443,9 +603,23 @@ class ChatServer(ThreadingHTTPServer):
         return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
-def make_server(chat: ChatModel, host: str = "127.0.0.1", port: int = 8000) -> ChatServer:
-    """Bind (port 0 = any free port) without serving yet; call `serve_forever()`."""
+def make_server(
+    chat: ChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> ChatServer:
+    """Bind (port 0 = any free port) without serving yet; call `serve_forever()`. A host other
+    than loopback needs an API key."""
+    if host not in LOOPBACK and not api_key:
+        raise AlignkitError(
+            f"--host {host} exposes the server to the network: give --api-key too (or set "
+            "$ALIGNKIT_API_KEY), e.g. --api-key \"$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe())')\""
+        )
     try:
-        return ChatServer((host, port), chat)
+        return ChatServer((host, port), chat, api_key or None, socket_timeout, request_timeout)
     except OSError as exc:
         raise AlignkitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

@@ -38,6 +38,8 @@ from alignkit.labelling.pairs import LabelPair, Verdict, read_pairs, read_verdic
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SOCKET_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris)
+LISTEN_BACKLOG = 128
 CHOICES = ("left", "right", "tie", "skip")
 TOKEN_HEADER = "X-Alignkit-Token"
 TOKEN_COOKIE = "alignkit_token"
@@ -198,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: LabelServer
     server_version = "alignkit-label"
 
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # each read or write of the socket
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -281,7 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(f"the body must be a JSON object of 1 to {MAX_BODY_BYTES} bytes")
         try:
-            body = load_json(self.rfile.read(length))
+            data = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise RequestError("the request body did not arrive in time", 408) from exc
+        try:
+            body = load_json(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
@@ -299,6 +310,8 @@ class LabelServer(ThreadingHTTPServer):
     """A threaded HTTP server for one `LabelSession` (and its optional access token)."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+    socket_timeout = SOCKET_TIMEOUT
 
     def __init__(self, address: tuple[str, int], session: LabelSession, token: str | None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -328,9 +341,10 @@ def make_server(
 ) -> LabelServer:
     """Read the pairs and verdicts and bind (port 0 = any free port); call `serve_forever()`.
 
-    A host other than loopback needs a token (letters, digits, `-`, `_`, `.`, `~`)."""
-    if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{1,256}", token):
-        raise AlignkitError("--token must be 1-256 letters, digits, '-', '_', '.' or '~'")
+    A host other than loopback needs a token (16 or more letters, digits, `-`, `_`, `.`, `~`).
+    """
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,256}", token):
+        raise AlignkitError("--token must be 16-256 letters, digits, '-', '_', '.' or '~'")
     if host not in LOOPBACK and not token:
         raise AlignkitError(
             f"--host {host} exposes the page to the network: give --token too, e.g. "
