@@ -230,7 +230,7 @@ def test_slow_clients_are_dropped(files: Any) -> None:
         assert half_request(port, head).startswith(b"HTTP/1.0 408")  # half the body
         assert call(base(server) + "/api/config", headers={"X-Alignkit-Token": TOKEN})[0] == 200
         deep = call(f"{base(server)}/api/verdict?token={TOKEN}", raw=b"[" * 60_000)
-        assert deep[:2] == (400, {"error": "the request body is nested too deeply"})
+        assert deep[0] == 400 and "nested too deeply" in deep[1]["error"]
     assert not verdicts.exists()
 
 
