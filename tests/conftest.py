@@ -824,3 +824,17 @@ def sentiment_classifier(tiny_model, tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------ a planted pickle
+
+
+class Planted:
+    """Unpickling it writes `marker`: what a crafted checkpoint file would do (a test checks
+    that nothing alignkit reads back from disk unpickles it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))

@@ -13,6 +13,7 @@ options: a bad spec fails before any model is loaded or anything is generated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -148,6 +149,13 @@ def folder_files(path: Path) -> list[Any]:
     retrained into the same folder apart."""
     items = sorted(path.iterdir()) if path.is_dir() else [path]
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in items if p.is_file()]
+
+
+def digest(settings: dict[str, Any]) -> str:
+    """A short stable digest of plain settings (JSON), e.g. what a checkpoint must share with
+    the run that resumes it."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def spec_fingerprint(spec: Any) -> Any:

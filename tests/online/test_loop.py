@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import chat, keyword_reward
+from conftest import Planted, chat, keyword_reward
 from conftest import small_online_config as small
 
 from alignkit.data.tokenize import encode_records
@@ -136,13 +137,21 @@ class _Killer:
 def test_a_killed_run_resumes_at_its_iteration(tiny_model, queries_file, tmp_path) -> None:
     whole = small(PLEConfig, queries_file, tmp_path / "whole", tiny_model)
     OnlineTrainer(whole, reward=keyword_reward).run()
+    with pytest.raises(AlignkitError, match="finished run"):  # before anything loads
+        OnlineTrainer(whole, reward=keyword_reward).run()
     out = tmp_path / "killed"
     config = small(PLEConfig, queries_file, out, tiny_model)
     with pytest.raises(_Killed):
         OnlineTrainer(config, reward=_Killer(die_at=2)).run()  # dies in iteration 2
     assert [m["step"] for m in read_jsonl(out / "metrics.jsonl")] == [1]
+    # a planted pickle is never read (accelerate would unpickle it with weights_only=False)
+    marker = tmp_path / "PWNED"
+    (out / "checkpoints" / "step-1" / "custom_checkpoint_0.pkl").write_bytes(
+        pickle.dumps(Planted(marker))
+    )
     counter = _Killer(die_at=0)
     OnlineTrainer(dataclasses.replace(config, resume=True), reward=counter).run()
+    assert not marker.exists()
     assert counter.calls == 1  # only iteration 2 was run again
     rows = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in rows] == [1, 2]

@@ -237,10 +237,12 @@ def test_reference_cached_with_tokenized_data(tmp_path, tiny_model, pairs_file):
 
 
 def _cache_rerun(tmp_path, tiny_model, pairs_file, caplog):
-    """Run again in the same directory; whether the cached reference was reused."""
+    """Run again in the same directory (--overwrite: the cache is kept); whether the cached
+    reference was reused."""
     caplog.clear()
+    args = ["--method", "dpo", "--data", pairs_file, "--max-steps", "1", "--overwrite"]
     with caplog.at_level(logging.INFO):
-        train(tmp_path, tiny_model, "--method", "dpo", "--data", pairs_file, "--max-steps", "1")
+        train(tmp_path, tiny_model, *args)
     return "reusing tokenized data" in caplog.text
 
 
@@ -565,12 +567,12 @@ def test_a_model_retrained_in_place_is_not_served_stale_reference_log_probs(
     train(tmp_path, str(model), *args, name="dpo")
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        train(tmp_path, str(model), *args, name="dpo")
+        train(tmp_path, str(model), *args, "--overwrite", name="dpo")
     assert "reusing tokenized data" in caplog.text  # unchanged model: the cache is used
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes())  # rewritten in place (new mtime)
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        train(tmp_path, str(model), *args, name="dpo")
+        train(tmp_path, str(model), *args, "--overwrite", name="dpo")
     assert "reusing tokenized data" not in caplog.text

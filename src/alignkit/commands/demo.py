@@ -131,6 +131,7 @@ def run(args: DemoConfig) -> int:
         lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         seed=args.seed,
         logging_steps=5,
+        overwrite=True,  # a demo run again replaces the last one, as it always did
     )
     config.validate()
     trainer = Trainer(config)  # an unknown --method fails here, before any generation

@@ -74,7 +74,7 @@ from alignkit.online.rloo import RLOOStrategy
 from alignkit.online.samples import Metrics, RolloutInputs, Sampled, Strategy
 from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, ScoreFn, load_reward_model
-from alignkit.runs import resolve_model_spec
+from alignkit.runs import absolute_if_local, digest, resolve_model_spec, spec_fingerprint
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.trainer import Trainer, TrainResult
 
@@ -113,8 +113,8 @@ def sample_seed(seed: int, iteration: int, rank: int) -> int:
 
 
 class LoopState:
-    """What a checkpoint must hold besides weights and optimizer: registered with accelerate
-    (`register_for_checkpointing`), so it is saved inside the same atomic checkpoint."""
+    """What a checkpoint must hold besides weights, optimizer and scheduler: plain values
+    saved by alignkit inside the same atomic checkpoint (`OnlineTrainer.checkpoint_state`)."""
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
@@ -193,6 +193,23 @@ class OnlineTrainer(Trainer):
     def save_extra(self, model_dir: Path) -> None:
         self.strategy.save_extra(model_dir)  # PPO: the value head
 
+    # ------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        # the scheduler is `prepare`d here: accelerate saves it (read with weights_only)
+        return {"loop": self.state}
+
+    def settings_digest(self) -> str:
+        cfg = self.online
+        settings = {
+            "method": type(cfg).__name__,
+            "queries": absolute_if_local(cfg.queries),
+            "sft_data": [absolute_if_local(path) for path in cfg.sft_data],
+            "model": spec_fingerprint(cfg.model),
+            "reward": cfg.reward_model,  # empty: a reward given in code
+            "lora": cfg.lora,
+        }
+        return digest(settings)
+
     # ------------------------------------------------------------------ setup
     def planned_steps(self) -> int:
         """Optimizer steps of the whole run (for the learning-rate schedule)."""
@@ -248,8 +265,8 @@ class OnlineTrainer(Trainer):
         return generator
 
     def setup(self) -> Session:
-        """Load queries, reward, policy and generator; prepare with accelerate; register the
-        loop state for checkpoints (`run` then resumes from the newest one)."""
+        """Load queries, reward, policy and generator; prepare with accelerate;
+        `run` then resumes from the newest checkpoint (`checkpoint_state`: the loop state)."""
         cfg, acc = self.online, self.accelerator
         if cfg.queries_per_iteration % acc.num_processes:
             raise AlignkitError(
@@ -276,7 +293,6 @@ class OnlineTrainer(Trainer):
         self.strategy.attach_reference(scorer, copy=self.policy_source()[1] is not None)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
         scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
-        acc.register_for_checkpointing(self.state)
         generator = self.build_generator(scorer, tokenizer)
         session = Session(
             tokenizer, scorer, optimizer, scheduler, generator, reward, queries, eval_queries
@@ -405,6 +421,7 @@ class OnlineTrainer(Trainer):
         """Initial SFT, setup and resume; then per iteration sample -> `train_on` (rollout and
         optimizer steps) -> evaluate, log, checkpoint; then the final evaluation and model."""
         cfg, acc = self.online, self.accelerator
+        self.claim_output()
         set_seed(cfg.seed)
         self.output.mkdir(parents=True, exist_ok=True)
         if cfg.sft_data:

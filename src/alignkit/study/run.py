@@ -162,6 +162,7 @@ class CellTrainer(Trainer):
     held-out metrics before training are the same for every cell and are not recomputed."""
 
     evaluate_before = False
+    guard_output = False  # the study manages its cells' directories
 
     def __init__(self, config, context: StudyContext, keep: np.ndarray, key: tuple) -> None:
         super().__init__(config)
@@ -241,11 +242,14 @@ class StudyContext:
             return spec
         out = self.root / "reward_model"
         train = self.config.reward_train_config(str(out))
-        digest = hashlib.sha256(json.dumps(to_dict(train), sort_keys=True).encode()).hexdigest()
+        options = {k: v for k, v in to_dict(train).items() if k != "overwrite"}  # not a result
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
         done = out / "study-settings.txt"
         if not (done.is_file() and done.read_text() == digest and (out / "model").is_dir()):
             log.info("training the study's reward model into %s", out)
-            RewardTrainer(train).run()
+            trainer = RewardTrainer(train)
+            trainer.guard_output = False  # retrained in place when its options change
+            trainer.run()
             atomic_write_text(done, digest)
         return str(out)
 
@@ -408,6 +412,7 @@ def _run_online(context: StudyContext, cell: Cell, keep: np.ndarray, out: Path) 
     online.reward_model = context.reward_spec()  # for the run's config.json: the object is used
     trainer = OnlineTrainer(online, reward=reward)
     trainer.evaluate_before = False  # the same for every cell
+    trainer.guard_output = False  # the study manages its cells' directories
     result = trainer.run()
     final = out / "eval" / f"iter-{online.iterations:04d}.jsonl"
     atomic_write_text(out / GENERATIONS, final.read_text(encoding="utf-8"))
@@ -481,6 +486,7 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
         train = to_dict(cell_online_config(config, cell, Path("cell"), "eval"))
     else:
         train = to_dict(cell_train_config(config, cell, Path("cell")))
+    train.pop("overwrite", None)  # how a run directory is claimed, not what a cell computes
     parts = {
         "train": train,
         "eval_limit": config.eval_limit,

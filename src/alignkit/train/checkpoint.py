@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,12 +24,18 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from alignkit.data.tokenize import Encoded
+from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "alignkit-data-cache-v3"
 STATE_FILE = "alignkit_state.json"  # written last into a checkpoint: it is complete
+# the state of the objects accelerate does not hold (scheduler, loop state), written and read
+# by alignkit itself with `torch.load(weights_only=True)`: never accelerate's
+# `register_for_checkpointing`, whose `custom_checkpoint_*.pkl` is unpickled with
+# weights_only=False (a planted file would run code on --resume)
+EXTRA_FILE = "alignkit_extra.pt"
 
 
 @dataclass
@@ -91,9 +98,17 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(acc: Accelerator, output: Path, step: int, keep: int) -> None:
-    """accelerate state (weights, optimizer, scheduler, RNG, registered objects) written to a
-    temporary folder and renamed; only the newest `keep` checkpoints are kept."""
+def save_checkpoint(
+    acc: Accelerator,
+    output: Path,
+    step: int,
+    keep: int,
+    extra: dict[str, Any] | None = None,
+    settings: str = "",
+) -> None:
+    """accelerate state (weights, optimizer, RNG) and the `state_dict()` of each `extra`
+    object (plain values and tensors) written to a temporary folder and renamed, with the
+    run's `settings` digest; only the newest `keep` checkpoints are kept."""
     root = output / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     if acc.is_main_process:
@@ -102,7 +117,9 @@ def save_checkpoint(acc: Accelerator, output: Path, step: int, keep: int) -> Non
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step}))
+        states = {name: obj.state_dict() for name, obj in (extra or {}).items()}
+        atomic_write(tmp / EXTRA_FILE, lambda path: torch.save(states, path))
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, "settings": settings}))
         shutil.rmtree(final, ignore_errors=True)  # a rerun without --resume: same step again
         os.replace(tmp, final)
         for old in checkpoints(output)[:-keep]:
@@ -110,17 +127,109 @@ def save_checkpoint(acc: Accelerator, output: Path, step: int, keep: int) -> Non
     acc.wait_for_everyone()
 
 
-def resume_latest(acc: Accelerator, output: Path) -> int:
-    """Load the newest checkpoint into `acc`'s prepared objects; its step (0: none)."""
+def checkpoint_settings(path: Path) -> str | None:
+    """The settings digest stored with a checkpoint (None: unreadable or none stored)."""
+    try:
+        settings = json.loads((path / STATE_FILE).read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return settings if isinstance(settings, str) and settings else None
+
+
+def _load_accelerate_state(acc: Accelerator, folder: Path) -> None:
+    """`acc.load_state(folder)`, without the `custom_checkpoint_*.pkl` files alignkit never
+    writes (accelerate would unpickle them with weights_only=False, or refuse to load): they
+    are left out of a temporary folder of links to the rest, and are never read."""
+    planted = sorted(p.name for p in folder.glob("custom_checkpoint_*"))
+    if not planted:
+        acc.load_state(str(folder))
+        return
+    log.warning("--resume: ignoring %s in %s (alignkit never writes them)", planted, folder)
+    with tempfile.TemporaryDirectory(prefix="alignkit-resume-") as tmp:
+        for entry in folder.iterdir():
+            if entry.name not in planted:
+                (Path(tmp) / entry.name).symlink_to(entry.resolve())
+        acc.load_state(tmp)
+
+
+def resume_latest(
+    acc: Accelerator, output: Path, extra: dict[str, Any] | None = None, settings: str = ""
+) -> int:
+    """Load the newest checkpoint into `acc`'s prepared objects and the `extra` objects; its
+    step (0: none). A checkpoint of other `settings` (data, method, model) is refused."""
     found = checkpoints(output)
     if not found:
         log.info("--resume: no checkpoint in %s, starting from scratch", output)
         return 0
     latest = found[-1]
-    acc.load_state(str(latest))
+    if settings and checkpoint_settings(latest) != settings:
+        raise AlignkitError(
+            f"--resume: {latest} was saved by a run of other settings (data, method or "
+            "model); resume with the options of that run, or start over with --overwrite"
+        )
+    _load_accelerate_state(acc, latest)
+    if extra:
+        # plain values and tensors only: weights_only refuses any other pickled object
+        try:
+            states = torch.load(latest / EXTRA_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # e.g. a pickle of objects: refused, never run
+            raise AlignkitError(
+                f"--resume: cannot read {latest / EXTRA_FILE} as plain values and tensors "
+                f"({type(exc).__name__}); was it written by alignkit?"
+            ) from exc
+        for name, obj in extra.items():
+            obj.load_state_dict(states[name])
     step = json.loads((latest / STATE_FILE).read_text())["step"]
     log.info("resumed from %s (step %d)", latest, step)
     return step
+
+
+# what a run leaves in its directory (--overwrite deletes these; the data cache, keyed by
+# what it depends on, is kept)
+RUN_ENTRIES = (
+    "summary.json",
+    "model",
+    "checkpoints",
+    "metrics.jsonl",
+    "config.json",
+    "rejected.jsonl",
+    "generations",
+    "eval",
+    "sft",
+)
+
+
+def claim_output(output: Path, settings: str, resume: bool, overwrite: bool, main: bool) -> None:
+    """Refuse an --output that would lose finished work: a file, a finished run (summary.json
+    or model/), or checkpoints of other settings; unless --resume (which checks the settings
+    of the checkpoint it reads) or --overwrite (which deletes the old run's `RUN_ENTRIES`)."""
+    if output.exists() and not output.is_dir():
+        raise AlignkitError(f"--output {output} is a file: give a folder for the run")
+    if not output.is_dir() or resume:
+        return
+    finished = [name for name in ("summary.json", "model") if (output / name).exists()]
+    other = [p.name for p in checkpoints(output) if checkpoint_settings(p) != settings]
+    if not finished and not other:
+        return
+    if overwrite:
+        if main:
+            log.warning("--overwrite: deleting the earlier run in %s", output)
+            for name in RUN_ENTRIES:
+                path = output / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+        return
+    what = (
+        f"a finished run ({', '.join(finished)})"
+        if finished
+        else f"checkpoints of a run of other settings ({', '.join(other)})"
+    )
+    raise AlignkitError(
+        f"--output {output} holds {what}: give a new --output, --resume to continue it, or "
+        "--overwrite to delete it and start over"
+    )
 
 
 def full_state_dict(

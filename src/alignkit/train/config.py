@@ -10,6 +10,7 @@ Field help texts are the CLI's --help; `Literal` types are the flags' choices.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,6 +76,11 @@ class TrainingOptions(ModelOptions):
     max_length: int = opt(1024, "max tokens of prompt + one response")
     seed: int = opt(42, "random seed (data order, init of LoRA, dropout)")
     resume: bool = opt(False, "continue from the newest checkpoint in --output")
+    overwrite: bool = opt(
+        False,
+        "train into an --output that holds a finished run or checkpoints of other settings: "
+        "the earlier run (model, summary, metrics, checkpoints) is deleted",
+    )
     save_total_limit: int = opt(2, "checkpoints kept (oldest deleted first)")
     report_to: list[str] = opt(
         ["none"],
@@ -92,6 +98,10 @@ class TrainingOptions(ModelOptions):
         """Checks every training verb shares (each verb's `validate` calls it)."""
         if not self.output:
             raise AlignkitError("no run directory: give --output DIR")
+        if os.path.exists(self.output) and not os.path.isdir(self.output):
+            raise AlignkitError(f"--output {self.output} is a file: give a folder for the run")
+        if self.resume and self.overwrite:
+            raise AlignkitError("give --resume or --overwrite, not both")
         check_ranges(
             positive={"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lr": self.lr}
         )

@@ -55,7 +55,13 @@ from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
 from alignkit.objectives.metrics import pair_eval_metrics
 from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
-from alignkit.runs import absolute_if_local, flat_config, spec_fingerprint, truncate_metrics
+from alignkit.runs import (
+    absolute_if_local,
+    digest,
+    flat_config,
+    spec_fingerprint,
+    truncate_metrics,
+)
 from alignkit.scoring.dataset import reference_for, score_dataset
 from alignkit.scoring.deft import Q_DIFF_FILE, RQSpec, load_q_diff, token_distributions
 from alignkit.scoring.forward import SequenceScorer
@@ -350,6 +356,7 @@ class Trainer:
     def run(self) -> TrainResult:
         """Load, tokenize, score the reference, train, evaluate, save."""
         cfg, acc = self.config, self.accelerator
+        self.claim_output()
         set_seed(cfg.seed)
         train_records = self.load(cfg.data)
         eval_records, eval_pair_records = (
@@ -438,7 +445,7 @@ class Trainer:
         # the scheduler is not `prepare`d: batches are sharded by hand, so it must step once per
         # optimizer step (accelerate would step it once per process)
         scorer, optimizer = acc.prepare(scorer, optimizer)
-        acc.register_for_checkpointing(scheduler)
+        self.scheduler = scheduler  # saved by alignkit itself (`checkpoint_state`)
         start_step = self.maybe_resume()
         self.write_run_config(to_dict(self.config), start_step)
         return scorer, optimizer, scheduler, start_step
@@ -573,17 +580,57 @@ class Trainer:
         if acc.log_with:
             acc.log(metrics, step=step)
 
+    scheduler: Any = None  # set by `start`
+    guard_output = True  # False: the caller manages the run directory (a study's cells)
+
+    def claim_output(self) -> None:
+        """Before anything loads: refuse an --output that holds finished work of another run
+        (`checkpoint.claim_output`), or delete it with --overwrite."""
+        if self.guard_output:
+            cfg = self.config
+            checkpoint.claim_output(
+                self.output,
+                self.settings_digest(),
+                cfg.resume,
+                cfg.overwrite,
+                self.accelerator.is_main_process,
+            )
+            self.accelerator.wait_for_everyone()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Hook: the objects (`state_dict` / `load_state_dict`) a checkpoint holds besides
+        what `accelerate` holds, saved by alignkit as plain values and tensors."""
+        return {"scheduler": self.scheduler}
+
+    def settings_digest(self) -> str:
+        """What a checkpoint must share with the run that resumes it: data, method, model."""
+        cfg = self.config
+        settings = {
+            "method": self.method.name,
+            "data": [absolute_if_local(path) for path in cfg.data],
+            "model": spec_fingerprint(cfg.model),
+            "lora": cfg.lora,
+        }
+        return digest(settings)
+
     def save_checkpoint(self, step: int) -> None:
         """A resumable checkpoint of everything `accelerate` holds (see `train.checkpoint`)."""
         checkpoint.save_checkpoint(
-            self.accelerator, self.output, step, self.config.save_total_limit
+            self.accelerator,
+            self.output,
+            step,
+            self.config.save_total_limit,
+            self.checkpoint_state(),
+            self.settings_digest(),
         )
 
     def maybe_resume(self) -> int:
         """With --resume, load the newest checkpoint; the step to continue from (0: none)."""
         if not self.config.resume:
             return 0
-        return checkpoint.resume_latest(self.accelerator, self.output)
+        return checkpoint.resume_latest(
+            self.accelerator, self.output, self.checkpoint_state(), self.settings_digest()
+        )
 
     def save_final(self, scorer, tokenizer, result: TrainResult) -> None:
         """OUTPUT/model (`save_pretrained` + `save_extra`) and OUTPUT/summary.json."""
