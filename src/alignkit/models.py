@@ -25,10 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# TEMPORARY re-export: distributed_state lives in alignkit.distributed; select/ and commands/
-# (rewritten in other branches now) still import it from here. Delete this line once they
-# import it from alignkit.distributed.
-from alignkit.distributed import distributed_state  # noqa: F401
+from alignkit.distributed import distributed_state
 from alignkit.errors import AlignkitError
 from alignkit.model_options import ALL_LINEAR, LoraSettings, Precision  # noqa: F401
 from alignkit.runs import DEFAULT_MODEL, ModelSpec, has_tokenizer, is_run_dir, resolve_model_spec

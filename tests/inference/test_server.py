@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import chat_body, get, half_request, post
+from conftest import chat_body, get, half_request, post, serve_in_thread
 
 from alignkit.data.prompts import messages_to_prompt
 from alignkit.errors import AlignkitError
@@ -176,15 +176,7 @@ def call(url: str, body: Any = None, headers: dict[str, str] | None = None) -> i
 
 @contextmanager
 def running(chat: ChatModel, **options: Any) -> Iterator[Any]:
-    server = make_server(chat, "127.0.0.1", 0, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    yield from serve_in_thread(make_server(chat, "127.0.0.1", 0, **options))
 
 
 def test_api_key_is_required_off_loopback_and_checked_on_every_request(served):

@@ -45,8 +45,8 @@ def register(subparsers) -> None:
 
 
 def run(config: EvalConfig) -> int:
+    from alignkit.distributed import distributed_state
     from alignkit.evaluation.runner import markdown, run_eval
-    from alignkit.models import distributed_state
 
     report = run_eval(config)
     if distributed_state().is_main_process:  # launched on N processes: print once

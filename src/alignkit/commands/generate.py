@@ -36,8 +36,8 @@ examples:
 
 
 def run(config: GenerateConfig) -> int:
+    from alignkit.distributed import distributed_state
     from alignkit.labelling.generate import generate_pool
-    from alignkit.models import distributed_state
 
     summary = generate_pool(config)
     if config.endpoint or distributed_state().is_main_process:  # N processes: print once
