@@ -1,8 +1,9 @@
 """`alignkit select NAME`: cut a preference dataset down before training.
 
 One shape for every selector of `alignkit.select.registry` (a scorer plus a keep rule):
-`alignkit select NAME --data F --output DIR (--fraction F | --count N) [--keep lowest|highest]
-[--seed S] [selector options]`, NAME in random, deft, real, reward-gap, rm-margin (registered
+`alignkit select NAME --data F --output DIR (--fraction F | --count N)
+[--keep lowest|highest|near-zero] [--seed S] [selector options]` (reward-gap and rm-margin
+also name the rules by what they keep of a margin: --keep uncertain|misranked|confident), NAME in random, deft, real, reward-gap, rm-margin (registered
 by `alignkit.rewards.selection`, imported here), perplexity, length. Each writes
 OUTPUT/subset.jsonl (read by `alignkit train --data`), OUTPUT/scores.jsonl, dropped.jsonl and
 a report (report.md, report.json, PNG histogram), through one run
@@ -59,8 +60,10 @@ _VERBS = {
 _EXAMPLES = {
     "random": "alignkit select random --data pairs.jsonl --fraction 0.25 --seed 1 --output sel/r1",
     "reward-gap": "alignkit select reward-gap --data pairs.jsonl --model runs/sft --fraction 0.25 "
-    "--output sel/gap\n  alignkit select reward-gap --data pairs.jsonl --model default --ref none "
-    "--count 500 --output sel/gap",
+    "--output sel/gap\n  alignkit select reward-gap --data pairs.jsonl --model runs/sft "
+    "--keep misranked --count 100 --output sel/suspect   # pairs to relabel\n"
+    "  alignkit select reward-gap --data pairs.jsonl --model runs/dpo --ref runs/sft "
+    "--fraction 0.5 --output sel/gap",
     "rm-margin": "alignkit select rm-margin --data pairs.jsonl --reward-model runs/rm "
     "--fraction 0.5 --output sel/rm",
     "perplexity": "alignkit select perplexity --data pairs.jsonl --model default --fraction 0.5 "
@@ -85,9 +88,9 @@ def register(subparsers: Any) -> None:
         help="choose the part of a dataset worth training or labelling (random, deft, real, "
         "reward-gap, rm-margin, perplexity, length)",
         description="Select a subset of preference data before training: alignkit select NAME "
-        "--data F --output DIR (--fraction F | --count N) [--keep lowest|highest] [--seed S] "
-        "[options of NAME]. Writes a dataset `alignkit train --data` reads, every score, the "
-        "dropped records and a report.",
+        "--data F --output DIR (--fraction F | --count N) [--keep lowest|highest|near-zero] "
+        "[--seed S] [options of NAME]. Writes a dataset `alignkit train --data` reads, every "
+        "score, the dropped records and a report.",
     )
     parser.set_defaults(func=lambda args: _usage(parser))
     verbs = parser.add_subparsers(dest="select_command", metavar="SELECTOR")

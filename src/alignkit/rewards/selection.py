@@ -17,6 +17,8 @@ from alignkit.errors import AlignkitError
 from alignkit.model_options import TRUST_REMOTE_CODE_HELP, Precision
 from alignkit.options import opt
 from alignkit.rewards.options import REWARD_OUTPUTS, RewardOptions
+from alignkit.select.common import MARGIN_KEEPS
+from alignkit.select.configs import MarginKeep
 from alignkit.select.registry import ScoreRequest, SelectConfig, Selector, register
 
 
@@ -48,8 +50,9 @@ def rm_margin_scores(request: ScoreRequest) -> np.ndarray:
 
 
 @dataclass
-class RmMarginConfig(RewardOptions, SelectConfig):
-    """Options of `alignkit select rm-margin`: `SelectConfig` and `RewardOptions`."""
+class RmMarginConfig(MarginKeep, RewardOptions, SelectConfig):
+    """Options of `alignkit select rm-margin`: `SelectConfig` and `RewardOptions`, and --keep
+    with the names of the rules for a margin (`MarginKeep`)."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("reward_model", "reward_label", "reward_output")
 
@@ -73,12 +76,14 @@ RM_MARGIN = Selector(
     "highest",
     False,
     rm_margin_scores,
-    "reward-model margin R(x, chosen) - R(x, rejected) with --reward-model; keep the highest "
-    "(the most confidently labelled pairs)",
+    "reward-model margin R(x, chosen) - R(x, rejected) with --reward-model; keep highest = "
+    "confident (the pairs the reward model agrees with most, the default), near-zero = "
+    "uncertain (the pairs it barely separates), lowest = misranked",
     options={"reward_model": "", "reward_label": 0, "reward_output": "raw"},
     choices={"reward_output": REWARD_OUTPUTS},
     depends_on=("precision",),
     config=RmMarginConfig,
     split_records=True,  # a pair's margin depends on that pair alone
+    keep_names=MARGIN_KEEPS,
 )
 register(RM_MARGIN)

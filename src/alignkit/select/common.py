@@ -34,8 +34,14 @@ def rejected_path(output: str, skip_invalid: bool, state: Any) -> Path | None:
 
 # ------------------------------------------------------------------ budgets and keep rules
 
-Keep = Literal["lowest", "highest"]
-KEEPS: tuple[str, ...] = ("lowest", "highest")
+Keep = Literal["lowest", "highest", "near-zero"]
+KEEPS: tuple[str, ...] = ("lowest", "highest", "near-zero")
+# what the keep rules keep of a signed margin (chosen minus rejected: reward-gap, rm-margin)
+MARGIN_KEEPS: dict[str, Keep] = {
+    "uncertain": "near-zero",  # the pairs the scorer barely separates (smallest |margin|)
+    "misranked": "lowest",  # the scorer prefers the rejected answer most (label noise gathers)
+    "confident": "highest",  # the scorer agrees with the label most
+}
 
 
 def budget_count(n: int, fraction: float | None, count: int | None) -> int:
@@ -55,8 +61,9 @@ def budget_count(n: int, fraction: float | None, count: int | None) -> int:
 
 
 def keep_order(scores: Any, keep: Keep, seed: int = 0) -> np.ndarray:
-    """(n,) every index in the order the keep rule takes them: lowest (or highest) score
-    first; equal scores in a seeded random order (so ties do not always favour low indices)."""
+    """(n,) every index in the order the keep rule takes them: the lowest score first
+    (`lowest`), the highest (`highest`), or the smallest |score| (`near-zero`); equal keys in a
+    seeded random order (so ties do not always favour low indices)."""
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 1:
         raise AlignkitError(f"scores must be one number per record, got shape {values.shape}")
@@ -65,15 +72,23 @@ def keep_order(scores: Any, keep: Keep, seed: int = 0) -> np.ndarray:
             f"{int(np.isnan(values).sum())} of {len(values)} scores are NaN; try --precision fp32"
         )
     if keep not in KEEPS:
-        raise AlignkitError(f"--keep must be lowest or highest, got {keep!r}")
+        raise AlignkitError(f"--keep must be {' / '.join(KEEPS)}, got {keep!r}")
     perm = np.random.default_rng(seed).permutation(len(values))
-    key = values[perm] if keep == "lowest" else -values[perm]
-    return perm[np.argsort(key, kind="stable")]
+    key = {"lowest": values, "highest": -values, "near-zero": np.abs(values)}[keep]
+    return perm[np.argsort(key[perm], kind="stable")]
+
+
+def cut_bound(keep: Keep, cut: float) -> str:
+    """Which side of the cut score `cut` (the last kept record's) the kept records lie on,
+    for reports: `<= c`, `>= c`, or `within +-|c| of 0` (near-zero)."""
+    if keep == "near-zero":
+        return f"within +-{abs(cut):.6g} of 0"
+    return f"{'<=' if keep == 'lowest' else '>='} {cut:.6g}"
 
 
 def keep_indices(scores: Any, count: int, keep: Keep, seed: int = 0) -> np.ndarray:
-    """(count,) sorted indices of the `count` lowest (or highest) scores; ties at the cut
-    broken by a seeded shuffle (`keep_order`)."""
+    """(count,) sorted indices of the `count` scores the keep rule takes first (lowest,
+    highest or nearest zero); ties at the cut broken by a seeded shuffle (`keep_order`)."""
     n = len(np.asarray(scores))
     if not 0 <= count <= n:
         raise AlignkitError(f"cannot keep {count} of {n} records")

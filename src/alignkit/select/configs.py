@@ -2,7 +2,9 @@
 
 Every registry selector with a CLI verb has an options dataclass here (`Selector.config`):
 `SelectConfig` (the budget, the keep rule, the data and the output) and its subclasses for
-the selectors that score with a model (`ModelSelectConfig`), `reward-gap` and `length`.
+the selectors that score with a model (`ModelSelectConfig`), `reward-gap` and `length`;
+`MarginKeep` is --keep with the names of the keep rules for a signed margin (reward-gap,
+rm-margin: uncertain, misranked, confident).
 `deft` and `real` keep the flags they always had (`--strategy`, `--truncation`,
 `--top-tokens`, ...; deft's `--keep-fraction`/`--keep-count` are deprecated aliases of the
 common `--fraction`/`--count`), so their options are `DeftSelectConfig` and
@@ -17,7 +19,7 @@ What `alignkit.select.pipeline.run_selection` needs of an options object: `valid
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -30,6 +32,7 @@ from alignkit.options import opt
 from alignkit.scoring.forms import RQForm
 from alignkit.select.common import (
     KEEPS,
+    MARGIN_KEEPS,
     STRATEGIES,
     Keep,
     ScoreRequest,
@@ -69,7 +72,10 @@ class SelectorOptions:
 @dataclass
 class SelectConfig(DataOptions, SelectorOptions):
     """Options of `alignkit select NAME` shared by every registry selector (field help texts
-    are the CLI's --help). `OPTIONS`: the fields that are the selector's options."""
+    are the CLI's --help). `OPTIONS`: the fields that are the selector's options;
+    `KEEP_NAMES`: the selector's names of keep rules (`Selector.keep_names`) --keep accepts."""
+
+    KEEP_NAMES: ClassVar[Mapping[str, Keep]] = {}
 
     data: list[str] = opt([], "data files to select from", metavar="PATH")
     output: str = opt(
@@ -79,7 +85,11 @@ class SelectConfig(DataOptions, SelectorOptions):
     )
     fraction: float | None = opt(None, "budget: the fraction of the records to keep, in (0, 1]")
     count: int | None = opt(None, "budget: the number of records to keep")
-    keep: Keep | None = opt(None, "keep the lowest or the highest scores (default: the selector's)")
+    keep: Keep | None = opt(
+        None,
+        "keep the lowest, the highest or the near-zero scores (smallest |score| first) "
+        "(default: the selector's)",
+    )
     seed: int = opt(0, "seed of the random draw, and of the order of tied scores at the cut")
     cache_dir: str = opt(
         "",
@@ -95,8 +105,27 @@ class SelectConfig(DataOptions, SelectorOptions):
             fraction_count(1, self.fraction, "--fraction")  # the range check
         if self.count is not None and self.count < 1:
             raise AlignkitError(f"--count must be >= 1, got {self.count}")
-        if self.keep is not None and self.keep not in KEEPS:
-            raise AlignkitError(f"--keep must be lowest or highest, got {self.keep!r}")
+        if self.keep is not None and self.keep not in (*KEEPS, *self.KEEP_NAMES):
+            raise AlignkitError(
+                f"--keep must be one of {', '.join([*KEEPS, *self.KEEP_NAMES])}, got {self.keep!r}"
+            )
+
+
+@dataclass
+class MarginKeep:
+    """--keep of a selector whose score is a signed margin, chosen minus rejected (reward-gap,
+    rm-margin): the keep rules, or their names for a margin (`MARGIN_KEEPS`). A base listed
+    before `SelectConfig`, so that its `keep` replaces the common one."""
+
+    KEEP_NAMES: ClassVar[Mapping[str, Keep]] = MARGIN_KEEPS
+
+    keep: str | None = opt(
+        None,
+        "which pairs to keep: uncertain (= near-zero: the smallest |margin|, the pairs the "
+        "scorer barely separates), misranked (= lowest: the scorer prefers the rejected answer "
+        "most; label noise gathers there) or confident (= highest) (default: the selector's)",
+        choices=[*KEEPS, *MARGIN_KEEPS],
+    )
 
 
 @dataclass
@@ -119,7 +148,7 @@ class ModelSelectConfig(SelectConfig, ModelOptions):
 
 
 @dataclass
-class RewardGapConfig(ModelSelectConfig):
+class RewardGapConfig(MarginKeep, ModelSelectConfig):
     """Options of `alignkit select reward-gap`."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("ref",)
@@ -127,8 +156,9 @@ class RewardGapConfig(ModelSelectConfig):
     ref: str = opt(
         "",
         "reference model spec; default: the model's base (its adapter disabled for a LoRA run, "
-        "the base_model of a full fine-tuning run), none where it has none; 'none': no "
-        "reference, the gap is log pi(chosen) - log pi(rejected)",
+        "the base_model of a full fine-tuning run), refused where it has none; 'none': no "
+        "reference (with a warning), the gap is then log pi(chosen) - log pi(rejected), a "
+        "difference of summed log-probs that the answers' lengths dominate",
     )
 
     def validate(self) -> None:
@@ -186,7 +216,11 @@ class DeftSelectConfig(DataOptions, ModelOptions, SelectorOptions):
     count: int | None = opt(
         None, "keep exactly this many examples instead of --fraction", aliases=("--keep-count",)
     )
-    keep: Keep = opt("lowest", "keep the lowest R_Q (DEFT) or the highest")
+    keep: Keep = opt(
+        "lowest",
+        "keep the lowest R_Q (DEFT), the highest, or the near-zero (smallest |R_Q|; with "
+        "--score margin: the pairs R_Q barely separates)",
+    )
     seed: int = opt(0, "seed of the order of tied scores at the cut")
     score: ScoreOn = opt(
         "chosen", "what is filtered on: R_Q of the chosen response, or chosen minus rejected"
@@ -264,6 +298,7 @@ class RealSelectConfig(DataOptions, ModelOptions):
         None,
         "pair data: keep the lowest similarity (the same as --strategy easy) or the highest "
         "(--strategy hard)",
+        choices=["lowest", "highest"],
     )
     seed: int = opt(0, "seed of the random strategy")
     min_score_ratio: float = opt(

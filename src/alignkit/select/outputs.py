@@ -156,14 +156,26 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def cut_histogram_png(
-    path: Path, values: np.ndarray, kept: np.ndarray, cut: float, *, title: str, xlabel: str
+    path: Path,
+    values: np.ndarray,
+    kept: np.ndarray,
+    cut: float,
+    *,
+    title: str,
+    xlabel: str,
+    both_sides: bool = False,
 ) -> None:
-    """Histogram of all `values` with the `kept` ones highlighted and the cut marked."""
+    """Histogram of all `values` with the `kept` ones highlighted and the cut marked (at -|cut|
+    and +|cut| with `both_sides`: the near-zero keep rule)."""
     fig, ax = _axes()
     bins = np.histogram_bin_edges(values, bins=min(60, max(10, len(values) // 5)))
     ax.hist(values, bins=bins, color="#9aa5b1", label=f"all ({len(values)})")
     ax.hist(kept, bins=bins, color="#2b7bba", label=f"kept ({len(kept)})")
-    ax.axvline(cut, color="#c0392b", linestyle="--", label=f"cut = {cut:.4g}")
+    if both_sides:
+        ax.axvline(-abs(cut), color="#c0392b", linestyle="--", label=f"cut = +-{abs(cut):.4g}")
+        ax.axvline(abs(cut), color="#c0392b", linestyle="--")
+    else:
+        ax.axvline(cut, color="#c0392b", linestyle="--", label=f"cut = {cut:.4g}")
     ax.set(title=title, xlabel=xlabel, ylabel="examples")
     ax.legend()
     _save(fig, path)

@@ -23,7 +23,7 @@ from alignkit.data.records import Multi
 from alignkit.distributed import distributed_state
 from alignkit.errors import DataError
 from alignkit.report import markdown_table
-from alignkit.select.common import budget_count, keep_order, rejected_path
+from alignkit.select.common import budget_count, cut_bound, keep_order, rejected_path
 from alignkit.select.configs import SelectConfig
 from alignkit.select.outputs import (
     DROPPED,
@@ -108,7 +108,6 @@ def scored_selection(
                       "histogram": SCORES_PLOT},
         }  # fmt: skip
         title = f"{selector.name}: {keep} {count} of {n} kept"
-        sign = "<=" if keep == "lowest" else ">="
         return Selection(
             subset=[rows[i] for i in range(n) if kept[i]],
             scores=score_rows,
@@ -121,13 +120,19 @@ def scored_selection(
             markdown=_selection_markdown,
             files={
                 SCORES_PLOT: lambda path: cut_histogram_png(
-                    path, scores, scores[kept], cut, title=title, xlabel="score"
+                    path,
+                    scores,
+                    scores[kept],
+                    cut,
+                    title=title,
+                    xlabel="score",
+                    both_sides=keep == "near-zero",
                 )
             },
             message=cli_message(
                 config.output,
-                f"kept {count} of {n} records ({selector.name}, {keep} scores, cut {sign} "
-                f"{cut:.6g})",
+                f"kept {count} of {n} records ({selector.name}, {keep} scores, cut "
+                f"{cut_bound(keep, cut)})",
             ),
         )
 
@@ -165,15 +170,14 @@ def _selection_markdown(s: dict[str, Any]) -> str:
     options = ", ".join(f"{k}={v!r}" for k, v in s["options"].items()) or "none"
     budget = f"fraction {s['fraction']}" if s["fraction"] is not None else f"count {s['count']}"
     model = f"; model: {s['model']}" if s.get("model") else ""
-    sign = "<=" if s["keep"] == "lowest" else ">="
     return "\n\n".join(
         [
             f"# Selection report: {s['selector']}",
             f"{s['description'][:1].upper()}{s['description'][1:]}.",
             f"Kept **{s['kept']} of {s['records']}** records with the {s['keep']} scores "
-            f"({budget}, seed {s['seed']}); cut score {sign} {s['cut']:.6g}. The kept records "
-            f"are in `{SUBSET}` with their original columns, the {s['dropped']} others with "
-            f"their scores in `{DROPPED}`, every score in `{SCORES}`.",
+            f"({budget}, seed {s['seed']}); cut score {cut_bound(s['keep'], s['cut'])}. The "
+            f"kept records are in `{SUBSET}` with their original columns, the {s['dropped']} "
+            f"others with their scores in `{DROPPED}`, every score in `{SCORES}`.",
             f"Data: {', '.join(s['data'])}{model}; options: {options}; {s['seconds']} s.",
             f"![score histogram]({SCORES_PLOT})",
             markdown_table(["score", "min", "mean", "median", "max"], stat_rows),

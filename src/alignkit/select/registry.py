@@ -1,9 +1,11 @@
 """One selection interface: every selector is a scorer plus a keep rule, behind one registry.
 
 A `Selector` gives one float per record (`score(ScoreRequest) -> (n,)`, in record order) and
-a default keep rule (keep the `lowest` or the `highest` scores); `budget_count` turns a
-fraction or a count into the number kept and `keep_indices` picks them (ties in a seeded
-order). `score_records` checks the options and the record kinds and, with
+a default keep rule (keep the `lowest`, the `highest` or the `near-zero` scores, smallest
+|score| first); a selector may also name the rules by what they keep of its score
+(`keep_names`: reward-gap and rm-margin, whose score is a signed margin, call them
+`uncertain`, `misranked` and `confident`). `budget_count` turns a fraction or a count into
+the number kept and `keep_indices` picks them (ties in a seeded order). `score_records` checks the options and the record kinds and, with
 `request.cache_dir`, caches the scores by content, so the cells of a study that need the
 same scores compute them once.
 
@@ -53,6 +55,7 @@ from alignkit.runs import spec_fingerprint
 from alignkit.scoring.forms import R_Q_FORMS
 from alignkit.select.common import (
     KEEPS,
+    MARGIN_KEEPS,
     Keep,
     ScoreRequest,
     budget_count,
@@ -98,7 +101,9 @@ SelectHook = Callable[[list, Any], "Selection"]
 class Selector:
     """A scorer plus a keep rule.
 
-    `default_keep`: "lowest" / "highest", or a function of the (user's) options giving one;
+    `default_keep`: "lowest" / "highest" / "near-zero", or a function of the (user's) options
+    giving one; `keep_names`: names of keep rules that say what they keep of this score (e.g.
+    `misranked` = lowest), accepted wherever a keep rule is (`--keep`, a study's `keep:`);
     `needs_model`: scores with the causal LM `request.model`; `score`: request -> (n,)
     float64, one per record in record order; `options`: option name -> default (other names
     are refused); `choices`: option name -> allowed values; `depends_on`: the request fields
@@ -130,6 +135,7 @@ class Selector:
     config: type | None = None
     split_records: bool = False
     select: SelectHook | None = None
+    keep_names: Mapping[str, Keep] = field(default_factory=dict)
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
@@ -155,6 +161,20 @@ class Selector:
         rule = self.default_keep
         return rule(self.resolve_options(options)) if callable(rule) else rule
 
+    def rule(self, keep: str) -> Keep:
+        """The keep rule `keep` stands for: one of `KEEPS`, or one of this selector's
+        `keep_names`; an error listing both otherwise."""
+        if keep in KEEPS:
+            return keep  # type: ignore[return-value]
+        if keep in self.keep_names:
+            return self.keep_names[keep]
+        named = ", ".join(f"{k} (= {v})" for k, v in self.keep_names.items())
+        raise AlignkitError(
+            f"selector {self.name}: keep must be {', '.join(KEEPS)}"
+            + (f" or {named}" if named else "")
+            + f", got {keep!r}"
+        )
+
 
 SELECTORS: dict[str, Selector] = {}
 
@@ -165,7 +185,10 @@ def register(selector: Selector) -> None:
     if unknown:
         raise AlignkitError(f"selector {selector.name}: unknown depends_on {unknown}")
     if not callable(selector.default_keep) and selector.default_keep not in KEEPS:
-        raise AlignkitError(f"selector {selector.name}: default_keep must be lowest or highest")
+        raise AlignkitError(f"selector {selector.name}: default_keep must be one of {KEEPS}")
+    bad = sorted(name for name, rule in selector.keep_names.items() if rule not in KEEPS)
+    if bad:
+        raise AlignkitError(f"selector {selector.name}: keep_names {bad} name no rule of {KEEPS}")
     SELECTORS[selector.name] = selector
 
 
@@ -184,12 +207,10 @@ def get_selector(name: str) -> Selector:
 def resolve_keep(
     name: str, options: Mapping[str, Any] | None = None, keep: str | None = None
 ) -> Keep:
-    """`keep` when given (checked), else the selector's default keep rule for `options`."""
-    if keep:
-        if keep not in KEEPS:
-            raise AlignkitError(f"--keep must be lowest or highest, got {keep!r}")
-        return keep  # type: ignore[return-value]
-    return get_selector(name).keep_for(options)
+    """The rule `keep` stands for when given (a rule of `KEEPS` or one of the selector's
+    `keep_names`), else the selector's default keep rule for `options`."""
+    selector = get_selector(name)
+    return selector.rule(keep) if keep else selector.keep_for(options)
 
 
 def score_records(name: str, request: ScoreRequest) -> np.ndarray:
@@ -392,14 +413,17 @@ _BUILT_IN = (
     ),
     Selector(
         "reward-gap",
-        "lowest",
+        "near-zero",
         True,
         _later(_SCORERS, "reward_gap_scores"),
-        "implicit-reward gap of --model against --ref (small gap = hard pair); keep the "
-        "lowest = the hardest",
+        "implicit-reward gap [log pi(c) - log pi_ref(c)] - [log pi(r) - log pi_ref(r)] of "
+        "--model against --ref; keep near-zero = uncertain (the pairs the model barely "
+        "separates, the default), lowest = misranked (the model prefers the rejected answer "
+        "most: label noise gathers there), highest = confident",
         options={"ref": ""},
         depends_on=("model", "max_length", "precision"),
         config=RewardGapConfig,
+        keep_names=MARGIN_KEEPS,
     ),
     Selector(
         "perplexity",

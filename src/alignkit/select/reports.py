@@ -34,7 +34,7 @@ from alignkit.scoring.deft import (
     save_q_diff,
     tokenizer_identity,
 )
-from alignkit.select.common import keep_order
+from alignkit.select.common import cut_bound, keep_order
 from alignkit.select.configs import DeftSelectConfig, RealSelectConfig
 from alignkit.select.deft import check_finite, r_q_table, selection_scores
 from alignkit.select.outputs import (
@@ -146,7 +146,13 @@ def deft_selection(records: list[Any], config: DeftSelectConfig) -> Selection:
         files={
             Q_DIFF_FILE: lambda path: save_q_diff(path, r_q.dists, meta),
             DEFT_PLOT: lambda path: cut_histogram_png(
-                path, scores, scores[kept], cut, title=title, xlabel="R_Q"
+                path,
+                scores,
+                scores[kept],
+                cut,
+                title=title,
+                xlabel="R_Q",
+                both_sides=config.keep == "near-zero",
             ),
         },
         message=cli_message(
@@ -194,7 +200,7 @@ def _deft_markdown(s: dict[str, Any]) -> str:
             "# DEFT selection report",
             f"Kept **{s['kept']} of {s['scored']}** scored examples ({s['records']} records) with "
             f"the {s['keep']} R_Q ({s['form']} form, on {s['score']}); cut R_Q "
-            f"{'<=' if s['keep'] == 'lowest' else '>='} {s['cut']:.6g}. The others are in "
+            f"{cut_bound(s['keep'], s['cut'])}. The others are in "
             f"`{DROPPED}`.",
             f"Data: {', '.join(s['data'])}; model: {s['model']}; {s['encoding']}; "
             f"{s['seconds']} s.",

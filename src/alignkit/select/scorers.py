@@ -44,7 +44,7 @@ from alignkit.models import (
     load_tokenizer,
     reference_context,
 )
-from alignkit.runs import resolve_model_spec
+from alignkit.runs import ModelSpec, resolve_model_spec
 from alignkit.scoring.dataset import score_dataset
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.select.common import ScoreRequest
@@ -153,15 +153,48 @@ def perplexity_scores(request: ScoreRequest) -> np.ndarray:
     return np.exp(-sums / tokens)
 
 
+NO_REFERENCE = (
+    "without a reference the gap is log pi(chosen) - log pi(rejected), a difference of summed "
+    "log-probs that the answers' lengths dominate (a longer answer has a lower log-prob), not "
+    "an implicit reward"
+)
+
+
+ADAPTER_OFF = ""  # the reference of a LoRA policy: the same model with its adapter disabled
+
+
+def reward_gap_reference(spec: ModelSpec, ref: str) -> str:
+    """The reference of `reward_gap_scores` for the policy `spec` and the option `ref`: `ref`
+    when it is a model spec; "none" when asked for (logged as a warning); else the policy's
+    own base: `ADAPTER_OFF` for a LoRA adapter, the `base_model` of a full fine-tuning run. A
+    policy without a base and no `ref` is refused: its gap would be length-confounded
+    (`NO_REFERENCE`)."""
+    if ref == "none":
+        log.warning("reward-gap: ref none: %s", NO_REFERENCE)
+        return ref
+    if ref:
+        return ref
+    if spec.adapter:
+        return ADAPTER_OFF
+    if spec.base:
+        return spec.base
+    raise AlignkitError(
+        f"reward-gap: {spec.name} has no base model to be the reference, and {NO_REFERENCE}. "
+        "Give --ref MODEL (the model it was trained from; in a study: options: {ref: MODEL}), "
+        "or --ref none to score that difference anyway"
+    )
+
+
 def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
     """Implicit-reward gap [log pi(c) - log pi_ref(c)] - [log pi(r) - log pi_ref(r)] of the
-    policy `request.model` against the reference `options["ref"]`: a model spec; "" (the
-    default) = the policy's own base: the adapter disabled for a LoRA model, the `base_model`
-    of a full fine-tuning run; where the policy has no base, or with "none", there is no
-    reference and the gap is log pi(c) - log pi(r). Summed log-probs, as DPO's reward.
-    Small gap = a pair the model barely separates (hard)."""
-    ref = str(request.options.get("ref") or "")
+    policy `request.model` against the reference `options["ref"]` (`reward_gap_reference`): a
+    model spec; "" (the default) = the policy's own base: the adapter disabled for a LoRA
+    model, the `base_model` of a full fine-tuning run (refused where the policy has none);
+    "none": no reference, the gap is log pi(c) - log pi(r) (with a warning). Summed
+    log-probs, as DPO's reward. Near zero: a pair the model barely separates; negative: the
+    model prefers the rejected answer."""
     spec = resolve_model_spec(request.model)
+    ref = reward_gap_reference(spec, str(request.options.get("ref") or ""))
     model, tokenizer = load_scoring_model(
         request.model, trust_remote_code=request.trust_remote_code
     )
@@ -169,26 +202,20 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
     pad = tokenizer.pad_token_id
     policy = sequence_logps(model, encoded, pad, request)
     gap = policy[:, 0] - policy[:, 1]
-    ref_table = None
-    if ref == "" and spec.adapter:
+    if ref == ADAPTER_OFF:
         log.info("reward-gap: reference = %s with the adapter disabled", spec.base)
         with reference_context(model):
             ref_table = sequence_logps(model, encoded, pad, request)
+    elif ref != "none":
+        del model
+        log.info("reward-gap: reference = %s", ref)
+        reference, _ = load_scoring_model(
+            ref, tokenizer, trust_remote_code=request.trust_remote_code
+        )
+        ref_table = sequence_logps(reference, encoded, pad, request)
     else:
-        if ref == "" and spec.base:
-            ref = spec.base
-        if ref and ref != "none":
-            del model
-            log.info("reward-gap: reference = %s", ref)
-            reference, _ = load_scoring_model(
-                ref, tokenizer, trust_remote_code=request.trust_remote_code
-            )
-            ref_table = sequence_logps(reference, encoded, pad, request)
-        else:
-            log.info("reward-gap: no reference model; gap = log pi(chosen) - log pi(rejected)")
-    if ref_table is not None:
-        gap = gap - (ref_table[:, 0] - ref_table[:, 1])
-    return gap
+        return gap
+    return gap - (ref_table[:, 0] - ref_table[:, 1])
 
 
 def deft_scores(request: ScoreRequest) -> np.ndarray:

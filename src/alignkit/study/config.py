@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -47,10 +47,9 @@ import alignkit.rewards.selection  # noqa: F401  (registers the rm-margin select
 from alignkit.errors import AlignkitError
 from alignkit.online.config import ONLINE_METHODS, OnlineConfig
 from alignkit.rewards.training import RewardTrainConfig
-from alignkit.select.registry import get_selector
+from alignkit.select.registry import Keep, get_selector
 from alignkit.train.config import TrainConfig
 
-Keep = Literal["lowest", "highest"]
 METRICS = {  # study metric -> (held-out metric of the run, higher is better)
     "accuracy": ("eval/rewards/accuracies", True),
     "margin": ("eval/rewards/margins", True),
@@ -324,10 +323,14 @@ def _selector(value: Any, where: str) -> SelectorEntry:
     if extra:
         raise AlignkitError(f"{where}: selector {value['name']}: unknown key(s) {extra}")
     # unknown selectors and options fail now, listing what exists, not after hours of cells
-    options = get_selector(str(value["name"])).resolve_options(dict(value.get("options") or {}))
+    selector = get_selector(str(value["name"]))
+    options = selector.resolve_options(dict(value.get("options") or {}))
     keep = value.get("keep")
-    if keep not in (None, "lowest", "highest"):
-        raise AlignkitError(f"{where}: selector {value['name']}: keep is lowest or highest")
+    if keep is not None:  # a rule, or the selector's name of one (reward-gap: misranked, ...)
+        try:
+            keep = selector.rule(str(keep))
+        except AlignkitError as exc:
+            raise AlignkitError(f"{where}: {exc}") from None
     label = str(value.get("label") or value["name"])
     return SelectorEntry(str(value["name"]), label, options, keep)
 

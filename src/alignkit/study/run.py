@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -364,10 +364,7 @@ class Scores:
 
 def keep_rule(selector: SelectorEntry) -> Keep:
     """The cell's keep rule: the entry's, else the selector's default for its options."""
-    if selector.keep:
-        return selector.keep
-    default = get_selector(selector.name).default_keep
-    return cast(Keep, default(selector.options) if callable(default) else default)
+    return selector.keep or get_selector(selector.name).keep_for(selector.options)
 
 
 def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
