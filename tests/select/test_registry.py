@@ -93,8 +93,43 @@ def test_keep_indices_lowest_highest_by_hand():
         keep_indices(scores, 6, "lowest")
     with pytest.raises(AlignkitError, match="NaN"):
         keep_indices(np.array([1.0, math.nan]), 1, "lowest")
-    with pytest.raises(AlignkitError, match="lowest or highest"):
+    with pytest.raises(AlignkitError, match="lowest / highest / near-zero"):
         keep_indices(scores, 1, "smallest")  # type: ignore[arg-type]
+
+
+def test_keep_near_zero_takes_the_smallest_magnitudes():
+    scores = np.array([-5.0, -0.02, 0.01, 3.0, -0.5, 0.4])
+    assert keep_indices(scores, 2, "near-zero").tolist() == [1, 2]
+    assert keep_indices(scores, 4, "near-zero").tolist() == [1, 2, 4, 5]
+    # the review's case: keep 1 of [-5, -0.01, 0.01, 5] is one of the two pairs near 0
+    tied = np.array([-5.0, -0.01, 0.01, 5.0])
+    picks = {keep_indices(tied, 1, "near-zero", seed=s).tolist()[0] for s in range(12)}
+    assert picks == {1, 2}  # a tie on |score|, ordered by the seed
+
+
+def test_reward_gap_rules_keep_what_they_say():
+    """Hand-made gaps: uncertain (the default) keeps the smallest |gap|, misranked the most
+    negative (the model prefers the rejected answer), confident the most positive."""
+    gaps = np.array([-5.0, -0.02, 0.01, 3.0, -0.5, 0.4])
+    gap = get_selector("reward-gap")
+    assert gap.keep_for({}) == "near-zero"
+    rules = {
+        None: [1, 2],  # the default = uncertain
+        "uncertain": [1, 2],
+        "near-zero": [1, 2],
+        "misranked": [0, 4],
+        "lowest": [0, 4],
+        "confident": [3, 5],
+        "highest": [3, 5],
+    }
+    for name, want in rules.items():
+        assert keep_indices(gaps, 2, resolve_keep("reward-gap", {}, name)).tolist() == want
+    assert get_selector("rm-margin").keep_for({}) == "highest"  # confident, as before
+    assert resolve_keep("rm-margin", {}, "uncertain") == "near-zero"
+    with pytest.raises(AlignkitError, match="misranked .= lowest"):
+        resolve_keep("reward-gap", {}, "hardest")
+    with pytest.raises(AlignkitError, match="keep must be lowest, highest, near-zero, got"):
+        resolve_keep("length", {}, "misranked")  # names of a margin's rules: margins only
 
 
 def test_ties_at_the_cut_follow_a_seeded_shuffle():
@@ -243,10 +278,7 @@ def test_reward_gap_by_hand(pairs, tiny_model, other_models):
         out = policy[:, 0] - policy[:, 1]
         return out if ref is None else out - (ref[:, 0] - ref[:, 1])
 
-    # the model is a base: no reference; "none" says so for any model
-    assert np.allclose(
-        score_records("reward-gap", request(records, tiny_model)), gap(base), atol=1e-4
-    )
+    # "none": no reference, for any model (warned: test_reward_gap_without_a_reference)
     none = request(records, other_models["other"], options={"ref": "none"})
     assert np.allclose(score_records("reward-gap", none), gap(other), atol=1e-4)
     # an explicit reference
@@ -261,6 +293,18 @@ def test_reward_gap_by_hand(pairs, tiny_model, other_models):
     run = table_of(other_models["run"], records, tokenizer)
     got = score_records("reward-gap", request(records, other_models["run"]))
     assert np.allclose(got, gap(run, base), atol=1e-4)
+
+
+def test_reward_gap_without_a_reference(pairs, tiny_model, caplog):
+    """A model without a base and no --ref is refused (its gap would be a length-confounded
+    log-prob difference); --ref none scores that difference, with a warning."""
+    _, records = pairs
+    for model in (tiny_model, "default"):  # a plain model folder; the embedded model
+        with pytest.raises(AlignkitError, match="has no base model.*lengths.*--ref none"):
+            score_records("reward-gap", request(records, model))
+    with caplog.at_level("WARNING", logger="alignkit.select.scorers"):
+        score_records("reward-gap", request(records, tiny_model, options={"ref": "none"}))
+    assert "ref none" in caplog.text and "lengths dominate" in caplog.text
 
 
 def test_deft_and_real_match_their_verbs(pairs, tiny_model, tmp_path):
@@ -385,7 +429,8 @@ def test_cli_select_writes_everything_and_the_subset_trains(pairs, tiny_model, t
     rows = varied_rows(8)
     out = tmp_path / "gap"
     args = ["select", "reward-gap", "--data", path, "--model", tiny_model, "--output", str(out),
-            "--count", "3", "--keep", "highest", "--precision", "fp32", "--seed", "1"]  # fmt: skip
+            "--count", "3", "--keep", "highest", "--precision", "fp32", "--seed", "1",
+            "--ref", "none"]  # fmt: skip
     assert main(args) == 0
     assert "kept 3 of 8 records (reward-gap, highest scores" in capsys.readouterr().out
     for name in ("subset.jsonl", "scores.jsonl", "dropped.jsonl", "report.json", "report.md"):
@@ -417,6 +462,28 @@ def test_cli_select_writes_everything_and_the_subset_trains(pairs, tiny_model, t
              tiny_model, "--output", str(run), "--max-steps", "1", "--batch-size", "2",
              "--no-save-model"]  # fmt: skip
     assert main(train) == 0 and (run / "metrics.jsonl").exists()
+
+
+def test_cli_reward_gap_rules(pairs, tiny_model, tmp_path, capsys):
+    """`select reward-gap`: the default keeps the pairs nearest 0, --keep misranked the
+    lowest gaps; without a reference the verb refuses (exit 2) and names --ref."""
+    path, _ = pairs
+    base = ["select", "reward-gap", "--data", path, "--model", tiny_model, "--count", "3",
+            "--precision", "fp32"]  # fmt: skip
+    for keep, order in (([], abs), (["--keep", "misranked"], lambda g: g)):
+        out = tmp_path / f"gap{len(keep)}"
+        assert main([*base, *keep, "--ref", "none", "--output", str(out)]) == 0
+        scores = lines(out / "scores.jsonl")
+        gaps = [s["score"] for s in scores]
+        assert len(set(gaps)) == 8  # no ties: the kept set is fixed
+        want = sorted(sorted(range(8), key=lambda i: order(gaps[i]))[:3])
+        assert [s["index"] for s in scores if s["kept"]] == want
+        report = json.loads((out / "report.json").read_text())
+        assert report["keep"] == ("lowest" if keep else "near-zero")
+    assert "within +-" in (tmp_path / "gap0" / "report.md").read_text()  # the cut of |gap|
+    capsys.readouterr()
+    assert main([*base, "--output", str(tmp_path / "no")]) == 2
+    assert "--ref none" in capsys.readouterr().err
 
 
 def test_cli_model_free_selectors_and_errors(pairs, tiny_model, tmp_path, capsys):
