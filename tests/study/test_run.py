@@ -130,6 +130,10 @@ def test_reference_log_probs_are_computed_once_per_row_and_only_when_needed() ->
         ({"colour": "red"}, "unknown key"),
         ({"selectors": [{"name": "random"}, {"name": "nope"}]}, "nope"),
         ({"metrics": ["bleu"]}, "unknown metric"),
+        (
+            {"selectors": [{"name": "random"}, {"name": "length", "keep": "misranked"}]},
+            "keep must be lowest, highest, near-zero, got 'misranked'",
+        ),
     ],
 )
 def test_bad_study_configs_are_refused(change, message, tiny_model, tmp_path) -> None:
@@ -138,6 +142,24 @@ def test_bad_study_configs_are_refused(change, message, tiny_model, tmp_path) ->
     raw.update(change)
     with pytest.raises(AlignkitError, match=message):
         parse_study(raw)
+
+
+def test_a_study_names_the_keep_rules_of_a_margin(tiny_model, tmp_path) -> None:
+    """reward-gap's keep names (misranked, ...) are read as the rules they stand for; with no
+    keep, a cell keeps by the selector's default (uncertain = near-zero)."""
+    data = write_jsonl(tmp_path / "d.jsonl", pair_rows(4))
+    raw = _raw(data, data, tmp_path / "out", tiny_model)
+    gap = {"name": "reward-gap", "options": {"ref": "none"}}
+    raw["selectors"] = [
+        {"name": "random"},
+        {**gap, "label": "misranked", "keep": "misranked"},
+        {**gap, "label": "uncertain"},
+        {"name": "rm-margin", "label": "rm", "keep": "uncertain", "options": {"reward_model": "x"}},
+    ]
+    selectors = parse_study(raw).selectors
+    assert [study_run.keep_rule(s) for s in selectors] == ["lowest", "lowest", "near-zero",
+                                                           "near-zero"]  # fmt: skip
+    assert selectors[1].keep == "lowest"  # the cell's settings name the rule, not the alias
 
 
 def _raw(data: str, eval_data: str, out: Path, model: str) -> dict:
