@@ -76,9 +76,7 @@ def anchors(text: str) -> tuple[dict[str, set[str]], list[str]]:
 def missing_sections(text: str) -> dict[str, list[str]]:
     """KIND -> the registered names `text` has no anchor for."""
     found, _ = anchors(text)
-    missing = {
-        kind: sorted(names() - found.get(kind, set())) for kind, names in REGISTRIES.items()
-    }
+    missing = {kind: sorted(names() - found.get(kind, set())) for kind, names in REGISTRIES.items()}
     return {kind: names for kind, names in missing.items() if names}
 
 
