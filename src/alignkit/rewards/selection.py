@@ -80,5 +80,7 @@ RM_MARGIN = Selector(
     depends_on=("precision",),
     config=RmMarginConfig,
     split_records=True,  # a pair's margin depends on that pair alone
+    reads_labels=True,
+    label_use="the margin R(x, chosen) - R(x, rejected) uses which answer is chosen",
 )
 register(RM_MARGIN)
