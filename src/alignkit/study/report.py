@@ -234,11 +234,11 @@ def write_report(
     before: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """study.json, study.md and one PNG per method x metric; returns the report."""
-    results = with_baseline_tie(config, results)
-    table = aggregate(results, config.metrics)
+    tied = with_baseline_tie(config, results)  # cells as measured stay in report["cells"]
+    table = aggregate(tied, config.metrics)
     control = next(s.label for s in config.selectors if s.name == CONTROL)
     needs = selector_needs(config)
-    stats = study_statistics(config, results, root, control)
+    stats = study_statistics(config, tied, root, control)
     report = {
         "pool_size": pool_size,
         "data": config.data,

@@ -12,9 +12,9 @@ or diverged. A cell known only by its mean (no per-item outcomes) is a constant 
 Why these statistics. Every cell of a seed shares the training seed and the held-out set
 with the control cell of that seed: differences are taken per seed (paired), not between
 group means. The held-out set is a sample too: a replicate of the bootstrap draws seeds with
-replacement, then held-out items with replacement, one draw of items for every cell and
-seed of the replicate (the items are shared by the cells, crossed with the seeds, not nested
-in them), so held-out sampling noise is in every interval. Labels saved are read off each
+replacement, then, within each drawn seed, held-out items with replacement (the same items
+for every cell of that seed, so the replicate stays paired), so held-out sampling noise is
+in every interval. Labels saved are read off each
 replicate's mean curves made monotone (isotonic regression) and interpolated in log budget.
 """
 
@@ -38,8 +38,8 @@ Key = tuple[str, float]  # (selector label, budget)
 @dataclass(frozen=True)
 class Draws:
     """One hierarchical bootstrap: `seeds` (R, S) indices of the seeds drawn with replacement,
-    `items` (R, n) how many times each held-out item is drawn (a multinomial count, the same
-    for every seed and cell of a replicate)."""
+    `items` (R, S, n) how many times each held-out item is drawn within each drawn seed (a
+    multinomial count, the same for every cell of that seed)."""
 
     seeds: np.ndarray
     items: np.ndarray
@@ -49,32 +49,30 @@ def draws(n_seeds: int, n_items: int, replicates: int = REPLICATES, seed: int = 
     """`replicates` seeded draws of S seeds and n items, each with replacement."""
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, n_seeds, size=(replicates, n_seeds))
-    items = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=replicates)
+    shape = (replicates, n_seeds)
+    items = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=shape)
     return Draws(seeds, items.astype(np.float64))
 
 
-def seed_means(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Per-seed means of (S, n) outcomes over the finite items: (S,), or (R, S) under (R, n)
-    item weights (a bootstrap's counts). NaN where a seed has no finite item."""
+def seed_means(values: np.ndarray, boot: Draws | None = None) -> np.ndarray:
+    """Per-seed means of (S, n) outcomes over the finite items: (S,); with a bootstrap, the
+    (R, S) means of each replicate's drawn seeds under their drawn items. NaN where a seed
+    has no finite item."""
     finite = np.isfinite(values)
     filled = np.where(finite, values, 0.0)
-    if weights is None:
-        weights = np.ones((1, values.shape[1]))
-        squeeze = True
-    else:
-        squeeze = False
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (weights @ filled.T) / (weights @ finite.T.astype(np.float64))
-    return out[0] if squeeze else out
+        if boot is None:
+            return filled.sum(-1) / finite.sum(-1)
+        num = np.einsum("rsn,rsn->rs", boot.items, filled[boot.seeds])
+        return num / np.einsum("rsn,rsn->rs", boot.items, finite[boot.seeds].astype(float))
 
 
-def over_seeds(per_seed: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-    """The mean over seeds of (S,) or (R, S) per-seed values, non-finite seeds left out;
-    with `seeds` (R, S), over each replicate's drawn seeds. NaN where no seed is finite."""
-    picked = per_seed if seeds is None else np.take_along_axis(per_seed, seeds, axis=-1)
-    finite = np.isfinite(picked)
+def over_seeds(per_seed: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of (..., S) per-seed values, non-finite seeds left out;
+    NaN where no seed is finite."""
+    finite = np.isfinite(per_seed)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(finite, picked, 0.0).sum(-1) / finite.sum(-1)
+        return np.where(finite, per_seed, 0.0).sum(-1) / finite.sum(-1)
 
 
 def percentile_interval(
@@ -176,18 +174,18 @@ def analyse(
     n_seeds, n_items = first.shape
     boot = draws(n_seeds, n_items, replicates, seed)
     point = {key: seed_means(v) for key, v in cells.items()}
-    reps = {key: seed_means(v, boot.items) for key, v in cells.items()}
+    reps = {key: seed_means(v, boot) for key, v in cells.items()}
     out: dict[str, Any] = {"cells": {}, "paired": {}, "saved": {}}
     for key in cells:
         out["cells"][key] = percentile_interval(
-            float(over_seeds(point[key])), over_seeds(reps[key], boot.seeds)
+            float(over_seeds(point[key])), over_seeds(reps[key])
         )
         base = (control, key[1])
         if key[0] == control or base not in cells:
             continue
         diffs = point[key] - point[base]
         entry = percentile_interval(
-            float(over_seeds(diffs)), over_seeds(reps[key] - reps[base], boot.seeds)
+            float(over_seeds(diffs)), over_seeds(reps[key] - reps[base])
         )
         entry["t"] = interval([float(d) for d in diffs if math.isfinite(d)])
         entry["per_seed"] = [_num(d) for d in diffs]
@@ -198,7 +196,7 @@ def analyse(
         return out
     ladder = [counts[b] for b in budgets]
     ctl_point = np.array([over_seeds(point[(control, b)]) for b in budgets])
-    ctl_reps = np.stack([over_seeds(reps[(control, b)], boot.seeds) for b in budgets], -1)
+    ctl_reps = np.stack([over_seeds(reps[(control, b)]) for b in budgets], -1)
     sign = 1.0 if higher else -1.0
     out["target"] = percentile_interval(
         float(sign * isotonic(sign * ctl_point)[-1]), sign * isotonic(sign * ctl_reps)[:, -1]
@@ -208,7 +206,7 @@ def analyse(
         if any((selector, b) not in cells for b in budgets):
             continue
         mine = np.array([over_seeds(point[(selector, b)]) for b in budgets])
-        mine_reps = np.stack([over_seeds(reps[(selector, b)], boot.seeds) for b in budgets], -1)
+        mine_reps = np.stack([over_seeds(reps[(selector, b)]) for b in budgets], -1)
         estimate = float(saved_fraction(mine, ctl_point, ladder, higher))
         values = saved_fraction(mine_reps, ctl_reps, ladder, higher)
         valid = np.isfinite(mine_reps).all(-1) & np.isfinite(ctl_reps).all(-1)
