@@ -76,6 +76,7 @@ def save_png(figure: Any, path: str | Path, *, dpi: int = DPI, tight: bool = Fal
 
 # ------------------------------------------------------------------ statistics
 
+
 def t_quantile(df: int, level: float = 0.95) -> float:
     """The two-sided `level` quantile of Student's t with `df` degrees of freedom (exact:
     `scipy.stats.t.ppf(0.5 + level / 2, df)`; 12.706 for df 1, 2.0395 for df 31)."""

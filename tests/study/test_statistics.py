@@ -90,7 +90,9 @@ def test_labels_saved_of_random_against_random_covers_zero() -> None:
     for budget, shift in ((10.0, -0.8), (20.0, -0.4), (40.0, 0.0)):
         for name, arm in _null_cells(rng, 5, 100).items():
             cells[(name[0], budget)] = arm + 0 * shift  # same process at every budget
-    grown = {k: np.clip(v + {10.0: -0.3, 20.0: -0.15, 40.0: 0}[k[1]], 0, 1) for k, v in cells.items()}
+    grown = {
+        k: np.clip(v + {10.0: -0.3, 20.0: -0.15, 40.0: 0}[k[1]], 0, 1) for k, v in cells.items()
+    }
     out = st.analyse(grown, {10.0: 10, 20.0: 20, 40.0: 40}, "random", True)
     saved = out["saved"]["random-b"]
     low = -math.inf if saved["ci95_low"] is None else saved["ci95_low"]
@@ -183,4 +185,5 @@ def test_report_flags_non_finite_seeds_and_says_what_each_selector_saves(tmp_pat
     assert "n/a (uses the pool's labels)" in md and "no per-item outcomes" in md
     assert "Paired differences" in md and "Seeds for 80% power" in md and "Δ = 0.05" in md
     power = {(p["selector"], p["budget"]): p for p in report["power"]}
-    assert power[("longest", 128.0)]["seeds_observed"] == 2  # every seed 0.01 above: sd 0
+    assert power[("longest", 32.0)]["seeds_observed"] == 2  # every seed 0.2 above: sd 0
+    assert power[("longest", 128.0)]["seeds_observed"] is None  # no difference to detect

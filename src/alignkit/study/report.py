@@ -577,7 +577,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             "log budget (≥: already at the smallest budget). Saved = 1 - reached at / largest "
             "budget [95% bootstrap interval; 'not reached' where the bound falls among the "
             "replicates that never reach the target]; P(not reached) = the share of such "
-            "replicates.",
+            f"replicates. The row of `{control}` itself shows where its own curve flattens.",
             "",
             markdown_table(
                 ("method", "metric", "selector", "target (control)", "reached at (pairs)")

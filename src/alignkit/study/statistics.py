@@ -184,9 +184,7 @@ def analyse(
         if key[0] == control or base not in cells:
             continue
         diffs = point[key] - point[base]
-        entry = percentile_interval(
-            float(over_seeds(diffs)), over_seeds(reps[key] - reps[base])
-        )
+        entry = percentile_interval(float(over_seeds(diffs)), over_seeds(reps[key] - reps[base]))
         entry["t"] = interval([float(d) for d in diffs if math.isfinite(d)])
         entry["per_seed"] = [_num(d) for d in diffs]
         entry["n"] = int(np.isfinite(diffs).sum())
