@@ -8,7 +8,8 @@ module costs nothing when no plot is drawn.
 - `new_figure(width, height)` and `save_png(figure, path)`: one way to draw and save a plot —
   a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global backend switch, nothing
   to close), written atomically through `alignkit.io`.
-- `interval(values)`: mean, sample std and the 95% Student-t interval of the mean.
+- `interval(values)`: mean, sample std and the 95% Student-t interval of the mean (exact t
+  quantiles from SciPy), with the count of non-finite values left out.
 """
 
 from __future__ import annotations
@@ -75,23 +76,21 @@ def save_png(figure: Any, path: str | Path, *, dpi: int = DPI, tight: bool = Fal
 
 # ------------------------------------------------------------------ statistics
 
-# two-sided 95% Student t quantiles for 1..30 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179)
-_T975 += (2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064)
-_T975 += (2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """The two-sided `level` quantile of Student's t with `df` degrees of freedom (exact:
+    `scipy.stats.t.ppf(0.5 + level / 2, df)`; 12.706 for df 1, 2.0395 for df 31)."""
+    from scipy.stats import t
 
-def t_quantile(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (tabulated)."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    return 2.021 if df <= 40 else 2.000 if df <= 60 else 1.980 if df <= 120 else 1.960
+    return float(t.ppf(0.5 + level / 2, df))
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:
     """Mean, sample std and the 95% t-interval of the mean over the finite `values`:
-    `{"n", "mean", "std", "ci95_low", "ci95_high"}` (std and bounds None below 2 values,
-    mean None without any)."""
+    `{"n", "nonfinite", "mean", "std", "ci95_low", "ci95_high"}`. `n` counts the finite
+    values, `nonfinite` the NaN / inf ones (a diverged seed), left out of the statistics but
+    counted, so a report can flag them; std and bounds are None below 2 values, mean None
+    without any."""
     finite = [v for v in values if math.isfinite(v)]
     n = len(finite)
     mean = statistics.fmean(finite) if finite else None
@@ -99,6 +98,7 @@ def interval(values: Sequence[float]) -> dict[str, Any]:
     half = t_quantile(n - 1) * std / math.sqrt(n) if std is not None else None
     return {
         "n": n,
+        "nonfinite": len(values) - n,
         "mean": mean,
         "std": std,
         "ci95_low": mean - half if half is not None else None,

@@ -196,7 +196,13 @@ def test_registry_names_options_and_keep_rules():
 def test_register_is_open(monkeypatch):
     monkeypatch.setitem(SELECTORS, "custom", SELECTORS["random"])
     selector = registry.Selector(
-        "custom", "highest", False, lambda req: np.arange(len(req.records)) * 2.0, "doubles"
+        "custom",
+        "highest",
+        False,
+        lambda req: np.arange(len(req.records)) * 2.0,
+        "doubles",
+        reads_labels=False,
+        label_use="it scores the record's position only",
     )
     registry.register(selector)
     records = [Pair("p", f"a{i}", "b", f"f:{i}") for i in range(4)]
@@ -534,3 +540,80 @@ def test_deft_and_real_verbs_take_the_common_flags(pairs, tiny_model, tmp_path, 
     assert main(bad) == 2 and "contradicts --strategy hard" in capsys.readouterr().err
     both = [*real, "--output", str(out), "--count", "3", "--fraction", "0.5"]
     assert main(both) == 2 and "not both" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- what a selector needs
+
+
+def _option_sets(selector: registry.Selector) -> list[dict]:
+    """Every combination of the selector's option choices (one empty set without choices)."""
+    sets: list[dict] = [{}]
+    for name, allowed in selector.choices.items():
+        sets = [{**s, name: value} for s in sets for value in allowed]
+    return sets
+
+
+def _label_free() -> list[tuple[str, dict]]:
+    return [
+        (name, options)
+        for name, selector in SELECTORS.items()
+        for options in _option_sets(selector)
+        if not selector.reads_labels_for(options)
+    ]
+
+
+def test_every_selector_declares_whether_it_reads_labels(monkeypatch):
+    """Each registered selector says, for every choice of its options, whether it reads the
+    pool's labels, and why; `register` refuses a selector that does not say."""
+    for name, selector in SELECTORS.items():
+        assert selector.label_use, name
+        for options in _option_sets(selector):
+            assert isinstance(selector.reads_labels_for(options), bool), (name, options)
+    reads = {n: SELECTORS[n].reads_labels_for(o) for n, o in [(n, {}) for n in SELECTORS]}
+    assert reads == {
+        "random": False,
+        "deft": True,
+        "real": False,
+        "reward-gap": True,
+        "perplexity": True,
+        "length": True,  # what=chosen
+        "rm-margin": True,
+    }
+    assert not SELECTORS["length"].reads_labels_for({"what": "pair"})
+    monkeypatch.setitem(SELECTORS, "custom", SELECTORS["random"])
+    silent = registry.Selector("custom", "lowest", False, lambda r: np.zeros(1), "undeclared")
+    with pytest.raises(AlignkitError, match="declare reads_labels"):
+        registry.register(silent)
+    with pytest.raises(AlignkitError, match="does not declare"):
+        silent.reads_labels_for()
+
+
+def _swapped(records: list) -> list:
+    return [dataclasses.replace(r, chosen=r.rejected, rejected=r.chosen) for r in records]
+
+
+def _subset(name: str, options: dict, records: list, model: str) -> list[int]:
+    scores = score_records(name, request(records, model, options=options, seed=3))
+    keep = get_selector(name).keep_for(options)
+    return sorted(keep_indices(scores, 3, keep, seed=3).tolist())
+
+
+@pytest.mark.parametrize(("name", "options"), _label_free(), ids=str)
+def test_a_label_free_selector_keeps_the_same_pairs_when_the_labels_are_swapped(
+    name, options, pairs, tiny_model
+):
+    """Swapping chosen and rejected in every pool pair leaves the subset unchanged: the
+    selector could have picked these pairs before anyone labelled them."""
+    _, records = pairs
+    assert _subset(name, options, records, tiny_model) == _subset(
+        name, options, _swapped(records), tiny_model
+    )
+
+
+def test_the_swap_test_catches_a_label_reading_selector(pairs, tiny_model):
+    """The same check fails for `length` of the chosen answer (it reads the labels): the
+    chosen answers have 0-2 extra words, the rejected ones 0-4, so the longest differ."""
+    _, records = pairs
+    assert _subset("length", {}, records, tiny_model) != _subset(
+        "length", {}, _swapped(records), tiny_model
+    )

@@ -15,53 +15,9 @@ from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
 from alignkit.study import run as study_run
 from alignkit.study.config import parse_study
-from alignkit.study.report import aggregate, labels_saved
+from alignkit.study.report import aggregate
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.trainer import Trainer
-
-
-def _iv(mean: float) -> dict:
-    return {"n": 3, "mean": mean, "std": 0.0, "ci95_low": mean, "ci95_high": mean}
-
-
-def _table(rows: list[tuple[str, int, float, float]]) -> list[dict]:
-    return [
-        {
-            "method": "dpo",
-            "selector": s,
-            "budget": c,
-            "count": c,
-            "accuracy": _iv(a),
-            "dpo_loss": _iv(lo),
-        }
-        for s, c, a, lo in rows
-    ]
-
-
-def test_labels_saved_by_hand() -> None:
-    """Random reaches accuracy 0.80 with all 40 labels. `easy` passes 0.80 first at 20 labels:
-    1 - 20/40 = 50% saved; `hard` never reaches it. For the loss (lower is better) random's
-    target is 0.50; `easy` gets 0.49 at 10 labels: 75% saved."""
-    table = _table(
-        [
-            ("random", 10, 0.60, 0.70),
-            ("random", 20, 0.70, 0.60),
-            ("random", 40, 0.80, 0.50),
-            ("easy", 10, 0.75, 0.49),
-            ("easy", 20, 0.82, 0.45),
-            ("easy", 40, 0.85, 0.40),
-            ("hard", 10, 0.50, 0.80),
-            ("hard", 20, 0.60, 0.75),
-            ("hard", 40, 0.79, 0.55),
-        ]
-    )
-    acc = {r["selector"]: r for r in labels_saved(table, "accuracy", "random")}
-    assert acc["easy"]["reached_at_count"] == 20 and acc["easy"]["labels_saved"] == 0.5
-    assert acc["hard"]["reached_at_count"] is None and acc["hard"]["labels_saved"] is None
-    assert acc["random"]["reached_at_count"] == 40 and acc["random"]["labels_saved"] == 0.0
-    assert acc["easy"]["target"] == 0.80 and acc["easy"]["target_count"] == 40
-    loss = {r["selector"]: r for r in labels_saved(table, "dpo_loss", "random")}
-    assert loss["easy"]["reached_at_count"] == 10 and loss["easy"]["labels_saved"] == 0.75
 
 
 def test_aggregate_gives_the_t_interval_over_seeds() -> None:
@@ -82,6 +38,7 @@ def test_aggregate_gives_the_t_interval_over_seeds() -> None:
     iv = row["accuracy"]
     assert row["seeds"] == [0, 1, 2] and iv["mean"] == pytest.approx(0.7)
     assert iv["ci95_high"] - iv["mean"] == pytest.approx(4.303 * 0.1 / 3**0.5, abs=1e-4)
+    assert iv["n"] == 3 and iv["nonfinite"] == 0
 
 
 def test_subset_of_reindexes_rows_and_reference() -> None:
@@ -208,8 +165,29 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
     for cell in report["cells"]:
         assert 0.0 <= cell["metrics"]["accuracy"] <= 1.0 and cell["metrics"]["dpo_loss"] > 0
     assert {r["selector"] for r in report["labels_saved"]} == {"random", "length"}
+    # length of the chosen answer reads the pool's labels: training saved, not labels
+    saved = {r["selector"]: r for r in report["labels_saved"] if r["metric"] == "accuracy"}
+    assert saved["length"]["labels_saved"] is None and saved["length"]["reads_labels"]
+    # random is label-free: its own row (where its curve flattens) counts as labels saved
+    assert saved["random"]["labels_saved"] == saved["random"]["training_saved"] is not None
     md = (out / "study.md").read_text()
     assert "Labels saved" in md and "| dpo | length | 0.5 | 6 |" in md
+    assert "n/a (uses the pool's labels)" in md and "Paired differences to `random`" in md
+    assert "no per-item outcomes" not in md  # every cell wrote its per-pair outcomes
+    # every cell's per-pair held-out outcomes: the same 6 pairs, and the mean of `correct`
+    # is the cell's accuracy
+    ids = None
+    for cell in report["cells"]:
+        path = out / "cells" / cell["id"].replace("/", "__") / "heldout_outcomes.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        assert [r["index"] for r in rows] == list(range(6))
+        ids = ids or [r["id"] for r in rows]
+        assert [r["id"] for r in rows] == ids
+        correct = sum(r["correct"] for r in rows) / 6
+        assert correct == pytest.approx(cell["metrics"]["accuracy"])
+        margin = sum(r["margin"] for r in rows) / 6
+        assert margin == pytest.approx(cell["metrics"]["margin"], abs=1e-4)
+        assert all(r["correct"] == (r["margin"] > 0) for r in rows)
     assert (out / "dpo_accuracy.png").stat().st_size > 1000
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[")]
     assert len(lines) == 8 and "ETA" in lines[-1]

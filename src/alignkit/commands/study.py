@@ -17,8 +17,15 @@ gives each cell's win rate against a `baseline:` cell of the same seed (metric `
 Tokens, reference log-probs, selector scores and the reward model are computed once. A
 killed study resumes where it stopped: finished cells (cells/<id>/cell.json) are skipped.
 
+study.md: every number with a 95% hierarchical bootstrap interval (seeds, then held-out
+pairs; each cell writes its per-pair outcomes to cells/<id>/heldout_outcomes.jsonl), n per
+cell, the paired difference of every cell to the random control of the same seed, labels
+saved (selectors that pick pairs without their labels) or training pairs saved (selectors
+that read the pool's labels) read off monotone curves in log budget, with the probability
+that the target is not reached, and the seeds a paired design needs for 80% power (--detect).
+
 outputs: OUTPUT/study.json, OUTPUT/study.md, OUTPUT/<method>_<metric>.png (metric vs budget,
-one line per selector, 95% intervals over seeds; one budget: methods_<metric>.png, methods
+one line per selector, 95% t-intervals over seeds; one budget: methods_<metric>.png, methods
 side by side), OUTPUT/cells/<id>/ (one run directory each)
 
 example:
@@ -45,7 +52,12 @@ def run(args: StudyOptions) -> int:
     from alignkit.study.config import load_study_config
     from alignkit.study.run import run_study
 
-    overrides = {"data": args.data, "eval_data": args.eval_data, "output": args.output}
+    overrides = {
+        "data": args.data,
+        "eval_data": args.eval_data,
+        "output": args.output,
+        "detect": args.detect,
+    }
     config = load_study_config(args.config, overrides)
     report = run_study(config)
     print(f"study written to {config.output}/study.md ({len(report['cells'])} cells)")

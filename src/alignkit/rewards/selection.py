@@ -85,5 +85,7 @@ RM_MARGIN = Selector(
     config=RmMarginConfig,
     split_records=True,  # a pair's margin depends on that pair alone
     keep_names=MARGIN_KEEPS,
+    reads_labels=True,
+    label_use="the margin R(x, chosen) - R(x, rejected) uses which answer is chosen",
 )
 register(RM_MARGIN)

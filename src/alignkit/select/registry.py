@@ -18,6 +18,14 @@ The keep rule of `real` depends on its options (easy = lowest similarity, hard =
 `Selector.default_keep` may be a function of the options; `Selector.keep_for(options)` (or
 `resolve_keep`) always gives the rule.
 
+What a selector needs: every selector declares `reads_labels` (a bool, or a function of its
+options, as for `length`) with the reason in `label_use`. A label-free selector picks its
+subset without knowing which answer of a pair is chosen (swapping chosen and rejected in the
+pool leaves its subset unchanged), so it can pick pairs before anyone labels them: a study
+credits it with *labels saved*. A label-reading one needs the preference label of every pool
+pair first, so it can only save training (*training pairs saved*). `register` refuses a
+selector that does not declare it.
+
 Under a launcher (`accelerate launch`, `torchrun`) every process calls `score_records` and
 gets every score back. The model scorers split their forward passes themselves; a selector
 with `split_records=True` (its score of a record depends on that record alone) is split
@@ -115,6 +123,10 @@ class Selector:
     (leave it False for a score of the whole set, such as a seeded draw over all records, or
     for a scorer that splits its own work over the processes).
 
+    `reads_labels`: whether the scores use which answer of a pair is chosen (True / False, or
+    a function of the options giving one; None = undeclared, refused by `register`);
+    `label_use`: why, in one sentence (the study report prints it).
+
     `select`: the hook of a selector whose CLI run shows more than one score per record:
     `(records, config) -> Selection` (`alignkit.select.outputs`: the rows of subset.jsonl,
     scores.jsonl and dropped.jsonl, the report and its own files), called on every process
@@ -136,6 +148,8 @@ class Selector:
     split_records: bool = False
     select: SelectHook | None = None
     keep_names: Mapping[str, Keep] = field(default_factory=dict)
+    reads_labels: bool | Callable[[Mapping[str, Any]], bool] | None = None
+    label_use: str = ""
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
@@ -174,6 +188,12 @@ class Selector:
             + (f" or {named}" if named else "")
             + f", got {keep!r}"
         )
+    def reads_labels_for(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether this selector, with these options, reads the pool's preference labels."""
+        rule = self.reads_labels
+        if rule is None:
+            raise AlignkitError(f"selector {self.name} does not declare reads_labels")
+        return bool(rule(self.resolve_options(options)) if callable(rule) else rule)
 
 
 SELECTORS: dict[str, Selector] = {}
@@ -189,6 +209,12 @@ def register(selector: Selector) -> None:
     bad = sorted(name for name, rule in selector.keep_names.items() if rule not in KEEPS)
     if bad:
         raise AlignkitError(f"selector {selector.name}: keep_names {bad} name no rule of {KEEPS}")
+    if selector.reads_labels is None or not selector.label_use:
+        raise AlignkitError(
+            f"selector {selector.name}: declare reads_labels (True if its scores use which "
+            "answer of a pair is chosen) and label_use (why, one sentence): a study credits "
+            "label-free selectors with labels saved, label-reading ones with training saved"
+        )
     SELECTORS[selector.name] = selector
 
 
@@ -369,6 +395,10 @@ _SCORERS = "alignkit.select.scorers"
 _HOOKS = "alignkit.select.reports"
 
 
+def _length_reads_labels(options: Mapping[str, Any]) -> bool:
+    return options.get("what") != "pair"
+
+
 def _real_keep(options: Mapping[str, Any]) -> Keep:
     return "highest" if options.get("strategy") == "hard" else "lowest"
 
@@ -383,6 +413,8 @@ _BUILT_IN = (
         depends_on=("seed",),
         kinds=("pair", "point", "multi"),
         config=SelectConfig,
+        reads_labels=False,
+        label_use=("a seeded uniform draw over the records: it never looks at a pair"),
     ),
     Selector(
         "deft",
@@ -396,6 +428,11 @@ _BUILT_IN = (
         depends_on=("model", "max_length", "precision"),
         config=DeftSelectConfig,
         select=_later(_HOOKS, "deft_selection"),
+        reads_labels=True,
+        label_use=(
+            "R_Q scores the chosen answer (or chosen minus rejected) and Q_pos / Q_neg "
+            "are counted from every pool pair's label"
+        ),
     ),
     Selector(
         "real",
@@ -410,6 +447,11 @@ _BUILT_IN = (
         rule_options=("strategy",),
         config=RealSelectConfig,
         select=_later(_HOOKS, "real_selection"),
+        reads_labels=False,
+        label_use=(
+            "the cosine similarity of the two answers' embeddings is symmetric: each "
+            "answer is embedded alone, without knowing which one is chosen"
+        ),
     ),
     Selector(
         "reward-gap",
@@ -424,6 +466,10 @@ _BUILT_IN = (
         depends_on=("model", "max_length", "precision"),
         config=RewardGapConfig,
         keep_names=MARGIN_KEEPS,
+        reads_labels=True,
+        label_use=(
+            "the signed implicit-reward gap chosen minus rejected uses which answer is chosen"
+        ),
     ),
     Selector(
         "perplexity",
@@ -434,6 +480,8 @@ _BUILT_IN = (
         depends_on=("model", "max_length", "precision"),
         kinds=("pair", "point"),
         config=ModelSelectConfig,
+        reads_labels=True,
+        label_use=("it scores the chosen answer, which only a label names"),
     ),
     Selector(
         "length",
@@ -447,6 +495,11 @@ _BUILT_IN = (
         kinds=("pair", "point"),
         config=LengthConfig,
         split_records=True,
+        reads_labels=_length_reads_labels,
+        label_use=(
+            "what=chosen counts the chosen answer's tokens (a label names it); "
+            "what=pair counts both answers, the same whichever is chosen"
+        ),
     ),
 )
 for _selector in _BUILT_IN:

@@ -32,6 +32,9 @@ online: {iterations: 3, queries_per_iteration: 8}   # options of every online me
 judge: local:default               # win rate of each cell's answers to those prompts
 baseline: {method: dpo, selector: random, budget: 1.0}  # against this cell (same seed)
 ```
+
+`detect: 0.02` (or `--detect 0.02`) adds to the report's power table the seeds a paired design
+needs to detect a difference of 0.02 to the control (from this study as a pilot).
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class StudyConfig:
     online: dict[str, Any] = field(default_factory=dict)
     judge: str = ""
     baseline: dict[str, Any] = field(default_factory=dict)
+    detect: float = 0.0  # the report's power table: seeds to detect this difference
 
     @property
     def generates(self) -> bool:
@@ -209,6 +213,7 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
         online=dict(raw.get("online") or {}),
         judge=str(raw.get("judge") or ""),
         baseline=dict(raw.get("baseline") or {}),
+        detect=float(raw.get("detect") or 0.0),
     )
     default = (
         PAIR_METRICS
@@ -241,7 +246,7 @@ def validate_study(config: StudyConfig, where: str) -> None:
             raise AlignkitError(
                 f"{where}: options of {what} may not set {owned}: the study sets them per cell"
             )
-    for name in ("eval_limit", "reward_prompts", "reward_max_new_tokens"):
+    for name in ("eval_limit", "reward_prompts", "reward_max_new_tokens", "detect"):
         if getattr(config, name) < 0:
             raise AlignkitError(f"{where}: {name} must be >= 0")
     online = [m.name for m in config.methods if m.online]

@@ -17,3 +17,11 @@ class StudyOptions:
     data: list[str] | None = opt(None, "override the config's data", metavar="PATH")
     eval_data: list[str] | None = opt(None, "override the config's eval_data", metavar="PATH")
     output: str | None = opt(None, "override the config's output directory")
+    detect: float | None = opt(
+        None,
+        "a difference to the control (e.g. 0.02 accuracy) for the report's power table: the "
+        "seeds a paired design needs to detect it at 80%% power, from this study as a pilot "
+        "(rerun a finished study with it: finished cells are not run again); overrides the "
+        "config's detect",
+        metavar="D",
+    )

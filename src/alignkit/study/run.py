@@ -10,7 +10,8 @@ point method's view of the pairs is prepared per cell). With `reward_model:`, th
 model is trained (if given as options) and loaded once, and scores every cell's greedy
 answers to the held-out prompts; the online methods (ple, raft, rrhf-online) sample from the
 prompts of their cell's subset and learn from that reward model.
-Each cell writes its run directory (`cells/<id>/`: subset, metrics, `summary.json`; no model
+Each cell writes its run directory (`cells/<id>/`: subset, metrics, `summary.json`, its
+per-pair held-out outcomes `heldout_outcomes.jsonl` for the report's bootstrap; no model
 unless `train: {save_model: true}`) and `cell.json` last, with a digest of its settings: a
 killed study resumes and skips finished cells whose settings did not change.
 """
@@ -43,11 +44,13 @@ from alignkit.inference.generation import SamplingConfig
 from alignkit.inference.generators import HFGenerator
 from alignkit.io import atomic_write_jsonl, atomic_write_text
 from alignkit.models import generation_dtype, load_inference_model
+from alignkit.objectives.losses import dpo_loss
 from alignkit.online.loop import OnlineTrainer
 from alignkit.options import to_dict
 from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
+from alignkit.scoring.dataset import reference_for
 from alignkit.select.registry import (
     ScoreRequest,
     budget_count,
@@ -56,6 +59,7 @@ from alignkit.select.registry import (
     score_records,
 )
 from alignkit.study.config import METRICS, Keep, MethodEntry, SelectorEntry, StudyConfig
+from alignkit.study.report import OUTCOMES
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.config import TrainConfig
 from alignkit.train.trainer import Trainer, TrainResult
@@ -63,6 +67,7 @@ from alignkit.train.trainer import Trainer, TrainResult
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 GENERATIONS = "eval/generations.jsonl"  # a cell's greedy answers to the held-out prompts
+POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a judged prompt's points (unparseable: None)
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,8 @@ class CellTrainer(Trainer):
         super().__init__(config)
         self.context, self.keep, self.key = context, keep, key
         self.shared, self.pool = context.shared, context.pool
+        self.heldout: Prepared | None = None  # the held-out pairs, with reference log-probs
+        self.heldout_pairs: list = []
 
     def prepare_train(self, records: list, tokenizer, scorer) -> Prepared:
         if self.method.kind != "pair":  # point / multi views of a pair differ per method
@@ -193,16 +200,65 @@ class CellTrainer(Trainer):
         """The held-out data, cut to the study's `eval_limit` first records."""
         records, pairs = super().load_eval(paths)
         limit = self.context.config.eval_limit
-        return (records[:limit], pairs[:limit]) if limit else (records, pairs)
+        records, pairs = (records[:limit], pairs[:limit]) if limit else (records, pairs)
+        self.heldout_pairs = pairs or [r for r in records if isinstance(r, Pair)]
+        return records, pairs
 
     def prepare_eval(self, records: list, tokenizer, scorer, with_ref: bool | None = None):
         view = (self.method.kind, self.method.needs_ref) if with_ref is None else ("pairs", True)
         build = lambda: self.prepare(records, tokenizer, scorer, with_ref)  # noqa: E731
-        return self.shared.get(("eval", *view, *self.key), build)
+        prepared = self.shared.get(("eval", *view, *self.key), build)
+        if view in (("pair", True), ("pairs", True)):  # the held-out pairs the metrics read
+            self.heldout = prepared
+        return prepared
+
+    def write_outcomes(self, scorer, pad_id: int) -> None:
+        """`heldout_outcomes.jsonl`: per held-out pair (`index` in the held-out data, `id` of
+        its content), the implicit-reward difference of the trained policy as the cell's
+        metrics compute it (`margin` = beta * [(log pi - log pi_ref)(chosen) - (...)(rejected)],
+        `margin_unscaled` without beta), `correct` (margin > 0) and `dpo_loss`; a pair method
+        with its reduction of the token log-probs, the held-out pairs of other methods summed
+        (as `pair_eval_metrics`)."""
+        data = self.heldout
+        if data is None or data.ref is None:
+            return
+        reduction = self.objective.reduction if self.method.kind == "pair" else "sum"
+
+        def work(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            policy = scorer(batch, autocast=self.autocast).reduced(reduction)
+            ref = reference_for(batch, data.ref).reduced(reduction)
+            return batch.index.cpu(), policy.double().cpu(), ref.double().cpu()
+
+        scorer.eval()
+        with torch.no_grad():
+            parts = [part for _, part in self._eval_map(data, pad_id, work)]
+        scorer.train()
+        if not parts or not self.accelerator.is_main_process:
+            return
+        rows, policy, ref = (torch.cat([p[j] for p in parts]) for j in range(3))
+        beta = self.objective.beta
+        losses, chosen, rejected = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta)
+        unscaled = (policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1])
+        out = []
+        for n, row in enumerate(rows.tolist()):
+            index = data.records[row] if data.records else row
+            out.append(
+                {
+                    "index": index,
+                    "id": pair_digest(self.heldout_pairs[index]),
+                    "margin": float(chosen[n] - rejected[n]),
+                    "margin_unscaled": float(unscaled[n]),
+                    "correct": bool(chosen[n] > rejected[n]),
+                    "dpo_loss": float(losses[n]),
+                }
+            )
+        atomic_write_jsonl(self.output / OUTCOMES, sorted(out, key=lambda r: r["index"]))
 
     def after_training(self, scorer, tokenizer) -> dict[str, float]:
         """With a reward model or a judge: greedy answers to the held-out prompts
-        (`eval/generations.jsonl`), and their mean reward."""
+        (`eval/generations.jsonl`), and their mean reward. First, the per-pair held-out
+        outcomes (`write_outcomes`)."""
+        self.write_outcomes(scorer, tokenizer.pad_token_id)
         config = self.context.config
         if not config.generates:
             return {}
@@ -302,6 +358,13 @@ class StudyContext:
             atomic_write_jsonl(self.reward_prompts, rows)
             self._eval_prompts_written = True
         return self.reward_prompts
+
+
+def pair_digest(pair: Pair) -> str:
+    """A short id of a pair's content (prompt, chosen, rejected): the same held-out pair in
+    every cell, so the report can check that cells were evaluated on the same items."""
+    text = json.dumps([prompt_json(pair.prompt), pair.chosen, pair.rejected])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def prompt_rows(records: list) -> list[dict[str, Any]]:
@@ -439,8 +502,10 @@ def add_win_rates(context: StudyContext, cells: list[Cell], results: list[dict])
         row["metrics"]["win_rate"] = report["win_rate_ties_half"]
         row["win_rate_against"] = baseline.id
         summary = {k: v for k, v in report.items() if k != "per_prompt"}
+        points = [POINTS.get(r["outcome"]) for r in report["per_prompt"]]  # for the bootstrap
         out = cell.directory(context.root) / "win_rate.json"
-        atomic_write_text(out, json.dumps({"against": baseline.id, **summary}, indent=2))
+        text = json.dumps({"against": baseline.id, **summary, "points": points}, indent=2)
+        atomic_write_text(out, text)
 
 
 def cell_train_config(config: StudyConfig, cell: Cell, out: Path) -> TrainConfig:
