@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "io": 0,
     "options": 0,
     "report": 0,
+    "package_data": 0,
     "data": 1,
     "runs": 2,
     "distributed": 2,
