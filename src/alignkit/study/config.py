@@ -145,6 +145,7 @@ class StudyConfig:
         the cell's data, output and seed."""
         values = {**self.train, **method.options, "method": method.method, "model": self.model}
         values.update(cell)
+        _cell_run_name(values)
         try:
             config = TrainConfig(**values)
         except TypeError as exc:
@@ -156,6 +157,7 @@ class StudyConfig:
         and the cell's queries, output, seed and reward model."""
         values = {**self.online, **method.options, "model": self.model}
         values.update(cell)
+        _cell_run_name(values)
         try:
             return ONLINE_METHODS[method.method](**values)
         except TypeError as exc:
@@ -171,6 +173,13 @@ class StudyConfig:
             return RewardTrainConfig(**values)
         except TypeError as exc:
             raise AlignkitError(f"study: invalid reward_model (train-rm) option: {exc}") from exc
+
+
+def _cell_run_name(values: dict[str, Any]) -> None:
+    """A `run_name:` of the study's options names a family of runs: each cell's trackers get
+    `RUN_NAME-<cell id>` (without one: the cell id, the name of its folder)."""
+    if values.get("run_name") and values.get("output"):
+        values["run_name"] = f"{values['run_name']}-{Path(values['output']).name}"
 
 
 def load_study_config(path: str, overrides: dict[str, Any]) -> StudyConfig:
