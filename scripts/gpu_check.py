@@ -410,7 +410,7 @@ def run_checks(check: Check) -> None:
         out = check.work / "fsdp2"
         check.subprocess(
             [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-             str(ROOT / "configs" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1",
+             str(ROOT / "src/alignkit/configs/accelerate/fsdp2.yaml"), "--num_processes", "1",
              "--main_process_port", "0", "-m", "alignkit", "train", "--method", "dpo",
              "--data", data, "--data-format", "trl-pair", "--model", model, "--output", str(out),
              "--batch-size", str(run["batch"]), "--max-steps", str(run["steps"] // 2),

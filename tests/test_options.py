@@ -174,3 +174,110 @@ def test_every_verb_that_loads_a_model_takes_trust_remote_code():
     verbs += list(ONLINE_METHODS.values())
     for verb in verbs:
         assert "trust_remote_code" in {f.name for f in dataclasses.fields(verb)}, verb
+
+
+# ------------------------------------------------------------ --print-config, config.json
+
+
+def _verb_parsers() -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """(argv prefix, parser) of every verb and sub-verb of `alignkit`."""
+    from alignkit.cli import VERBS, build_parser
+
+    sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    found = []
+    for verb in VERBS:
+        parser = sub.choices[verb]
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if groups:
+            found += [([verb, name], p) for name, p in groups[0].choices.items()]
+        else:
+            found.append(([verb], parser))
+    return found
+
+
+def test_print_config_of_every_verb_reads_back_as_the_defaults(tmp_path, capsys):
+    """`VERB --print-config` > FILE, then `VERB --config FILE`: the same config object as a
+    verb given no option at all (every default written, and written as the file reads it)."""
+    from alignkit.options import config_fields, merged_values
+
+    checked = 0
+    for argv, parser in _verb_parsers():
+        args = parser.parse_args(["--print-config"])
+        if "config" in {f.name for f in dataclasses.fields(args.config_class)}:
+            continue  # the study: its --config is the grid (tests/cli/test_study.py)
+        assert args.func(args) == 0
+        text = capsys.readouterr().out
+        cls = args.config_class
+        for f in config_fields(cls):
+            assert f"\n{f.name}: " in text, (argv, f.name)
+        path = tmp_path / f"{'-'.join(argv)}.yaml"
+        path.write_text(text)
+        read = parser.parse_args(["--config", str(path)])
+        assert cls(**merged_values(cls, read, str(path))) == cls(), argv
+        checked += 1
+    assert checked >= 25
+
+
+def test_print_config_with_flags_builds_the_same_config(tiny_model, tmp_path, capsys):
+    flags = ["--model", tiny_model, "--data", "a.jsonl", "b.jsonl", "--output", "runs/x"]
+    flags += ["--lora", "--lr", "5e-4", "--lora-preset", "ulma", "--method", "ulma"]
+    parser = dict((" ".join(a), p) for a, p in _verb_parsers())["train"]
+    args = parser.parse_args([*flags, "--print-config"])
+    args.func(args)
+    text = capsys.readouterr().out
+    assert "lr: 0.0005\n" in text and "lora_r: null\n" in text  # the preset fills it later
+    assert "# peak learning rate (AdamW)\n" in text
+    assert "# objective to train with" in text and "(one of: cosine, linear, constant)" in text
+    (tmp_path / "run.yaml").write_text(text)
+    from_file = build_config(
+        TrainConfig,
+        parser.parse_args(["--config", str(tmp_path / "run.yaml")]),
+        str(tmp_path / "run.yaml"),
+    )
+    assert from_file == build_config(TrainConfig, parser.parse_args(flags))
+    assert from_file.lora_r == 8 and from_file.lora_targets == ["q_proj", "v_proj"]
+
+
+def test_a_required_positional_may_come_from_the_printed_file(tmp_path, capsys):
+    parser = dict((" ".join(a), p) for a, p in _verb_parsers())["data inspect"]
+    args = parser.parse_args(["x.jsonl", "--print-config"])
+    args.func(args)
+    (tmp_path / "c.yaml").write_text(capsys.readouterr().out)
+    args = parser.parse_args(["--config", str(tmp_path / "c.yaml")])
+    config = build_config(args.config_class, args, str(tmp_path / "c.yaml"))
+    assert config.paths == ["x.jsonl"]
+
+
+def test_a_run_config_json_is_a_config_file(tiny_model, tmp_path, capsys):
+    """config.json as a run writes it (the options, the precision used, another verb's
+    options, a key it keeps secret) is read as --config: the extra keys are skipped with a
+    note, never an error; a YAML file with an unknown key still is one."""
+    import json
+
+    from alignkit.options import merged_values
+
+    run = TrainConfig(model=tiny_model, data=["d.jsonl"], output="runs/a", lr=1e-4)
+    recorded = dataclasses.asdict(run)
+    recorded |= {
+        "precision_used": "fp32",
+        "precision_reason": "cpu",
+        "api_key": "(set, not written)",
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(recorded, indent=2))
+    config = build_config(TrainConfig, argparse.Namespace(output="runs/b"), str(path))
+    assert config == TrainConfig(model=tiny_model, data=["d.jsonl"], output="runs/b", lr=1e-4)
+    err = capsys.readouterr().err
+    assert "skipped api_key, precision_reason, precision_used (recorded by the run" in err
+    online = dataclasses.asdict(RAFTConfig(model=tiny_model, queries="q.jsonl", output="o"))
+    online["api_key"] = "(set, not written)"
+    path.write_text(json.dumps(online))
+    raft = build_config(RAFTConfig, argparse.Namespace(), str(path))
+    assert raft.api_key == RAFTConfig().api_key  # not the placeholder
+    assert "skipped api_key (not written by the run: give it again)" in capsys.readouterr().err
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("lr: 1e-5\n")  # YAML 1.1 reads a string: the float field takes it
+    assert merged_values(TrainConfig, argparse.Namespace(), str(yaml_file)) == {"lr": 1e-5}
+    yaml_file.write_text("precision_used: fp32\n")
+    with pytest.raises(AlignkitError, match="unknown option"):
+        build_config(TrainConfig, argparse.Namespace(), str(yaml_file))

@@ -24,8 +24,10 @@ import pytest
 import torch
 from conftest import pair_rows, write_jsonl
 
+from alignkit.package_data import ACCELERATE_CONFIGS_DIR
+
 BIN = Path(sys.executable).parent
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+CONFIGS = ACCELERATE_CONFIGS_DIR  # shipped in the package (configs/ at the root links to it)
 ACCELERATE = BIN / "accelerate"
 STEPS, SAVE = 12, 4
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

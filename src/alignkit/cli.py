@@ -66,6 +66,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "RLOO: REINFORCE with a leave-one-out baseline over K samples, KL to the reference",
     ),
     "ppo": ("online", "PPO: RLHF with a value head, per-token KL penalty, GAE and clipped losses"),
+    "export": (
+        "export",
+        "export a run's model (LoRA merged, or the adapter) with a model card; push to the Hub",
+    ),
     "env": (
         "env",
         "print versions, device, CPU flags and the precision auto picks (for bug reports)",

@@ -3,7 +3,9 @@
 Every field of a config dataclass becomes a flag (`max_steps` -> `--max-steps`) whose help is
 the field's `help` metadata and whose choices are its `Literal` type's values (or `choices`).
 `--config run.yaml` reads the same keys (either spelling); flags given on the command line
-override the file. Every verb is built this way (`add_config_verb`; verbs with sub-verbs:
+override the file. `--print-config` writes every option with its default (its help as a
+comment) as such a file; a run's `config.json` is one too (the keys it records beyond the
+verb's options are skipped with a note). Every verb is built this way (`add_config_verb`; verbs with sub-verbs:
 `add_verb_group`).
 
 Field metadata (keyword arguments of `opt`) that shape the flag:
@@ -52,7 +54,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Callable
@@ -135,6 +139,12 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata=metadata, **keyword)
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
 def _base_type(tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -171,7 +181,7 @@ def add_dataclass_arguments(
         if meta.get("cli") is False:
             continue
         tp = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = field_default(f)
         help_text = meta.get("help", "")
         if show_defaults and default not in (None, [], ""):
             help_text += f" (default: {default})"
@@ -226,29 +236,62 @@ def _add_aliases(
 
 
 def load_yaml(path: str) -> dict[str, Any]:
+    """A --config file's mapping (a `.json` file read as JSON), keys with underscores."""
+    kind = "JSON" if path.endswith(".json") else "YAML"
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text(encoding="utf-8")
+        data = (json.loads(text) if kind == "JSON" else yaml.safe_load(text)) or {}
     except FileNotFoundError as exc:
         raise AlignkitError(f"config file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise AlignkitError(f"{path}: invalid YAML: {exc}") from exc
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise AlignkitError(f"{path}: invalid {kind}: {exc}") from exc
     if not isinstance(data, dict):
         raise AlignkitError(f"{path}: a config file must be a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None = None) -> T:
-    """The dataclass from defaults < YAML file < command-line flags, validated."""
+# what a run's config.json writes for an option it keeps secret (the API key): never read back
+REDACTED = "(set, not written)"
+
+
+def read_config_file(cls: type, path: str) -> dict[str, Any]:
+    """The options of `cls` in a --config file (YAML, or JSON, which YAML reads too).
+
+    An unknown key of a YAML file is an error (a typo must not pass silently). A `.json` file
+    is read as a run's `config.json`, which records more than the options of one verb (the
+    precision used, the options of the verb that wrote it): its unknown keys, and the values a
+    run does not write (`REDACTED`), are skipped with a note on stderr."""
     names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    if config_file:
-        file_values = _rename_aliases(cls, load_yaml(config_file), config_file)
-        unknown = sorted(set(file_values) - names)
-        if unknown:
-            raise AlignkitError(
-                f"{config_file}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-            )
-        values.update(file_values)
+    values = _rename_aliases(cls, load_yaml(path), path)
+    unknown = sorted(set(values) - names)
+    record = path.endswith(".json")
+    if unknown and not record:
+        raise AlignkitError(
+            f"{path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+        )
+    hidden = sorted(k for k, v in values.items() if k in names and v == REDACTED)
+    if record and unknown:
+        print(
+            f"alignkit: note: {path}: skipped {', '.join(unknown)} (recorded by the run, not "
+            "options of this verb)",
+            file=sys.stderr,
+        )
+    if hidden:
+        print(
+            f"alignkit: note: {path}: skipped {', '.join(hidden)} (not written by the run: "
+            "give it again)",
+            file=sys.stderr,
+        )
+    return {k: v for k, v in values.items() if k in names and k not in hidden}
+
+
+def merged_values(
+    cls: type, args: argparse.Namespace, config_file: str | None = None
+) -> dict[str, Any]:
+    """The options given: the --config file's, overridden by the command line's flags (field
+    name -> value, typed as the fields; defaults not filled in, nothing validated)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = read_config_file(cls, config_file) if config_file else {}
     for name in names:
         value = getattr(args, name, None)
         if value is not None:
@@ -261,14 +304,31 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
             values[name] = [value]
         elif tp is float and isinstance(value, int) and not isinstance(value, bool):
             values[name] = float(value)
-        choices = fields[name].metadata.get("choices") or (
-            typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
-        )
-        if choices and values[name] not in choices:
+        elif tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 as a string
+            try:
+                values[name] = float(value)
+            except ValueError as exc:
+                where = f" (in {config_file})" if config_file else ""
+                raise AlignkitError(f"{name}: {value!r} is not a number{where}") from exc
+        choices = _choices(fields[name], tp)
+        unset = values[name] is None or values[name] == field_default(fields[name])
+        if choices and not unset and values[name] not in choices:
             raise AlignkitError(
                 f"{name}: {values[name]!r} is not one of {', '.join(map(str, choices))}"
                 + (f" (in {config_file})" if config_file else "")
             )
+    return values
+
+
+def _choices(f: dataclasses.Field, tp: Any) -> Any:
+    return f.metadata.get("choices") or (
+        typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+    )
+
+
+def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None = None) -> T:
+    """The dataclass from defaults < YAML file < command-line flags, validated."""
+    values = merged_values(cls, args, config_file)
     _check_given(cls, values, config_file)
     try:
         config = cls(**values)
@@ -278,6 +338,56 @@ def build_config(cls: type[T], args: argparse.Namespace, config_file: str | None
     if check:
         check()
     return config
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields a --config file sets: all but those whose name is an old spelling of
+    another field (such a key sets that field)."""
+    shadowed = _aliases(cls)
+    return [f for f in dataclasses.fields(cls) if f.name not in shadowed]
+
+
+def config_yaml(cls: type, values: dict[str, Any], title: str) -> str:
+    """Every option of `cls` as a --config file: each key with its help (and choices) as a
+    comment, its value from `values` (field name -> value) or else its default. Keys are the
+    field names (underscores); an option that is None is left to the verb (the help says
+    what it then takes)."""
+    hints = typing.get_type_hints(cls)
+    lines = [f"# {title}", "# every option with its default; edit, then pass as --config FILE", ""]
+    for f in config_fields(cls):
+        meta = f.metadata
+        notes = [str(meta.get("help", ""))]
+        choices = _choices(f, _base_type(hints[f.name]))
+        if choices:
+            notes.append(f"(one of: {', '.join(map(str, choices))})")
+        if meta.get("required"):
+            notes.append("(required)")
+        if "one_of" in meta:
+            notes.append(f"(exactly one of the {meta['one_of']} options)")
+        if meta.get("cli") is False:
+            notes.append("(no flag: a --config key only)")
+        comment = textwrap.wrap(" ".join(n for n in notes if n), 94) or [""]
+        lines += [f"# {line}" for line in comment]
+        value = values[f.name] if f.name in values else field_default(f)
+        lines += [f"{f.name}: {yaml_value(value)}", ""]
+    return "\n".join(lines)
+
+
+def yaml_value(value: Any) -> str:
+    """A value as YAML on one line (lists and mappings in flow style)."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+    return text.removesuffix("...\n").strip()
+
+
+def print_config(cls: type, args: argparse.Namespace, config_file: str | None, title: str) -> int:
+    """`--print-config`: the options given (file < flags) and every default, as YAML on
+    stdout; nothing is validated or run."""
+    text = getattr(cls, "config_text", None)
+    if text is not None:  # a verb whose --config is its own kind of file (the study's grid)
+        sys.stdout.write(text(cls(**merged_values(cls, args))))
+        return 0
+    sys.stdout.write(config_yaml(cls, merged_values(cls, args, config_file), title))
+    return 0
 
 
 def _rename_aliases(cls: type, values: dict[str, Any], config_file: str) -> dict[str, Any]:
@@ -351,26 +461,42 @@ def add_config_verb(
     own_file = "config" in {f.name for f in dataclasses.fields(cls)}
     if not own_file:
         parser.add_argument(
-            "--config", metavar="YAML", help="YAML file with any of the options below"
+            "--config",
+            metavar="YAML",
+            help="YAML file with any of the options below (keys: the option names with "
+            "underscores, e.g. max_steps); a run's config.json works too",
         )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every option with its default (and the values of --config and the flags "
+        "given) as YAML, then exit: a file --config reads",
+    )
     add_dataclass_arguments(parser, cls, show_defaults)
     _required_may_come_from_file(parser)
-    if own_file:
-        parser.set_defaults(func=lambda args: run(build_config(cls, args)))
-    else:
-        parser.set_defaults(func=lambda args: run(build_config(cls, args, args.config)))
+    title = f"alignkit {parser.prog.split(' ', 1)[-1]} --config FILE"
+
+    def func(args: argparse.Namespace) -> int:
+        config_file = None if own_file else args.config
+        if args.print_config:
+            return print_config(cls, args, config_file, title)
+        return run(build_config(cls, args, config_file))
+
+    parser.set_defaults(func=func, config_class=cls)
     return parser
 
 
 def _required_may_come_from_file(parser: argparse.ArgumentParser) -> None:
-    """With `--config FILE` on the command line, argparse does not insist on the required
-    arguments and `one_of` sets: they may be keys of the file (`build_config` checks them
-    once both are merged). Without it, argparse's own checks and messages stand."""
+    """With `--config FILE` (or `--print-config`) on the command line, argparse does not
+    insist on the required arguments and `one_of` sets: they may be keys of the file
+    (`build_config` checks them once both are merged). Without it, argparse's own checks and
+    messages stand."""
     parse = parser.parse_known_args
 
     def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
         given = sys.argv[1:] if args is None else list(args)
-        if not any(a == "--config" or a.startswith("--config=") for a in given):
+        flags = ("--config", "--print-config")
+        if not any(a in flags or a.startswith("--config=") for a in given):
             return parse(args, namespace)
         relaxed = [a for a in parser._actions if a.required]
         relaxed += [g for g in parser._mutually_exclusive_groups if g.required]

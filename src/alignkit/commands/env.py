@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.options import add_config_verb, opt
+from alignkit.package_data import ACCELERATE_CONFIGS_DIR, RECIPES_DIR
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "playwright")
 BROWSER = "/usr/bin/chromium"  # what tests/labelling/test_server.py drives
@@ -178,6 +179,7 @@ def environment() -> dict[str, Any]:
             "converted": str(converted) if converted else None,
         },
         "browser": browser,
+        "shipped": {"recipes": str(RECIPES_DIR), "accelerate_configs": str(ACCELERATE_CONFIGS_DIR)},
     }
 
 
@@ -207,6 +209,8 @@ def format_environment(env: dict[str, Any]) -> str:
             f"{model['converted'] or 'not yet (converted on first use)'}",
         ),
         ("browser", env["browser"] or f"not found ({BROWSER}; the labelling tests skip)"),
+        ("recipes", f"{env['shipped']['recipes']} (alignkit study --config recipe:NAME)"),
+        ("accelerate", f"{env['shipped']['accelerate_configs']} (accelerate launch --config_file)"),
     ]
     return "\n".join(f"{name:<16}{value}" for name, value in rows)
 

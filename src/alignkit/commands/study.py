@@ -6,11 +6,15 @@ from alignkit.options import add_config_verb
 from alignkit.study.options import StudyOptions
 
 EPILOG = """\
-The grid (selectors x budgets x seeds x methods) is a YAML file; see recipes/*.yaml and
-`alignkit.study.config`. Each cell selects its subset of --data with one selector and budget,
-trains one method on it with one seed, and evaluates on --eval-data (held-out implicit-reward
-accuracy, margin, DPO loss; the first `eval_limit` pairs). Methods are `alignkit train`
-methods, or online ones (ple, raft, rrhf-online: they sample from the subset's prompts).
+The grid (selectors x budgets x seeds x methods) is a YAML file (`alignkit.study.config`
+documents its keys), or a recipe that ships with alignkit: --config recipe:NAME (listed
+below; `--config recipe:NAME --print-config > my.yaml` copies one to edit). Input paths in
+the file are read relative to it; `output:` is relative to the working directory.
+
+Each cell selects its subset of --data with one selector and budget, trains one method on
+it with one seed, and evaluates on --eval-data (held-out implicit-reward accuracy, margin,
+DPO loss; the first `eval_limit` pairs). Methods are `alignkit train` methods, or online ones
+(ple, raft, rrhf-online, rloo, ppo: they sample from the subset's prompts).
 Optional: `reward_model:` (a spec, or train-rm options: trained once) scores every cell's
 greedy answers to the first `reward_prompts` held-out prompts (metric `reward`); `judge:`
 gives each cell's win rate against a `baseline:` cell of the same seed (metric `win_rate`).
@@ -29,8 +33,20 @@ one line per selector, 95% t-intervals over seeds; one budget: methods_<metric>.
 side by side), OUTPUT/cells/<id>/ (one run directory each)
 
 example:
-  alignkit study --config recipes/real.yaml
+  alignkit study --config recipe:real
 """
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3].rsplit(" ", 1)[0] + " ..."
+
+
+def recipes_note() -> str:
+    """The recipes shipped with alignkit, one line each (for --help)."""
+    from alignkit.package_data import RECIPES_DIR, recipe_names, recipe_summary
+
+    lines = [f"  recipe:{name:<6} {_cut(recipe_summary(name), 76)}" for name in recipe_names()]
+    return f"recipes (in {RECIPES_DIR}):\n" + "\n".join(lines) + "\n"
 
 
 def register(subparsers) -> None:
@@ -43,7 +59,7 @@ def register(subparsers) -> None:
         description="Run a grid of select -> train -> evaluate cells and report every metric "
         "against the budget with 95% intervals over seeds, and how many labels each selector "
         "saves against the random control.",
-        epilog=EPILOG,
+        epilog=EPILOG + "\n" + recipes_note(),
         show_defaults=False,
     )
 
@@ -52,13 +68,7 @@ def run(args: StudyOptions) -> int:
     from alignkit.study.config import load_study_config
     from alignkit.study.run import run_study
 
-    overrides = {
-        "data": args.data,
-        "eval_data": args.eval_data,
-        "output": args.output,
-        "detect": args.detect,
-    }
-    config = load_study_config(args.config, overrides)
+    config = load_study_config(args.config, args.overrides())
     report = run_study(config)
     print(f"study written to {config.output}/study.md ({len(report['cells'])} cells)")
     return 0

@@ -18,7 +18,7 @@ from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
 from alignkit.inference.openai_client import is_url
 from alignkit.objectives.base import RankForm, Reduction
 from alignkit.online.principles import PrincipleMode
-from alignkit.options import check_ranges, opt, to_dict, warn_deprecated
+from alignkit.options import REDACTED, check_ranges, opt, to_dict, warn_deprecated
 from alignkit.rewards.options import RewardOptions
 from alignkit.train.config import (
     LORA_PRESET_HELP,
@@ -211,10 +211,14 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
                 )
 
     def public_dict(self) -> dict[str, Any]:
-        """The options as config.json and trackers record them: without the API key."""
+        """The options as config.json and trackers record them: without the API key, with
+        the verb (`method`)."""
         values = to_dict(self)
         if values.get("api_key"):
-            values["api_key"] = "(set, not written)"
+            values["api_key"] = REDACTED
+        # which verb ran (the card of `alignkit export`); not an option: skipped by --config
+        verbs = [k for k, v in ONLINE_METHODS.items() if type(self) is v]
+        values["method"] = verbs[0] if verbs else type(self).__name__
         return values
 
     def validate_method(self) -> None:

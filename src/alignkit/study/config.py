@@ -1,5 +1,9 @@
 """The options of `alignkit study`, read from a YAML file (a grid does not fit in flags).
 
+Input paths (data, eval_data, model, reward_model and its data) are read relative to the
+file when they name something there (else from the working directory); `output:` is relative
+to the working directory. `recipe:NAME` names a recipe shipped with alignkit.
+
 ```yaml
 data: prefs_train.jsonl            # the pool selectors choose from (pairs)
 eval_data: prefs_heldout.jsonl     # held-out pairs every cell is evaluated on
@@ -49,6 +53,7 @@ import yaml
 import alignkit.rewards.selection  # noqa: F401  (registers the rm-margin selector)
 from alignkit.errors import AlignkitError
 from alignkit.online.config import ONLINE_METHODS, OnlineConfig
+from alignkit.package_data import recipe_file, relative_to_file
 from alignkit.rewards.training import RewardTrainConfig
 from alignkit.select.registry import Keep, get_selector
 from alignkit.train.config import TrainConfig
@@ -143,6 +148,7 @@ class StudyConfig:
         the cell's data, output and seed."""
         values = {**self.train, **method.options, "method": method.method, "model": self.model}
         values.update(cell)
+        _cell_run_name(values)
         try:
             config = TrainConfig(**values)
         except TypeError as exc:
@@ -154,6 +160,7 @@ class StudyConfig:
         and the cell's queries, output, seed and reward model."""
         values = {**self.online, **method.options, "model": self.model}
         values.update(cell)
+        _cell_run_name(values)
         try:
             return ONLINE_METHODS[method.method](**values)
         except TypeError as exc:
@@ -171,8 +178,24 @@ class StudyConfig:
             raise AlignkitError(f"study: invalid reward_model (train-rm) option: {exc}") from exc
 
 
+def _cell_run_name(values: dict[str, Any]) -> None:
+    """A `run_name:` of the study's options names a family of runs: each cell's trackers get
+    `RUN_NAME-<cell id>` (without one: the cell id, the name of its folder)."""
+    if values.get("run_name") and values.get("output"):
+        values["run_name"] = f"{values['run_name']}-{Path(values['output']).name}"
+
+
 def load_study_config(path: str, overrides: dict[str, Any]) -> StudyConfig:
-    """The study of a YAML file, with command-line `overrides` (data, eval_data, output)."""
+    """The study of a YAML file (or `recipe:NAME`), with command-line `overrides` (data,
+    eval_data, output)."""
+    return parse_study(read_study_file(path, overrides), recipe_file(path))
+
+
+def read_study_file(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a study file (`recipe:NAME`: a recipe shipped with alignkit), its input
+    paths read relative to the file (`output:` stays relative to the working directory),
+    then the command line's `overrides`."""
+    path = recipe_file(path)
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
@@ -182,8 +205,23 @@ def load_study_config(path: str, overrides: dict[str, Any]) -> StudyConfig:
     if not isinstance(raw, dict):
         raise AlignkitError(f"{path}: a study config is a mapping (data:, selectors:, ...)")
     raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    _paths_near(raw, path)
     raw.update({k: v for k, v in overrides.items() if v})
-    return parse_study(raw, path)
+    return raw
+
+
+def _paths_near(raw: dict[str, Any], path: str) -> None:
+    """The input paths of a study file (data, eval_data, model, reward_model and its data),
+    read relative to the file where they name something there."""
+    for section in (raw, raw.get("reward_model")):
+        if not isinstance(section, dict):
+            continue
+        for key in ("data", "eval_data", "model", "reward_model"):
+            value = section.get(key)
+            if isinstance(value, str):
+                section[key] = relative_to_file(value, path)
+            elif isinstance(value, list):
+                section[key] = [relative_to_file(str(v), path) for v in value]
 
 
 def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig:

@@ -13,7 +13,12 @@ class StudyOptions:
     """`--config` is the study's grid (`study.config.load_study_config` reads it); the other
     options override its keys."""
 
-    config: str | None = opt(None, "the study's grid", metavar="YAML", required=True)
+    config: str | None = opt(
+        None,
+        "the study's grid: a YAML file, or recipe:NAME (a recipe shipped with alignkit)",
+        metavar="YAML",
+        required=True,
+    )
     data: list[str] | None = opt(None, "override the config's data", metavar="PATH")
     eval_data: list[str] | None = opt(None, "override the config's eval_data", metavar="PATH")
     output: str | None = opt(None, "override the config's output directory")
@@ -25,3 +30,27 @@ class StudyOptions:
         "config's detect",
         metavar="D",
     )
+
+    def overrides(self) -> dict:
+        """What the flags override in the study file (a flag left unset overrides nothing)."""
+        return {
+            "data": self.data,
+            "eval_data": self.eval_data,
+            "output": self.output,
+            "detect": self.detect,
+        }
+
+    def config_text(self) -> str:
+        """`--print-config`: the grid as the study reads it (a recipe's input paths made
+        absolute, the flags' overrides applied), a file `--config` runs from anywhere."""
+        import yaml
+
+        from alignkit.errors import AlignkitError
+        from alignkit.study.config import read_study_file
+
+        if not self.config:
+            raise AlignkitError("give --config YAML (or recipe:NAME) to print its grid")
+        grid = read_study_file(self.config, self.overrides())
+        return f"# alignkit study --config FILE (from {self.config})\n" + yaml.safe_dump(
+            grid, sort_keys=False, default_flow_style=None, width=100
+        )

@@ -51,9 +51,57 @@ LORA_PRESET_HELP = (
 
 
 @dataclass
-class TrainingOptions(ModelOptions):
+class TrackingOptions:
+    """The option group of experiment tracking, shared by every verb that trains (`train`,
+    `train-rm`, the online verbs, a study's cells through its `train:`/`online:` keys): which
+    trackers, the run's name, the project and the folder local trackers write to."""
+
+    report_to: list[str] = opt(
+        ["none"],
+        "trackers the run logs its options and metrics to: tensorboard, wandb, mlflow, or any "
+        "other accelerate tracker; none = only OUTPUT/metrics.jsonl",
+        metavar="NAME",
+        group="tracking",
+        kw_only=True,
+    )
+    run_name: str = opt(
+        "",
+        "the run's name in the trackers: the W&B / MLflow run, TensorBoard's folder under "
+        "--tracker-dir (default: the name of the --output folder)",
+        group="tracking",
+        kw_only=True,
+    )
+    tracker_project: str = opt(
+        "alignkit",
+        "the trackers' project: the W&B project, the MLflow experiment, ...",
+        group="tracking",
+        kw_only=True,
+    )
+    tracker_dir: str = opt(
+        "",
+        "where local trackers write: TensorBoard events in TRACKER_DIR/RUN_NAME, W&B's files "
+        "(default: OUTPUT/tracking; give one folder to every run of a team, then "
+        "`tensorboard --logdir TRACKER_DIR` shows them side by side)",
+        group="tracking",
+        kw_only=True,
+    )
+
+    def trackers(self) -> list[str]:
+        """The trackers to start (`none` dropped)."""
+        return [t for t in self.report_to if t != "none"]
+
+    def tracking_run_name(self, output: str) -> str:
+        return self.run_name or os.path.basename(os.path.normpath(output)) or "alignkit"
+
+    def tracking_dir(self, output: str) -> str:
+        return self.tracker_dir or os.path.join(output, "tracking")
+
+
+@dataclass
+class TrainingOptions(TrackingOptions, ModelOptions):
     """Options shared by every verb that trains a model: `ModelOptions` (--model,
-    --trust-remote-code, --precision) and the training loop's."""
+    --trust-remote-code, --precision), `TrackingOptions` (--report-to, --run-name,
+    --tracker-project, --tracker-dir) and the training loop's."""
 
     output: str = opt("", "run directory: model, metrics.jsonl, checkpoints")
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights")
@@ -82,11 +130,6 @@ class TrainingOptions(ModelOptions):
         "the earlier run (model, summary, metrics, checkpoints) is deleted",
     )
     save_total_limit: int = opt(2, "checkpoints kept (oldest deleted first)")
-    report_to: list[str] = opt(
-        ["none"],
-        "tracking backends for accelerate (tensorboard, wandb, ...) or none",
-        metavar="NAME",
-    )
     gradient_checkpointing: bool = opt(
         False,
         "recompute activations in the backward pass: much less activation memory for about a "

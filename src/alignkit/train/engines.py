@@ -8,28 +8,46 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.tracking import TensorBoardTracker
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch import nn
 
 from alignkit.errors import AlignkitError
 from alignkit.models import is_peft
-from alignkit.train.config import DataTrainingOptions
+from alignkit.train.config import DataTrainingOptions, TrackingOptions
 
 log = logging.getLogger(__name__)
 
 
-def make_accelerator(log_with: list[str] | None, project_dir: str | None) -> Accelerator:
-    """The run's `Accelerator`, as `accelerate launch` configured it (DDP, FSDP2, DeepSpeed).
+def tracker_setup(tracking: TrackingOptions, output: str) -> tuple[list[Any], dict[str, Any]]:
+    """(log_with, init_kwargs) of the run's trackers: TensorBoard writes to
+    TRACKER_DIR/RUN_NAME (a tracker object: accelerate would put it under the project's
+    name), W&B and MLflow get the run name (W&B also the folder); every other tracker gets
+    the project only (`init_trackers(project, ...)`)."""
+    name, folder = tracking.tracking_run_name(output), tracking.tracking_dir(output)
+    log_with: list[Any] = [
+        TensorBoardTracker(name, folder) if t == "tensorboard" else t for t in tracking.trackers()
+    ]
+    init_kwargs = {"wandb": {"name": name, "dir": folder}, "mlflow": {"run_name": name}}
+    return log_with, init_kwargs
+
+
+def make_accelerator(tracking: TrackingOptions | None, output: str | None) -> Accelerator:
+    """The run's `Accelerator`, as `accelerate launch` configured it (DDP, FSDP2, DeepSpeed),
+    with the trackers of `tracking` (none: no trackers).
 
     cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks. On CPU
     accelerate then always takes DDP, even when the launcher asked for FSDP: torch's
     `fully_shard` runs over gloo as well, so the launcher's FSDP settings are applied here
     (this is how `configs/accelerate/fsdp2.yaml` is tested on CPU).
     """
-    acc = Accelerator(log_with=log_with, project_dir=project_dir, cpu=not torch.cuda.is_available())
+    log_with = tracker_setup(tracking, output or ".")[0] if tracking else []
+    cpu = not torch.cuda.is_available()
+    acc = Accelerator(log_with=log_with or None, project_dir=output or None, cpu=cpu)
     if acc.distributed_type == DistributedType.MULTI_CPU and _env_true("ACCELERATE_USE_FSDP"):
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # read from the launcher's env
         # both shared states: accelerate rebuilds AcceleratorState from PartialState's later

@@ -69,7 +69,12 @@ from alignkit.scoring.packing import PackedBatch, collate
 from alignkit.train import checkpoint
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.config import DataTrainingOptions
-from alignkit.train.engines import configure_deepspeed, fsdp_layers_to_wrap, make_accelerator
+from alignkit.train.engines import (
+    configure_deepspeed,
+    fsdp_layers_to_wrap,
+    make_accelerator,
+    tracker_setup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +109,9 @@ class Trainer:
         # `method` lets a subclass train an objective that is not in METHODS (reward models)
         self.method: Method = method or get_method(config.method)  # type: ignore[attr-defined]
         self.objective: ObjectiveConfig = config.objective()
-        trackers = [t for t in config.report_to if t != "none"]
         self.owns_accelerator = accelerator is None  # a caller's accelerator is theirs to end
         self.accelerator = accelerator or make_accelerator(
-            trackers or None, str(config.output) if config.output else None
+            config, str(config.output) if config.output else None
         )
         self.output = Path(config.output)
         # set by `load`: the records dropped by --skip-invalid, the label options' report and
@@ -459,7 +463,10 @@ class Trainer:
             atomic_write_text(self.output / "config.json", json.dumps(config, indent=2))
             truncate_metrics(self.output / "metrics.jsonl", start_step)
         if acc.log_with:
-            acc.init_trackers("alignkit", config=flat_config(config))
+            _, init_kwargs = tracker_setup(self.config, str(self.output))
+            acc.init_trackers(
+                self.config.tracker_project, config=flat_config(config), init_kwargs=init_kwargs
+            )
 
     def train_step(
         self, scorer, optimizer, scheduler, train: Prepared, step, pad_id, q_diff, loss_fn=None
