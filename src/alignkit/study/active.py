@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -328,9 +327,3 @@ def run_active_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
 def run_active_study(config: StudyConfig, progress=print) -> dict[str, Any]:
     """`run_study` with active cells (`run_active_cell`)."""
     return run_study(config, progress, runner=run_active_cell)
-
-
-def rounds_of(total: int, rounds: int | list[int]) -> int:
-    """How many rounds a cell of `total` labels runs."""
-    return len(round_sizes(total, rounds)) if rounds else 1
-

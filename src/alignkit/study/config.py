@@ -57,8 +57,8 @@ import yaml
 
 import alignkit.rewards.selection  # noqa: F401  (registers the rm-margin selector)
 from alignkit.errors import AlignkitError
-from alignkit.online.config import ONLINE_METHODS, OnlineConfig
 from alignkit.objectives.registry import get_method
+from alignkit.online.config import ONLINE_METHODS, OnlineConfig
 from alignkit.rewards.training import RewardTrainConfig
 from alignkit.select.acquisition import get_acquisition
 from alignkit.select.registry import get_selector

@@ -17,3 +17,9 @@ class StudyOptions:
     data: list[str] | None = opt(None, "override the config's data", metavar="PATH")
     eval_data: list[str] | None = opt(None, "override the config's eval_data", metavar="PATH")
     output: str | None = opt(None, "override the config's output directory")
+    dry_run: bool = opt(
+        False,
+        "run nothing: list the cells and the work they share, and estimate the wall time on "
+        "this machine from a short calibration (a few forward passes and training steps of "
+        "the study's model at its lengths)",
+    )
