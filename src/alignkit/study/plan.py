@@ -233,7 +233,7 @@ def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3)
         load_s = time.perf_counter() - start
         size = min(len(pool), batches * train.batch_size * train.grad_accum)
         sample = random.Random(0).sample(pool, size)
-        trainer.prepare(sample[:1], tokenizer, scorer)  # warm-up
+        trainer.prepare(sample[: train.batch_size], tokenizer, scorer)  # warm-up, same shapes
         start = time.perf_counter()
         prepared = trainer.prepare(sample, tokenizer, scorer, with_ref=True)
         forward_s = time.perf_counter() - start
