@@ -6,7 +6,8 @@ share a heading). KIND is a key of `REGISTRIES`: `objective` (the training metho
 `alignkit.objectives.registry.METHODS`), `online` (the online verbs,
 `alignkit.online.config.ONLINE_METHODS`), `selector` (`alignkit.select.registry.SELECTORS`,
 filled by importing every module of the package, so that selectors registered from other
-layers, such as rm-margin, are in it). A new registry adds its KIND here.
+layers, such as rm-margin, are in it), `acquisition` (the acquisition functions of active
+learning in rounds, `alignkit.select.acquisition.ACQUISITIONS`). A new registry adds its KIND here.
 """
 
 from __future__ import annotations
@@ -46,10 +47,17 @@ def _selectors() -> set[str]:
     return set(SELECTORS)
 
 
+def _acquisitions() -> set[str]:
+    from alignkit.select.acquisition import ACQUISITIONS
+
+    return set(ACQUISITIONS)
+
+
 REGISTRIES: dict[str, Callable[[], set[str]]] = {
     "objective": _objectives,
     "online": _online,
     "selector": _selectors,
+    "acquisition": _acquisitions,
 }
 
 

@@ -16,6 +16,7 @@ from alignkit.io import read_jsonl as read_rows
 from alignkit.labelling.choose import (
     Candidates,
     candidates,
+    rank_apl,
     rank_real,
     rank_uncertainty,
     take_budget,
@@ -150,3 +151,36 @@ def test_label_select_bad_options(tmp_path):
     spec = f"{__name__}:length_reward"
     assert run_label(*base, "--budget", "2", "--reward-model", spec) == 2  # easy + RM
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_rank_apl_by_hand():
+    """beta 1. Prompt 0: rewards (policy - reference) 0, -2, -1: the most certain pair is
+    (0, 1), |sigma(2) - 0.5| = 0.3808; entropy -(-10 - 12 - 11)/3 = 11. Prompt 1: rewards
+    2, -2: |sigma(4) - 0.5| = 0.4820, entropy 4. Prompt 2: rewards 0, 3: 0.4526, entropy
+    20.5. Hybrid, budget 1, keep 2: the two of highest entropy are 2 and 0, the more certain
+    is 2; then of 0 and 1 (both kept) 1 is the more certain. Certainty alone: 1, 2, 0."""
+    policy = [[-10, -12, -11], [-3, -5], [-20, -21]]
+    reference = [[-10, -10, -10], [-5, -3], [-20, -24]]
+    ranked = rank_apl(policy, reference, 1, beta=1.0)
+    assert [(r.prompt, r.i, r.j) for r in ranked] == [(2, 0, 1), (1, 0, 1), (0, 0, 1)]
+    assert [round(r.score, 4) for r in ranked] == [0.4526, 0.482, 0.3808]
+    by_certainty = rank_apl(policy, reference, 1, beta=1.0, mode="certainty")
+    assert [r.prompt for r in by_certainty] == [1, 2, 0]
+    assert [r.prompt for r in rank_apl(policy, reference, 1, mode="entropy")] == [2, 0, 1]
+
+
+def test_label_select_apl_with_the_tiny_model(tiny_model, tmp_path):
+    pool = write_jsonl(
+        tmp_path / "pool.jsonl",
+        [
+            {"prompt": f"question {i}", "responses": [f"the cat {i}", "a dog is good", "rain"]}
+            for i in range(3)
+        ],
+    )
+    out = tmp_path / "apl.jsonl"
+    args = ["select", "--pool", pool, "--strategy", "apl", "--budget", "2", "--output", str(out)]
+    assert run_label(*args) == 2  # apl needs --model (the policy trained so far)
+    assert run_label(*args, "--model", tiny_model, "--ref", "none", "--precision", "fp32") == 0
+    rows = read_rows(out)
+    assert len(rows) == 2 and {r["strategy"] for r in rows} == {"apl"}
+    assert all(0 <= r["score"] < 0.5 for r in rows)

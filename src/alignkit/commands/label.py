@@ -62,11 +62,17 @@ the ranking give the N pairs:
   random       a seeded random pair per prompt; prompts in a seeded random order
   uncertainty  the pair with the smallest |R(a) - R(b)| under --reward-model; prompts
                ranked by that gap, smallest first
+  apl          APL (active preference learning): with --model, the policy trained on the
+               labels so far, and its reference (--ref, default its base), the pair DPO's
+               implicit preference is most certain about, |sigmoid(beta (r_a - r_b)) - 0.5|;
+               prompts: the --entropy-keep x N of highest predictive entropy, ranked by that
+               certainty (--apl-mode hybrid; or certainty / entropy alone)
 
 Ties in a ranking keep pool order. When N is larger than the number of prompts with a pair,
 every such prompt gives its one pair (fewer than N pairs; a note says so). Within a pair, a is
 the response that comes first in the pool. The pairs file lists the pairs in rank order, each
-with its pair_id, its score (cosine similarity, or the reward gap) and the strategy.
+with its pair_id, its score (cosine similarity, the reward gap, or APL's certainty) and the
+strategy.
 {CONFIG_NOTE}"""
 
 _SELECT_EPILOG = """\
@@ -75,7 +81,10 @@ examples:
   alignkit label select --pool pool.jsonl --strategy uncertainty --reward-model runs/rm \\
       --budget 200 --output pairs.jsonl
   alignkit label select --pool pool.jsonl --strategy random --budget 50 --seed 1 \\
-      --output pairs-random.jsonl"""
+      --output pairs-random.jsonl
+  round by round: label, `alignkit train ... --output runs/round-1`, then
+  alignkit label select --pool pool-2.jsonl --strategy apl --model runs/round-1 \\
+      --budget 50 --output pairs-2.jsonl"""
 
 _EXPORT_DESCRIPTION = """\
 Export a pairs file (`label select`) for labelling elsewhere.
@@ -160,7 +169,7 @@ def register(subparsers: Any) -> None:
         "select",
         ChooseConfig,
         run_choose,
-        help="choose N pairs worth a label from a pool (REAL similarity or RM uncertainty)",
+        help="choose N pairs worth a label from a pool (REAL similarity, RM uncertainty, APL)",
         description=_SELECT_DESCRIPTION,
         epilog=_SELECT_EPILOG,
     )

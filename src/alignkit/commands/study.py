@@ -32,8 +32,18 @@ outputs: OUTPUT/study.json, OUTPUT/study.md, OUTPUT/<method>_<metric>.png (metri
 one line per selector, 95% t-intervals over seeds; one budget: methods_<metric>.png, methods
 side by side), OUTPUT/cells/<id>/ (one run directory each)
 
-example:
+With `rounds:` (active preference learning) every cell spends its budget in rounds: the model
+trained on the labels so far picks the next pairs (acquisition functions random, real, apl,
+dopt) and a simulated annotator reveals only their labels (`flip_rate:` flips some);
+`retrain:` trains each round from the start instead of on from the last round.
+
+--dry-run lists the cells and the shared work and estimates the wall time from a short
+calibration on this machine (a model load, a few forward passes and training steps); it
+writes nothing.
+
+examples:
   alignkit study --config recipe:real
+  alignkit study --config recipe:active --dry-run
 """
 
 
@@ -69,6 +79,28 @@ def run(args: StudyOptions) -> int:
     from alignkit.study.run import run_study
 
     config = load_study_config(args.config, args.overrides())
-    report = run_study(config)
+    if args.dry_run:
+        return dry_run(config)
+    if config.active:
+        from alignkit.study.active import run_active_study
+
+        report = run_active_study(config)
+    else:
+        report = run_study(config)
     print(f"study written to {config.output}/study.md ({len(report['cells'])} cells)")
+    return 0
+
+
+def dry_run(config) -> int:
+    """Print the plan and the estimate; run nothing."""
+    from alignkit.data.loading import load_records
+    from alignkit.study.plan import calibrate, plan_markdown, plan_study
+
+    pool, _ = load_records(config.data, skip_invalid=config.skip_invalid)
+    held, _ = load_records(config.eval_data, skip_invalid=config.skip_invalid)
+    print(f"calibrating {config.model} on this machine ...")
+    calibration = calibrate(config, pool, held)
+    plan = plan_study(config, len(pool), len(held), calibration)
+    print(plan_markdown(plan, calibration))
+    print(f"dry run: {len(plan.cells)} cells, nothing was run or written")
     return 0

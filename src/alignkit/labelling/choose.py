@@ -14,6 +14,14 @@ prompts; the first `budget` prompts of that ranking give the pairs:
 - random: a random pair per prompt (seeded); prompts in a seeded random order.
 - uncertainty: the pair with the smallest |R(a) - R(b)| under a reward model (the pair the
   reward model is least sure about); prompts ranked by that gap, smallest first.
+- apl (APL, Muldrew et al.; `alignkit.select.acquisition`): with the policy trained so far
+  (`--model runs/round-1`) and its reference (`--ref`, default its base), the pair of a
+  prompt is the one DPO's implicit preference is most certain about,
+  max |sigma(beta (r_i - r_j)) - 0.5|; prompts are ranked by `--apl-mode`: hybrid keeps the
+  `--entropy-keep` x budget prompts of highest predictive entropy -(1/K) sum_k log pi(y_k|x)
+  (over the prompt's candidate responses) and ranks them by that certainty (the others
+  follow); certainty / entropy rank by one score. So a real project runs round by round:
+  label, train, `label select --strategy apl --model runs/round-N`, label, ...
 
 Ties in a ranking keep pool order. A budget larger than the number of prompts with a pair
 gives one pair per such prompt (no second pair of a prompt). Within a pair, `a` is the
@@ -37,9 +45,10 @@ from alignkit.labelling.pairs import LabelPair, PoolEntry, read_pool, write_pair
 from alignkit.model_options import TRUST_REMOTE_CODE_HELP, Precision
 from alignkit.options import opt
 
-STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty")
+STRATEGIES = ("easy", "hard", "centroid", "random", "uncertainty", "apl")
 REAL_STRATEGIES = ("easy", "hard", "centroid", "random")
-Strategy = Literal["easy", "hard", "centroid", "random", "uncertainty"]
+Strategy = Literal["easy", "hard", "centroid", "random", "uncertainty", "apl"]
+AplMode = Literal["hybrid", "certainty", "entropy"]
 
 
 @dataclass
@@ -54,8 +63,18 @@ class ChooseConfig:
     model: str = opt(
         "",
         "REAL strategies: base model of the response embeddings (default: 'default', the "
-        "embedded SmolLM2-135M)",
+        "embedded SmolLM2-135M); apl: the policy trained on the labels so far (a train run)",
     )
+    ref: str = opt(
+        "",
+        "apl: the reference policy (default: the --model run's base; 'none': no reference)",
+    )
+    beta: float = opt(0.1, "apl: beta of DPO's implicit preference sigma(beta (r_a - r_b))")
+    apl_mode: AplMode = opt("hybrid", "apl: rank prompts by entropy then certainty, or by one")
+    entropy_keep: float = opt(
+        2.0, "apl hybrid: the entropy filter keeps this many times --budget prompts"
+    )
+    max_length: int = opt(512, "apl: prompt + response tokens scored (longer: truncated)")
     reward_model: str = opt(
         "",
         "uncertainty: reward model spec (train-rm run dir, HF id, or package.module:function)",
@@ -92,6 +111,15 @@ class ChooseConfig:
             raise AlignkitError(
                 f"--reward-model is for --strategy uncertainty, not {self.strategy}"
             )
+        if self.strategy == "apl" and not self.model:
+            raise AlignkitError(
+                "--strategy apl needs --model: the policy trained on the labels so far "
+                "(e.g. runs/round-1)"
+            )
+        if self.strategy != "apl" and self.ref:
+            raise AlignkitError("--ref is for --strategy apl")
+        if self.entropy_keep < 1:
+            raise AlignkitError(f"--entropy-keep must be >= 1, got {self.entropy_keep}")
 
 
 # ------------------------------------------------------------------ candidates
@@ -186,6 +214,46 @@ def rank_uncertainty(rewards: Sequence[Sequence[float]]) -> list[Ranked]:
     return sorted(ranked, key=lambda x: (x.score, x.prompt))
 
 
+def rank_apl(
+    policy: Sequence[Sequence[float]],
+    reference: Sequence[Sequence[float]] | None,
+    budget: int,
+    beta: float = 0.1,
+    mode: str = "hybrid",
+    entropy_keep: float = 2.0,
+    seed: int = 0,
+) -> list[Ranked]:
+    """APL per prompt: policy, reference: summed log-probs of each candidate response, prompt
+    by prompt (reference None: implicit reward = log pi). The pair (i < j) of a prompt is the
+    most certain one (ties: the first in (i, j) order); the prompts in `apl_pick` order for
+    `budget` (score: the certainty), then the rest by the same rule."""
+    import numpy as np
+
+    from alignkit.select.acquisition import apl_pick, predictive_entropy, preference_certainty
+
+    entropy, certainty, ranked = [], [], []
+    for p, values in enumerate(policy):
+        pol = np.asarray(values, np.float64)
+        rewards = pol - (np.asarray(reference[p], np.float64) if reference is not None else 0.0)
+        best, i, j = max(
+            (float(preference_certainty(rewards[i : i + 1], rewards[j : j + 1], beta)[0]), -i, -j)
+            for i in range(len(pol))
+            for j in range(i + 1, len(pol))
+        )
+        entropy.append(float(predictive_entropy(pol[None, :])[0]))
+        certainty.append(best)
+        ranked.append(Ranked(p, -i, -j, best))
+    order: list[int] = []
+    left = np.arange(len(ranked))
+    while len(left):
+        picks = apl_pick(
+            np.asarray(entropy)[left], np.asarray(certainty)[left], budget, mode, entropy_keep, seed
+        )
+        order.extend(left[picks].tolist())
+        left = np.setdiff1d(left, left[picks])
+    return [ranked[p] for p in order]
+
+
 def take_budget(
     ranked: Sequence[Ranked], cands: Candidates, budget: int, strategy: str
 ) -> list[LabelPair]:
@@ -231,6 +299,43 @@ def _embed(cands: Candidates, config: ChooseConfig) -> tuple[Any, Any]:
     return emb.matrix, emb.rows
 
 
+def _apl_logps(
+    cands: Candidates, config: ChooseConfig
+) -> tuple[list[list[float]], list[list[float]] | None]:
+    """Summed log-probs of every candidate response under the policy `--model` and its
+    reference, prompt by prompt."""
+    from alignkit.data.records import Point
+    from alignkit.models import load_scoring_model
+    from alignkit.select.common import ScoreRequest
+    from alignkit.select.scorers import encode_all, policy_and_reference
+
+    points = [
+        Point(prompt, text, 1.0)
+        for prompt, group in zip(cands.prompts, cands.responses, strict=True)
+        for text in group
+    ]
+    request = ScoreRequest(
+        records=points,
+        model=config.model,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        precision=config.precision,
+        trust_remote_code=config.trust_remote_code,
+    )
+    model, tokenizer = load_scoring_model(config.model, trust_remote_code=config.trust_remote_code)
+    encoded = encode_all(points, tokenizer, config.max_length)
+    policy, ref = policy_and_reference(model, tokenizer, encoded, request, config.ref)
+
+    def per_prompt(table) -> list[list[float]]:
+        out, start = [], 0
+        for group in cands.responses:
+            out.append(table[start : start + len(group), 0].tolist())
+            start += len(group)
+        return out
+
+    return per_prompt(policy), per_prompt(ref) if ref is not None else None
+
+
 def _rewards(cands: Candidates, config: ChooseConfig) -> list[list[float]]:
     """R(prompt, response) of every candidate response, prompt by prompt."""
     from alignkit.rewards.loading import check_reward_spec, load_reward_model
@@ -270,6 +375,17 @@ def choose_pairs(config: ChooseConfig) -> ChooseResult:
         )
     if config.strategy == "uncertainty":
         ranked = rank_uncertainty(_rewards(cands, config))
+    elif config.strategy == "apl":
+        policy, reference = _apl_logps(cands, config)
+        ranked = rank_apl(
+            policy,
+            reference,
+            config.budget or 1,
+            config.beta,
+            config.apl_mode,
+            config.entropy_keep,
+            config.seed,
+        )
     else:
         matrix, rows = _embed(cands, config)
         sizes = [len(group) for group in cands.responses]

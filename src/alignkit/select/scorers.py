@@ -199,23 +199,35 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
         request.model, trust_remote_code=request.trust_remote_code
     )
     encoded = encode_all(request.records, tokenizer, request.max_length)
+    policy, ref_table = policy_and_reference(model, tokenizer, encoded, request, ref)
+    gap = policy[:, 0] - policy[:, 1]
+    if ref_table is not None:
+        gap = gap - (ref_table[:, 0] - ref_table[:, 1])
+    return gap
+
+
+def policy_and_reference(
+    model: nn.Module, tokenizer: Any, encoded: Sequence[Encoded], request: ScoreRequest, ref: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, K) summed log-probs of every response under the policy `model` (loaded from
+    `request.model`) and under its reference `ref`: a model spec; "" = the policy's own base
+    (the adapter disabled for a LoRA model, the `base_model` of a full fine-tuning run);
+    where the policy has no base, or with "none", there is no reference (None)."""
+    spec = resolve_model_spec(request.model)
     pad = tokenizer.pad_token_id
     policy = sequence_logps(model, encoded, pad, request)
-    gap = policy[:, 0] - policy[:, 1]
-    if ref == ADAPTER_OFF:
-        log.info("reward-gap: reference = %s with the adapter disabled", spec.base)
+    if ref == "" and spec.adapter:
+        log.info("reference = %s with the adapter disabled", spec.base)
         with reference_context(model):
-            ref_table = sequence_logps(model, encoded, pad, request)
-    elif ref != "none":
-        del model
-        log.info("reward-gap: reference = %s", ref)
-        reference, _ = load_scoring_model(
-            ref, tokenizer, trust_remote_code=request.trust_remote_code
-        )
-        ref_table = sequence_logps(reference, encoded, pad, request)
-    else:
-        return gap
-    return gap - (ref_table[:, 0] - ref_table[:, 1])
+            return policy, sequence_logps(model, encoded, pad, request)
+    if ref == "" and spec.base:
+        ref = spec.base
+    if not ref or ref == "none":
+        log.info("no reference model: log pi alone")
+        return policy, None
+    log.info("reference = %s", ref)
+    reference, _ = load_scoring_model(ref, tokenizer, trust_remote_code=request.trust_remote_code)
+    return policy, sequence_logps(reference, encoded, pad, request)
 
 
 def deft_scores(request: ScoreRequest) -> np.ndarray:

@@ -39,6 +39,18 @@ baseline: {method: dpo, selector: random, budget: 1.0}  # against this cell (sam
 
 `detect: 0.02` (or `--detect 0.02`) adds to the report's power table the seeds a paired design
 needs to detect a difference of 0.02 to the control (from this study as a pilot).
+
+Optional, active preference learning (`alignkit.study.active`): each cell spends its budget
+in rounds; after each round the model trained on the labels so far picks the next pairs
+from the unlabelled pool, and only those pairs' labels are revealed. The selectors are then
+acquisition functions (`alignkit.select.acquisition`: random, real, apl, dopt):
+
+```yaml
+rounds: 4                          # 4 equal rounds, or the sizes: [16, 16, 32, 64]
+retrain: false                     # true: each round trains the study model from the start
+flip_rate: 0.0                     # the simulated annotator flips a revealed label with this
+candidates: 256                    # unlabelled pairs scored per round (0: all of them)
+```
 """
 
 from __future__ import annotations
@@ -52,9 +64,11 @@ import yaml
 
 import alignkit.rewards.selection  # noqa: F401  (registers the rm-margin selector)
 from alignkit.errors import AlignkitError
+from alignkit.objectives.registry import get_method
 from alignkit.online.config import ONLINE_METHODS, OnlineConfig
 from alignkit.package_data import recipe_file, relative_to_file
 from alignkit.rewards.training import RewardTrainConfig
+from alignkit.select.acquisition import get_acquisition
 from alignkit.select.registry import Keep, get_selector
 from alignkit.train.config import TrainConfig
 
@@ -129,6 +143,15 @@ class StudyConfig:
     judge: str = ""
     baseline: dict[str, Any] = field(default_factory=dict)
     detect: float = 0.0  # the report's power table: seeds to detect this difference
+    rounds: int | list[int] = 0  # 0: one-shot cells; else active learning in rounds
+    retrain: bool = False
+    flip_rate: float = 0.0
+    candidates: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Cells spend their budget in rounds (`alignkit.study.active`)."""
+        return bool(self.rounds)
 
     @property
     def generates(self) -> bool:
@@ -232,11 +255,14 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
     for name in ("data", "eval_data", "output", "selectors", "budgets", "methods"):
         if not raw.get(name):
             raise AlignkitError(f"{where}: `{name}:` is required")
+    rounds = _rounds(raw.get("rounds") or 0, where)
     config = StudyConfig(
         data=_paths(raw["data"]),
         eval_data=_paths(raw["eval_data"]),
         output=str(raw["output"]),
-        selectors=[_selector(s, where) for s in _list(raw["selectors"], "selectors", where)],
+        selectors=[
+            _selector(s, where, bool(rounds)) for s in _list(raw["selectors"], "selectors", where)
+        ],
         budgets=[float(b) for b in _list(raw["budgets"], "budgets", where)],
         seeds=[int(s) for s in _list(raw.get("seeds", [0]), "seeds", where)],
         methods=[_method(m, where) for m in _list(raw["methods"], "methods", where)],
@@ -252,6 +278,10 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
         judge=str(raw.get("judge") or ""),
         baseline=dict(raw.get("baseline") or {}),
         detect=float(raw.get("detect") or 0.0),
+        rounds=rounds,
+        retrain=bool(raw.get("retrain", False)),
+        flip_rate=float(raw.get("flip_rate", 0.0)),
+        candidates=int(raw.get("candidates", 0)),
     )
     default = (
         PAIR_METRICS
@@ -314,11 +344,49 @@ def validate_study(config: StudyConfig, where: str) -> None:
             config.online_config(method, queries=config.data[0], output=config.output).validate()
         else:
             config.train_config(method, data=config.data, output=config.output).validate()
+    if config.active:
+        _check_active(config, where)
     if not any(s.name == "random" for s in config.selectors):
         raise AlignkitError(
             f"{where}: add the control `- {{name: random}}` to selectors: labels saved are "
             "measured against it"
         )
+
+
+def _rounds(value: Any, where: str) -> int | list[int]:
+    if isinstance(value, bool) or not isinstance(value, (int, list)):
+        raise AlignkitError(f"{where}: rounds is a number of rounds or a list of round sizes")
+    if isinstance(value, list):
+        if not value or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in value):
+            raise AlignkitError(f"{where}: rounds: every round size is a count >= 1: {value}")
+        return [int(v) for v in value]
+    if value < 0:
+        raise AlignkitError(f"{where}: rounds must be >= 0 (0: no rounds), got {value}")
+    return int(value)
+
+
+def _check_active(config: StudyConfig, where: str) -> None:
+    """Rounds: pair methods only (the annotator reveals pair labels), a flip rate in [0, 1),
+    a list of round sizes that adds up to every budget."""
+    for method in config.methods:
+        if method.online or get_method(method.method).kind != "pair":
+            raise AlignkitError(
+                f"{where}: rounds: {method.name} is not a pair method (dpo, ipo, ...): the "
+                "simulated annotator reveals pair labels"
+            )
+    if not 0 <= config.flip_rate < 1:
+        raise AlignkitError(f"{where}: flip_rate must be in [0, 1), got {config.flip_rate}")
+    if config.judge:
+        raise AlignkitError(f"{where}: rounds: `judge:` is not supported (use reward_model:)")
+    if config.candidates < 0:
+        raise AlignkitError(f"{where}: candidates must be >= 0 (0: every unlabelled pair)")
+    if isinstance(config.rounds, list):
+        bad = [b for b in config.budgets if b != sum(config.rounds)]
+        if bad:
+            raise AlignkitError(
+                f"{where}: the round sizes {config.rounds} add up to {sum(config.rounds)}, "
+                f"not to the budget(s) {bad}: give budgets: [{sum(config.rounds)}]"
+            )
 
 
 def _check_baseline(config: StudyConfig, where: str) -> None:
@@ -357,7 +425,7 @@ def _list(value: Any, name: str, where: str) -> list:
     return value
 
 
-def _selector(value: Any, where: str) -> SelectorEntry:
+def _selector(value: Any, where: str, active: bool = False) -> SelectorEntry:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
@@ -366,8 +434,14 @@ def _selector(value: Any, where: str) -> SelectorEntry:
     if extra:
         raise AlignkitError(f"{where}: selector {value['name']}: unknown key(s) {extra}")
     # unknown selectors and options fail now, listing what exists, not after hours of cells
-    selector = get_selector(str(value["name"]))
-    options = selector.resolve_options(dict(value.get("options") or {}))
+    given = dict(value.get("options") or {})
+    if active:  # in rounds a selector is an acquisition function
+        options = get_acquisition(str(value["name"])).resolve_options(given)
+        if value.get("keep"):
+            raise AlignkitError(f"{where}: {value['name']}: in rounds there is no keep rule")
+    else:
+        selector = get_selector(str(value["name"]))
+        options = selector.resolve_options(given)
     keep = value.get("keep")
     if keep is not None:  # a rule, or the selector's name of one (reward-gap: misranked, ...)
         try:

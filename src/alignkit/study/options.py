@@ -54,3 +54,10 @@ class StudyOptions:
         return f"# alignkit study --config FILE (from {self.config})\n" + yaml.safe_dump(
             grid, sort_keys=False, default_flow_style=None, width=100
         )
+
+    dry_run: bool = opt(
+        False,
+        "run nothing: list the cells and the work they share, and estimate the wall time on "
+        "this machine from a short calibration (a few forward passes and training steps of "
+        "the study's model at its lengths)",
+    )

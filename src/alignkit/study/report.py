@@ -189,6 +189,15 @@ def selector_needs(config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Per selector label: whether it reads the pool's labels, what it can save, and why."""
     out = {}
     for entry in config.selectors:
+        if config.active:  # acquisition functions see a pair's answers, never its label
+            out[entry.label] = {
+                "name": entry.name,
+                "reads_labels": False,
+                "saves": "labels",
+                "why": "an acquisition function scores unlabelled pairs (answers in a canonical "
+                "order); only the pairs it picks have their labels revealed",
+            }
+            continue
         selector = get_selector(entry.name)
         reads = selector.reads_labels_for(entry.options)
         out[entry.label] = {

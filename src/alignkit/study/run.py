@@ -372,8 +372,19 @@ def prompt_rows(records: list) -> list[dict[str, Any]]:
     return [{"prompt": prompt_json(prompt)} for prompt, _ in distinct_prompts(records)]
 
 
-def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every cell, then write study.json, study.md and the plots."""
+CellRunner = Callable[["StudyContext", Cell], dict[str, Any]]
+
+
+def run_study(
+    config: StudyConfig,
+    progress: Callable[[str], None] = print,
+    runner: CellRunner | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every cell, then write study.json, study.md and the plots.
+
+    `runner` runs one cell (default `run_cell`; active studies pass
+    `alignkit.study.active.run_active_cell`). A cell's row may carry `rounds`: the rows of
+    its rounds, each reported as a cell at its number of labels."""
     from alignkit.study.report import write_report
 
     root = Path(config.output)
@@ -390,11 +401,14 @@ def run_study(config: StudyConfig, progress: Callable[[str], None] = print) -> d
         result = _finished(cell, config, root)
         if result is None:
             start = time.perf_counter()
-            result = run_cell(context, cell)
+            result = (runner or run_cell)(context, cell)
             timings.append(time.perf_counter() - start)
-        results.append(result)
+        results.extend(result.get("rounds") or [result])
         progress(_progress_line(n, len(cells), cell, result, timings))
     add_win_rates(context, cells, results)
+    if config.active:  # the rounds' rows are the points of the curve: their counts
+        budgets = sorted({float(r["budget"]) for r in results})
+        config = dataclasses.replace(config, budgets=budgets)
     return write_report(config, results, root, len(pool), context.before_training())
 
 
@@ -558,6 +572,8 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
         "selection": config.selection,
         "files": [source_identity(p) for p in [*config.data, *config.eval_data]],
     }
+    if config.active:
+        parts["rounds"] = [config.rounds, config.retrain, config.flip_rate, config.candidates]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
