@@ -9,7 +9,8 @@ them as a `Rollout` (as OpenRLHF's `Experience`, torchtune's `Trajectory`); RLOO
 (`online/rloo.py`) and PPO (`online/ppo.py`) add their rewards and advantages to it and their
 loss receives it.
 
-The value head is a linear layer (zero-initialised) on the policy's last hidden state: it
+The value head is a linear layer on the policy's last hidden state (zero-initialised here;
+PPO may copy the reward model's score head into it, `PPOStrategy.init_critic`): it
 shares the backbone (and, under LoRA, the adapter) with the policy, as TRL's
 `AutoModelForCausalLMWithValueHead` did; it is part of the trained module, so checkpoints hold
 it and a resumed run continues exactly. Dropout is switched off in the policy (as TRL does):
