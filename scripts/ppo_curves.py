@@ -96,6 +96,8 @@ def table(runs: dict[str, list[dict]]) -> str:
 
 
 def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     figure = new_figure(10, 6.5)
     for i, (key, label) in enumerate(CURVES):
         ax = figure.add_subplot(2, 2, i + 1)
@@ -104,6 +106,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
                     label=name)  # fmt: skip
         ax.set_title(label)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend()
