@@ -15,6 +15,7 @@ from alignkit.objectives.rl import (
     gae,
     kl_penalty_rewards,
     masked_var,
+    policy_kl,
     ppo_policy_loss,
     ppo_value_loss,
     reinforce_loss,
@@ -117,3 +118,14 @@ def test_explained_variance_and_approx_kl_by_hand() -> None:
     assert float(approx_kl(T([[0.2, -0.4]]), T([[0.0, 0.0]]), T([[True, True]]))) == pytest.approx(
         0.05
     )
+
+
+def test_policy_kl_is_trls_k1_statistic() -> None:
+    """TRL's policy/policykl (its early-stop statistic): mean(old - new) over the masked
+    tokens. old 0, new (0.2, -0.4, [9 masked]) -> mean(-0.2, 0.4) = 0.1, where approx_kl gives
+    0.5 * mean(0.04, 0.16) = 0.05; the sign matters (a k1 estimate can be negative)."""
+    new, old = T([[0.2, -0.4, 9.0]]), T([[0.0, 0.0, 0.0]])
+    mask = T([[True, True, False]])
+    assert float(policy_kl(new, old, mask)) == pytest.approx(0.1)
+    assert float(policy_kl(old, new, mask)) == pytest.approx(-0.1)
+    assert float(approx_kl(new, old, mask)) == pytest.approx(0.05)

@@ -9,16 +9,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_online_config
+from conftest import close, length_reward, small_online_config
 
 from alignkit.cli import main
+from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
+from alignkit.inference.generation import Completion, eos_token_ids
 from alignkit.io import read_jsonl
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.config import OnlineConfig, PPOConfig, RLOOConfig
-from alignkit.online.loop import OnlineTrainer, make_strategy
+from alignkit.online.loop import (
+    OnlineTrainer,
+    make_strategy,
+    missing_eos_penalised,
+    sampled_token_ids,
+)
 from alignkit.online.ppo import PPOStrategy
 from alignkit.online.rloo import RLOOStrategy
+from alignkit.online.rollout import Rollout
+from alignkit.rewards.loading import CallableReward
 
 
 def keyword_reward(prompts, responses) -> list[float]:
@@ -66,9 +75,12 @@ def test_ppo_raises_the_reward_with_bounded_kl(tiny_model, queries_file, tmp_pat
     OnlineTrainer(config, reward=keyword_reward).run()
     rows = read_jsonl(out / "metrics.jsonl")
     rewards = _rewards(out)
-    # seed 1 gives 1.4, 0.8 -> 4.3, 4.1 'e' per response
+    # seed 1 gives 1.4, 0.8 -> 5.0 'e' per response
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 1.0, rewards
-    assert rows[0]["ppo/kl"] == 0.0 and rows[0]["ppo/explained_variance"] == 0.0  # V = 0
+    assert rows[0]["ppo/kl"] == 0.0
+    # the critic warm-up (default 100 steps) ran once, before the first PPO update
+    assert rows[0]["critic/warmup_loss_after"] < rows[0]["critic/warmup_loss_before"]
+    assert not any("critic/warmup_loss_after" in m for m in rows[1:])
     assert all(abs(m["ppo/kl"]) < 25 for m in rows)
     for key in ("ppo/entropy", "ppo/clipfrac", "ppo/value_loss", "ppo/explained_variance"):
         assert all(key in m for m in rows), key
@@ -152,7 +164,7 @@ def test_options_reach_the_strategies() -> None:
     assert dataclasses.asdict(ppo.settings) == {
         "kl_coef": 0.1, "cliprange": 0.3, "cliprange_value": 0.4, "vf_coef": 0.5, "gamma": 0.9,
         "lam": 0.8, "whiten_rewards": True, "num_ppo_epochs": 3, "target_kl": 0.2,
-        "temperature": 0.9,
+        "temperature": 0.9, "value_init": "auto", "critic_lr": 1e-4, "critic_warmup_steps": 100,
     }  # fmt: skip
 
 
@@ -167,11 +179,37 @@ def test_options_reach_the_strategies() -> None:
         (PPOConfig, {"cliprange": 0.0}, "--cliprange"),
         (PPOConfig, {"lam": 1.5}, "--lam"),
         (PPOConfig, {"target_kl": -0.1}, "--target-kl"),
+        (PPOConfig, {"critic_lr": 0.0}, "--critic-lr"),
+        (PPOConfig, {"critic_warmup_steps": -1}, "--critic-warmup-steps"),
+        (RLOOConfig, {"missing_eos_penalty": -1.0}, "--missing-eos-penalty"),
+        # on-policy or refused (M6): a server that is never updated samples off-policy
+        (RLOOConfig, {"endpoint": "http://h/v1", "lora": True}, "off-policy"),
+        (RLOOConfig, {"generator": "http://h/v1", "lora": True}, "--generator-sync-url"),
+        (PPOConfig, {"endpoint": "http://h/v1"}, "importance correction"),
+        # ... and truncated sampling draws from another distribution than the one scored
+        (PPOConfig, {"top_p": 0.9}, "--top-p"),
+        (RLOOConfig, {"top_k": 5}, "--top-k"),
     ],
 )
 def test_invalid_options(cls, bad, message) -> None:
     with pytest.raises(AlignkitError, match=message):
         cls(queries="q.jsonl", output="out", **bad).validate()
+
+
+def test_a_synchronised_server_and_plain_sampling_are_accepted() -> None:
+    RLOOConfig(
+        queries="q.jsonl", output="out", endpoint="http://h/v1", lora=True,
+        generator_sync_url="http://h/v1/load_lora_adapter",
+    ).validate()  # fmt: skip
+    PPOConfig(queries="q.jsonl", output="out", top_p=1.0, top_k=0, temperature=0.7).validate()
+
+
+def test_target_kl_stops_on_trls_policy_kl_not_approx_kl() -> None:
+    """--target-kl 0.1: stop when policykl > 0.15, whatever approx_kl says."""
+    ppo = make_strategy(PPOConfig(target_kl=0.1), ObjectiveConfig())
+    assert ppo.stop_early({"ppo/policykl": 0.16, "ppo/approx_kl": 0.0})
+    assert not ppo.stop_early({"ppo/policykl": 0.14, "ppo/approx_kl": 1.0})
+    assert not make_strategy(PPOConfig(), ObjectiveConfig()).stop_early({"ppo/policykl": 9.0})
 
 
 @pytest.mark.parametrize("verb, cls", [("rloo", RLOOConfig), ("ppo", PPOConfig)])
@@ -209,3 +247,147 @@ def test_ppo_cli_with_lora(tiny_model, queries_file, tmp_path, monkeypatch) -> N
     assert [m["step"] for m in rows] == [1, 2] and rows[0]["ppo/kl"] == 0.0
     assert (out / "model" / "adapter_config.json").exists()
     assert (out / "model" / "value_head.pt").exists()
+
+
+# ------------------------------------------------------------------- the critic
+
+
+def _terminal_score_rollout(hidden: torch.Tensor, scores: list[float]) -> Rollout:
+    """S rows of T tokens, policy = reference (KL 0), the score paid at the last token, V = 0
+    (the zero head); `hidden` (S, T, d) the states the value head reads."""
+    s, t = hidden.shape[:2]
+    zeros = torch.zeros(s, t)
+    return Rollout(
+        logps=zeros, ref_logps=zeros, mask=torch.ones(s, t, dtype=torch.bool),
+        scores=torch.tensor(scores), k=1, values=zeros.clone(), hidden=hidden,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("warmup", [0, 300])
+def test_critic_warmup_gives_the_first_token_its_share_of_a_terminal_score(warmup) -> None:
+    """L = 128 tokens, gamma 1, lam 0.95, score 2 (rows of prompt A) or 0 (prompt B) at the
+    end, no KL. With V = 0, GAE's return (the value target) at token 0 is
+    0.95^127 * 2 = 0.0029 and the advantage the same before whitening. After the warm-up the
+    head has fitted the Monte-Carlo return of every token, 2 or 0, from a feature that tells
+    the prompts apart (+1 / -1, plus noise features): V_0 = 2, and the return at token 0 is
+    V_0 + A_0 = 2 (A_0 ~ 0: the outcome is fully predicted)."""
+    torch.manual_seed(0)
+    length, d = 128, 6
+    sign = torch.tensor([1.0, 1.0, -1.0, -1.0])  # prompt A, A, B, B
+    hidden = torch.randn(4, length, d) * 0.1
+    hidden[..., 0] = sign[:, None]
+    settings = PPOConfig(critic_warmup_steps=warmup, critic_lr=0.05).ppo_settings()
+    ppo = PPOStrategy(1, settings, ObjectiveConfig())
+    ppo.head = torch.nn.Linear(d, 1)
+    torch.nn.init.zeros_(ppo.head.weight), torch.nn.init.zeros_(ppo.head.bias)
+    ppo.score = lambda inputs, keep_hidden=False: _terminal_score_rollout(  # type: ignore[method-assign]
+        hidden, [2.0, 2.0, 0.0, 0.0]
+    )
+    rollout, metrics = ppo.rollout(None)  # type: ignore[arg-type]
+    assert rollout.values is not None and rollout.returns is not None
+    if warmup == 0:
+        assert rollout.values.abs().sum() == 0 and "critic/warmup_loss_after" not in metrics
+        assert float(rollout.returns[0, 0]) == pytest.approx(0.95**127 * 2, rel=1e-4)  # 0.0029
+        assert float(rollout.returns[0, -1]) == pytest.approx(2.0)
+    else:
+        close(rollout.values[:, 0], [2.0, 2.0, 0.0, 0.0], atol=0.1)
+        close(rollout.returns[:, 0], [2.0, 2.0, 0.0, 0.0], atol=0.1)
+        assert metrics["critic/warmup_loss_after"] < 0.01 < metrics["critic/warmup_loss_before"]
+        assert ppo.warmed_up and ppo.state_dict() == {"warmed_up": True}
+        again, metrics = ppo.rollout(None)  # type: ignore[arg-type]
+        assert "critic/warmup_loss_after" not in metrics  # once per run
+    assert rollout.hidden is None  # not kept past the rollout
+
+
+def test_value_head_starts_from_the_reward_models_head(tiny_model, trained_rm) -> None:
+    """--value-init auto/reward-model with an `alignkit train-rm` model of the policy's
+    architecture: V(h) equals the reward model's score head on the same hidden state h."""
+    from alignkit.models import load_causal_lm
+    from alignkit.rewards.loading import HFReward, backbone_and_score
+
+    reward = HFReward(str(trained_rm / "model"), device="cpu")
+    rm_head = backbone_and_score(reward.model)[1]
+    h = torch.randn(5, 32)
+    for mode in ("auto", "reward-model"):
+        ppo = make_strategy(PPOConfig(value_init=mode), ObjectiveConfig())
+        scorer = ppo.make_scorer(load_causal_lm(tiny_model))
+        ppo.init_critic(scorer, reward)
+        with torch.no_grad():
+            close(scorer.value_head(h)[:, 0], rm_head(h)[:, 0], atol=1e-5)
+        assert scorer.value_head.weight.abs().sum() > 0
+    zero = make_strategy(PPOConfig(value_init="zero"), ObjectiveConfig())
+    scorer = zero.make_scorer(load_causal_lm(tiny_model))
+    zero.init_critic(scorer, reward)
+    assert scorer.value_head.weight.abs().sum() == 0
+    # a reward function has no head: auto keeps V = 0, reward-model refuses
+    auto = make_strategy(PPOConfig(value_init="auto"), ObjectiveConfig())
+    scorer = auto.make_scorer(load_causal_lm(tiny_model))
+    auto.init_critic(scorer, CallableReward(keyword_reward))
+    assert scorer.value_head.weight.abs().sum() == 0
+    strict = make_strategy(PPOConfig(value_init="reward-model"), ObjectiveConfig())
+    scorer = strict.make_scorer(load_causal_lm(tiny_model))
+    with pytest.raises(AlignkitError, match="not a reward model"):
+        strict.init_critic(scorer, CallableReward(keyword_reward))
+
+
+def test_the_value_head_has_its_own_learning_rate(tiny_model, queries_file, tmp_path) -> None:
+    config = small(PPOConfig, queries_file, tmp_path / "ppo", tiny_model, lr=1e-3, critic_lr=3e-2)
+    trainer = OnlineTrainer(config, reward=keyword_reward)
+    session = trainer.setup()
+    groups = session.optimizer.param_groups
+    head = trainer.strategy.head
+    assert [g["lr"] for g in groups] == [1e-3, 3e-2]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in head.parameters()}
+    n_trainable = sum(1 for p in session.scorer.parameters() if p.requires_grad)
+    assert len(groups[0]["params"]) + 2 == n_trainable  # the backbone at --lr
+
+
+# ------------------------------------------------------------------- sampling
+
+
+class _OneEmpty:
+    """A generator whose K = 2 answers per query are 'cake cake' (ids 5, 6; cut at
+    --max-new-tokens, no EOS) and an empty answer (EOS at once: ids (), text '')."""
+
+    def generate(self, prompts, sampling, n=1):
+        assert n == 2
+        return [[Completion("cake cake", False, (5, 6)), Completion("", True, ())] for _ in prompts]
+
+    def sync(self, model) -> None:
+        return None
+
+
+@pytest.mark.parametrize("penalty", [0.0, 1.5])
+def test_an_empty_answer_keeps_its_groups_token_ids(
+    tiny_model, queries_file, tmp_path, penalty
+) -> None:
+    """M5: one empty answer no longer sends its group back to re-tokenized text: the K = 2
+    responses train on [5, 6] (cut: no EOS) and [EOS]. L4: --missing-eos-penalty lowers the
+    reward of the cut answer only: length 9 - penalty, the empty one 0."""
+    config = small(
+        RLOOConfig, queries_file, tmp_path / "rloo", tiny_model, num_samples=2,
+        missing_eos_penalty=penalty,
+    )  # fmt: skip
+    trainer = OnlineTrainer(config, reward=length_reward, generator=_OneEmpty())
+    session = trainer.setup()
+    samples = trainer.sample(session, 0)
+    assert all(x.token_ids == [(5, 6), ()] for x in samples)
+    assert all(x.scores == [9.0 - penalty, 0.0] for x in samples)
+    records, _ = trainer.strategy.build(samples)
+    encoded, _ = encode_records(records, session.tokenizer, 64, "truncate")
+    eos = eos_token_ids(session.tokenizer)
+    tokens = trainer.strategy.training_tokens(encoded, samples, eos, 64)
+    assert all(e.responses == [[5, 6], eos[:1]] for e in tokens)
+
+
+def test_sampled_token_ids_of_a_group() -> None:
+    ids = [Completion("a", True, (5,)), Completion("", True, ())]
+    assert sampled_token_ids(ids) == [(5,), ()]
+    assert sampled_token_ids([Completion("", True, ())] * 2) == [(), ()]
+    # an endpoint returns text without ids: the group is re-tokenized
+    assert sampled_token_ids([Completion("a b"), Completion("", True, ())]) == []
+
+
+def test_missing_eos_penalised_by_hand() -> None:
+    assert missing_eos_penalised([1.0, 2.0, 3.0], [True, False, True], 0.5) == [1.0, 1.5, 3.0]
+    assert missing_eos_penalised([1.0], [False], 0.0) == [1.0]

@@ -56,7 +56,8 @@ VERBS: dict[str, tuple[str, str]] = {  # verb (a key of ONLINE_METHODS) -> help,
         "mean reward of the query's other K-1 samples; one pass of REINFORCE steps on "
         "-mean(A_i * log pi(y_i|x)). The K samples of a query share one packed forward (the "
         "prompt encoded once); log-probs use logits / --temperature, as sampled. No critic, "
-        "no ratio clipping. Logs reward, rloo/kl, "
+        "no ratio clipping. Samples must come from the policy itself: --top-p, --top-k and a "
+        "server without --generator-sync-url are refused. Logs reward, rloo/kl, "
         "rloo/advantage_std and the loss per iteration.",
     ),
     "ppo": (
@@ -68,11 +69,15 @@ VERBS: dict[str, tuple[str, str]] = {  # verb (a key of ONLINE_METHODS) -> help,
         "(--whiten-rewards: scaled to unit variance), GAE(--gamma, --lam) advantages "
         "(whitened) and returns; then --num-ppo-epochs passes of mini-batch steps on the "
         "clipped policy loss (--cliprange) + --vf-coef * the clipped value loss "
-        "(--cliprange-value), stopped early when the approximate KL to the sampling policy "
-        "exceeds 1.5 * --target-kl. The value head is a linear layer on the policy's last "
-        "hidden state, sharing its backbone (and LoRA adapter); checkpoints hold it and the "
-        "final model directory gets value_head.pt. Log-probs use logits / --temperature, as "
-        "sampled. Logs reward, ppo/kl, ppo/entropy, "
+        "(--cliprange-value), stopped early when TRL's policy KL to the sampling policy, "
+        "mean(log pi_old - log pi), exceeds 1.5 * --target-kl. The value head is a linear "
+        "layer on the policy's last hidden state, sharing its backbone (and LoRA adapter): "
+        "it starts from the reward model's score head where that applies (--value-init), "
+        "learns at its own --critic-lr, and is first fitted alone to the first rollout's "
+        "Monte-Carlo returns (--critic-warmup-steps); checkpoints hold it and the final "
+        "model directory gets value_head.pt. Samples must come from the policy itself: "
+        "--top-p, --top-k and a server without --generator-sync-url are refused. Log-probs "
+        "use logits / --temperature, as sampled. Logs reward, ppo/kl, ppo/entropy, "
         "ppo/clipfrac, ppo/value_loss and ppo/explained_variance per iteration.",
     ),
 }

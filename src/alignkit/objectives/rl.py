@@ -124,8 +124,15 @@ def ppo_value_loss(
 
 def approx_kl(logps: Tensor, old_logps: Tensor, mask: Tensor) -> Tensor:
     """0.5 * mean((logp - old_logp)^2) over the masked tokens: how far the policy moved from
-    the one that sampled (the early-stopping statistic; TRL's `policy/approxkl`)."""
+    the one that sampled (a logged statistic; TRL's `policy/approxkl`)."""
     return 0.5 * masked_mean((logps - old_logps).detach() ** 2, mask)
+
+
+def policy_kl(logps: Tensor, old_logps: Tensor, mask: Tensor) -> Tensor:
+    """mean(old_logp - logp) over the masked tokens: the k1 estimate of KL(pi_old || pi) on
+    tokens sampled from pi_old (TRL's `policy/policykl`, the statistic its PPO early stop
+    compares with 1.5 * target_kl). logps, old_logps, mask: (S, T) -> scalar (no grad)."""
+    return masked_mean((old_logps - logps).detach(), mask)
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from alignkit.train.config import (
 )
 
 Replay = Literal["none", "all"]
+ValueInit = Literal["auto", "zero", "reward-model"]  # PPO's value head at the start
 
 if TYPE_CHECKING:  # torch: imported when a run starts, not by `--help`
     from alignkit.inference.generation import SamplingConfig
@@ -114,6 +115,13 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
         0.3, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
     )
     reward_batch_size: int = opt(16, "responses per forward pass of a model reward")
+    missing_eos_penalty: float = opt(
+        0.0,
+        "subtract this from the reward of every training sample that was cut at "
+        "--max-new-tokens without EOS (TRL's missing_eos_penalty; 0 = off): discourages the "
+        "over-long answers a length-favouring reward model would pay for. The generations "
+        "file keeps the penalised reward; held-out evaluation is not penalised",
+    )
     replay: Replay = opt(
         "none",
         "train each iteration on its own samples (none) or on every sample generated "
@@ -155,6 +163,7 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
                 "sft_epochs": self.sft_epochs,
             },
             non_negative={
+                "missing_eos_penalty": self.missing_eos_penalty,
                 "max_prompt_tokens": self.max_prompt_tokens,
                 "eval_every": self.eval_every,
                 "save_every": self.save_every,
@@ -319,7 +328,26 @@ class RRHFOnlineConfig(OnlineConfig):
 
 
 def _check_on_policy(config: OnlineConfig, kl_coef: float) -> None:
-    """RLOO and PPO learn from the current policy's own samples and sequence log-probs."""
+    """RLOO and PPO learn from the current policy's own samples and sequence log-probs: their
+    losses have no importance correction, so samples must come from exactly the distribution
+    the loss scores, softmax(logits / temperature) of the policy being trained (checked after
+    `validate_generator`, before any model loads)."""
+    if config.remote and not config.generator_sync_url:
+        raise AlignkitError(
+            f"--endpoint {config.endpoint}: without --generator-sync-url the server samples "
+            "with its own fixed weights, not the policy being trained; RLOO and PPO have no "
+            "importance correction for such off-policy samples (their gradient would be "
+            "biased). Add --lora --generator-sync-url URL (the trained adapter is loaded into "
+            "the server after every iteration), or drop --endpoint to sample locally"
+        )
+    if config.top_p < 1 or config.top_k > 0:
+        raise AlignkitError(
+            f"--top-p {config.top_p} / --top-k {config.top_k}: RLOO and PPO score each sampled "
+            "token with softmax(logits / temperature) of the policy; nucleus or top-k sampling "
+            "draws from a truncated distribution instead, so the samples would not be from "
+            "the policy the loss scores (TRL's PPO fixes top_p=1, top_k=0). Drop --top-p and "
+            "--top-k (use --temperature)"
+        )
     if config.replay != "none":
         raise AlignkitError(
             f"--replay {config.replay}: RLOO and PPO are on-policy (each iteration trains on "
@@ -380,8 +408,31 @@ class PPOSettings:
     )
     target_kl: float = opt(
         0.0,
-        "stop an iteration's remaining PPO steps once the approximate KL to the sampling "
-        "policy, 0.5 * mean (log pi - log pi_old)^2, exceeds 1.5 * target_kl (0 = never)",
+        "stop an iteration's remaining PPO steps once the policy KL to the sampling policy "
+        "of the step just taken, mean over its tokens of (log pi_old - log pi) (TRL's "
+        "policy/policykl, measured before the step's update), exceeds 1.5 * target_kl "
+        "(0 = never)",
+    )
+    value_init: ValueInit = opt(
+        "auto",
+        "the value head's start: reward-model (a copy of the reward model's linear score "
+        "head: for a one-output --reward-model classifier, --reward-output raw, of the "
+        "policy's architecture and hidden size, e.g. `alignkit train-rm` on the policy's "
+        "base; it then reads the policy's hidden states), zero (V = 0), or auto "
+        "(reward-model where it applies, else zero; OpenRLHF and TRL's example start the "
+        "critic from the reward model)",
+    )
+    critic_lr: float = opt(
+        1e-4,
+        "learning rate of the value head (its own AdamW parameter group; the shared "
+        "backbone keeps --lr; OpenRLHF: critic_learning_rate)",
+    )
+    critic_warmup_steps: int = opt(
+        100,
+        "before the first PPO update, fit the value head alone to the Monte-Carlo returns "
+        "of the first rollout with this many full-batch Adam steps at --critic-lr on the "
+        "policy's hidden states (the policy does not change), then compute the advantages "
+        "with it (OpenRLHF: freezing_actor_steps; 0 = off)",
     )
     # SamplingOptions' temperature (same flag, help and group): log-probs use logits / it
     temperature: float = opt(1.0, "sampling temperature", group=SAMPLING)
@@ -417,6 +468,10 @@ class PPOConfig(PPOSettings, _PPOSamples):
             raise AlignkitError("--gamma and --lam must be in [0, 1]")
         if min(self.vf_coef, self.target_kl) < 0:
             raise AlignkitError("--vf-coef and --target-kl must be >= 0")
+        check_ranges(
+            positive={"critic_lr": self.critic_lr},
+            non_negative={"critic_warmup_steps": self.critic_warmup_steps},
+        )
         _check_on_policy(self, self.kl_coef)
 
 

@@ -44,7 +44,7 @@ from alignkit.data.batching import rank_slice
 from alignkit.data.queries import Query, QuerySet, iteration_indices, load_queries
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
-from alignkit.inference.generation import eos_token_ids
+from alignkit.inference.generation import Completion, eos_token_ids
 from alignkit.inference.generators import (
     Generator,
     HFGenerator,
@@ -105,6 +105,23 @@ def make_strategy(config: OnlineConfig, objective: ObjectiveConfig) -> Strategy:
     if isinstance(config, PPOConfig):
         return PPOStrategy(config.num_samples, config.ppo_settings(), objective)
     raise AlignkitError(f"no online method for {type(config).__name__}")
+
+
+def sampled_token_ids(group: Sequence[Completion]) -> list[tuple[int, ...]]:
+    """The sampled ids of a query's completions, or [] (train on re-tokenized text) when the
+    generator returned none. An empty answer (EOS at once) has ids () and text "": it keeps
+    them, and does not cost the other answers of its group theirs."""
+    if all(c.token_ids or not c.text for c in group):
+        return [c.token_ids for c in group]
+    return []
+
+
+def missing_eos_penalised(
+    scores: Sequence[float], finished: Sequence[bool], penalty: float
+) -> list[float]:
+    """--missing-eos-penalty (TRL's missing_eos_penalty): score - penalty for every answer cut
+    at --max-new-tokens before EOS, the score itself for the others."""
+    return [s - (0.0 if done else penalty) for s, done in zip(scores, finished, strict=True)]
 
 
 def sample_seed(seed: int, iteration: int, rank: int) -> int:
@@ -192,6 +209,10 @@ class OnlineTrainer(Trainer):
 
     def save_extra(self, model_dir: Path) -> None:
         self.strategy.save_extra(model_dir)  # PPO: the value head
+
+    def param_groups(self, scorer: nn.Module) -> list[dict[str, Any]]:
+        """The strategy's optimizer groups (PPO: the value head at --critic-lr)."""
+        return self.strategy.param_groups(scorer) or super().param_groups(scorer)
 
     # ------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -289,6 +310,7 @@ class OnlineTrainer(Trainer):
             output=cfg.reward_output,
         )
         scorer = self.make_scorer(tokenizer)
+        self.strategy.init_critic(scorer, reward)  # PPO: the value head's start
         # RLOO, PPO: the reference is the starting policy (a copy unless a fresh adapter)
         self.strategy.attach_reference(scorer, copy=self.policy_source()[1] is not None)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
@@ -318,14 +340,16 @@ class OnlineTrainer(Trainer):
         responses = self.strategy.generate(mine, session.generator, sampling)
         flat_prompts = [p for p, group in zip(mine, responses, strict=True) for _ in group]
         flat = [c.text for group in responses for c in group]
-        scores = iter(session.reward.score(flat_prompts, flat))
+        finished = [c.finished for group in responses for c in group]
+        rewards = session.reward.score(flat_prompts, flat)
+        scores = iter(missing_eos_penalised(rewards, finished, cfg.missing_eos_penalty))
         samples = [
             Sampled(
                 p,
                 [c.text for c in group],
                 [next(scores) for _ in group],
                 [c.finished for c in group],
-                [c.token_ids for c in group] if all(c.token_ids for c in group) else [],
+                sampled_token_ids(group),
             )
             for p, group in zip(mine, responses, strict=True)
         ]

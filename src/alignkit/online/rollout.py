@@ -9,7 +9,8 @@ them as a `Rollout` (as OpenRLHF's `Experience`, torchtune's `Trajectory`); RLOO
 (`online/rloo.py`) and PPO (`online/ppo.py`) add their rewards and advantages to it and their
 loss receives it.
 
-The value head is a linear layer (zero-initialised) on the policy's last hidden state: it
+The value head is a linear layer on the policy's last hidden state (zero-initialised here;
+PPO may copy the reward model's score head into it, `PPOStrategy.init_critic`): it
 shares the backbone (and, under LoRA, the adapter) with the policy, as TRL's
 `AutoModelForCausalLMWithValueHead` did; it is part of the trained module, so checkpoints hold
 it and a resumed run continues exactly. Dropout is switched off in the policy (as TRL does):
@@ -58,20 +59,23 @@ class TokenOutputs:
 
     logps (S, W): log pi(y_t | x, y_<t) with gradient; entropy (S, W): the policy's entropy at
     each position (no gradient); values (S, W) or None: the value head's V(s_t), the state
-    before token t; mask (S, W) bool: the response's tokens.
+    before token t; mask (S, W) bool: the response's tokens; hidden (S, W, d) or None (asked
+    for with `keep_hidden`): the float32 last hidden states the value head reads, detached.
     """
 
     logps: Tensor
     entropy: Tensor
     values: Tensor | None
     mask: Tensor
+    hidden: Tensor | None = None
 
 
 def per_token(batch: PackedBatch, flat: Tensor) -> Tensor:
-    """(N,) values at the batch's response tokens -> (B*K, W) rows, 0 after each response."""
+    """(N, ...) values at the batch's response tokens -> (B*K, W, ...) rows, 0 after each
+    response."""
     b, k = batch.shape
     width = max(int(batch.counts.max()), 1)
-    out = flat.new_zeros(b * k, width)
+    out = flat.new_zeros(b * k, width, *flat.shape[1:])
     return out.index_put((batch.seq_id, batch.tok_pos), flat)
 
 
@@ -111,6 +115,7 @@ class RLScorer(SequenceScorer):
         q_diff: Tensor | None = None,
         with_tokens: bool = False,
         autocast: torch.dtype | None = None,
+        keep_hidden: bool = False,
     ) -> TokenOutputs:
         if q_diff is not None:
             raise ValueError("RLScorer computes no DEFT reward")
@@ -124,8 +129,9 @@ class RLScorer(SequenceScorer):
         values = None
         if self.value_head is not None:
             values = per_token(batch, self.value_head(hidden.float()).squeeze(-1))
+        kept = per_token(batch, hidden.detach().float()) if keep_hidden else None
         return TokenOutputs(
-            per_token(batch, logps), per_token(batch, entropy), values, token_mask(batch)
+            per_token(batch, logps), per_token(batch, entropy), values, token_mask(batch), kept
         )
 
 
@@ -158,6 +164,7 @@ class Rollout:
       mask (S, T) bool   True at the response's tokens
       scores (S,)        the reward model's score of each response
       values (S, T)      the value head's V(s_t) (PPO), else None
+      hidden (S, T, d)   the hidden states V reads (PPO's critic warm-up only), else None
     Added by the method (`dataclasses.replace`), else None:
       rewards            RLOO (S,): score - kl_coef * KL of the response; PPO (S, T): the
                          per-token reward, -kl_coef * KL_t plus the score at the last token
@@ -171,6 +178,7 @@ class Rollout:
     scores: Tensor
     k: int
     values: Tensor | None = None
+    hidden: Tensor | None = None
     rewards: Tensor | None = None
     advantages: Tensor | None = None
     returns: Tensor | None = None
@@ -195,24 +203,29 @@ class Rollout:
         return table[self.rows(batch).to(table.device)].view(batch.shape)
 
 
-def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
+def score_rollout(
+    inputs: RolloutInputs, reference: Reference, keep_hidden: bool = False
+) -> Rollout:
     """`Rollout` of `inputs.encoded` (no gradient; rewards and advantages still None): chunks
     of `batch_size` examples (one packed row per example) shared over the processes
-    (`shard_map`, in lockstep for sharded models), every process getting every row."""
+    (`shard_map`, in lockstep for sharded models), every process getting every row.
+    `keep_hidden`: also the hidden states (S, T, d) the value head reads (memory: S*T*d
+    float32 numbers)."""
     scorer = inputs.scorer
     n, k, size = len(inputs.encoded), inputs.k, inputs.batch_size
     chunks = [range(start, min(start + size, n)) for start in range(0, n, size)]
 
-    def score_chunk(idx: range) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    def score_chunk(idx: range) -> list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]]:
         batch = collate([inputs.encoded[i] for i in idx], inputs.pad_id, k).to(inputs.device)
-        out = scorer(batch, autocast=inputs.autocast)
+        out = scorer(batch, autocast=inputs.autocast, keep_hidden=keep_hidden)
         ref = reference.logps(scorer, batch, inputs.autocast)
         rows = []
         for r in range(len(idx)):
             for j in range(k):
                 s, length = r * k + j, int(batch.counts[r, j])
                 values = None if out.values is None else out.values[s, :length].float().cpu()
-                rows.append((out.logps[s, :length].cpu(), ref[s, :length].cpu(), values))
+                hidden = None if out.hidden is None else out.hidden[s, :length].cpu()
+                rows.append((out.logps[s, :length].cpu(), ref[s, :length].cpu(), values, hidden))
         return rows
 
     with torch.no_grad():
@@ -221,13 +234,18 @@ def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
     width = max(max((len(row[1]) for row in rows), default=1), 1)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     tables = [torch.zeros(len(rows), width) for _ in range(3)]
-    for s, (logps, ref, values) in enumerate(rows):
+    for s, (logps, ref, values, _) in enumerate(rows):
         n = len(logps)
         mask[s, :n] = True
         tables[0][s, :n], tables[1][s, :n] = logps, ref
         if values is not None:
             tables[2][s, :n] = values
     has_values = bool(rows) and rows[0][2] is not None
+    hidden = None
+    if keep_hidden and rows:
+        hidden = torch.zeros(len(rows), width, rows[0][3].shape[-1])
+        for s, row in enumerate(rows):
+            hidden[s, : len(row[3])] = row[3]
     dev = inputs.device
     # the reward-model scores are the records' labels
     scores = torch.tensor([s for e in inputs.encoded for s in e.labels], device=dev)
@@ -238,6 +256,7 @@ def score_rollout(inputs: RolloutInputs, reference: Reference) -> Rollout:
         scores=scores,
         k=inputs.k,
         values=tables[2].to(dev) if has_values else None,
+        hidden=hidden.to(dev) if hidden is not None else None,
     )
 
 
@@ -273,11 +292,11 @@ class RLStrategy(KSamples):
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [x.to_dict() for x in samples]
 
-    def score(self, inputs: RolloutInputs) -> Rollout:
+    def score(self, inputs: RolloutInputs, keep_hidden: bool = False) -> Rollout:
         """`score_rollout` with the reference, after checking the examples' layout."""
         if self.reference is None:
             raise RuntimeError("attach_reference was not called")
         for i, example in enumerate(inputs.encoded):
             if example.index != i or len(example.responses) != self.k:
                 raise RuntimeError("rollout examples must be indexed 0..n-1 with K responses")
-        return score_rollout(inputs, self.reference)
+        return score_rollout(inputs, self.reference, keep_hidden)

@@ -140,6 +140,10 @@ class Strategy(Protocol):
 
     def attach_reference(self, scorer: nn.Module, copy: bool) -> None: ...
 
+    def init_critic(self, scorer: nn.Module, reward: Any) -> None: ...
+
+    def param_groups(self, scorer: nn.Module) -> list[dict[str, Any]] | None: ...
+
     def save_extra(self, model_dir: Path) -> None: ...
 
     def training_tokens(
@@ -159,6 +163,15 @@ class StrategyBase:
 
     def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
         """Called once with the policy before training (`copy`: freeze a copy of it)."""
+
+    def init_critic(self, scorer: nn.Module, reward: Any) -> None:
+        """Called once with the policy and the loaded reward model before training (PPO:
+        the value head's start)."""
+
+    def param_groups(self, scorer: nn.Module) -> list[dict[str, Any]] | None:
+        """The optimizer's parameter groups (None: one group of every trainable parameter
+        at the run's learning rate)."""
+        return None
 
     def rollout(self, inputs: RolloutInputs) -> tuple[Any, Metrics]:
         """No rollout pass: the loss receives None."""

@@ -192,6 +192,36 @@ class RewardScorer(nn.Module):
         return reward_from_logits(logits, self.label, self.output) * batch.mask
 
 
+def reward_score_head(reward: object, config: Any) -> tuple[tuple[Tensor, Tensor] | None, str]:
+    """The reward model's score head as a map of the hidden state it reads, for a policy of
+    `config` (a transformers config) to use as its value head (PPO's --value-init).
+
+    Returns ((weight (1, d), bias (1,)) float32 on the CPU, "") where it applies: an
+    `HFReward` whose reward is the raw output `label` of a linear head, of the policy's
+    `model_type` and `hidden_size`; else (None, the reason). The head (peft-wrapped or not)
+    is read by applying it to 0 and to the unit vectors, so any affine head works.
+    """
+    if not isinstance(reward, HFReward):
+        return None, "the reward is not a reward model (a function or an object)"
+    if reward.output != "raw":
+        return None, f"--reward-output {reward.output} is not a linear map of the hidden state"
+    base = reward.model.get_base_model() if is_peft(reward.model) else reward.model
+    ours = (getattr(config, "model_type", None), getattr(config, "hidden_size", None))
+    theirs = (getattr(base.config, "model_type", None), getattr(base.config, "hidden_size", None))
+    if ours != theirs or ours[1] is None:
+        return None, (
+            f"the reward model (model_type, hidden_size) {theirs} differs from the policy's {ours}"
+        )
+    _, head = backbone_and_score(reward.model)
+    d = int(ours[1])
+    weight = next(head.parameters())
+    probe = torch.cat([torch.zeros(1, d), torch.eye(d)]).to(weight.device, weight.dtype)
+    with torch.no_grad():
+        out = head(probe)[:, reward.label].float().cpu()  # (d + 1,)
+    bias = out[:1]
+    return (out[1:][None, :] - bias, bias), ""
+
+
 # ------------------------------------------------------------ loading
 
 

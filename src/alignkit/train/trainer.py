@@ -268,14 +268,20 @@ class Trainer:
             enable_gradient_checkpointing(scorer.model)
         return scorer.to(self.device)
 
+    def param_groups(self, scorer: nn.Module) -> list[dict]:
+        """AdamW's parameter groups: one, every trainable parameter at --lr (subclasses may
+        give some parameters their own learning rate)."""
+        return [{"params": [p for p in scorer.parameters() if p.requires_grad]}]
+
     def build_optimizer(self, scorer: nn.Module, total_steps: int):
         """AdamW over the trainable parameters and the configured warm-up + decay schedule."""
         cfg = self.config
-        params = [p for p in scorer.parameters() if p.requires_grad]
+        groups = self.param_groups(scorer)
+        params = [p for group in groups for p in group["params"]]
         # the fused kernel (CPU and CUDA) updates all parameters in one pass: for SmolLM2-135M
         # on CPU 0.20 instead of 0.54 CPU-seconds per optimizer step (TRL's default, too)
         fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         scheduler = get_scheduler(
             cfg.lr_scheduler,
             optimizer,
