@@ -168,9 +168,7 @@ def checkpoint_settings(path: Path) -> str | None:
     return settings if isinstance(settings, str) and settings else None
 
 
-def _damaged(
-    folder: Path, path: Path, exc: BaseException, earlier: Path | None
-) -> AlignkitError:
+def _damaged(folder: Path, path: Path, exc: BaseException, earlier: Path | None) -> AlignkitError:
     """The error of a file (`path`) of the checkpoint `folder` that cannot be read back."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

@@ -172,9 +172,7 @@ class DataTrainingOptions(DataOptions, TrainingOptions):
         "truncate",
         "over-long examples: truncate (prompt from the left, then response) or drop",
     )
-    save_steps: int = opt(
-        0, "also save a resumable checkpoint every N optimizer steps (0 = off)"
-    )
+    save_steps: int = opt(0, "also save a resumable checkpoint every N optimizer steps (0 = off)")
     save_minutes: float = opt(
         10.0,
         "save a resumable checkpoint (for --resume) after the first optimizer step that ends N "
