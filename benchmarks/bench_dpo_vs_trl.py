@@ -217,6 +217,7 @@ def worker_alignkit(spec: dict) -> dict:
         precision=spec["precision"],
         logging_steps=1,
         save_model=False,
+        save_minutes=0,  # no periodic checkpoint: TRL runs with save_strategy="no"
         seed=SEED,
     )
     cfg.validate()

@@ -838,3 +838,31 @@ class Planted:
 
     def __reduce__(self):
         return (Path.write_text, (self.marker, "code ran"))
+
+
+# ------------------------------------------------------------ files that are not files
+
+
+def reads_fifo_promptly(fifo: Path, read: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """`read()` (which opens the FIFO `fifo`) in a thread: fails if it has not returned
+    after `seconds` (a reader that waits for a writer forever), then frees the thread by
+    opening the FIFO's writing end. Its exception is raised again, its value returned."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = read()
+        except BaseException as exc:  # handed to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with open(fifo, "wb"):  # the blocked reader meets a writer, then reads the end
+            pass
+        thread.join(seconds)
+        pytest.fail(f"reading the FIFO {fifo} blocked for {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

@@ -4,12 +4,15 @@ read: line separators inside strings, bad bytes, deep nesting)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from conftest import reads_fifo_promptly
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alignkit import io
 from alignkit.errors import AlignkitError, DataError
 from alignkit.io import atomic_write_jsonl, iter_jsonl, jsonl_line, load_json, read_jsonl
 
@@ -90,4 +93,48 @@ def test_any_bytes_give_values_or_an_error_naming_the_file_and_line(tmp_path_fac
             assert all(isinstance(number, int) for number, _ in values)
     path.unlink()
     with pytest.raises(AlignkitError, match="cannot read"):
+        read_jsonl(path)
+
+
+# ------------------------------------------------------------ what is not a regular file
+
+
+def test_a_fifo_or_a_device_is_refused_not_read(tmp_path: Path) -> None:
+    """C6: a FIFO named .jsonl would block forever, /dev/zero never ends: refused at once with
+    the kind of file named (/dev/null stands for /dev/zero: the old reader read it to the
+    end, which for /dev/zero never comes)."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"pipe.jsonl: is a FIFO \(named pipe\), not a regular"):
+        reads_fifo_promptly(fifo, lambda: read_jsonl(fifo))
+    device = tmp_path / "zero.jsonl"
+    device.symlink_to("/dev/null")
+    with pytest.raises(DataError, match=r"zero.jsonl: is a character device, not a regular file"):
+        read_jsonl(device)
+    with pytest.raises(DataError, match="is a folder"):
+        read_jsonl(tmp_path)
+    with pytest.raises(AlignkitError, match="cannot read"):
+        read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_a_line_over_the_bound_is_an_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """C6: a line longer than MAX_LINE_BYTES (64 MiB; 1,000 bytes here) is never held whole:
+    a DataError naming the file and line; the lines around it read as usual."""
+    monkeypatch.setattr(io, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "long.jsonl"
+    long_row = json.dumps({"text": "x" * 5000})
+    path.write_text('{"a": 1}\n' + long_row + '\n{"b": 2}\n' + long_row, encoding="utf-8")
+    seen = [(number, raw, ended) for number, raw, ended in io.iter_lines(path)]
+    assert seen == [
+        (1, b'{"a": 1}', True),
+        (2, None, True),
+        (3, b'{"b": 2}', True),
+        (4, None, False),
+    ]
+    with pytest.raises(DataError, match=r"long.jsonl:2: the line is longer than 1,000 bytes"):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n' + long_row, encoding="utf-8")  # being appended to
+    assert read_jsonl(path, allow_partial_last=True) == [{"a": 1}]
+    path.write_text("x" * 1000 + "\n", encoding="utf-8")  # exactly the bound: read
+    with pytest.raises(DataError, match=r"long.jsonl:1: not valid JSON"):
         read_jsonl(path)

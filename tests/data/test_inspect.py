@@ -86,3 +86,24 @@ def test_inspect_chat_prompt_tokens_use_the_chat_template() -> None:
     stats = inspect_records(records, LoadSummary(files=["f"]), tokenizer=ChatTokenizer())
     assert stats["prompt_chars"]["max"] == 9  # "be nice" + "hi"
     assert stats["prompt_tokens"]["max"] == 6  # <system> be nice <user> hi <assistant>
+
+
+class LongestSeen(WordTokenizer):
+    """`WordTokenizer`, recording the longest text it was given."""
+
+    longest = 0
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict:
+        self.longest = max([self.longest, *(len(text) for text in texts)])
+        return super().__call__(texts, add_special_tokens)
+
+
+def test_a_huge_text_is_counted_in_pieces_of_bounded_size() -> None:
+    """C1: a 3 MB answer reaches the tokenizer in pieces of at most 2^18 characters, cut at
+    white space (so no word is split: the count is exact here)."""
+    huge = "alpha beta\ngamma\t" * 180_000  # 3,060,000 characters, 540,000 words
+    tokenizer = LongestSeen()
+    stats = inspect_records([Point("hi there", huge, 1.0)], LoadSummary(files=["f"]), tokenizer)
+    assert 0 < tokenizer.longest <= 1 << 18
+    assert stats["response_tokens"]["max"] == 540_000
+    assert stats["prompt_tokens"]["max"] == 2

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from pathlib import Path
 
 import pytest
-from conftest import PROMPT, A, H, msg, write_hh_like, write_jsonl
+from conftest import PROMPT, A, H, msg, reads_fifo_promptly, write_hh_like, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alignkit import io
+from alignkit.cli import main
 from alignkit.data import (
     InvalidDataError,
     Pair,
@@ -286,3 +289,33 @@ def test_any_bytes_give_rows_or_errors_naming_the_file_and_line(tmp_path_factory
     rows = list(iter_rows(str(folder / "any.jsonl"), errors))  # the bad lines are collected
     assert len(rows) + len(errors) == _records_or_errors(data)
     assert all(e.where.startswith(f"{folder / 'any.jsonl'}:") for e in errors)
+
+
+def test_a_fifo_or_a_device_as_data_is_refused(tmp_path: Path) -> None:
+    """C6: `--data` naming a FIFO or a character device (a symlink to /dev/null stands for
+    /dev/zero) of any supported extension: an error naming the file, at once."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidDataError, match=r"pipe.jsonl: is a FIFO"):
+        reads_fifo_promptly(fifo, lambda: load_records([str(fifo)]))
+    assert reads_fifo_promptly(fifo, lambda: main(["data", "inspect", str(fifo)])) == 2
+    for name in ("zero.jsonl", "zero.json", "zero.parquet"):
+        (tmp_path / name).symlink_to("/dev/null")
+        with pytest.raises(InvalidDataError, match=f"{name}: is a character device"):
+            load_records([str(tmp_path / name)])
+
+
+def test_a_line_over_the_bound_is_one_bad_record(tmp_path: Path, monkeypatch) -> None:
+    """C6: a jsonl line longer than MAX_LINE_BYTES (1,000 bytes here) is an invalid record
+    naming its line, dropped under skip_invalid; the lines after it are read."""
+    monkeypatch.setattr(io, "MAX_LINE_BYTES", 1000)
+    good = {"chosen": PROMPT + " yes", "rejected": PROMPT + " no"}
+    long = {"chosen": PROMPT + " y" * 1000, "rejected": PROMPT + " no"}
+    path = write_jsonl(tmp_path / "d.jsonl", [good, long, good])
+    with pytest.raises(InvalidDataError) as info:
+        load_records([path])
+    assert [e.where for e in info.value.errors] == [f"{path}:2"]
+    assert "longer than 1,000 bytes" in str(info.value)
+    records, summary = load_records([path], skip_invalid=True)
+    assert [r.source for r in records] == [f"{path}:1", f"{path}:3"]
+    assert [r.where for r in summary.rejected] == [f"{path}:2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from alignkit.data import tokenize
 from alignkit.data.prompts import render_prompt
 from alignkit.data.records import Multi, Pair, Point
 from alignkit.data.tokenize import encode_records
@@ -110,3 +111,82 @@ def test_chat_prompt_without_template_is_a_clear_error(tok):
             render_prompt(({"role": "user", "content": "x"},), tok)
     finally:
         tok.chat_template = template
+
+
+class Bounded:
+    """The tokenizer `tok`, refusing any text over `most` characters (what the old code did
+    with a long record: tokenize all of it) and recording the longest it was given."""
+
+    def __init__(self, tok, most: int) -> None:
+        self.tok, self.most, self.longest = tok, most, 0
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def __call__(self, texts, **kwargs):
+        self.longest = max([self.longest, *(len(t) for t in texts)])
+        assert self.longest <= self.most, f"tokenized a text of {self.longest} characters"
+        return self.tok(texts, **kwargs)
+
+
+def _whole(monkeypatch, records, tok, max_length, truncation="truncate"):
+    """encode_records as before the cut: every text tokenized whole."""
+    with monkeypatch.context() as patch:
+        patch.setattr(tokenize, "CHARS_PER_TOKEN", 10**12)
+        return encode_records(records, tok, max_length, truncation)
+
+
+def test_a_long_text_is_cut_before_tokenizing_and_keeps_the_same_tokens(tok, monkeypatch):
+    """C1: at max_length 64 no text of more than 64 * 32 = 2048 characters reaches the
+    tokenizer, and the tokens kept are those of the whole text."""
+    words = " ".join(f"w{i % 97} cat" for i in range(6000))  # 47,889 characters
+    chat = ({"role": "user", "content": words},)
+    records = [
+        Point(words, " dog", 1.0),  # prompt cut from the left
+        Point("hi", words, 0.0),  # response cut from the right
+        Pair(chat, words, " no"),  # a chat prompt and one long answer
+        Multi("q", (words, " a", words[:100]), (1.0, 0.0, 0.5)),
+        Point("short", " dog", 1.0),  # untouched
+    ]
+    bounded = Bounded(tok, 2048)
+    got, summary = encode_records(records, bounded, 64)
+    assert bounded.longest == 2048
+    want, before = _whole(monkeypatch, records, tok, 64)
+    assert got == want and summary == before
+    assert summary.prompt_truncated == 2 and summary.response_truncated == 3
+    got, _ = encode_records(records, Bounded(tok, 2048), 64, "drop")
+    assert got == _whole(monkeypatch, records, tok, 64, "drop")[0]
+    assert [e.index for e in got] == [4]
+
+
+def test_a_5mb_record_tokenizes_a_bounded_text(tok):
+    huge = "the cat sat on the mat " * 230_000  # 5.3 MB
+    bounded = Bounded(tok, 1024 * 32)
+    (enc,), summary = encode_records([Point(huge, huge, 1.0)], bounded, 1024)
+    assert bounded.longest == 1024 * 32
+    assert len(enc.prompt) == len(enc.responses[0]) == 512  # prompt at half, response cut
+    assert tok.decode(enc.responses[0]).startswith("the cat sat on the mat the cat")
+
+
+class LongTokens:
+    """A tokenizer whose tokens are 100 characters long (runs of spaces or symbols are)."""
+
+    eos_token_id, chat_template = 0, None
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __call__(self, texts, add_special_tokens=True):
+        self.seen += [len(t) for t in texts]
+        return {"input_ids": [[7] * -(-len(t) // 100) for t in texts]}
+
+
+def test_a_cut_text_with_too_few_tokens_is_cut_again_longer(monkeypatch):
+    """2048 characters of 100-character tokens are 21 tokens, fewer than the 64 that may be
+    kept: the response is tokenized again from 4096, then 8192 characters (82 tokens)."""
+    records = [Point("q", "=" * 10_000, 1.0)]
+    fake = LongTokens()
+    got, _ = encode_records(records, fake, 64)
+    assert fake.seen == [1, 2048, 4096, 8192]
+    assert got == _whole(monkeypatch, records, LongTokens(), 64)[0]
+    assert len(got[0].responses[0]) == 63

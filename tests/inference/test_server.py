@@ -226,6 +226,21 @@ def test_slow_clients_are_dropped(served):
         assert get(server.url + "/models")[0] == 200  # the server goes on
 
 
+def test_a_huge_content_length_with_one_byte_of_body_is_dropped(served):
+    """B11: Content-Length 10^12 and one byte: the body is over the limit, and reading past it
+    (so the client reads the 413) stops at the socket timeout: the 413 comes, the thread is
+    freed."""
+    with running(served.chat, socket_timeout=0.5) as server:
+        port = server.server_address[1]
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        head += "Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{"
+        started = time.monotonic()
+        answer = half_request(port, head.encode(), wait=10)  # closed, not held
+        assert answer.startswith(b"HTTP/1.0 413") and b"over 1048576 bytes" in answer
+        assert time.monotonic() - started < 5
+        assert get(server.url + "/models")[0] == 200
+
+
 class EndlessChat(ChatModel):
     """Generates until cancelled (at most 30 s), polling `cancel` as the stopping criterion
     does after every token; `stopped` is set when generation ends."""

@@ -247,9 +247,14 @@ def test_token_is_required_on_every_request(files: Any) -> None:
         assert not verdicts.exists()
         status, page, headers = call(f"{url}/?token={TOKEN}")
         assert status == 200 and "<title>alignkit label</title>" in page
-        cookie = headers["Set-Cookie"].split(";")[0]
-        assert cookie == f"alignkit_token={TOKEN}"
+        # host-only (no Domain), named after the port: cookies ignore ports (A16)
+        cookie, *attributes = headers["Set-Cookie"].split("; ")
+        port = server.server_address[1]
+        assert cookie == f"alignkit_token_{port}={TOKEN}"
+        assert attributes == ["Path=/", "HttpOnly", "SameSite=Strict"]
         assert call(url + "/api/state?annotator=x", headers={"Cookie": cookie})[0] == 200
+        other_port = {"Cookie": f"alignkit_token_{port + 1}={TOKEN}"}  # another label server's
+        assert call(url + "/api/state?annotator=x", headers=other_port)[0] == 403
         assert call(url + "/api/verdict", verdict, {"X-Alignkit-Token": TOKEN})[0] == 200
     assert len(lines(verdicts)) == 1
 
@@ -455,3 +460,54 @@ def test_a_deeply_nested_body_is_a_400(files: Any) -> None:
     with serving(pairs, verdicts) as server:
         status, body, _ = call(base(server) + "/api/verdict", raw=b"[" * 60_000)
     assert status == 400 and "not valid JSON" in body["error"]
+
+
+def test_a_cross_site_origin_is_refused(files: Any) -> None:
+    """A6: a page of another site (or a sandboxed one, Origin "null") cannot post verdicts,
+    with or without the token; the page's own origin can."""
+    pairs, verdicts, rows = files
+    verdict = {"annotator": "x", "pair_id": rows[0]["pair_id"], "choice": "left"}
+    for token in (None, TOKEN):
+        with serving(pairs, verdicts, token=token) as server:
+            url, host = base(server), base(server).split("//")[1]
+            auth = {"X-Alignkit-Token": TOKEN} if token else {}
+            for origin in ("http://evil.example", "null", f"http://{host}.evil.example"):
+                got = call(url + "/api/verdict", verdict, {**auth, "Origin": origin})
+                assert got[0] == 403 and "cross-origin" in got[1]["error"], (origin, got)
+            assert (
+                call(url + "/api/config", headers={**auth, "Origin": "http://evil.example"})[0]
+                == 403
+            )
+            assert not verdicts.exists()
+            same = call(url + "/api/verdict", verdict, {**auth, "Origin": f"http://{host}"})
+            assert same[0] == 200
+        verdicts.unlink()
+
+
+def _raw(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """(status line, headers, body) of a raw request (the server closes the connection)."""
+    answer = half_request(port, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, dict(line.split(": ", 1) for line in lines), body
+
+
+def test_http_servers_own_error_pages_carry_the_security_headers(files: Any) -> None:
+    """A13: http.server's own answers (501 for OPTIONS and PUT, 400 for a bad request line)
+    carry the same CSP, nosniff, no-referrer and no-store headers, as JSON."""
+    pairs, verdicts, _ = files
+    with serving(pairs, verdicts, token=TOKEN) as server:
+        port = server.server_address[1]
+        host = f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+        for request, code in (
+            (b"OPTIONS /api/verdict HTTP/1.1\r\n" + host, "501"),
+            (b"PUT / HTTP/1.1\r\n" + host, "501"),
+            (b"GET / / HTTP/1.1\r\n" + host, "400"),
+            (b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 70_000 + b"\r\n" + host, "431"),
+        ):
+            status, headers, body = _raw(port, request)
+            assert status.split()[1] == code, status
+            for name, value in label_server.SECURITY_HEADERS.items():
+                assert headers[name] == value, (request[:20], name)
+            assert headers["Content-Type"] == "application/json"
+            assert "error" in json.loads(body)

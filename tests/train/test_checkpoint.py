@@ -8,12 +8,15 @@ import pickle
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import Planted, pair_rows, write_jsonl
 from safetensors.torch import load_file
 
 from alignkit.cli import main
+from alignkit.train import checkpoint
 from alignkit.train.checkpoint import EXTRA_FILE, STATE_FILE
+from alignkit.train.trainer import Trainer
 
 
 def _train(out: Path, tiny_model: str, data: str, *extra: str) -> int:
@@ -78,3 +81,81 @@ def test_finished_work_is_never_overwritten_silently(tmp_path, tiny_model, pairs
     assert not (out / "checkpoints").exists()  # the old run was deleted
     assert json.loads((out / "config.json").read_text())["data"] == [other]
     assert len(_metrics(out)) == 1
+
+
+_TRAIN_STEP = Trainer.train_step
+
+
+class _Stopped(Exception):
+    """The run was stopped (as by a kill) before this step."""
+
+
+def _timed_steps(monkeypatch, stop_before: int | None = None) -> None:
+    """Every optimizer step takes 4 minutes on `checkpoint`'s clock; with `stop_before`, the
+    run stops when it is about to run that (0-based) step."""
+    now = [0.0]
+    monkeypatch.setattr(checkpoint, "monotonic", lambda: now[0])
+    real = _TRAIN_STEP
+
+    def step(self, scorer, optimizer, scheduler, train, index, *rest):
+        if index == stop_before:
+            raise _Stopped(index)
+        now[0] += 240.0
+        return real(self, scorer, optimizer, scheduler, train, index, *rest)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def _steps(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def test_a_stopped_run_resumes_from_its_default_timed_checkpoints(
+    tmp_path, tiny_model, pairs_file, monkeypatch, capsys
+):
+    """No --save-steps: a checkpoint after the first step that ends 10 minutes (the default
+    --save-minutes) after the start or the last checkpoint; the last 2 are kept. At 4 minutes
+    a step: saves after steps 3, 6 and 9 of 10 (never after the last)."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    _timed_steps(monkeypatch)
+    assert _train(full, tiny_model, pairs_file, "--max-steps", "10") == 0
+    assert _steps(full) == ["step-6", "step-9"]  # step-3 deleted once step-9 was written
+    whole, weights = _metrics(full), load_file(full / "model" / "model.safetensors")
+
+    _timed_steps(monkeypatch, stop_before=7)  # stopped during step 8: nothing after step 7
+    with pytest.raises(_Stopped):
+        _train(stopped, tiny_model, pairs_file, "--max-steps", "10")
+    assert _steps(stopped) == ["step-3", "step-6"] and not (stopped / "model").exists()
+
+    # a damaged RNG state of the newest checkpoint: a clear error naming the file and the
+    # checkpoint to fall back to (accelerate alone only logs "Could not load random states")
+    rng = stopped / "checkpoints" / "step-6" / "random_states_0.pkl"
+    rng.write_bytes(rng.read_bytes()[:100])
+    capsys.readouterr()
+    assert _train(stopped, tiny_model, pairs_file, "--max-steps", "10", "--resume") == 2
+    err = capsys.readouterr().err
+    assert str(rng) in err and "delete" in err and "step-3" in err
+    shutil.rmtree(rng.parent)  # as the message says: resume from step 3
+    _timed_steps(monkeypatch)
+    assert _train(stopped, tiny_model, pairs_file, "--max-steps", "10", "--resume") == 0
+    assert _metrics(stopped) == whole
+    resumed = load_file(stopped / "model" / "model.safetensors")
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+    assert _steps(stopped) == ["step-6", "step-9"]  # saved again after 3 steps (12 minutes)
+
+
+def test_a_missing_rng_state_and_the_periodic_options(tmp_path, tiny_model, pairs_file, capsys):
+    out = tmp_path / "run"
+    assert _train(out, tiny_model, pairs_file, "--max-steps", "3", "--save-steps", "1",
+                  "--save-total-limit", "1", "--save-minutes", "0") == 0  # fmt: skip
+    assert _steps(out) == ["step-2"]  # every step but the last; only the newest kept
+    (out / "checkpoints" / "step-2" / "random_states_0.pkl").unlink()
+    shutil.rmtree(out / "model")
+    (out / "summary.json").unlink()
+    capsys.readouterr()
+    assert _train(out, tiny_model, pairs_file, "--max-steps", "3", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "random_states_0.pkl" in err and "--overwrite" in err
+    for bad in (["--save-total-limit", "0"], ["--save-minutes", "-1"]):
+        assert _train(tmp_path / "x", tiny_model, pairs_file, *bad) == 2
+        assert bad[0] in capsys.readouterr().err

@@ -6,6 +6,10 @@ is the sum of its messages' contents; in tokens it is the rendered chat template
 generation prompt) when the tokenizer has one, else the contents joined by newlines
 (`alignkit.data.prompts.prompt_token_text`).
 Percentiles use the nearest-rank method (p95 of n values = the ceil(0.95 n)-th smallest).
+A text longer than `_PIECE_CHARS` characters is tokenized in pieces of at most that many
+(cut before a white space where the piece's second half has one) and their counts summed, so
+memory stays bounded (a tokenizer needs about 140 bytes per character of one text); such a
+count may differ from the whole text's by a token or so per piece.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from alignkit.data.prompts import prompt_key, prompt_token_text
 from alignkit.data.records import LoadSummary, Multi, Pair, Point, Prompt, Record
 
 _TOKENIZE_CHUNK = 512
+_PIECE_CHARS = 1 << 18
 
 
 def describe(values: Sequence[float]) -> dict[str, float] | None:
@@ -89,11 +94,34 @@ def _duplicates(records: Sequence[Record]) -> int:
     return len(items) - len(set(items))
 
 
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` in pieces of at most `size` characters, each ending before the last white space
+    of its second half when there is one (a token rarely spans a white space)."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        space = max(text.rfind(c, start + size // 2, end) for c in " \n\t")
+        end = space if space > start else end
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
+
+
 def _token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens of each text; a text over `_PIECE_CHARS` characters is counted piece by piece."""
+
+    def count(batch: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
+
     counts: list[int] = []
     for start in range(0, len(texts), _TOKENIZE_CHUNK):
         chunk = list(texts[start : start + _TOKENIZE_CHUNK])
-        counts.extend(len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"])
+        found = count([text if len(text) <= _PIECE_CHARS else "" for text in chunk])
+        for i, text in enumerate(chunk):
+            if len(text) > _PIECE_CHARS:
+                found[i] = sum(count([piece])[0] for piece in _pieces(text, _PIECE_CHARS))
+        counts.extend(found)
     return counts
 
 

@@ -18,7 +18,6 @@ is read per file: the comparisons of one post (rows with the same post_id) becom
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from alignkit.data.formats import (
 )
 from alignkit.data.records import LoadSummary, Point, Record, Rejected
 from alignkit.errors import AlignkitError, DataError
-from alignkit.io import atomic_write_text, load_json
+from alignkit.io import atomic_write_text, iter_lines, load_json, long_line_error, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,9 @@ def iter_rows(path: str, errors: list[DataError] | None = None) -> Iterator[tupl
         )
     if os.path.isdir(path):
         yield from _iter_saved_dataset(path)
-    elif path.endswith(".jsonl"):
+        return
+    open_regular(path).close()  # a FIFO or a device (`--data /dev/zero`) is refused
+    if path.endswith(".jsonl"):
         yield from _iter_jsonl(path, errors)
     elif path.endswith(".json"):
         yield from _iter_json(path)
@@ -82,41 +83,43 @@ def iter_rows(path: str, errors: list[DataError] | None = None) -> Iterator[tupl
 
 
 def _iter_jsonl(path: str, errors: list[DataError] | None) -> Iterator[tuple[str, Any]]:
-    # Lines are split on b"\n" only and decoded one by one: a U+2028 inside a string is not a
-    # line break, a leading UTF-8 byte-order mark is ignored, and a line that is not UTF-8 is
-    # one bad record, not a crash of the whole file.
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            try:
-                line = raw.decode("utf-8")
-                if not line.strip():
-                    continue
-                row = load_json(line)
-            except UnicodeDecodeError as exc:
-                error = DataError(
-                    where,
-                    f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                    "save the file as UTF-8",
-                )
-            except json.JSONDecodeError as exc:
-                error = DataError(
-                    where, f"invalid JSON: {exc}", "each line must be one complete JSON object"
-                )
-            else:
-                yield where, row
+    # Lines are split on b"\n" only and decoded one by one (`io.iter_lines`): a U+2028 inside
+    # a string is not a line break, a leading UTF-8 byte-order mark is ignored, and a line
+    # that is not UTF-8, or longer than `io.MAX_LINE_BYTES`, is one bad record, not a crash
+    # (nor gigabytes of memory) of the whole file.
+    for number, raw, _ in iter_lines(path):
+        where = f"{path}:{number}"
+        try:
+            if raw is None:
+                raise long_line_error(path, number)
+            line = raw.decode("utf-8")
+            if not line.strip():
                 continue
-            if errors is None:
-                raise error
-            errors.append(error)
+            row = load_json(line)
+        except DataError as exc:
+            error = exc
+        except UnicodeDecodeError as exc:
+            error = DataError(
+                where,
+                f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                "save the file as UTF-8",
+            )
+        except json.JSONDecodeError as exc:
+            error = DataError(
+                where, f"invalid JSON: {exc}", "each line must be one complete JSON object"
+            )
+        else:
+            yield where, row
+            continue
+        if errors is None:
+            raise error
+        errors.append(error)
 
 
 def _iter_json(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig") as handle:
+    with open_regular(path) as handle:
         try:
-            data = load_json(handle.read())
+            data = load_json(handle.read().decode("utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}", f"invalid JSON: {exc}") from exc
         except UnicodeDecodeError as exc:

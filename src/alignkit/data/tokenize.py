@@ -5,11 +5,18 @@ tokens are an exact prefix of prompt+response by construction: no token can merg
 boundary (TRL users were bitten by exactly that). Each response ends with EOS, so the model
 learns to stop. Chat-message prompts are rendered with the tokenizer's chat template
 (`alignkit.data.prompts.render_prompt`).
+
+Memory stays bounded by `max_length`, not by the data: a text longer than `max_length *
+CHARS_PER_TOKEN` characters is cut before it is tokenized (a prompt keeps its end, a response
+its start: the sides truncation keeps), so one 50 MB record costs what a record of 32k
+characters per 1,024 tokens does instead of gigabytes. The tokens kept are those of the whole
+text: a cut text must still give `_MARGIN` tokens more than can be kept (else it is tokenized
+again from a cut twice as long), so no token that the cut changed is kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +25,11 @@ from alignkit.data.records import Multi, Pair, Point, Prompt, Record
 from alignkit.errors import AlignkitError
 
 Truncation = Literal["truncate", "drop"]
+
+# characters per token of --max-length that a text is cut to before tokenizing (English
+# averages about 4; tokens of 32 or more characters are runs of spaces or symbols)
+CHARS_PER_TOKEN = 32
+_MARGIN = 8  # tokens of a cut text beyond those kept: the cut changes only the last few
 
 
 @dataclass
@@ -89,29 +101,76 @@ def _unfinished(record: Record, k: int) -> list[bool]:
     return [False] * k
 
 
-def tokenize_prompts(prompts: Sequence[Prompt], tokenizer) -> list[list[int]]:
-    """Token ids of each prompt (BOS added by the tokenizer for plain text, if it uses one)."""
+def _cut(text: str, chars: int, keep_end: bool) -> str:
+    """At most `chars` characters of `text`: its end (`keep_end`) or its start."""
+    if len(text) <= chars:
+        return text
+    return text[len(text) - chars :] if keep_end else text[:chars]
+
+
+def tokenize_bounded(
+    texts: Sequence[str],
+    tokenize: Callable[[list[str]], list[list[int]]],
+    max_tokens: int | None,
+    keep_end: bool,
+) -> list[list[int]]:
+    """`tokenize(texts)` of texts of which only `max_tokens` tokens, at the end (`keep_end`)
+    or the start, will be kept: a longer text is cut to `max_tokens * CHARS_PER_TOKEN`
+    characters first, and cut again twice as long (up to the whole text) while it gives fewer
+    than `max_tokens + _MARGIN` tokens. Those kept tokens are the whole text's, and no call
+    of `tokenize` gets more characters than about twice what they need. None: no cut."""
+    if not texts:
+        return []
+    if max_tokens is None:
+        return [list(row) for row in tokenize(list(texts))]
+    chars = max_tokens * CHARS_PER_TOKEN
+    ids = [list(row) for row in tokenize([_cut(text, chars, keep_end) for text in texts])]
+    for i, text in enumerate(texts):
+        limit = chars
+        while len(text) > limit and len(ids[i]) < max_tokens + _MARGIN:
+            limit *= 2
+            ids[i] = list(tokenize([_cut(text, limit, keep_end)])[0])
+    return ids
+
+
+def tokenize_prompts(
+    prompts: Sequence[Prompt], tokenizer, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Token ids of each prompt (BOS added by the tokenizer for plain text, if it uses one).
+    `max_tokens`: only the last that many are needed (`tokenize_bounded`)."""
     rendered = [render_prompt(p, tokenizer) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     for templated in (False, True):
         idx = [i for i, (_, t) in enumerate(rendered) if t == templated]
         if not idx:
             continue
+
+        def tokenize(texts: list[str], special: bool = not templated) -> list[list[int]]:
+            return tokenizer(texts, add_special_tokens=special)["input_ids"]
+
         texts = [rendered[i][0] for i in idx]
-        ids = tokenizer(texts, add_special_tokens=not templated)["input_ids"]
+        ids = tokenize_bounded(texts, tokenize, max_tokens, keep_end=True)
         for i, row in zip(idx, ids, strict=True):
-            out[i] = list(row)
+            out[i] = row
     return out
 
 
 def tokenize_responses(
-    responses: Sequence[str], tokenizer, unfinished: Sequence[bool] | None = None
+    responses: Sequence[str],
+    tokenizer,
+    unfinished: Sequence[bool] | None = None,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Token ids of each response, tokenized alone, with EOS appended (except to the
-    `unfinished` ones: generations cut off at the generation limit)."""
+    `unfinished` ones: generations cut off at the generation limit). `max_tokens`: only the
+    first that many are needed (`tokenize_bounded`)."""
     if tokenizer.eos_token_id is None:
         raise AlignkitError("the tokenizer has no EOS token; set one before training")
-    ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    ids = tokenize_bounded(responses, tokenize, max_tokens, keep_end=False)
     cut = unfinished if unfinished is not None else [False] * len(ids)
     eos = [tokenizer.eos_token_id]
     # an unfinished response keeps EOS only if it has no token at all (it cannot be empty)
@@ -150,10 +209,11 @@ def encode_records(
     if max_length < 8:
         raise AlignkitError(f"--max-length must be at least 8, got {max_length}")
     fields = [_fields(r) for r in records]
-    prompt_ids = tokenize_prompts([f[0] for f in fields], tokenizer)
+    # no side keeps more than max_length tokens: longer texts are cut before tokenizing
+    prompt_ids = tokenize_prompts([f[0] for f in fields], tokenizer, max_length)
     flat = [resp for f in fields for resp in f[1]]
     cut = [c for r, f in zip(records, fields, strict=True) for c in _unfinished(r, len(f[1]))]
-    response_ids = iter(tokenize_responses(flat, tokenizer, cut))
+    response_ids = iter(tokenize_responses(flat, tokenizer, cut, max_length))
     summary = EncodeSummary(total=len(records))
     out: list[Encoded] = []
     for i, (record, (_, resps, labels, hq, binary)) in enumerate(zip(records, fields, strict=True)):

@@ -551,11 +551,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
 
     def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
+        """Read past up to `length` bytes of a refused body (so the client reads the answer);
+        a client that sends no more is given up at the socket timeout."""
+        try:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 1 << 16))
+                if not chunk:
+                    return
+                length -= len(chunk)
+        except TimeoutError:
+            return
 
 
 def _split_host(host: str) -> tuple[str, str, str]:

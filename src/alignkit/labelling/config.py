@@ -226,7 +226,12 @@ class LabelServeConfig:
     annotator: str = opt("", "name prefilled on the page")
     host: str = opt("127.0.0.1", "address to bind (default: 127.0.0.1)")
     port: int = opt(8080, "0 picks a free one (default: 8080)")
-    token: str | None = opt(None, "required on every request; needed for a non-loopback --host")
+    token: str | None = opt(
+        None,
+        "16-256 characters required on every request (in the printed URL; the page keeps it in "
+        "a cookie named alignkit_token_PORT: cookies ignore ports, so browsers also send it to "
+        "other web servers on this host); needed for a non-loopback --host",
+    )
     seed: int = opt(0, "seed of the left/right order (default: 0)")
 
     def validate(self) -> None:

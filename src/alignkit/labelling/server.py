@@ -10,6 +10,16 @@ each annotator at their first pair without a verdict (`read_verdicts` semantics,
 JSON API: GET /api/config, GET /api/state?annotator=NAME, POST /api/verdict
 {annotator, pair_id, choice: left|right|tie|skip}, POST /api/undo {annotator}. With a token,
 every request must carry it (`?token=`, the X-Alignkit-Token header, or the cookie the page sets).
+
+Defences: without a token only loopback Host names are answered (DNS rebinding); a request
+whose Origin header is not the served host (a cross-site page) is refused with 403; POST bodies
+must be `application/json` (no cross-site "simple" request); every answer, http.server's own
+error pages included (400 for a bad request line, 501 for OPTIONS or PUT), carries
+`SECURITY_HEADERS`. The token cookie is host-only (no Domain), `Path=/; HttpOnly;
+SameSite=Strict`, and named after the port (`alignkit_token_8080`): browsers send cookies to
+every port of a host, so the name keeps two label servers on one host apart; another local
+web app on another port still receives it, which is why the page also works without it
+(`?token=` in the URL and the header).
 """
 
 from __future__ import annotations
@@ -215,16 +225,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if cookie:
             self.send_header("Set-Cookie", cookie)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body, ensure_ascii=False).encode(), "application/json")
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a bad request line, an unsupported method such as
+        OPTIONS or PUT, over-long headers) as a JSON error with the `SECURITY_HEADERS` of
+        every other answer; the connection is closed after it."""
+        self.close_connection = True
+        short = self.responses.get(code, ("error",))[0]
+        body = json.dumps({"error": message or short}).encode()
+        self._send(code, b"" if self.command == "HEAD" else body, "application/json")
+
     def _check_access(self, query: dict[str, list[str]]) -> None:
         token = self.server.token
+        host = self.headers.get("Host", "")
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            # a browser names the page that sent the request: another site's page (CSRF) or
+            # a sandboxed one ("null") is refused, whatever it sends
+            raise RequestError(f"cross-origin requests are refused (Origin {origin})", 403)
         if token is None:  # loopback only: refuse other Host names (DNS rebinding)
-            if _host_name(self.headers.get("Host", "")) not in LOOPBACK:
+            if _host_name(host) not in LOOPBACK:
                 raise RequestError("this server answers loopback host names only", 403)
             return
         cookies = dict(
@@ -232,7 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
             for part in self.headers.get("Cookie", "").split(";")
             if "=" in part
         )
-        given = [*query.get("token", []), self.headers.get(TOKEN_HEADER), cookies.get(TOKEN_COOKIE)]
+        cookie = cookies.get(self.server.cookie_name)
+        given = [*query.get("token", []), self.headers.get(TOKEN_HEADER), cookie]
         if not any(g and hmac.compare_digest(g.encode(), token.encode()) for g in given):
             raise RequestError(
                 "missing or wrong token: open the URL `alignkit label serve` printed", 403
@@ -247,8 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
                 name, content_type = STATIC[url.path]
                 cookie = ""
                 if self.server.token and url.path == "/":
+                    # host-only (no Domain), not readable by scripts, never sent cross-site
                     cookie = (
-                        f"{TOKEN_COOKIE}={self.server.token}; Path=/; HttpOnly; SameSite=Strict"
+                        f"{self.server.cookie_name}={self.server.token}; Path=/; HttpOnly; "
+                        "SameSite=Strict"
                     )
                 self._send(200, self.server.static[name], content_type, cookie)
                 return
@@ -320,6 +350,12 @@ class LabelServer(ThreadingHTTPServer):
         folder = resources.files("alignkit.labelling") / "static"
         self.static = {name: (folder / name).read_bytes() for name, _ in STATIC.values()}
         super().__init__(address, _Handler)
+
+    @property
+    def cookie_name(self) -> str:
+        """The token cookie's name: `alignkit_token_PORT` (cookies ignore ports; the port in
+        the name keeps two label servers on one host from overwriting each other's)."""
+        return f"{TOKEN_COOKIE}_{self.server_address[1]}"
 
     @property
     def url(self) -> str:

@@ -524,11 +524,12 @@ def add_win_rates(context: StudyContext, cells: list[Cell], results: list[dict])
 
 def cell_train_config(config: StudyConfig, cell: Cell, out: Path) -> TrainConfig:
     """The cell's `alignkit train` options. The model is not saved (`cell.json` holds the
-    metrics; add `save_model: true` under `train:` to keep every cell's model)."""
-    values = {"save_model": False, **config.train}
+    metrics; add `save_model: true` under `train:` to keep every cell's model), and no
+    periodic checkpoint is written (a cell never resumes: a killed study runs it again)."""
+    values = {"save_model": False, "save_minutes": 0, **config.train}
     return config.train_config(
         cell.method,
-        **{k: v for k, v in values.items() if k == "save_model"},
+        **{k: v for k, v in values.items() if k in ("save_model", "save_minutes")},
         data=[str(out / "subset.jsonl")],
         eval_data=list(config.eval_data),
         output=str(out),
@@ -562,7 +563,8 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
         train = to_dict(cell_online_config(config, cell, Path("cell"), "eval"))
     else:
         train = to_dict(cell_train_config(config, cell, Path("cell")))
-    train.pop("overwrite", None)  # how a run directory is claimed, not what a cell computes
+    for how in ("overwrite", "save_minutes"):  # how a run is kept, not what a cell computes
+        train.pop(how, None)
     parts = {
         "train": train,
         "eval_limit": config.eval_limit,

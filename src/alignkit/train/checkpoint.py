@@ -9,6 +9,7 @@ directory, and a cache of another version, or one that cannot be read, is recomp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,11 +18,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, broadcast
+from accelerate.utils import load as accelerate_load
+from accelerate.utils.constants import RNG_STATE_NAME
 
 from alignkit.data.tokenize import Encoded
 from alignkit.errors import AlignkitError
@@ -36,6 +40,8 @@ STATE_FILE = "alignkit_state.json"  # written last into a checkpoint: it is comp
 # `register_for_checkpointing`, whose `custom_checkpoint_*.pkl` is unpickled with
 # weights_only=False (a planted file would run code on --resume)
 EXTRA_FILE = "alignkit_extra.pt"
+# what accelerate's random_states_<rank>.pkl must hold (Python, numpy and torch generators)
+_RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
 
 @dataclass
@@ -92,6 +98,32 @@ def load_prepared(path: Path, key: dict[str, Any]) -> Prepared | None:
 # ------------------------------------------------------------------ checkpoints
 
 
+class SaveSchedule:
+    """When `train` saves a periodic checkpoint: after an optimizer step that ends `minutes`
+    or more after the run (re)started or the last checkpoint, and every `steps` steps (0:
+    off); never after the last step, when the final model is saved. The main process's clock
+    decides (broadcast), so every rank saves at the same step."""
+
+    def __init__(self, steps: int, minutes: float) -> None:
+        self.steps, self.seconds = steps, minutes * 60
+        self.last = monotonic()
+
+    def due(self, acc: Accelerator, done: int, total: int) -> bool:
+        """Whether to save after step `done` of `total` (a collective when timed and launched
+        with several processes: every rank calls it after every step)."""
+        if done >= total:
+            return False
+        timed = bool(self.seconds) and monotonic() - self.last >= self.seconds
+        if self.seconds and acc.num_processes > 1:
+            flag = torch.tensor([int(timed)], device=acc.device)
+            timed = bool(broadcast(flag, from_process=0).item())
+        return timed or (bool(self.steps) and done % self.steps == 0)
+
+    def saved(self) -> None:
+        """A checkpoint was written: the next timed one is `minutes` from now."""
+        self.last = monotonic()
+
+
 def checkpoints(output: Path) -> list[Path]:
     """Complete checkpoints of a run directory, oldest first."""
     found = [p for p in (output / "checkpoints").glob("step-*") if (p / STATE_FILE).exists()]
@@ -136,20 +168,54 @@ def checkpoint_settings(path: Path) -> str | None:
     return settings if isinstance(settings, str) and settings else None
 
 
-def _load_accelerate_state(acc: Accelerator, folder: Path) -> None:
+def _damaged(folder: Path, path: Path, exc: BaseException, earlier: Path | None) -> AlignkitError:
+    """The error of a file (`path`) of the checkpoint `folder` that cannot be read back."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    fix = (
+        f"delete {folder} to resume from {earlier.name}, "
+        if earlier is not None
+        else "delete it and "
+    )
+    return AlignkitError(
+        f"--resume: cannot read {path} ({what}); the checkpoint is damaged or was not written "
+        f"by alignkit: {fix}or start over with --overwrite"
+    )
+
+
+def _check_rng_state(acc: Accelerator, folder: Path, earlier: Path | None) -> None:
+    """Refuse a checkpoint whose random-number state cannot be read (accelerate would only
+    log "Could not load random states" and go on: the resumed run would silently differ)."""
+    path = folder / f"{RNG_STATE_NAME}_{acc.process_index}.pkl"
+    try:
+        states = accelerate_load(path)  # weights_only=True: plain values and tensors only
+        missing = [key for key in _RNG_KEYS if key not in states]
+    except Exception as exc:  # missing, truncated, or a pickle of objects (refused, never run)
+        raise _damaged(folder, path, exc, earlier) from exc
+    if missing:
+        raise _damaged(folder, path, KeyError(", ".join(missing)), earlier)
+
+
+def _load_accelerate_state(acc: Accelerator, folder: Path, earlier: Path | None = None) -> None:
     """`acc.load_state(folder)`, without the `custom_checkpoint_*.pkl` files alignkit never
     writes (accelerate would unpickle them with weights_only=False, or refuse to load): they
-    are left out of a temporary folder of links to the rest, and are never read."""
+    are left out of a temporary folder of links to the rest, and are never read. A file that
+    cannot be read (the RNG state included) is an `AlignkitError` naming it; `earlier` is the
+    checkpoint before `folder` that the message offers instead."""
+    _check_rng_state(acc, folder, earlier)
     planted = sorted(p.name for p in folder.glob("custom_checkpoint_*"))
-    if not planted:
-        acc.load_state(str(folder))
-        return
-    log.warning("--resume: ignoring %s in %s (alignkit never writes them)", planted, folder)
-    with tempfile.TemporaryDirectory(prefix="alignkit-resume-") as tmp:
-        for entry in folder.iterdir():
-            if entry.name not in planted:
-                (Path(tmp) / entry.name).symlink_to(entry.resolve())
-        acc.load_state(tmp)
+    with contextlib.ExitStack() as stack:
+        source = str(folder)
+        if planted:
+            log.warning("--resume: ignoring %s in %s (alignkit never writes them)", planted, folder)
+            source = stack.enter_context(tempfile.TemporaryDirectory(prefix="alignkit-resume-"))
+            for entry in folder.iterdir():
+                if entry.name not in planted:
+                    (Path(source) / entry.name).symlink_to(entry.resolve())
+        try:
+            acc.load_state(source)
+        except Exception as exc:  # weights or optimizer state missing or damaged
+            raise _damaged(folder, folder, exc, earlier) from exc
 
 
 def resume_latest(
@@ -167,7 +233,7 @@ def resume_latest(
             f"--resume: {latest} was saved by a run of other settings (data, method or "
             "model); resume with the options of that run, or start over with --overwrite"
         )
-    _load_accelerate_state(acc, latest)
+    _load_accelerate_state(acc, latest, found[-2] if len(found) > 1 else None)
     if extra:
         # plain values and tensors only: weights_only refuses any other pickled object
         try:

@@ -129,7 +129,11 @@ class TrainingOptions(TrackingOptions, ModelOptions):
         "train into an --output that holds a finished run or checkpoints of other settings: "
         "the earlier run (model, summary, metrics, checkpoints) is deleted",
     )
-    save_total_limit: int = opt(2, "checkpoints kept (oldest deleted first)")
+    save_total_limit: int = opt(
+        2,
+        "checkpoints kept in OUTPUT/checkpoints: the oldest is deleted once a new one is fully "
+        "written (at least 1)",
+    )
     gradient_checkpointing: bool = opt(
         False,
         "recompute activations in the backward pass: much less activation memory for about a "
@@ -146,7 +150,12 @@ class TrainingOptions(TrackingOptions, ModelOptions):
         if self.resume and self.overwrite:
             raise AlignkitError("give --resume or --overwrite, not both")
         check_ranges(
-            positive={"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lr": self.lr}
+            positive={
+                "batch_size": self.batch_size,
+                "grad_accum": self.grad_accum,
+                "lr": self.lr,
+                "save_total_limit": self.save_total_limit,
+            }
         )
         if not 0 <= self.warmup_ratio < 1:
             raise AlignkitError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -206,7 +215,13 @@ class DataTrainingOptions(DataOptions, TrainingOptions):
         "truncate",
         "over-long examples: truncate (prompt from the left, then response) or drop",
     )
-    save_steps: int = opt(0, "save a resumable checkpoint every N optimizer steps (0 = off)")
+    save_steps: int = opt(0, "also save a resumable checkpoint every N optimizer steps (0 = off)")
+    save_minutes: float = opt(
+        10.0,
+        "save a resumable checkpoint (for --resume) after the first optimizer step that ends N "
+        "minutes or more after the start or the last checkpoint (0 = off); a run shorter than "
+        "that saves none: its final model is the result",
+    )
     logging_steps: int = opt(1, "log metrics every N optimizer steps")
     eval_steps: int = opt(0, "evaluate --eval-data every N steps (0 = only before and after)")
 
@@ -219,6 +234,7 @@ class DataTrainingOptions(DataOptions, TrainingOptions):
             non_negative={
                 "max_steps": self.max_steps,
                 "save_steps": self.save_steps,
+                "save_minutes": self.save_minutes,
                 "eval_steps": self.eval_steps,
             },
         )

@@ -403,6 +403,7 @@ class Trainer:
                 self.log_metrics(0, result.eval_before)
         scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
         progress = Progress(self, total_steps, start_step, steps_per_epoch, scheduler)
+        saves = checkpoint.SaveSchedule(cfg.save_steps, cfg.save_minutes)
         for step in range(start_step, total_steps):
             metrics, n_tokens = self.train_step(
                 scorer, optimizer, scheduler, train, step, pad_id, q_diff
@@ -410,8 +411,9 @@ class Trainer:
             done = progress.update(metrics, n_tokens)
             if held_out is not None and _every(cfg.eval_steps, done, total_steps):
                 self.log_metrics(done, evaluate())
-            if _every(cfg.save_steps, done, total_steps):
+            if saves.due(acc, done, total_steps):
                 self.save_checkpoint(done)
+                saves.saved()
         result.final_metrics = progress.close()
         if held_out is not None:
             result.eval_after = evaluate()
