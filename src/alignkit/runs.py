@@ -56,10 +56,19 @@ class ModelSpec:
 
     @property
     def tokenizer_path(self) -> str:
-        """The adapter folder when it has its own tokenizer, else the weights."""
+        """The adapter folder when it has its own tokenizer, else its base's (which may be a
+        run directory or another adapter: resolved in turn)."""
         if self.adapter and not has_tokenizer(self.path):
-            return str(self.base)
+            return resolve_model_spec(str(self.base)).tokenizer_path
         return self.path
+
+    @property
+    def root_weights(self) -> str:
+        """The full-weights model at the bottom of a chain of adapters (a LoRA run trained
+        from another LoRA run): the architecture an inference engine is started with."""
+        if not self.adapter:
+            return self.path
+        return resolve_model_spec(str(self.base)).root_weights
 
     def describe(self) -> str:
         if self.adapter:

@@ -576,3 +576,42 @@ def test_a_model_retrained_in_place_is_not_served_stale_reference_log_probs(
     with caplog.at_level(logging.INFO):
         train(tmp_path, str(model), *args, "--overwrite", name="dpo")
     assert "reusing tokenized data" not in caplog.text
+
+
+# ------------------------------------------------ the reference is the starting policy
+
+
+def _eval_rewards_before(out: Path) -> list[float]:
+    first = rows(out / "metrics.jsonl")[0]
+    assert first["step"] == 0
+    return [first[f"eval/rewards/{k}"] for k in ("chosen", "rejected", "margins")]
+
+
+@pytest.mark.parametrize("case", ["fresh-lora", "adapter", "adapter+lora", "lora-run", "full"])
+def test_reference_is_the_starting_policy(tmp_path, tiny_model, sft_adapter, pairs_file, case):
+    """Before any step the policy is the reference: implicit rewards exactly 0 on held-out pairs,
+    whatever the model starts from. The old code took the base model without the SFT adapter
+    as the reference of `--model ADAPTER` (and of a LoRA run): chosen/rejected rewards != 0."""
+    from alignkit.models import load_causal_lm, reference_context
+    from alignkit.runs import resolve_model_spec
+
+    common = ["--method", "dpo", "--data", pairs_file, "--eval-data", pairs_file]
+    common += ["--max-steps", "1", "--lr", "1e-2"]
+    model = {"fresh-lora": tiny_model, "full": tiny_model}.get(case, sft_adapter)
+    if case == "lora-run":  # an SFT stage: `train --method sft --lora`, then train from the run
+        sft = ["--method", "sft", "--data", pairs_file, "--max-steps", "2", "--lr", "5e-2"]
+        model = str(train(tmp_path, tiny_model, *sft, "--lora", name="sft"))
+    lora = ["--lora", "--lora-targets", "q_proj", "v_proj"]
+    out = train(tmp_path, model, *common, *(lora if case in ("fresh-lora", "adapter+lora") else []))
+    assert _eval_rewards_before(out) == [0.0, 0.0, 0.0]
+    assert rows(out / "metrics.jsonl")[-1]["eval/rewards/margins"] != 0.0  # it trained
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["base_model"] == os.path.abspath(model)
+    if case in ("adapter", "lora-run"):  # the trained adapter belongs to the starting model:
+        trained = load_causal_lm(str(out))  # loads (chained adapters are merged in turn) and
+        start = load_causal_lm(model).merge_and_unload()  # its reference is the start
+        assert resolve_model_spec(str(out)).base == summary["base_model"]
+        ids = torch.tensor([[5, 9, 17, 33, 2]])
+        with torch.no_grad(), reference_context(trained):
+            got = trained(ids).logits
+        assert torch.allclose(got, start(ids).logits, atol=1e-5)

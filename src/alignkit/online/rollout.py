@@ -131,12 +131,12 @@ class RLScorer(SequenceScorer):
 
 class Reference:
     """log pi_ref per token. The reference is the policy the run starts from: the policy with
-    its LoRA adapter disabled when the adapter is fresh (no second copy in memory), else a
-    frozen copy made before the first update (full fine-tuning, or an adapter of --sft-data)."""
+    its LoRA adapter disabled (the adapter is always fresh, `load_training_model`: no second
+    copy in memory), else a frozen copy made before the first update (full fine-tuning)."""
 
-    def __init__(self, policy: RLScorer, copy: bool) -> None:
+    def __init__(self, policy: RLScorer) -> None:
         self.frozen: RLScorer | None = None
-        if copy or not is_peft(policy.model):
+        if not is_peft(policy.model):
             frozen = RLScorer(copying.deepcopy(policy.model), temperature=policy.temperature)
             self.frozen = frozen.requires_grad_(False).eval()
 
@@ -266,9 +266,9 @@ class RLStrategy(KSamples):
             sampled_encoding(e, x, eos_ids, limit) for e, x in zip(encoded, samples, strict=True)
         ]
 
-    def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
+    def attach_reference(self, scorer: nn.Module) -> None:
         assert isinstance(scorer, RLScorer)
-        self.reference = Reference(scorer, copy)
+        self.reference = Reference(scorer)
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [x.to_dict() for x in samples]

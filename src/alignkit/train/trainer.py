@@ -46,8 +46,8 @@ from alignkit.io import atomic_write_text, iter_jsonl
 from alignkit.models import (
     autocast_dtype,
     enable_gradient_checkpointing,
-    load_causal_lm,
     load_tokenizer,
+    load_training_model,
     precision_choice,
     reference_context,
 )
@@ -207,7 +207,8 @@ class Trainer:
         self, scorer: SequenceScorer, encoded: list, k: int, pad_id: int
     ) -> torch.Tensor:
         """Reference log-probs of `encoded` (rows indexed 0..n-1): [n, k], one pass of the
-        reference policy (the model with any adapter disabled)."""
+        reference policy before any update: the starting model (a LoRA model: its fresh
+        adapter disabled, `load_training_model`)."""
         with reference_context(scorer.model):
             return score_dataset(
                 scorer,
@@ -252,10 +253,15 @@ class Trainer:
         Subclasses (e.g. reward-model training) return another scorer with the same contract.
         """
         cfg = self.config
-        model = load_causal_lm(
+        model = load_training_model(
             cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
         )
         return SequenceScorer(model)
+
+    def start_model(self) -> str:
+        """Hook: the model spec training starts from, which is also the reference (`base_model`
+        of summary.json: a trained adapter belongs to it)."""
+        return self.config.model
 
     def make_scorer(self, tokenizer) -> nn.Module:
         """`build_scorer`, with --gradient-checkpointing applied, on the training device."""
@@ -639,7 +645,7 @@ class Trainer:
             "final_metrics": result.final_metrics,
             "eval_before": result.eval_before,
             "eval_after": result.eval_after,
-            "base_model": absolute_if_local(self.config.model),
+            "base_model": absolute_if_local(self.start_model()),
             "lora": self.config.lora,
         }
         if self.label_variant is not None:  # data read by `load` (not the online loops)
