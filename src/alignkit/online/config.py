@@ -196,7 +196,7 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
             raise AlignkitError(
                 f"--generator {self.generator} picks a local backend: drop it with --endpoint"
             )
-        if not self.chat:
+        if self.chat is False:
             raise AlignkitError("--no-chat: a server takes chat messages; drop --no-chat")
         if self.generator_sync_url:
             if not is_url(self.generator_sync_url):
@@ -209,6 +209,21 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
                     "--generator-sync-url loads the trained LoRA adapter into the server: add "
                     "--lora (vLLM documents no endpoint that reloads full weights)"
                 )
+            self.check_sync_start()
+
+    def check_sync_start(self) -> None:
+        """--generator-sync-url needs a policy that starts from --model's own weights: a start
+        that is an adapter (--sft-data --lora, or an adapter --model) is merged and a fresh
+        adapter is trained on the merged model (so that the reference is the start), which a
+        server serving the base model cannot apply."""
+        from alignkit.runs import resolve_model_spec
+
+        if self.sft_data or resolve_model_spec(self.model).adapter:
+            raise AlignkitError(
+                "--generator-sync-url with --sft-data or an adapter --model: the trained adapter "
+                "belongs to the starting model (the SFT adapter merged into its base), which "
+                "the server does not serve; sample with --generator hf or vllm instead"
+            )
 
     def public_dict(self) -> dict[str, Any]:
         """The options as config.json and trackers record them: without the API key."""
