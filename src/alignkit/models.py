@@ -425,6 +425,29 @@ def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in `model`, so that log-probs in training mode are deterministic (as the DPO
+    reference code's `disable_dropout` and TRL's `disable_dropout=True`): p = 0 in every
+    `nn.Dropout` (LoRA's too), and 0 in the config's dropout rates (`attention_dropout`,
+    `resid_pdrop`, ...) and in the module attributes of the same names, which attention
+    implementations read as plain floats (Llama's `attention_dropout`)."""
+    rates: set[str] = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            continue
+        for key, value in config.to_dict().items():
+            if ("dropout" in key or key.endswith("pdrop")) and isinstance(value, float):
+                setattr(config, key, 0.0)
+                rates.add(key)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for key in rates:
+            if isinstance(getattr(module, key, None), float):
+                setattr(module, key, 0.0)
+
+
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder stack (returns final hidden states) and the LM head of a causal LM."""
     base = model.get_base_model() if is_peft(model) else model

@@ -38,7 +38,7 @@ def test_train_options_reach_the_core_trainer() -> None:
 
 
 def _changed(value):
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None: a tri-state flag (--chat/--no-chat)
         return not value
     if isinstance(value, int | float):
         return value + 1

@@ -615,3 +615,54 @@ def test_reference_is_the_starting_policy(tmp_path, tiny_model, sft_adapter, pai
         with torch.no_grad(), reference_context(trained):
             got = trained(ids).logits
         assert torch.allclose(got, start(ids).logits, atol=1e-5)
+
+
+# ------------------------------------------------ dropout off in preference training
+
+
+@pytest.fixture
+def dropout_model(tiny_model, tmp_path) -> str:
+    """`tiny_model` with attention dropout 0.3 (read by Llama's attention as a float)."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(tiny_model)
+    model.config.attention_dropout = 0.3
+    path = tmp_path / "dropout-model"
+    model.save_pretrained(path)
+    load_tokenizer(tiny_model).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "flags, deterministic",
+    [
+        ({}, True),  # the default: every dropout off (attention's and LoRA's)
+        ({"lora": False}, True),  # full fine-tuning: the model's own dropout off too
+        ({"keep_dropout": True}, False),
+        ({"lora_preset": "ulma"}, False),  # the ULMA recipe keeps its LoRA dropout
+        ({"lora_preset": "ulma", "keep_dropout": False}, True),
+    ],
+)
+def test_dropout_is_off_in_training_by_default(
+    tmp_path, dropout_model, pairs_file, flags, deterministic
+):
+    """Two forward passes in training mode give the same log-probs unless dropout is kept
+    (the old code kept it: they differed)."""
+    from alignkit.data import load_records
+    from alignkit.data.tokenize import encode_records
+    from alignkit.models import load_tokenizer
+    from alignkit.scoring.packing import collate
+    from alignkit.train.config import TrainConfig
+    from alignkit.train.trainer import Trainer
+
+    values = dict(model=dropout_model, data=[pairs_file], output=str(tmp_path / "o"), lora=True)
+    values.update(lora_dropout=0.3, lora_targets=["q_proj", "v_proj"], **flags)
+    config = TrainConfig(**values)
+    assert config.keep_dropout is not deterministic  # resolved, as config.json records it
+    tokenizer = load_tokenizer(dropout_model)
+    scorer = Trainer(config).build_scorer(tokenizer).train()
+    batch = collate(encode_records(load_records([pairs_file])[0][:4], tokenizer)[0], 2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first, second = scorer(batch).sum, scorer(batch).sum
+    assert torch.equal(first, second) is deterministic

@@ -15,7 +15,6 @@ from torch import nn
 
 from alignkit.models import load_training_model
 from alignkit.online.config import OnlineConfig
-from alignkit.scoring.forward import SequenceScorer
 from alignkit.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -49,17 +48,6 @@ class _KeepProcessGroup(Accelerator):
             tracker.finish()
 
 
-class _SFTTrainer(Trainer):
-    """The core Trainer, loading the policy as the online config says (LoRA all-linear)."""
-
-    def __init__(self, config, online: OnlineConfig, accelerator: Accelerator) -> None:
-        super().__init__(config, accelerator)
-        self.online = online
-
-    def build_scorer(self, tokenizer) -> nn.Module:
-        return SequenceScorer(load_policy(self.online, self.online.model))
-
-
 def initial_sft(config: OnlineConfig, output: Path) -> None:
     """SFT on --sft-data into OUTPUT/sft with the core Trainer (once; skipped when done)."""
     target = sft_dir(output)
@@ -75,4 +63,4 @@ def initial_sft(config: OnlineConfig, output: Path) -> None:
     )
     train.validate()
     log.info("initial SFT on %s", ", ".join(train.data))
-    _SFTTrainer(train, config, _KeepProcessGroup()).run()
+    Trainer(train, _KeepProcessGroup()).run()  # the policy as `train_config` says

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from alignkit.data.tokenize import Encoded
 from alignkit.distributed import Processes, shard_map
-from alignkit.models import is_peft, reference_context
+from alignkit.models import disable_dropout, is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.samples import KSamples, RolloutInputs, Sampled
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
@@ -80,13 +80,6 @@ def token_mask(batch: PackedBatch) -> Tensor:
     width = max(int(batch.counts.max()), 1)
     positions = torch.arange(width, device=batch.counts.device)
     return positions[None, :] < batch.counts.reshape(-1, 1)
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """p = 0 in every dropout layer (LoRA's too), so that log-probs are deterministic."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
 
 
 class RLScorer(SequenceScorer):

@@ -230,11 +230,24 @@ class TrainConfig(DataTrainingOptions):
     log_r_q: bool = opt(
         False, "log DEFT's R_Q (deft/r_q) without gradient even when --deft-lambda is 0"
     )
+    keep_dropout: bool | None = opt(
+        None,
+        "keep the model's dropout (and LoRA's) in training. Default: off (every dropout rate "
+        "0, as the DPO reference code and TRL's disable_dropout do), so that the policy's "
+        "log-probs in training match the reference's, computed without dropout; kept with "
+        "--lora-preset ulma, the ULMA paper's recipe (LoRA dropout 0.1). --no-keep-dropout "
+        "turns it off there too",
+    )
     deft_form: RQForm = opt(
         "logprob",
         "R_Q form of the guidance term and the log: logprob = mean_t <Q_diff, log p_t>, "
         "prob = mean_t <Q_diff, p_t> (bounded)",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.keep_dropout is None:  # the ULMA recipe trains with its LoRA dropout
+            self.keep_dropout = self.lora and self.lora_preset == "ulma"
 
     def validate(self) -> None:
         super().validate()

@@ -45,6 +45,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text, iter_jsonl
 from alignkit.models import (
     autocast_dtype,
+    disable_dropout,
     enable_gradient_checkpointing,
     load_tokenizer,
     load_training_model,
@@ -256,6 +257,8 @@ class Trainer:
         model = load_training_model(
             cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
         )
+        if not getattr(cfg, "keep_dropout", True):  # TrainConfig: off unless --keep-dropout
+            disable_dropout(model)
         return SequenceScorer(model)
 
     def start_model(self) -> str:
@@ -397,7 +400,7 @@ class Trainer:
             result.eval_before = self.logged_eval_before() if start_step else evaluate()
             if not start_step:
                 self.log_metrics(0, result.eval_before)
-        scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
+        scorer.train()  # from_pretrained returns eval mode (dropout: off unless --keep-dropout)
         progress = Progress(self, total_steps, start_step, steps_per_epoch, scheduler)
         for step in range(start_step, total_steps):
             metrics, n_tokens = self.train_step(
