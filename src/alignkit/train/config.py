@@ -26,6 +26,7 @@ from alignkit.errors import AlignkitError
 from alignkit.model_options import ALL_LINEAR, LoraSettings, ModelOptions
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
+from alignkit.runs import resolve_model_spec
 from alignkit.scoring.forms import RQForm
 
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -43,6 +44,13 @@ LORA_PRESETS: dict[str, LoraSettings] = {
     # dropout given; 0.05 here)
     "ple": LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=[ALL_LINEAR]),
 }
+# Default peak learning rates (`--lr` given always wins). Full fine-tuning: the DPO paper's
+# 5e-6 (its reference code and TRL use 5e-7..5e-6). LoRA trains far fewer weights from B = 0
+# and needs a larger step: at 5e-6 DPO with --lora on a few hundred pairs barely moves. The
+# LoRA value is provisional until `scripts/lr_sweep.py` (docs/methods.md) has been run in full.
+FULL_LR = 5e-6
+LORA_LR = 1e-4
+
 LORA_PRESET_HELP = (
     "LoRA recipe for the --lora-* values not given: default (r 16, alpha 32, dropout 0.05, "
     "all linear layers), ulma (the ULMA paper: r 8, alpha 32, dropout 0.1, q_proj v_proj), "
@@ -68,7 +76,12 @@ class TrainingOptions(ModelOptions):
     )
     batch_size: int = opt(4, "examples per device per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step")
-    lr: float = opt(5e-6, "peak learning rate (AdamW)")
+    lr: float | None = opt(
+        None,
+        f"peak learning rate (AdamW). Default: {FULL_LR:g} for full fine-tuning, {LORA_LR:g} "
+        "when a LoRA adapter is trained (--lora, or --model an adapter); config.json records "
+        "the value used",
+    )
     lr_scheduler: Scheduler = opt("cosine", "learning-rate schedule")
     warmup_ratio: float = opt(0.1, "fraction of steps of linear warm-up")
     weight_decay: float = opt(0.0, "AdamW weight decay")
@@ -113,6 +126,18 @@ class TrainingOptions(ModelOptions):
 
     def __post_init__(self) -> None:
         self.apply_lora_preset()
+        if self.lr is None:
+            self.lr = LORA_LR if self.trains_adapter() else FULL_LR
+
+    def trains_adapter(self) -> bool:
+        """A LoRA adapter is trained: --lora, or --model is an adapter (a fresh adapter is
+        trained on it, `alignkit.models.load_training_model`)."""
+        if self.lora:
+            return True
+        try:
+            return resolve_model_spec(self.model).adapter
+        except AlignkitError:  # a bad --model: `validate` says what is wrong with it
+            return False
 
     def apply_lora_preset(self) -> None:
         """Fill the LoRA fields left unset (None) from `lora_preset` (config.json then shows
