@@ -153,6 +153,23 @@ def resolve_model_spec(spec: str) -> ModelSpec:
     return ModelSpec(spec, str(path), summary.get("base_model"), False, run_config, marker)
 
 
+def chat_format(chat: bool | None, model: str) -> bool:
+    """Whether plain-text prompts are sent to `model` as a user chat message (rendered by the
+    chat template, when its tokenizer has one): `chat` when given (--chat / --no-chat), else
+    the format the run directory `model` was trained or sampled with (its config.json `chat`),
+    else True. A run of `alignkit train` written before the format was recorded (config.json
+    without `chat`) trained on plain text: False."""
+    if chat is not None:
+        return chat
+    try:
+        recorded = resolve_model_spec(model).run_config
+    except AlignkitError:  # a bad --model: the verb's validation says what is wrong
+        return True
+    if "chat" in recorded:
+        return bool(recorded["chat"])
+    return "method" not in recorded  # an older `train` run: plain text
+
+
 def folder_files(path: Path) -> list[Any]:
     """(name, bytes, mtime) of the files in a folder (or of one file): what tells a model
     retrained into the same folder apart."""

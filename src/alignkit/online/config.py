@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from alignkit.errors import AlignkitError
 from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
 from alignkit.inference.openai_client import is_url
+from alignkit.model_options import CHAT_HELP
 from alignkit.objectives.base import RankForm, Reduction
 from alignkit.online.principles import PrincipleMode
 from alignkit.options import check_ranges, opt, to_dict, warn_deprecated
 from alignkit.rewards.options import RewardOptions
+from alignkit.runs import chat_format
 from alignkit.train.config import (
     LORA_PRESET_HELP,
     LoraPreset,
@@ -78,11 +80,7 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
     max_prompt_tokens: int = opt(
         256, "drop queries longer than this many tokens, and report how many (0 = keep all)"
     )
-    chat: bool = opt(
-        True,
-        "send plain-text queries as a user chat message when the tokenizer has a chat "
-        "template (--no-chat: use the text as it is)",
-    )
+    chat: bool | None = opt(None, CHAT_HELP)
     generator: str = opt(
         "auto",
         "who samples without --endpoint: hf (transformers generate on the policy), vllm (an "
@@ -136,6 +134,10 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
     seed: int = opt(42, "random seed (query order, sampling, LoRA init)")
     save_every: int = opt(1, "save a resumable checkpoint every N iterations (0 = off)")
     save_model: bool = opt(True, "save the final policy (save_pretrained) into OUTPUT/model")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.chat = chat_format(self.chat, self.model)  # config.json records the format
 
     def validate(self) -> None:
         if not self.queries:

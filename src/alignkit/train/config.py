@@ -23,10 +23,10 @@ from alignkit.data.labels import (
 )
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.model_options import ALL_LINEAR, LoraSettings, ModelOptions
+from alignkit.model_options import ALL_LINEAR, CHAT_HELP, LoraSettings, ModelOptions
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
-from alignkit.runs import resolve_model_spec
+from alignkit.runs import chat_format, resolve_model_spec
 from alignkit.scoring.forms import RQForm
 
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -255,6 +255,7 @@ class TrainConfig(DataTrainingOptions):
     log_r_q: bool = opt(
         False, "log DEFT's R_Q (deft/r_q) without gradient even when --deft-lambda is 0"
     )
+    chat: bool | None = opt(None, CHAT_HELP)
     keep_dropout: bool | None = opt(
         None,
         "keep the model's dropout (and LoRA's) in training. Default: off (every dropout rate "
@@ -271,6 +272,7 @@ class TrainConfig(DataTrainingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.chat = chat_format(self.chat, self.model)
         if self.keep_dropout is None:  # the ULMA recipe trains with its LoRA dropout
             self.keep_dropout = self.lora and self.lora_preset == "ulma"
 

@@ -38,6 +38,7 @@ from alignkit.data.labels import (
     point_label_variant,
 )
 from alignkit.data.loading import REJECTED_FILE, source_identity, write_rejected
+from alignkit.data.prompts import chat_records
 from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
 from alignkit.distributed import shard_map
@@ -194,6 +195,8 @@ class Trainer:
         """Tokenize and score the reference policy once (if the method needs it, or
         `with_ref`)."""
         cfg = self.config
+        # plain-text prompts as chat messages unless --no-chat (TrainConfig; train-rm: as given)
+        records = chat_records(records, tokenizer, getattr(cfg, "chat", False))
         encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)
         positions = [e.index for e in encoded]  # --truncation drop leaves gaps
         encoded = [dataclasses.replace(e, index=i) for i, e in enumerate(encoded)]
@@ -719,4 +722,5 @@ def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
         "precision": cfg.precision,
+        "chat": getattr(cfg, "chat", False),
     }
