@@ -611,6 +611,7 @@ def test_reference_is_the_starting_policy(tmp_path, tiny_model, sft_adapter, pai
         trained = load_causal_lm(str(out))  # loads (chained adapters are merged in turn) and
         start = load_causal_lm(model).merge_and_unload()  # its reference is the start
         assert resolve_model_spec(str(out)).base == summary["base_model"]
+        assert resolve_model_spec(str(out)).root_weights == tiny_model  # what vLLM starts
         ids = torch.tensor([[5, 9, 17, 33, 2]])
         with torch.no_grad(), reference_context(trained):
             got = trained(ids).logits
