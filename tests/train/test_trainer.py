@@ -95,6 +95,7 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     """Held-out pairs of a point-wise/list method also get TRL's implicit-reward metrics, equal
     to beta * (log pi - log pi_ref) computed independently, unpacked."""
     from alignkit.data import load_records
+    from alignkit.data.prompts import chat_records
     from alignkit.data.tokenize import encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.scoring.forward import naive_sequence_logps
@@ -122,7 +123,7 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     assert before["eval/rewards/margins"] == 0.0  # policy == reference
     assert before["eval/rewards/accuracies"] == 0.0  # ties count as wrong
     tok = load_tokenizer(tiny_model)
-    records, _ = load_records([held])
+    records = chat_records(load_records([held])[0], tok, True)  # the run's format: chat
     batch = collate(encode_records(records, tok, 1024)[0], tok.pad_token_id)
     with torch.no_grad():
         policy = naive_sequence_logps(load_causal_lm(str(out / "model")).eval(), batch)
