@@ -109,6 +109,26 @@ def tiny_model(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def sft_adapter(tiny_model, tmp_path_factory) -> str:
+    """A saved LoRA adapter folder on `tiny_model` whose lora_B is not 0 (an SFT adapter: the
+    model with it differs from the base), with dropout 0.1."""
+    from peft import LoraConfig, get_peft_model
+
+    from alignkit.models import load_causal_lm
+
+    path = tmp_path_factory.mktemp("sft-adapter")
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
+    model = get_peft_model(load_causal_lm(tiny_model), lora)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return str(path)
+
+
 def write_jsonl(path: Path, rows: list[Any]) -> str:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return str(path)

@@ -171,3 +171,61 @@ def test_bad_model_specs_fail_before_loading(tmp_path):
     (unfinished / "metrics.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(AlignkitError, match="without a saved model"):
         resolve_model_spec(str(unfinished))
+
+
+# ------------------------------------------------------------------ one prompt format
+
+
+@pytest.mark.parametrize("flag, chat", [((), True), (("--no-chat",), False)])
+def test_generate_renders_prompts_as_the_run_was_trained(
+    tiny_model, tmp_path, monkeypatch, flag, chat
+):
+    """`train` records its prompt format (default: the chat template) in config.json, and
+    `generate --model RUN` renders a plain-text prompt exactly as training did. The old code
+    trained on the plain text and sampled through the chat template."""
+    import alignkit.train.trainer as trainer_module
+    from alignkit.data.prompts import render_prompt
+    from alignkit.io import read_jsonl
+    from alignkit.models import load_tokenizer
+
+    text = "how do I bake a cake"
+    rows = [{"prompt": text, "chosen": " sure here is how", "rejected": " no"}] * 4
+    seen: list = []
+    encode = trainer_module.encode_records
+    monkeypatch.setattr(
+        trainer_module,
+        "encode_records",
+        lambda records, *a: seen.extend(records) or encode(records, *a),
+    )
+    run = tmp_path / "run"
+    args = ["--data", write_jsonl(tmp_path / "p.jsonl", rows), "--max-steps", "1"]
+    assert _run("train", *args, "--model", tiny_model, "--output", str(run), *flag) == 0
+    assert json.loads((run / "config.json").read_text())["chat"] is chat
+    prompts = write_jsonl(tmp_path / "q.jsonl", [{"prompt": text}])
+    pool = tmp_path / "pool.jsonl"
+    argv = ["--model", str(run), "--prompts", prompts, "--output", str(pool)]
+    assert _run("generate", *argv, "--num-responses", "1", "--max-new-tokens", "2") == 0
+    sent = read_jsonl(pool)[0]["prompt"]
+    tokenizer = load_tokenizer(str(run))
+    as_sampled = render_prompt(sent if isinstance(sent, str) else tuple(sent), tokenizer)[0]
+    as_trained = render_prompt(seen[0].prompt, tokenizer)[0]
+    assert as_sampled == as_trained
+    assert as_trained.startswith("<|im_start|>user") is chat
+
+
+def test_chat_format_of_a_model(tmp_path, tiny_model):
+    from alignkit.runs import chat_format
+
+    def run_dir(name: str, config: dict) -> str:
+        run = tmp_path / name
+        (run / "model").mkdir(parents=True)
+        (run / "model" / "config.json").write_text("{}")
+        (run / "summary.json").write_text("{}")
+        (run / "config.json").write_text(json.dumps(config))
+        return str(run)
+
+    assert chat_format(None, tiny_model) and chat_format(None, "default")  # not a run
+    assert not chat_format(None, run_dir("old-train", {"method": "dpo"}))  # trained plain
+    assert chat_format(None, run_dir("online", {"chat": True}))
+    assert not chat_format(None, run_dir("plain", {"method": "dpo", "chat": False}))
+    assert chat_format(True, run_dir("given", {"method": "dpo", "chat": False}))  # flag wins

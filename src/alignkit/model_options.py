@@ -15,6 +15,12 @@ ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output
 Precision = Literal["auto", "bf16", "fp32"]
 
 TRUST_REMOTE_CODE_HELP = "allow model code from the model repository"
+CHAT_HELP = (
+    "render plain-text prompts as a user chat message through the tokenizer's chat template "
+    "(when it has one); --no-chat: the text as it is. Default: the format the --model run was "
+    "trained with (its config.json), else the chat template. One rule for train, generate, "
+    "eval and the online verbs; the run's config.json records it"
+)
 
 
 @dataclass(kw_only=True)  # keyword-only: verbs keep their positional order

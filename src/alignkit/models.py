@@ -295,24 +295,16 @@ def load_causal_lm(
 ) -> nn.Module:
     """A float32 causal LM (master weights stay float32; compute uses autocast).
 
-    With `lora`, a fresh peft adapter is added; with `adapter`, a saved one is loaded
-    (trainable). The reference policy of a LoRA model is the same model with the adapter
-    disabled, so no second copy is ever made.
+    With `adapter` (or a model spec that is one), the saved peft adapter is loaded on its base
+    (a base that is itself an adapter, e.g. a run trained from another LoRA run, is loaded
+    and merged first). With `lora` a fresh adapter is added; on top of a saved one, the saved
+    one is merged into the weights first. For the model a run trains, see
+    `load_training_model` (its reference is the starting policy).
     """
-    from transformers import AutoModelForCausalLM
-
     spec = resolve_model_spec(name)
     if spec.adapter and adapter:
         raise AlignkitError(f"{name} is already a peft adapter; do not give another one")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolve_model(spec.weights), dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
-    except OSError as exc:
-        raise AlignkitError(
-            f"cannot load a model from {name!r}: {exc} (pass a local path or the id of a model "
-            "available offline, or 'default' for the embedded SmolLM2-135M-Instruct)"
-        ) from exc
+    model = _load_weights(spec, name, trust_remote_code)
     adapter = adapter or spec.adapter_path
     if adapter:
         from peft import PeftModel
@@ -327,6 +319,59 @@ def load_causal_lm(
 
         model = get_peft_model(model, lora.peft_config("CAUSAL_LM"))
     return model
+
+
+def _load_weights(spec: ModelSpec, name: str, trust_remote_code: bool) -> nn.Module:
+    """The weights `spec` starts from (an adapter's base): `from_pretrained`, or, for a base
+    that is itself an adapter or a LoRA run (chained adapters), that model merged."""
+    from transformers import AutoModelForCausalLM
+
+    if spec.adapter and resolve_model_spec(spec.weights).adapter:
+        model = load_causal_lm(spec.weights, trust_remote_code=trust_remote_code)
+        return model.merge_and_unload()
+    weights = resolve_model(resolve_model_spec(spec.weights).path if spec.adapter else spec.weights)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            weights, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:
+        raise AlignkitError(
+            f"cannot load a model from {name!r}: {exc} (pass a local path or the id of a model "
+            "available offline, or 'default' for the embedded SmolLM2-135M-Instruct)"
+        ) from exc
+
+
+def load_training_model(
+    name: str, *, lora: LoraSettings | None = None, trust_remote_code: bool = False
+) -> nn.Module:
+    """The model a run trains, loaded so that its reference is the model training starts from
+    (DPO's, ULMA's and REAL's pi_ref = the SFT model; `reference_context` computes it):
+
+    - full weights, no `lora`: the model itself (the trainer keeps or precomputes the
+      reference before any update);
+    - `lora`: a fresh adapter (B = 0: the policy equals the reference at the start);
+    - a saved adapter (an adapter folder, a LoRA run), with or without `lora`: the adapter is
+      merged into its base and a fresh adapter is trained on top (with `lora`'s settings,
+      else the saved adapter's own r, alpha, dropout and modules), so that the adapter
+      disabled is the starting (SFT) policy, not the base model without it. The trained
+      adapter then belongs to the merged model: the run's base_model is `name`.
+    """
+    spec = resolve_model_spec(name)
+    if not spec.adapter or lora is not None:
+        return load_causal_lm(name, lora=lora, trust_remote_code=trust_remote_code)
+    import copy
+
+    from peft import get_peft_model
+
+    saved = load_causal_lm(name, trust_remote_code=trust_remote_code)
+    settings = copy.deepcopy(saved.peft_config[saved.active_adapter])
+    settings.inference_mode = False
+    log.info(
+        "%s is a LoRA adapter: merged into its base; a fresh adapter of the same shape is "
+        "trained on top, so that the reference (the adapter disabled) is the model given",
+        name,
+    )
+    return get_peft_model(saved.merge_and_unload(), settings)
 
 
 @dataclass
@@ -373,10 +418,34 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 
 
 def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:
-    """Context in which `model` computes the reference policy (LoRA: adapter disabled)."""
+    """Context in which `model` computes the reference policy (LoRA: adapter disabled). For a
+    model of `load_training_model` that is the model training started from."""
     if is_peft(model):
         return model.disable_adapter()
     return contextlib.nullcontext()
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in `model`, so that log-probs in training mode are deterministic (as the DPO
+    reference code's `disable_dropout` and TRL's `disable_dropout=True`): p = 0 in every
+    `nn.Dropout` (LoRA's too), and 0 in the config's dropout rates (`attention_dropout`,
+    `resid_pdrop`, ...) and in the module attributes of the same names, which attention
+    implementations read as plain floats (Llama's `attention_dropout`)."""
+    rates: set[str] = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            continue
+        for key, value in config.to_dict().items():
+            if ("dropout" in key or key.endswith("pdrop")) and isinstance(value, float):
+                setattr(config, key, 0.0)
+                rates.add(key)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for key in rates:
+            if isinstance(getattr(module, key, None), float):
+                setattr(module, key, 0.0)
 
 
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -56,10 +56,19 @@ class ModelSpec:
 
     @property
     def tokenizer_path(self) -> str:
-        """The adapter folder when it has its own tokenizer, else the weights."""
+        """The adapter folder when it has its own tokenizer, else its base's (which may be a
+        run directory or another adapter: resolved in turn)."""
         if self.adapter and not has_tokenizer(self.path):
-            return str(self.base)
+            return resolve_model_spec(str(self.base)).tokenizer_path
         return self.path
+
+    @property
+    def root_weights(self) -> str:
+        """The full-weights model at the bottom of a chain of adapters (a LoRA run trained
+        from another LoRA run): the architecture an inference engine is started with."""
+        if not self.adapter:
+            return self.path
+        return resolve_model_spec(str(self.base)).root_weights
 
     def describe(self) -> str:
         if self.adapter:
@@ -142,6 +151,23 @@ def resolve_model_spec(spec: str) -> ModelSpec:
             "peft adapter) or model/ (a run directory of alignkit)"
         )
     return ModelSpec(spec, str(path), summary.get("base_model"), False, run_config, marker)
+
+
+def chat_format(chat: bool | None, model: str) -> bool:
+    """Whether plain-text prompts are sent to `model` as a user chat message (rendered by the
+    chat template, when its tokenizer has one): `chat` when given (--chat / --no-chat), else
+    the format the run directory `model` was trained or sampled with (its config.json `chat`),
+    else True. A run of `alignkit train` written before the format was recorded (config.json
+    without `chat`) trained on plain text: False."""
+    if chat is not None:
+        return chat
+    try:
+        recorded = resolve_model_spec(model).run_config
+    except AlignkitError:  # a bad --model: the verb's validation says what is wrong
+        return True
+    if "chat" in recorded:
+        return bool(recorded["chat"])
+    return "method" not in recorded  # an older `train` run: plain text
 
 
 def folder_files(path: Path) -> list[Any]:

@@ -17,6 +17,7 @@ from conftest import (
 
 from alignkit.cli import main
 from alignkit.data import load_records
+from alignkit.data.prompts import chat_records
 from alignkit.evaluation import metrics as M
 from alignkit.evaluation.runner import prompt_items
 from alignkit.inference.generation import Completion, SamplingConfig
@@ -86,7 +87,9 @@ def test_generation_flags_reach_the_sampler(full_run, files, tmp_path, monkeypat
     """--max-new-tokens, --do-sample, --temperature, --batch-size, --seed, --num-prompts; a
     generator that answers with the chosen response gets BLEU 100."""
     seen: list[SamplingConfig] = []
-    items = prompt_items(load_records([files["test"]])[0])
+    # the prompts as the run was trained on them (the chat template, its config.json says)
+    records = chat_records(load_records([files["test"]])[0], load_tokenizer(str(full_run)), True)
+    items = prompt_items(records)
     chosen = {json.dumps(i.prompt): i.reference for i in items}
 
     def fake_generate(model, tokenizer, prompts, sampling, autocast=None, progress=True):

@@ -12,6 +12,7 @@ import torch
 from conftest import report_of, train_run, write_jsonl
 
 from alignkit.data import load_records
+from alignkit.data.prompts import chat_records
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.evaluation.runner import (
@@ -62,8 +63,10 @@ def lora_run(tiny_model, files, tmp_path_factory) -> Path:
 
 
 def naive_metrics(policy, ref, tokenizer, path: str, beta: float) -> dict[str, float]:
-    """Unpacked full-vocabulary log-probs, independently of the runner."""
+    """Unpacked full-vocabulary log-probs, independently of the runner (prompts in the format
+    the runs were trained with: the chat template)."""
     records, _ = load_records([path])
+    records = chat_records(records, tokenizer, True)
     encoded, _ = encode_records(records, tokenizer, 1024)
     batch = collate(encoded, tokenizer.pad_token_id)
     with torch.no_grad():

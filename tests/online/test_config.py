@@ -38,7 +38,7 @@ def test_train_options_reach_the_core_trainer() -> None:
 
 
 def _changed(value):
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None: a tri-state flag (--chat/--no-chat)
         return not value
     if isinstance(value, int | float):
         return value + 1
@@ -155,3 +155,16 @@ def test_skip_invalid_reaches_the_initial_sft() -> None:
     """--skip-invalid of an online verb applies to its --sft-data (the core trainer's load)."""
     config = PLEConfig(queries="q.jsonl", output="out", sft_data=["d.jsonl"], skip_invalid=True)
     assert config.train_config().skip_invalid and not PLEConfig().train_config().skip_invalid
+
+
+@pytest.mark.parametrize("start", ["sft-data", "adapter"])
+def test_sync_url_refuses_a_start_that_is_an_adapter(queries_file, sft_adapter, start):
+    """The adapter trained from an adapter start belongs to the merged start, which a server
+    that serves the base cannot apply (the old code synced an adapter of the base)."""
+    extra = {"sft_data": ["d.jsonl"]} if start == "sft-data" else {"model": sft_adapter}
+    config = RAFTConfig(
+        queries=queries_file, output="o", lora=True, endpoint="http://h:1/v1",
+        generator_sync_url="http://h:1/v1/load_lora_adapter", **extra,
+    )  # fmt: skip
+    with pytest.raises(AlignkitError, match="belongs to the starting model"):
+        config.validate()

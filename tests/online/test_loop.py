@@ -175,7 +175,8 @@ def test_raft_loop_with_lora_and_initial_sft(
     trainer = OnlineTrainer(config, reward=keyword_reward)
     trainer.run()
     assert json.loads((out / "sft" / "config.json").read_text())["epochs"] == 0.25
-    assert trainer.policy_source() == (tiny_model, str(out / "sft" / "model"))
+    assert trainer.policy_source() == str(out / "sft")  # the SFT run is the start
+    assert json.loads((out / "summary.json").read_text())["base_model"] == str(out / "sft")
     assert (out / "model" / "adapter_config.json").exists()  # LoRA: the adapter is saved
     rows = read_jsonl(out / "generations" / "iter-0001.jsonl")
     assert len(rows) == 4 and all(len(r["responses"]) == 3 for r in rows)

@@ -391,3 +391,28 @@ def test_sampled_token_ids_of_a_group() -> None:
 def test_missing_eos_penalised_by_hand() -> None:
     assert missing_eos_penalised([1.0, 2.0, 3.0], [True, False, True], 0.5) == [1.0, 1.5, 3.0]
     assert missing_eos_penalised([1.0], [False], 0.0) == [1.0]
+
+
+# ------------------------------------------------ the reference is the starting policy
+
+
+@pytest.mark.parametrize(
+    "case", ["fresh-lora", "adapter", "adapter+lora", "sft-data+lora", "sft-data", "full"]
+)
+def test_kl_is_zero_before_any_update(
+    tiny_model, sft_adapter, queries_file, pairs_file, tmp_path, case
+) -> None:
+    """The first iteration's samples come from the policy before any update, which is the
+    reference: KL exactly 0, whatever the policy starts from. The old code took the base
+    model without the adapter as the reference of `--model ADAPTER` (KL > 0)."""
+    model = sft_adapter if case.startswith("adapter") else tiny_model
+    extra = dict(lora=case in ("fresh-lora", "adapter+lora", "sft-data+lora"), iterations=1)
+    if case.startswith("sft-data"):
+        extra.update(sft_data=[pairs_file], sft_epochs=0.5)
+    for cls, key in ((RLOOConfig, "rloo/kl"), (PPOConfig, "ppo/kl")):
+        if cls is PPOConfig and case not in ("adapter", "sft-data+lora"):
+            continue  # PPO shares the reference with RLOO: two cases suffice
+        out = tmp_path / key.split("/")[0]
+        config = small(cls, queries_file, out, model, num_samples=2, **extra)
+        OnlineTrainer(config, reward=keyword_reward).run()
+        assert read_jsonl(out / "metrics.jsonl")[0][key] == 0.0, (case, key)

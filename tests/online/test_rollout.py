@@ -35,7 +35,7 @@ def test_rl_scorer_packs_the_k_samples_of_a_prompt(tiny_model) -> None:
     assert bool((out.entropy[out.mask] > 0).all()) and not out.entropy.requires_grad
     # the reference of a full fine-tune is a frozen copy with the same log-probs at the start
     scorer = RLScorer(model)
-    reference = Reference(scorer, copy=False)
+    reference = Reference(scorer)
     assert reference.frozen is not None and reference.frozen.model is not model
     assert not any(p.requires_grad for p in reference.frozen.parameters())
     assert torch.allclose(reference.logps(scorer, batch, None), scorer(batch).logps)
@@ -53,14 +53,13 @@ def test_lora_reference_is_the_adapter_disabled(tiny_model) -> None:
             if "lora_B" in name:
                 p.add_(0.5)
     batch = collate(EXAMPLES, pad_id=2)
-    reference = Reference(scorer, copy=False)
+    reference = Reference(scorer)
     assert reference.frozen is None  # no second copy in memory
     ref = reference.logps(scorer, batch, None)
     base = load_causal_lm(tiny_model)
     with torch.no_grad():
         close(ref.sum(1).view(2, 3), naive_sequence_logps(base, batch), atol=1e-4)
     assert not torch.allclose(ref, scorer(batch).logps)  # the policy itself has moved
-    assert Reference(scorer, copy=True).frozen is not None  # an --sft-data adapter: copied
 
 
 def test_rl_trains_on_the_sampled_tokens_not_a_retokenization() -> None:

@@ -95,6 +95,7 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     """Held-out pairs of a point-wise/list method also get TRL's implicit-reward metrics, equal
     to beta * (log pi - log pi_ref) computed independently, unpacked."""
     from alignkit.data import load_records
+    from alignkit.data.prompts import chat_records
     from alignkit.data.tokenize import encode_records
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.scoring.forward import naive_sequence_logps
@@ -122,7 +123,7 @@ def test_pair_metrics_reported_for_methods_that_train_on_other_shapes(
     assert before["eval/rewards/margins"] == 0.0  # policy == reference
     assert before["eval/rewards/accuracies"] == 0.0  # ties count as wrong
     tok = load_tokenizer(tiny_model)
-    records, _ = load_records([held])
+    records = chat_records(load_records([held])[0], tok, True)  # the run's format: chat
     batch = collate(encode_records(records, tok, 1024)[0], tok.pad_token_id)
     with torch.no_grad():
         policy = naive_sequence_logps(load_causal_lm(str(out / "model")).eval(), batch)
@@ -576,3 +577,94 @@ def test_a_model_retrained_in_place_is_not_served_stale_reference_log_probs(
     with caplog.at_level(logging.INFO):
         train(tmp_path, str(model), *args, "--overwrite", name="dpo")
     assert "reusing tokenized data" not in caplog.text
+
+
+# ------------------------------------------------ the reference is the starting policy
+
+
+def _eval_rewards_before(out: Path) -> list[float]:
+    first = rows(out / "metrics.jsonl")[0]
+    assert first["step"] == 0
+    return [first[f"eval/rewards/{k}"] for k in ("chosen", "rejected", "margins")]
+
+
+@pytest.mark.parametrize("case", ["fresh-lora", "adapter", "adapter+lora", "lora-run", "full"])
+def test_reference_is_the_starting_policy(tmp_path, tiny_model, sft_adapter, pairs_file, case):
+    """Before any step the policy is the reference: implicit rewards exactly 0 on held-out pairs,
+    whatever the model starts from. The old code took the base model without the SFT adapter
+    as the reference of `--model ADAPTER` (and of a LoRA run): chosen/rejected rewards != 0."""
+    from alignkit.models import load_causal_lm, reference_context
+    from alignkit.runs import resolve_model_spec
+
+    common = ["--method", "dpo", "--data", pairs_file, "--eval-data", pairs_file]
+    common += ["--max-steps", "1", "--lr", "1e-2"]
+    model = {"fresh-lora": tiny_model, "full": tiny_model}.get(case, sft_adapter)
+    if case == "lora-run":  # an SFT stage: `train --method sft --lora`, then train from the run
+        sft = ["--method", "sft", "--data", pairs_file, "--max-steps", "2", "--lr", "5e-2"]
+        model = str(train(tmp_path, tiny_model, *sft, "--lora", name="sft"))
+    lora = ["--lora", "--lora-targets", "q_proj", "v_proj"]
+    out = train(tmp_path, model, *common, *(lora if case in ("fresh-lora", "adapter+lora") else []))
+    assert _eval_rewards_before(out) == [0.0, 0.0, 0.0]
+    assert rows(out / "metrics.jsonl")[-1]["eval/rewards/margins"] != 0.0  # it trained
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["base_model"] == os.path.abspath(model)
+    if case in ("adapter", "lora-run"):  # the trained adapter belongs to the starting model:
+        trained = load_causal_lm(str(out))  # loads (chained adapters are merged in turn) and
+        start = load_causal_lm(model).merge_and_unload()  # its reference is the start
+        assert resolve_model_spec(str(out)).base == summary["base_model"]
+        assert resolve_model_spec(str(out)).root_weights == tiny_model  # what vLLM starts
+        ids = torch.tensor([[5, 9, 17, 33, 2]])
+        with torch.no_grad(), reference_context(trained):
+            got = trained(ids).logits
+        assert torch.allclose(got, start(ids).logits, atol=1e-5)
+
+
+# ------------------------------------------------ dropout off in preference training
+
+
+@pytest.fixture
+def dropout_model(tiny_model, tmp_path) -> str:
+    """`tiny_model` with attention dropout 0.3 (read by Llama's attention as a float)."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(tiny_model)
+    model.config.attention_dropout = 0.3
+    path = tmp_path / "dropout-model"
+    model.save_pretrained(path)
+    load_tokenizer(tiny_model).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "flags, deterministic",
+    [
+        ({}, True),  # the default: every dropout off (attention's and LoRA's)
+        ({"lora": False}, True),  # full fine-tuning: the model's own dropout off too
+        ({"keep_dropout": True}, False),
+        ({"lora_preset": "ulma"}, False),  # the ULMA recipe keeps its LoRA dropout
+        ({"lora_preset": "ulma", "keep_dropout": False}, True),
+    ],
+)
+def test_dropout_is_off_in_training_by_default(
+    tmp_path, dropout_model, pairs_file, flags, deterministic
+):
+    """Two forward passes in training mode give the same log-probs unless dropout is kept
+    (the old code kept it: they differed)."""
+    from alignkit.data import load_records
+    from alignkit.data.tokenize import encode_records
+    from alignkit.models import load_tokenizer
+    from alignkit.scoring.packing import collate
+    from alignkit.train.config import TrainConfig
+    from alignkit.train.trainer import Trainer
+
+    values = dict(model=dropout_model, data=[pairs_file], output=str(tmp_path / "o"), lora=True)
+    values.update(lora_dropout=0.3, lora_targets=["q_proj", "v_proj"], **flags)
+    config = TrainConfig(**values)
+    assert config.keep_dropout is not deterministic  # resolved, as config.json records it
+    tokenizer = load_tokenizer(dropout_model)
+    scorer = Trainer(config).build_scorer(tokenizer).train()
+    batch = collate(encode_records(load_records([pairs_file])[0][:4], tokenizer)[0], 2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first, second = scorer(batch).sum, scorer(batch).sum
+    assert torch.equal(first, second) is deterministic

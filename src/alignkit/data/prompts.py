@@ -16,6 +16,7 @@ Everything here is plain Python: it takes any Hugging Face tokenizer, and import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,19 @@ def as_prompt(text_or_messages: Prompt | str, chat: bool) -> Prompt:
     if chat and isinstance(text_or_messages, str):
         return ({"role": "user", "content": text_or_messages},)
     return text_or_messages
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_records(records: list[Record], tokenizer: Any, chat: bool) -> list[Record]:
+    """`records` with their plain-text prompts as a user chat message (`as_prompt`) when
+    `chat` and the tokenizer has a chat template (the rule of every verb: `--chat`), else
+    unchanged."""
+    if not (chat and has_chat_template(tokenizer)):
+        return records
+    return [dataclasses.replace(r, prompt=as_prompt(r.prompt, True)) for r in records]
 
 
 def messages_to_prompt(messages: list[dict[str, str]], tokenizer: Any) -> Prompt:

@@ -15,7 +15,7 @@ from typing import Any
 
 from alignkit.data import iter_rows
 from alignkit.data.formats import parse_prompt
-from alignkit.data.prompts import as_prompt
+from alignkit.data.prompts import as_prompt, has_chat_template
 from alignkit.data.records import Prompt
 from alignkit.data.tokenize import tokenize_prompts
 from alignkit.errors import AlignkitError, DataError
@@ -76,7 +76,7 @@ def drop_long(queries: Sequence[Query], tokenizer, max_prompt_tokens: int) -> Qu
 
 def load_queries(path: str, tokenizer, chat: bool, max_prompt_tokens: int) -> QuerySet:
     """Read, validate and length-filter a query file; an error if nothing is left."""
-    chat = chat and bool(getattr(tokenizer, "chat_template", None))
+    chat = chat and has_chat_template(tokenizer)
     found = drop_long(read_queries(path, chat), tokenizer, max_prompt_tokens)
     if not found.queries:
         raise AlignkitError(f"{path}: no query is left; {found.describe(max_prompt_tokens)}")

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from alignkit.data.config import DataOptions
 from alignkit.data.formats import FORMATS
 from alignkit.errors import AlignkitError
-from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
+from alignkit.model_options import CHAT_HELP, TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import opt
 from alignkit.rewards.options import RewardOptions
+from alignkit.runs import chat_format
 
 METRIC_NAMES = ("perplexity", "margins", "generate", "reward", "bleu")
 DEFAULT_BETA = 0.1
@@ -67,6 +68,10 @@ class EvalConfig(RewardOptions, DataOptions, ModelOptions):
         1024, "max tokens of prompt + response when scoring (truncated as in training)"
     )
     seed: int = opt(0, "seed of the prompt sample and of sampling")
+    chat: bool | None = opt(None, CHAT_HELP)
+
+    def __post_init__(self) -> None:
+        self.chat = chat_format(self.chat, self.model)  # the run's own format by default
 
     def validate(self) -> None:
         for name in ("model", "output"):

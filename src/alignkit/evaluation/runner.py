@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.data import LoadSummary, Pair, Point, Prompt, Record, load_records
-from alignkit.data.prompts import distinct_prompts
+from alignkit.data.prompts import chat_records, distinct_prompts
 from alignkit.data.tokenize import Encoded
 from alignkit.distributed import Processes, distributed_state
 from alignkit.errors import AlignkitError
@@ -376,12 +376,16 @@ METRIC_DEFINITIONS = {
 
 def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Evaluate, write the report files, and return the report."""
-    from alignkit.models import autocast_dtype
+    from alignkit.models import autocast_dtype, load_tokenizer
 
     config.validate()
     state = distributed_state()
     records, loaded = load_test_records(config, state.is_main_process)
     source = check_model_spec(config.model)
+    # prompts as the run was trained on them (--chat / --no-chat), for scoring and generation
+    records = chat_records(
+        records, load_tokenizer(config.model, config.trust_remote_code), config.chat
+    )
     prompts = sample_prompts(prompt_items(records), config.num_prompts, config.seed)
     plan = plan_metrics(config.requested_metrics(), unsupported(config, records, source, prompts))
     model, tokenizer = load_source(source, config.trust_remote_code)

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from alignkit.errors import AlignkitError
 from alignkit.evaluation.config import HttpJudgeOptions
 from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
-from alignkit.model_options import TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
+from alignkit.model_options import CHAT_HELP, TRUST_REMOTE_CODE_HELP, ModelOptions, Precision
 from alignkit.options import check_ranges, opt
+from alignkit.runs import chat_format
 
 if TYPE_CHECKING:
     from alignkit.inference.generation import SamplingConfig
@@ -53,11 +54,7 @@ class GenerateConfig(ModelOptions, EndpointOptions, SamplingOptions):
     batch_size: int = opt(
         8, "prompts per batch; each batch (all its K responses) is appended when done"
     )
-    chat: bool = opt(
-        True,
-        "send plain-text prompts as a user chat message when the tokenizer has a chat "
-        "template (--no-chat: use the text as it is); the pool keeps the prompt as sent",
-    )
+    chat: bool | None = opt(None, CHAT_HELP + " (the pool keeps the prompt as sent)")
     max_prompt_tokens: int = opt(
         0, "drop prompts longer than this many tokens, and report how many (0 = keep all)"
     )
@@ -70,6 +67,9 @@ class GenerateConfig(ModelOptions, EndpointOptions, SamplingOptions):
         0.9, "fraction of GPU memory the vLLM engine may reserve (vllm backend)"
     )
     overwrite: bool = opt(False, "start the pool over instead of resuming it")
+
+    def __post_init__(self) -> None:
+        self.chat = chat_format(self.chat, self.model)  # a run's own format by default
 
     def validate(self) -> None:
         if not self.prompts or not self.output:
@@ -108,7 +108,7 @@ class GenerateConfig(ModelOptions, EndpointOptions, SamplingOptions):
             raise AlignkitError("--trust-remote-code is for local models: drop it with --endpoint")
         if self.backend != "auto":
             raise AlignkitError("--backend is for local models: drop it with --endpoint")
-        if not self.chat:
+        if self.chat is False:
             raise AlignkitError("--no-chat: an endpoint takes chat messages; drop --no-chat")
         if self.max_prompt_tokens:
             raise AlignkitError(

@@ -86,7 +86,7 @@ def local_generator(config: GenerateConfig, tokenizer: Any, state: Any = None) -
     if backend == "vllm":
         spec = resolve_model_spec(config.model)
         engine = engine_kwargs(
-            resolve_model(spec.weights), config.vllm_gpu_memory_utilization, config.seed, 0
+            resolve_model(spec.root_weights), config.vllm_gpu_memory_utilization, config.seed, 0
         )
         limit = config.max_prompt_tokens
         engine["max_model_len"] = limit + config.max_new_tokens if limit else None

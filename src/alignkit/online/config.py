@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from alignkit.errors import AlignkitError
 from alignkit.inference.config import SAMPLING, EndpointOptions, SamplingOptions
 from alignkit.inference.openai_client import is_url
+from alignkit.model_options import CHAT_HELP
 from alignkit.objectives.base import RankForm, Reduction
 from alignkit.online.principles import PrincipleMode
 from alignkit.options import REDACTED, check_ranges, opt, to_dict, warn_deprecated
 from alignkit.rewards.options import RewardOptions
+from alignkit.runs import chat_format
 from alignkit.train.config import (
     LORA_PRESET_HELP,
     LoraPreset,
@@ -79,11 +81,7 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
     max_prompt_tokens: int = opt(
         256, "drop queries longer than this many tokens, and report how many (0 = keep all)"
     )
-    chat: bool = opt(
-        True,
-        "send plain-text queries as a user chat message when the tokenizer has a chat "
-        "template (--no-chat: use the text as it is)",
-    )
+    chat: bool | None = opt(None, CHAT_HELP)
     generator: str = opt(
         "auto",
         "who samples without --endpoint: hf (transformers generate on the policy), vllm (an "
@@ -145,6 +143,10 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
     save_every: int = opt(1, "save a resumable checkpoint every N iterations (0 = off)")
     save_model: bool = opt(True, "save the final policy (save_pretrained) into OUTPUT/model")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.chat = chat_format(self.chat, self.model)  # config.json records the format
+
     def validate(self) -> None:
         if not self.queries:
             raise AlignkitError("no queries: give --queries PATH")
@@ -205,7 +207,7 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
             raise AlignkitError(
                 f"--generator {self.generator} picks a local backend: drop it with --endpoint"
             )
-        if not self.chat:
+        if self.chat is False:
             raise AlignkitError("--no-chat: a server takes chat messages; drop --no-chat")
         if self.generator_sync_url:
             if not is_url(self.generator_sync_url):
@@ -218,6 +220,21 @@ class OnlineConfig(RewardOptions, EndpointOptions, SamplingOptions, TrainingOpti
                     "--generator-sync-url loads the trained LoRA adapter into the server: add "
                     "--lora (vLLM documents no endpoint that reloads full weights)"
                 )
+            self.check_sync_start()
+
+    def check_sync_start(self) -> None:
+        """--generator-sync-url needs a policy that starts from --model's own weights: a start
+        that is an adapter (--sft-data --lora, or an adapter --model) is merged and a fresh
+        adapter is trained on the merged model (so that the reference is the start), which a
+        server serving the base model cannot apply."""
+        from alignkit.runs import resolve_model_spec
+
+        if self.sft_data or resolve_model_spec(self.model).adapter:
+            raise AlignkitError(
+                "--generator-sync-url with --sft-data or an adapter --model: the trained adapter "
+                "belongs to the starting model (the SFT adapter merged into its base), which "
+                "the server does not serve; sample with --generator hf or vllm instead"
+            )
 
     def public_dict(self) -> dict[str, Any]:
         """The options as config.json and trackers record them: without the API key, with

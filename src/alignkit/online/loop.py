@@ -199,13 +199,15 @@ class OnlineTrainer(Trainer):
         self._injected_generator = generator
 
     # ------------------------------------------------------------- the policy
-    def policy_source(self) -> tuple[str, str | None]:
-        """(model, adapter) the loop starts from (the initial SFT's result if any)."""
+    def policy_source(self) -> str:
+        """The model spec the loop starts from (the initial SFT's run if any)."""
         return policy_source(self.online, self.output)
 
+    def start_model(self) -> str:
+        return self.policy_source()
+
     def build_scorer(self, tokenizer) -> nn.Module:
-        model, adapter = self.policy_source()
-        return self.strategy.make_scorer(load_policy(self.online, model, adapter))
+        return self.strategy.make_scorer(load_policy(self.online, self.policy_source()))
 
     def save_extra(self, model_dir: Path) -> None:
         self.strategy.save_extra(model_dir)  # PPO: the value head
@@ -256,9 +258,8 @@ class OnlineTrainer(Trainer):
         if backend == "hf":
             dtype = generation_dtype(cfg.precision, self.device)
             return HFGenerator(policy, tokenizer, dtype, acc.is_main_process)
-        base, _ = self.policy_source()
-        engine = engine_kwargs(
-            resolve_model(resolve_model_spec(base).weights),
+        engine = engine_kwargs(  # the starting architecture; `sync` pushes the policy's weights
+            resolve_model(resolve_model_spec(self.policy_source()).root_weights),
             cfg.vllm_gpu_memory_utilization,
             cfg.seed,
             cfg.max_length + cfg.max_new_tokens,
@@ -311,8 +312,9 @@ class OnlineTrainer(Trainer):
         )
         scorer = self.make_scorer(tokenizer)
         self.strategy.init_critic(scorer, reward)  # PPO: the value head's start
-        # RLOO, PPO: the reference is the starting policy (a copy unless a fresh adapter)
-        self.strategy.attach_reference(scorer, copy=self.policy_source()[1] is not None)
+        # RLOO, PPO: the reference is the starting policy (the fresh adapter disabled, else a
+        # frozen copy; `load_training_model`)
+        self.strategy.attach_reference(scorer)
         optimizer, scheduler = self.build_optimizer(scorer, self.planned_steps())
         scorer, optimizer, scheduler = acc.prepare(scorer, optimizer, scheduler)
         generator = self.build_generator(scorer, tokenizer)

@@ -1,8 +1,8 @@
 """The policy of an online run: where it starts from, and the optional initial SFT.
 
 The PLE paper starts from an SFT model. With --sft-data the core `Trainer` (method `sft`)
-trains it once into OUTPUT/sft; the online loop then starts from OUTPUT/sft/model (full
-weights) or from the base model plus that adapter (--lora), and keeps training it.
+trains it once into OUTPUT/sft; the online loop then starts from that run (full weights, or
+with --lora its adapter merged into the base and a fresh adapter on top), and keeps training.
 """
 
 from __future__ import annotations
@@ -13,30 +13,25 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch import nn
 
-from alignkit.models import load_causal_lm
+from alignkit.models import load_training_model
 from alignkit.online.config import OnlineConfig
-from alignkit.scoring.forward import SequenceScorer
 from alignkit.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def load_policy(config: OnlineConfig, model: str, adapter: str | None) -> nn.Module:
-    """The policy: `model`, plus the saved `adapter` or (with --lora) a fresh one."""
-    return load_causal_lm(
-        model,
-        lora=None if adapter else config.lora_settings(),
-        adapter=adapter,
-        trust_remote_code=config.trust_remote_code,
+def load_policy(config: OnlineConfig, model: str) -> nn.Module:
+    """The policy trained from model spec `model` (`load_training_model`: with --lora, or
+    when `model` is an adapter, a fresh adapter whose disabled state is `model` itself)."""
+    return load_training_model(
+        model, lora=config.lora_settings(), trust_remote_code=config.trust_remote_code
     )
 
 
-def policy_source(config: OnlineConfig, output: Path) -> tuple[str, str | None]:
-    """(model, adapter) the loop starts from: the initial SFT's result when there is one."""
-    if not config.sft_data:
-        return config.model, None
-    saved = str(sft_dir(output) / "model")
-    return (config.model, saved) if config.lora else (saved, None)
+def policy_source(config: OnlineConfig, output: Path) -> str:
+    """The model spec the loop starts from (and its reference): the initial SFT's run when
+    there is one, else --model."""
+    return str(sft_dir(output)) if config.sft_data else config.model
 
 
 def sft_dir(output: Path) -> Path:
@@ -51,17 +46,6 @@ class _KeepProcessGroup(Accelerator):
     def end_training(self) -> None:
         for tracker in self.trackers:
             tracker.finish()
-
-
-class _SFTTrainer(Trainer):
-    """The core Trainer, loading the policy as the online config says (LoRA all-linear)."""
-
-    def __init__(self, config, online: OnlineConfig, accelerator: Accelerator) -> None:
-        super().__init__(config, accelerator)
-        self.online = online
-
-    def build_scorer(self, tokenizer) -> nn.Module:
-        return SequenceScorer(load_policy(self.online, self.online.model, None))
 
 
 def initial_sft(config: OnlineConfig, output: Path) -> None:
@@ -79,4 +63,4 @@ def initial_sft(config: OnlineConfig, output: Path) -> None:
     )
     train.validate()
     log.info("initial SFT on %s", ", ".join(train.data))
-    _SFTTrainer(train, config, _KeepProcessGroup()).run()
+    Trainer(train, _KeepProcessGroup()).run()  # the policy as `train_config` says

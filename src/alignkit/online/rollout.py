@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from alignkit.data.tokenize import Encoded
 from alignkit.distributed import Processes, shard_map
-from alignkit.models import is_peft, reference_context
+from alignkit.models import disable_dropout, is_peft, reference_context
 from alignkit.objectives import ObjectiveConfig
 from alignkit.online.samples import KSamples, RolloutInputs, Sampled
 from alignkit.scoring.forward import SequenceScorer, response_hidden_states
@@ -86,13 +86,6 @@ def token_mask(batch: PackedBatch) -> Tensor:
     return positions[None, :] < batch.counts.reshape(-1, 1)
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """p = 0 in every dropout layer (LoRA's too), so that log-probs are deterministic."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
 class RLScorer(SequenceScorer):
     """The policy as RLOO and PPO train it: per-token log-probs (logits / temperature, as they
     were sampled), the entropy, and with `value_head` a linear value head on the last hidden
@@ -137,12 +130,12 @@ class RLScorer(SequenceScorer):
 
 class Reference:
     """log pi_ref per token. The reference is the policy the run starts from: the policy with
-    its LoRA adapter disabled when the adapter is fresh (no second copy in memory), else a
-    frozen copy made before the first update (full fine-tuning, or an adapter of --sft-data)."""
+    its LoRA adapter disabled (the adapter is always fresh, `load_training_model`: no second
+    copy in memory), else a frozen copy made before the first update (full fine-tuning)."""
 
-    def __init__(self, policy: RLScorer, copy: bool) -> None:
+    def __init__(self, policy: RLScorer) -> None:
         self.frozen: RLScorer | None = None
-        if copy or not is_peft(policy.model):
+        if not is_peft(policy.model):
             frozen = RLScorer(copying.deepcopy(policy.model), temperature=policy.temperature)
             self.frozen = frozen.requires_grad_(False).eval()
 
@@ -285,9 +278,9 @@ class RLStrategy(KSamples):
             sampled_encoding(e, x, eos_ids, limit) for e, x in zip(encoded, samples, strict=True)
         ]
 
-    def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
+    def attach_reference(self, scorer: nn.Module) -> None:
         assert isinstance(scorer, RLScorer)
-        self.reference = Reference(scorer, copy)
+        self.reference = Reference(scorer)
 
     def rows(self, samples: Sequence[Sampled]) -> list[dict[str, Any]]:
         return [x.to_dict() for x in samples]

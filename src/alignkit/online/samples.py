@@ -138,7 +138,7 @@ class Strategy(Protocol):
 
     def make_scorer(self, model: nn.Module) -> nn.Module: ...
 
-    def attach_reference(self, scorer: nn.Module, copy: bool) -> None: ...
+    def attach_reference(self, scorer: nn.Module) -> None: ...
 
     def init_critic(self, scorer: nn.Module, reward: Any) -> None: ...
 
@@ -161,8 +161,8 @@ class StrategyBase:
         """The module the loop trains (and `accelerate` prepares and checkpoints)."""
         return SequenceScorer(model)
 
-    def attach_reference(self, scorer: nn.Module, copy: bool) -> None:
-        """Called once with the policy before training (`copy`: freeze a copy of it)."""
+    def attach_reference(self, scorer: nn.Module) -> None:
+        """Called once with the policy before training (its starting state is the reference)."""
 
     def init_critic(self, scorer: nn.Module, reward: Any) -> None:
         """Called once with the policy and the loaded reward model before training (PPO:

@@ -23,9 +23,10 @@ from alignkit.data.labels import (
 )
 from alignkit.data.tokenize import Truncation
 from alignkit.errors import AlignkitError
-from alignkit.model_options import ALL_LINEAR, LoraSettings, ModelOptions
+from alignkit.model_options import ALL_LINEAR, CHAT_HELP, LoraSettings, ModelOptions
 from alignkit.objectives.base import ObjectiveConfig, Reduction, UnlikelihoodForm
 from alignkit.options import check_ranges, opt
+from alignkit.runs import chat_format, resolve_model_spec
 from alignkit.scoring.forms import RQForm
 
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -43,6 +44,13 @@ LORA_PRESETS: dict[str, LoraSettings] = {
     # dropout given; 0.05 here)
     "ple": LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=[ALL_LINEAR]),
 }
+# Default peak learning rates (`--lr` given always wins). Full fine-tuning: the DPO paper's
+# 5e-6 (its reference code and TRL use 5e-7..5e-6). LoRA trains far fewer weights from B = 0
+# and needs a larger step: at 5e-6 DPO with --lora on a few hundred pairs barely moves. The
+# LoRA value is provisional until `scripts/lr_sweep.py` (docs/methods.md) has been run in full.
+FULL_LR = 5e-6
+LORA_LR = 1e-4
+
 LORA_PRESET_HELP = (
     "LoRA recipe for the --lora-* values not given: default (r 16, alpha 32, dropout 0.05, "
     "all linear layers), ulma (the ULMA paper: r 8, alpha 32, dropout 0.1, q_proj v_proj), "
@@ -116,7 +124,12 @@ class TrainingOptions(TrackingOptions, ModelOptions):
     )
     batch_size: int = opt(4, "examples per device per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step")
-    lr: float = opt(5e-6, "peak learning rate (AdamW)")
+    lr: float | None = opt(
+        None,
+        f"peak learning rate (AdamW). Default: {FULL_LR:g} for full fine-tuning, {LORA_LR:g} "
+        "when a LoRA adapter is trained (--lora, or --model an adapter); config.json records "
+        "the value used",
+    )
     lr_scheduler: Scheduler = opt("cosine", "learning-rate schedule")
     warmup_ratio: float = opt(0.1, "fraction of steps of linear warm-up")
     weight_decay: float = opt(0.0, "AdamW weight decay")
@@ -165,6 +178,18 @@ class TrainingOptions(TrackingOptions, ModelOptions):
 
     def __post_init__(self) -> None:
         self.apply_lora_preset()
+        if self.lr is None:
+            self.lr = LORA_LR if self.trains_adapter() else FULL_LR
+
+    def trains_adapter(self) -> bool:
+        """A LoRA adapter is trained: --lora, or --model is an adapter (a fresh adapter is
+        trained on it, `alignkit.models.load_training_model`)."""
+        if self.lora:
+            return True
+        try:
+            return resolve_model_spec(self.model).adapter
+        except AlignkitError:  # a bad --model: `validate` says what is wrong with it
+            return False
 
     def apply_lora_preset(self) -> None:
         """Fill the LoRA fields left unset (None) from `lora_preset` (config.json then shows
@@ -289,11 +314,26 @@ class TrainConfig(DataTrainingOptions):
     log_r_q: bool = opt(
         False, "log DEFT's R_Q (deft/r_q) without gradient even when --deft-lambda is 0"
     )
+    chat: bool | None = opt(None, CHAT_HELP)
+    keep_dropout: bool | None = opt(
+        None,
+        "keep the model's dropout (and LoRA's) in training. Default: off (every dropout rate "
+        "0, as the DPO reference code and TRL's disable_dropout do), so that the policy's "
+        "log-probs in training match the reference's, computed without dropout; kept with "
+        "--lora-preset ulma, the ULMA paper's recipe (LoRA dropout 0.1). --no-keep-dropout "
+        "turns it off there too",
+    )
     deft_form: RQForm = opt(
         "logprob",
         "R_Q form of the guidance term and the log: logprob = mean_t <Q_diff, log p_t>, "
         "prob = mean_t <Q_diff, p_t> (bounded)",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.chat = chat_format(self.chat, self.model)
+        if self.keep_dropout is None:  # the ULMA recipe trains with its LoRA dropout
+            self.keep_dropout = self.lora and self.lora_preset == "ulma"
 
     def validate(self) -> None:
         super().validate()

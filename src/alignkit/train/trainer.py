@@ -38,6 +38,7 @@ from alignkit.data.labels import (
     point_label_variant,
 )
 from alignkit.data.loading import REJECTED_FILE, source_identity, write_rejected
+from alignkit.data.prompts import chat_records
 from alignkit.data.records import Pair, Rejected, rejected_by_reason
 from alignkit.data.tokenize import encode_records
 from alignkit.distributed import shard_map
@@ -45,9 +46,10 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_text, iter_jsonl
 from alignkit.models import (
     autocast_dtype,
+    disable_dropout,
     enable_gradient_checkpointing,
-    load_causal_lm,
     load_tokenizer,
+    load_training_model,
     precision_choice,
     reference_context,
 )
@@ -197,6 +199,8 @@ class Trainer:
         """Tokenize and score the reference policy once (if the method needs it, or
         `with_ref`)."""
         cfg = self.config
+        # plain-text prompts as chat messages unless --no-chat (TrainConfig; train-rm: as given)
+        records = chat_records(records, tokenizer, getattr(cfg, "chat", False))
         encoded, summary = encode_records(records, tokenizer, cfg.max_length, cfg.truncation)
         positions = [e.index for e in encoded]  # --truncation drop leaves gaps
         encoded = [dataclasses.replace(e, index=i) for i, e in enumerate(encoded)]
@@ -211,7 +215,8 @@ class Trainer:
         self, scorer: SequenceScorer, encoded: list, k: int, pad_id: int
     ) -> torch.Tensor:
         """Reference log-probs of `encoded` (rows indexed 0..n-1): [n, k], one pass of the
-        reference policy (the model with any adapter disabled)."""
+        reference policy before any update: the starting model (a LoRA model: its fresh
+        adapter disabled, `load_training_model`)."""
         with reference_context(scorer.model):
             return score_dataset(
                 scorer,
@@ -256,10 +261,17 @@ class Trainer:
         Subclasses (e.g. reward-model training) return another scorer with the same contract.
         """
         cfg = self.config
-        model = load_causal_lm(
+        model = load_training_model(
             cfg.model, lora=cfg.lora_settings(), trust_remote_code=cfg.trust_remote_code
         )
+        if not getattr(cfg, "keep_dropout", True):  # TrainConfig: off unless --keep-dropout
+            disable_dropout(model)
         return SequenceScorer(model)
+
+    def start_model(self) -> str:
+        """Hook: the model spec training starts from, which is also the reference (`base_model`
+        of summary.json: a trained adapter belongs to it)."""
+        return self.config.model
 
     def make_scorer(self, tokenizer) -> nn.Module:
         """`build_scorer`, with --gradient-checkpointing applied, on the training device."""
@@ -401,7 +413,7 @@ class Trainer:
             result.eval_before = self.logged_eval_before() if start_step else evaluate()
             if not start_step:
                 self.log_metrics(0, result.eval_before)
-        scorer.train()  # from_pretrained returns eval mode; dropout (e.g. LoRA's) must be on
+        scorer.train()  # from_pretrained returns eval mode (dropout: off unless --keep-dropout)
         progress = Progress(self, total_steps, start_step, steps_per_epoch, scheduler)
         saves = checkpoint.SaveSchedule(cfg.save_steps, cfg.save_minutes)
         for step in range(start_step, total_steps):
@@ -654,7 +666,7 @@ class Trainer:
             "final_metrics": result.final_metrics,
             "eval_before": result.eval_before,
             "eval_after": result.eval_after,
-            "base_model": absolute_if_local(self.config.model),
+            "base_model": absolute_if_local(self.start_model()),
             "lora": self.config.lora,
         }
         if self.label_variant is not None:  # data read by `load` (not the online loops)
@@ -725,4 +737,5 @@ def _data_key(cfg: DataTrainingOptions, method: Method) -> dict[str, Any]:
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
         "precision": cfg.precision,
+        "chat": getattr(cfg, "chat", False),
     }
