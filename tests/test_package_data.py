@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_recipes_and_accelerate_configs_ship_in_the_package():
-    assert recipe_names() == ["deft", "ple", "real", "ulma"]
+    assert recipe_names() == ["active", "deft", "ple", "real", "ulma"]
     assert {p.name for p in ACCELERATE_CONFIGS_DIR.iterdir()} >= {"ddp.yaml", "fsdp2.yaml"}
     # one home: the repository's recipes/ and configs/ are links into the package
     assert (ROOT / "recipes").resolve() == RECIPES_DIR
@@ -34,7 +34,7 @@ def test_the_recipes_and_accelerate_configs_ship_in_the_package():
     assert '"recipes/*.yaml"' in pyproject and '"configs/accelerate/*"' in pyproject
 
 
-@pytest.mark.parametrize("name", ["deft", "ple", "real", "ulma"])
+@pytest.mark.parametrize("name", ["active", "deft", "ple", "real", "ulma"])
 def test_every_recipe_runs_from_any_directory(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the checkout: the old repo-relative paths fail here
     config = load_study_config(f"recipe:{name}", {})
@@ -46,7 +46,7 @@ def test_every_recipe_runs_from_any_directory(name, tmp_path, monkeypatch):
 
 
 def test_an_unknown_recipe_lists_the_recipes():
-    with pytest.raises(AlignkitError, match="recipes: deft, ple, real, ulma"):
+    with pytest.raises(AlignkitError, match="recipes: active, deft, ple, real, ulma"):
         recipe_file("recipe:dpo")
     assert recipe_file("my/study.yaml") == "my/study.yaml"
 
