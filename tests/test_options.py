@@ -226,7 +226,7 @@ def test_print_config_with_flags_builds_the_same_config(tiny_model, tmp_path, ca
     args.func(args)
     text = capsys.readouterr().out
     assert "lr: 0.0005\n" in text and "lora_r: null\n" in text  # the preset fills it later
-    assert "# peak learning rate (AdamW)\n" in text
+    assert "# peak learning rate (AdamW). Default: 5e-06 for full fine-tuning" in text
     assert "# objective to train with" in text and "(one of: cosine, linear, constant)" in text
     (tmp_path / "run.yaml").write_text(text)
     from_file = build_config(

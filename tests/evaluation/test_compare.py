@@ -85,7 +85,7 @@ def test_compare_groups_seeds_and_writes_everything(runs, tmp_path):
     assert set(confs) == {"method=dpo", "method=ulma", "loose"}
     assert confs["method=dpo"]["runs"] == ["dpo-s1", "dpo-s2", "dpo-s3"]
     loss = confs["method=dpo"]["metrics"]["loss"]
-    half = 4.302653 * statistics.stdev  # t(0.975, 2)([0.5, 0.6, 0.7]) / math.sqrt(3)
+    half = 4.302653 * statistics.stdev([0.5, 0.6, 0.7]) / math.sqrt(3)  # t(0.975, 2)
     assert loss["n"] == 3 and loss["mean"] == pytest.approx(0.6)
     assert loss["ci95_high"] - loss["mean"] == pytest.approx(half)
     assert confs["loose"]["metrics"]["loss"]["ci95_low"] is None  # a single run: no interval
