@@ -295,9 +295,11 @@ def load_causal_lm(
 ) -> nn.Module:
     """A float32 causal LM (master weights stay float32; compute uses autocast).
 
-    With `lora`, a fresh peft adapter is added; with `adapter`, a saved one is loaded
-    (trainable). The reference policy of a LoRA model is the same model with the adapter
-    disabled, so no second copy is ever made.
+    With `lora`, a fresh peft adapter is added (`with_new_adapter`); with `adapter`, a saved
+    one is loaded (trainable). The reference policy of a LoRA model is the same model with the
+    adapter disabled, so no second copy is ever made. Loading draws nothing from torch's
+    random generator (the adapter's initial weights are the first numbers drawn after it), so
+    a study that keeps its model gives each cell's new adapter the numbers a fresh load gets.
     """
     from transformers import AutoModelForCausalLM
 
@@ -305,9 +307,12 @@ def load_causal_lm(
     if spec.adapter and adapter:
         raise AlignkitError(f"{name} is already a peft adapter; do not give another one")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolve_model(spec.weights), dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        with torch.random.fork_rng(devices=[]):
+            model = AutoModelForCausalLM.from_pretrained(
+                resolve_model(spec.weights),
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+            )
     except OSError as exc:
         raise AlignkitError(
             f"cannot load a model from {name!r}: {exc} (pass a local path or the id of a model "
@@ -323,10 +328,20 @@ def load_causal_lm(
         # a new adapter on a model that is itself base + adapter: start from the merged model
         model = model.merge_and_unload()
     if lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora.peft_config("CAUSAL_LM"))
+        model = with_new_adapter(model, lora)
     return model
+
+
+def with_new_adapter(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    """`model` with a fresh LoRA adapter (peft's `default`), its initial weights drawn from
+    torch's global generator. A peft model's adapter is removed first, unmerged (`unload`):
+    the base weights are as loaded, so a new adapter on a kept model is the adapter a fresh
+    `load_causal_lm(lora=...)` makes after the same seed."""
+    from peft import get_peft_model
+
+    if is_peft(model):
+        model = model.unload()  # type: ignore[operator]
+    return get_peft_model(model, lora.peft_config("CAUSAL_LM"))
 
 
 @dataclass
@@ -370,6 +385,15 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def disable_gradient_checkpointing(model: nn.Module) -> None:
+    """Undo `enable_gradient_checkpointing` (a kept model handed to a run without it)."""
+    base = model.get_base_model() if is_peft(model) else model  # type: ignore[operator]
+    if hasattr(base, "activation_checkpointing_disable"):  # transformers >= 5.x name
+        base.activation_checkpointing_disable()
+    elif hasattr(base, "gradient_checkpointing_disable"):
+        base.gradient_checkpointing_disable()
 
 
 def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:
