@@ -256,7 +256,7 @@ def read_study_file(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise AlignkitError(f"{path}: a study config is a mapping (data:, selectors:, ...)")
     raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
     _paths_near(raw, path)
-    raw.update({k: v for k, v in overrides.items() if v})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
     return raw
 
 
@@ -315,7 +315,7 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
         ray_gpus_per_cell=(
             None if raw.get("ray_gpus_per_cell") is None else float(raw["ray_gpus_per_cell"])
         ),
-        ray_cpus_per_cell=float(raw.get("ray_cpus_per_cell") or 1.0),
+        ray_cpus_per_cell=float(raw.get("ray_cpus_per_cell", 1.0)),
     )
     default = (
         PAIR_METRICS
