@@ -79,6 +79,7 @@ from alignkit.train.trainer import Trainer, TrainResult
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 SHARED_CACHE = "cache/shared.pt"  # the shared work, for cell processes (`StudyContext.open`)
+TIMINGS = "timings.json"  # this invocation's seconds: shared work, each cell run, all cells
 GENERATIONS = "eval/generations.jsonl"  # a cell's greedy answers to the held-out prompts
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a judged prompt's points (unparseable: None)
 
@@ -516,7 +517,8 @@ def run_study(
     """Run (or resume) every cell, then write study.json, study.md and the plots.
 
     The shared work is done first (`StudyContext.prepare`), then the cells that are not
-    finished run where `config.execution()` says (`study.executors`), each by `runner`
+    finished run where `config.execution()` says (`study.executors`; their seconds go to
+    OUTPUT/timings.json), each by `runner`
     (default `run_cell`; active studies pass `alignkit.study.active.run_active_cell`). A
     cell's row may carry `rounds`: the rows of its rounds, each reported as a cell at its
     number of labels."""
@@ -540,12 +542,18 @@ def run_study(
             progress(_progress_line(len(rows), len(cells), cell, row, None))
     todo = [cell for cell in cells if cell.id not in rows]
     execution = config.execution()
-    context.prepare(todo, save=execution.in_processes(len(todo)))
     start = time.perf_counter()
-    for n, (cell, row, _) in enumerate(run_cells(context, todo, runner or run_cell, execution)):
+    context.prepare(todo, save=execution.in_processes(len(todo)))
+    timings: dict[str, Any] = {"shared_s": time.perf_counter() - start, "cells_s": {}}
+    start = time.perf_counter()
+    done = run_cells(context, todo, runner or run_cell, execution)
+    for n, (cell, row, seconds) in enumerate(done):
         rows[cell.id] = row
+        timings["cells_s"][cell.id] = seconds
         rate = (time.perf_counter() - start) / (n + 1)  # wall seconds per cell, all executors
         progress(_progress_line(len(rows), len(cells), cell, row, rate * (len(todo) - n - 1)))
+    timings["wall_s"] = time.perf_counter() - start
+    atomic_write_text(root / TIMINGS, json.dumps(timings, indent=1))
     results = [r for cell in cells for r in rows[cell.id].get("rounds") or [rows[cell.id]]]
     add_win_rates(context, cells, results)
     if config.active:  # the rounds' rows are the points of the curve: their counts
