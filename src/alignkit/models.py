@@ -300,11 +300,15 @@ def load_causal_lm(
     and merged first). With `lora` a fresh adapter is added; on top of a saved one, the saved
     one is merged into the weights first. For the model a run trains, see
     `load_training_model` (its reference is the starting policy).
+    Loading draws nothing from torch's random generator (the adapter's initial weights are the
+    first numbers drawn after it), so a study that keeps its model gives each cell's new
+    adapter the numbers a fresh load gets.
     """
     spec = resolve_model_spec(name)
     if spec.adapter and adapter:
         raise AlignkitError(f"{name} is already a peft adapter; do not give another one")
-    model = _load_weights(spec, name, trust_remote_code)
+    with torch.random.fork_rng(devices=[]):
+        model = _load_weights(spec, name, trust_remote_code)
     adapter = adapter or spec.adapter_path
     if adapter:
         from peft import PeftModel
@@ -315,9 +319,7 @@ def load_causal_lm(
         # a new adapter on a model that is itself base + adapter: start from the merged model
         model = model.merge_and_unload()
     if lora is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora.peft_config("CAUSAL_LM"))
+        model = with_new_adapter(model, lora)
     return model
 
 
@@ -374,6 +376,18 @@ def load_training_model(
     return get_peft_model(saved.merge_and_unload(), settings)
 
 
+def with_new_adapter(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    """`model` with a fresh LoRA adapter (peft's `default`), its initial weights drawn from
+    torch's global generator. A peft model's adapter is removed first, unmerged (`unload`):
+    the base weights are as loaded, so a new adapter on a kept model is the adapter a fresh
+    `load_causal_lm(lora=...)` makes after the same seed."""
+    from peft import get_peft_model
+
+    if is_peft(model):
+        model = model.unload()  # type: ignore[operator]
+    return get_peft_model(model, lora.peft_config("CAUSAL_LM"))
+
+
 @dataclass
 class LoadedModel:
     """A causal LM ready for generation, its tokenizer, and a readable description."""
@@ -415,6 +429,15 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def disable_gradient_checkpointing(model: nn.Module) -> None:
+    """Undo `enable_gradient_checkpointing` (a kept model handed to a run without it)."""
+    base = model.get_base_model() if is_peft(model) else model  # type: ignore[operator]
+    if hasattr(base, "activation_checkpointing_disable"):  # transformers >= 5.x name
+        base.activation_checkpointing_disable()
+    elif hasattr(base, "gradient_checkpointing_disable"):
+        base.gradient_checkpointing_disable()
 
 
 def reference_context(model: nn.Module) -> contextlib.AbstractContextManager:

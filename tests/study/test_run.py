@@ -70,8 +70,8 @@ def test_reference_log_probs_are_computed_once_per_row_and_only_when_needed() ->
     for r, e in enumerate(enc):  # mark each row by its pool position, to check the lookup
         enc[r] = Encoded([r], e.responses, e.labels, e.high_quality, True, r)
     shared = study_run.SharedData()
-    first = shared.with_reference(("k",), full, [2, 0], compute)
-    second = shared.with_reference(("k",), full, [0, 1], compute)
+    first = shared.with_reference(("k",), full, [2, 0], compute, chunk=1)
+    second = shared.with_reference(("k",), full, [0, 1], compute, chunk=1)
     assert torch.equal(first, truth[[2, 0]])
     assert torch.equal(second, truth[[0, 1]])
     assert asked == [[0, 1], [0]]  # rows 0, 2 re-indexed 0..1; then row 1 alone as index 0

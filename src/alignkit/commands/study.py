@@ -37,6 +37,13 @@ trained on the labels so far picks the next pairs (acquisition functions random,
 dopt) and a simulated annotator reveals only their labels (`flip_rate:` flips some);
 `retrain:` trains each round from the start instead of on from the last round.
 
+One model load per study process: each cell gets the model as a fresh run loads it (a new
+LoRA adapter from the cell's seed; for full fine-tuning the weights restored from a copy), so
+a cell's results are those it gives run alone. --workers N runs the cells in N processes on
+this machine (one GPU each, or a share of the CPU threads); --executor ray on a Ray cluster
+(OUTPUT on shared storage; see docs/scaling-study.md). The results do not depend on where
+the cells ran.
+
 --dry-run lists the cells and the shared work and estimates the wall time from a short
 calibration on this machine (a model load, a few forward passes and training steps); it
 writes nothing.
@@ -44,6 +51,8 @@ writes nothing.
 examples:
   alignkit study --config recipe:real
   alignkit study --config recipe:active --dry-run
+  alignkit study --config study.yaml --workers 4
+  RAY_ADDRESS=ray://head:10001 alignkit study --config study.yaml --executor ray
 """
 
 

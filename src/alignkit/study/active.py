@@ -35,7 +35,7 @@ from alignkit.data.formats import record_row
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import autocast_dtype, is_peft, load_scoring_model, reference_context
+from alignkit.models import autocast_dtype, is_peft, reference_context
 from alignkit.scoring.dataset import score_dataset
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.select.acquisition import CandidateScores, acquire, get_acquisition
@@ -48,6 +48,7 @@ from alignkit.study.run import (
     StudyContext,
     cell_settings,
     cell_train_config,
+    data_key,
     reindexed,
     run_study,
     subset_rows,
@@ -160,20 +161,17 @@ class CandidateScorer:
     """Scores candidate pairs with a model for an acquisition function, label-free: it sees
     the canonical pool (`canonical`) only. Reference log-probs are computed once per pool
     pair and shared by the cells (`SharedData`): with the adapter disabled for a LoRA model,
-    else with the study model loaded once."""
+    else with the study model loaded once per process (`StudyContext.frozen_model`)."""
 
     def __init__(self, context: StudyContext, key: tuple, cell: Cell) -> None:
         self.context, self.key, self.cell = context, key, cell
         self.config: StudyConfig = context.config
         self.canonical = [canonical(p) for p in context.pool]
-        self._base: torch.nn.Module | None = None
 
     def base(self) -> tuple[torch.nn.Module, Any]:
-        """The study model (eval mode), loaded once: round 1's model and a full fine-tuning
-        run's reference."""
-        model, tokenizer = load_scoring_model(self.config.model)
-        self._base = model
-        return model, tokenizer
+        """The study model (eval mode): round 1's model and a full fine-tuning run's
+        reference."""
+        return self.context.frozen_model()
 
     def scores(
         self, model, tokenizer, candidates: np.ndarray, labelled: np.ndarray
@@ -210,13 +208,14 @@ class CandidateScorer:
                 )
 
             def reference(encoded: list[Encoded]) -> torch.Tensor:
-                ref_model = model if is_peft(model) else (self._base or self.base()[0])
+                ref_model = model if is_peft(model) else self.base()[0]
                 with reference_context(ref_model):
                     return logps(ref_model, encoded)
 
             out.policy = logps(model, reindexed(full, rows)).double().numpy()
+            shared = self.context.shared
             out.reference = (
-                self.context.shared.with_reference(("acquire", *self.key), full, rows, reference)
+                shared.with_reference(("acquire", *self.key), full, rows, reference, batch)
                 .double()
                 .numpy()
             )
@@ -253,7 +252,7 @@ def run_active_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     beta = float({**config.train, **cell.method.options}.get("beta", 0.1))
     settings = cell_settings(config, cell)
     first = cell_train_config(config, cell, out)
-    key = (config.model, first.max_length, first.truncation, first.precision, first.lora)
+    key = data_key(config, first)
     scorer = CandidateScorer(context, key, cell)
     labelled = np.zeros(0, dtype=np.int64)
     model, tokenizer, state = None, None, None

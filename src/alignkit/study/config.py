@@ -51,6 +51,16 @@ retrain: false                     # true: each round trains the study model fro
 flip_rate: 0.0                     # the simulated annotator flips a revealed label with this
 candidates: 256                    # unlabelled pairs scored per round (0: all of them)
 ```
+
+Optional, where the cells run (`alignkit.study.executors`; the results are the same):
+
+```yaml
+workers: 4                         # 4 cell processes on this machine (a GPU or CPU threads each)
+executor: ray                      # or: each cell on a Ray cluster ($RAY_ADDRESS)
+ray_address: ray://head:10001      # the cluster (default: $RAY_ADDRESS, else a local Ray)
+ray_gpus_per_cell: 1               # default: 1 on a cluster with GPUs, else 0
+ray_cpus_per_cell: 2
+```
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ from alignkit.package_data import recipe_file, relative_to_file
 from alignkit.rewards.training import RewardTrainConfig
 from alignkit.select.acquisition import get_acquisition
 from alignkit.select.registry import Keep, get_selector
+from alignkit.study.executors import Execution
 from alignkit.train.config import TrainConfig
 
 METRICS = {  # study metric -> (held-out metric of the run, higher is better)
@@ -147,6 +158,22 @@ class StudyConfig:
     retrain: bool = False
     flip_rate: float = 0.0
     candidates: int = 0
+    # where the cells run (`study.executors`); results do not depend on it
+    executor: str = "local"
+    workers: int = 0
+    ray_address: str = ""
+    ray_gpus_per_cell: float | None = None
+    ray_cpus_per_cell: float = 1.0
+
+    def execution(self) -> Execution:
+        """How the cells run (`study.executors.Execution`)."""
+        return Execution(
+            self.executor,
+            self.workers,
+            self.ray_address,
+            self.ray_gpus_per_cell,
+            self.ray_cpus_per_cell,
+        )
 
     @property
     def active(self) -> bool:
@@ -229,7 +256,7 @@ def read_study_file(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise AlignkitError(f"{path}: a study config is a mapping (data:, selectors:, ...)")
     raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
     _paths_near(raw, path)
-    raw.update({k: v for k, v in overrides.items() if v})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
     return raw
 
 
@@ -282,6 +309,13 @@ def parse_study(raw: dict[str, Any], where: str = "study config") -> StudyConfig
         retrain=bool(raw.get("retrain", False)),
         flip_rate=float(raw.get("flip_rate", 0.0)),
         candidates=int(raw.get("candidates", 0)),
+        executor=str(raw.get("executor") or "local"),
+        workers=int(raw.get("workers") or 0),
+        ray_address=str(raw.get("ray_address") or ""),
+        ray_gpus_per_cell=(
+            None if raw.get("ray_gpus_per_cell") is None else float(raw["ray_gpus_per_cell"])
+        ),
+        ray_cpus_per_cell=float(raw.get("ray_cpus_per_cell", 1.0)),
     )
     default = (
         PAIR_METRICS
@@ -314,6 +348,12 @@ def validate_study(config: StudyConfig, where: str) -> None:
             raise AlignkitError(
                 f"{where}: options of {what} may not set {owned}: the study sets them per cell"
             )
+    if config.executor not in ("local", "ray"):
+        raise AlignkitError(f"{where}: executor is local or ray, got {config.executor!r}")
+    if config.workers < 0 or config.ray_cpus_per_cell <= 0:
+        raise AlignkitError(f"{where}: workers must be >= 0 and ray_cpus_per_cell > 0")
+    if config.ray_gpus_per_cell is not None and config.ray_gpus_per_cell < 0:
+        raise AlignkitError(f"{where}: ray_gpus_per_cell must be >= 0")
     for name in ("eval_limit", "reward_prompts", "reward_max_new_tokens", "detect"):
         if getattr(config, name) < 0:
             raise AlignkitError(f"{where}: {name} must be >= 0")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from alignkit.options import opt
 
@@ -31,6 +32,43 @@ class StudyOptions:
         metavar="D",
     )
 
+    workers: int | None = opt(
+        None,
+        "cell processes: on this machine (--executor local, default 1: cells one after "
+        "another in this process) each pinned to one GPU (round robin when there are fewer "
+        "GPUs) or, without GPUs, to an equal share of the CPU threads; on Ray, the cell actors "
+        "(default: as many as the cluster's resources hold). The shared work (tokens, "
+        "reference log-probs, selector scores, held-out data) is done once before they start "
+        "and written to OUTPUT/cache/shared.pt; the results are those of the serial run. "
+        "Overrides the config's workers",
+        metavar="N",
+    )
+    executor: Literal["local", "ray"] | None = opt(
+        None,
+        "where the cells run: local (this machine) or ray (a Ray cluster: every cell a call "
+        "of a Ray actor that keeps the model loaded; needs pip install 'alignkit[ray]'). With "
+        "ray, OUTPUT must be on storage every node reads and writes (NFS, a PVC, a mounted "
+        "bucket): the cells write their directories there and read the shared work from it. "
+        "Overrides the config's executor (default local)",
+    )
+    ray_address: str | None = opt(
+        None,
+        "the Ray cluster to run on (ray://HOST:10001 or HOST:6379); default $RAY_ADDRESS, "
+        "else a Ray started on this machine",
+        metavar="ADDRESS",
+    )
+    ray_gpus_per_cell: float | None = opt(
+        None,
+        "GPUs each Ray cell actor asks for (default 1 on a cluster with GPUs, else 0; "
+        "fractions share a GPU)",
+        metavar="G",
+    )
+    ray_cpus_per_cell: float | None = opt(
+        None,
+        "CPUs each Ray cell actor asks for (default 1; without GPUs, its torch threads)",
+        metavar="C",
+    )
+
     def overrides(self) -> dict:
         """What the flags override in the study file (a flag left unset overrides nothing)."""
         return {
@@ -38,6 +76,11 @@ class StudyOptions:
             "eval_data": self.eval_data,
             "output": self.output,
             "detect": self.detect,
+            "workers": self.workers,
+            "executor": self.executor,
+            "ray_address": self.ray_address,
+            "ray_gpus_per_cell": self.ray_gpus_per_cell,
+            "ray_cpus_per_cell": self.ray_cpus_per_cell,
         }
 
     def config_text(self) -> str:

@@ -30,7 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
+from torch import nn
 
+from alignkit.data.batching import sorted_chunks
 from alignkit.data.formats import record_row
 from alignkit.data.loading import load_records, source_identity
 from alignkit.data.prompts import distinct_prompts, prompt_json
@@ -42,15 +45,22 @@ from alignkit.evaluation.judges import build_judge
 from alignkit.evaluation.win_rate import Item, VerdictCache, judge_pairs, load_generations
 from alignkit.inference.generation import SamplingConfig
 from alignkit.inference.generators import HFGenerator
-from alignkit.io import atomic_write_jsonl, atomic_write_text
-from alignkit.models import generation_dtype, load_inference_model
+from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
+from alignkit.models import (
+    generation_dtype,
+    load_inference_model,
+    load_scoring_model,
+    load_tokenizer,
+)
 from alignkit.objectives.losses import dpo_loss
+from alignkit.objectives.registry import get_method
 from alignkit.online.loop import OnlineTrainer
 from alignkit.options import to_dict
 from alignkit.rewards.heldout import heldout_metrics, heldout_rows
 from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
 from alignkit.scoring.dataset import reference_for
+from alignkit.scoring.forward import SequenceScorer
 from alignkit.select.registry import (
     ScoreRequest,
     budget_count,
@@ -59,6 +69,8 @@ from alignkit.select.registry import (
     score_records,
 )
 from alignkit.study.config import METRICS, Keep, MethodEntry, SelectorEntry, StudyConfig
+from alignkit.study.executors import run_cells
+from alignkit.study.kept_model import KeptModel
 from alignkit.study.report import OUTCOMES
 from alignkit.train.checkpoint import Prepared
 from alignkit.train.config import TrainConfig
@@ -66,6 +78,8 @@ from alignkit.train.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
+SHARED_CACHE = "cache/shared.pt"  # the shared work, for cell processes (`StudyContext.open`)
+TIMINGS = "timings.json"  # this invocation's seconds: shared work, each cell run, all cells
 GENERATIONS = "eval/generations.jsonl"  # a cell's greedy answers to the held-out prompts
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a judged prompt's points (unparseable: None)
 
@@ -127,18 +141,39 @@ class SharedData:
         full: Prepared,
         rows: list[int],
         compute: Callable[[list[Encoded]], torch.Tensor],
+        chunk: int,
     ) -> torch.Tensor:
-        """Reference log-probs [len(rows), k] of the given rows of `full`; rows no earlier
-        cell needed are scored now (`compute` of their encodings, re-indexed 0..m-1)."""
+        """Reference log-probs [len(rows), k] of the given rows of `full`. Rows are scored
+        in the chunks `compute` makes of the whole of `full` (`sorted_chunks(lengths,
+        chunk)`: `compute` must batch by `chunk`), each chunk the first time a cell needs one
+        of its rows, so a row's values do not depend on which cells ran before it or in which
+        process. `compute` gets the encodings of whole chunks, re-indexed 0..m-1 in row
+        order: sorted by length it splits them into those very chunks."""
         if key not in self._ref:
             n = len(full.encoded)
             self._ref[key] = (torch.zeros(n, full.k), torch.zeros(n, dtype=torch.bool))
         values, done = self._ref[key]
-        missing = sorted({r for r in rows if not done[r]})
+        missing = {r for r in rows if not done[r]}
         if missing:
-            values[missing] = compute(reindexed(full, missing)).to(values.dtype)
-            done[missing] = True
+            chunks = sorted_chunks([e.length for e in full.encoded], chunk)
+            todo = sorted(r for c in chunks if not missing.isdisjoint(c) for r in c)
+            values[todo] = compute(reindexed(full, todo)).to(values.dtype)
+            done[todo] = True
         return values[torch.tensor(rows, dtype=torch.long)]
+
+    def save(self, path: Path) -> None:
+        """Everything prepared so far, for cell processes (`load`)."""
+        state = {"prepared": self._prepared, "ref": self._ref}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    @classmethod
+    def load(cls, path: Path) -> SharedData:
+        """What `save` wrote (a file of the study's own output directory: pickled
+        `Prepared` values, hence `weights_only=False`)."""
+        shared = cls()
+        state = torch.load(path, weights_only=False)
+        shared._prepared, shared._ref = state["prepared"], state["ref"]
+        return shared
 
 
 def reindexed(full: Prepared, rows: list[int]) -> list[Encoded]:
@@ -176,6 +211,21 @@ class CellTrainer(Trainer):
         self.heldout: Prepared | None = None  # the held-out pairs, with reference log-probs
         self.heldout_pairs: list = []
 
+    def build_tokenizer(self):
+        cfg = self.config
+        return self.context.tokenizer(cfg.model, cfg.trust_remote_code)
+
+    def build_scorer(self, tokenizer) -> nn.Module:
+        """The study's kept model (`StudyContext.kept_model`), as a fresh load gives it: a
+        new adapter drawn from the cell's seed (set by `run` before), or the weights as
+        loaded. Under a launcher (several processes, FSDP, DeepSpeed) the model is loaded
+        per cell: those wrap and shard it in place."""
+        if self.accelerator.distributed_type != DistributedType.NO:
+            return super().build_scorer(tokenizer)
+        cfg = self.config
+        kept = self.context.kept_model(cfg.model, cfg.trust_remote_code)
+        return SequenceScorer(kept.fresh(cfg.lora_settings(), cfg.gradient_checkpointing))
+
     def prepare_train(self, records: list, tokenizer, scorer) -> Prepared:
         if self.method.kind != "pair":  # point / multi views of a pair differ per method
             return super().prepare_train(records, tokenizer, scorer)
@@ -186,7 +236,22 @@ class CellTrainer(Trainer):
             return subset_of(full, rows)
         pad_id = tokenizer.pad_token_id
         compute = lambda enc: self.reference_logps(scorer, enc, full.k, pad_id)  # noqa: E731
-        return subset_of(full, rows, self.shared.with_reference(self.key, full, rows, compute))
+        ref = self.shared.with_reference(self.key, full, rows, compute, self.inference_batch())
+        return subset_of(full, rows, ref)
+
+    def prepare_shared(self) -> None:
+        """The part of `run` that a pair method's cells share, without training: the pool's
+        tokens, the reference log-probs of the rows of `keep`, the held-out data (done once
+        before the cells run; cell processes read them from the study's cache)."""
+        cfg = self.config
+        eval_records, eval_pairs = self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
+        tokenizer = self.build_tokenizer()
+        scorer = self.make_scorer(tokenizer)
+        self.prepare_train([], tokenizer, scorer)
+        if eval_records:
+            self.prepare_eval(eval_records, tokenizer, scorer)
+        if eval_pairs:
+            self.prepare_eval(eval_pairs, tokenizer, scorer, with_ref=True)
 
     def q_diff_data(self, train: Prepared) -> tuple[list, str]:
         """DEFT guidance counts Q_diff on the whole pool (as the `deft` selector does), not on
@@ -279,16 +344,85 @@ class CellTrainer(Trainer):
 
 
 class StudyContext:
-    """What the cells of one study share: the pool, the prepared data, the selector scores
-    and the reward model (trained or loaded once, on first use)."""
+    """What the cells of one study process share: the pool, the prepared data, the selector
+    scores, the model and its tokenizer (loaded once: `kept_model`) and the reward model
+    (trained or loaded once, on first use)."""
 
-    def __init__(self, config: StudyConfig, pool: list, root: Path) -> None:
+    def __init__(
+        self, config: StudyConfig, pool: list, root: Path, shared: SharedData | None = None
+    ) -> None:
         self.config, self.pool, self.root = config, pool, root
-        self.shared = SharedData()
+        self.shared = shared or SharedData()
         self.scores = Scores(config, pool, root)
         self.reward_prompts = root / "reward_prompts.jsonl"
         self._reward: RewardModel | None = None
         self._eval_prompts_written = False
+        self._kept: KeptModel | None = None
+        self._tokenizers: dict[tuple[str, bool], Any] = {}
+        self._frozen: tuple[nn.Module, Any] | None = None
+
+    @classmethod
+    def open(cls, config: StudyConfig) -> StudyContext:
+        """The context of a cell process: the pool read again, the shared work read from
+        the study's cache (written by `prepare` before the processes started)."""
+        root = Path(config.output)
+        pool, _ = load_records(config.data, skip_invalid=config.skip_invalid)
+        context = cls(config, pool, root, SharedData.load(root / SHARED_CACHE))
+        context._eval_prompts_written = context.reward_prompts.is_file()
+        return context
+
+    def kept_model(self, spec: str, trust_remote_code: bool) -> KeptModel:
+        """The model every cell of this process trains, loaded once (one model at a time)."""
+        if self._kept is None or self._kept.key != (spec, trust_remote_code):
+            self._kept = None  # freed before the next one loads
+            self._kept = KeptModel(spec, trust_remote_code)
+        return self._kept
+
+    def tokenizer(self, spec: str, trust_remote_code: bool):
+        """The tokenizer of `spec`, loaded once."""
+        key = (spec, trust_remote_code)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = load_tokenizer(spec, trust_remote_code)
+        return self._tokenizers[key]
+
+    def frozen_model(self) -> tuple[nn.Module, Any]:
+        """The study model ready to score (eval mode, no gradients), loaded once: what an
+        active cell's first round acquires with, and a full fine-tuning run's reference
+        while the kept model trains."""
+        if self._frozen is None:
+            self._frozen = load_scoring_model(self.config.model)
+        return self._frozen
+
+    def release(self) -> None:
+        """Drop the models this process loaded (before cell processes load their own)."""
+        self._kept, self._frozen, self._reward = None, None, None
+
+    def prepare(self, cells: list[Cell], save: bool = False) -> None:
+        """The work cells share, done once before any of them runs: the selector scores,
+        the reward model (trained if given as options) and the untrained model's reward, the
+        held-out prompts, and per pair method the pool's tokens, the reference log-probs of
+        every row its cells train on and the held-out data. With `save`, written to
+        OUTPUT/cache/shared.pt for cell processes (`open`)."""
+        config = self.config
+        keeps: dict[tuple, tuple[TrainConfig, set[int]]] = {}
+        for cell in cells:  # an active cell acquires its rows round by round
+            rows = set() if config.active else set(cell_keep(self, cell)[1].tolist())
+            if cell.method.online or get_method(cell.method.method).kind != "pair":
+                continue
+            train = cell_train_config(config, cell, cell.directory(self.root))
+            method = get_method(train.method)
+            group = (data_key(config, train), method.needs_ref)
+            keeps.setdefault(group, (train, set()))[1].update(rows)
+        if config.reward_model:
+            self.before_training()
+        if config.generates:
+            self.eval_prompts()
+        for (key, _), (train, rows) in keeps.items():
+            train.validate()
+            trainer = CellTrainer(train, self, np.array(sorted(rows), dtype=np.int64), key)
+            trainer.prepare_shared()
+        if save:
+            self.shared.save(self.root / SHARED_CACHE)
 
     def reward_spec(self) -> str:
         """The reward model's spec; `reward_model:` given as train-rm options is trained
@@ -382,9 +516,12 @@ def run_study(
 ) -> dict[str, Any]:
     """Run (or resume) every cell, then write study.json, study.md and the plots.
 
-    `runner` runs one cell (default `run_cell`; active studies pass
-    `alignkit.study.active.run_active_cell`). A cell's row may carry `rounds`: the rows of
-    its rounds, each reported as a cell at its number of labels."""
+    The shared work is done first (`StudyContext.prepare`), then the cells that are not
+    finished run where `config.execution()` says (`study.executors`; their seconds go to
+    OUTPUT/timings.json), each by `runner`
+    (default `run_cell`; active studies pass `alignkit.study.active.run_active_cell`). A
+    cell's row may carry `rounds`: the rows of its rounds, each reported as a cell at its
+    number of labels."""
     from alignkit.study.report import write_report
 
     root = Path(config.output)
@@ -396,15 +533,28 @@ def run_study(
         )
     cells = plan_cells(config, len(pool))
     atomic_write_text(root / "plan.json", json.dumps([c.id for c in cells], indent=1))
-    context, results, timings = StudyContext(config, pool, root), [], []
-    for n, cell in enumerate(cells, 1):
-        result = _finished(cell, config, root)
-        if result is None:
-            start = time.perf_counter()
-            result = (runner or run_cell)(context, cell)
-            timings.append(time.perf_counter() - start)
-        results.extend(result.get("rounds") or [result])
-        progress(_progress_line(n, len(cells), cell, result, timings))
+    context = StudyContext(config, pool, root)
+    rows: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        row = _finished(cell, config, root)
+        if row is not None:
+            rows[cell.id] = row
+            progress(_progress_line(len(rows), len(cells), cell, row, None))
+    todo = [cell for cell in cells if cell.id not in rows]
+    execution = config.execution()
+    start = time.perf_counter()
+    context.prepare(todo, save=execution.in_processes(len(todo)))
+    timings: dict[str, Any] = {"shared_s": time.perf_counter() - start, "cells_s": {}}
+    start = time.perf_counter()
+    done = run_cells(context, todo, runner or run_cell, execution)
+    for n, (cell, row, seconds) in enumerate(done):
+        rows[cell.id] = row
+        timings["cells_s"][cell.id] = seconds
+        rate = (time.perf_counter() - start) / (n + 1)  # wall seconds per cell, all executors
+        progress(_progress_line(len(rows), len(cells), cell, row, rate * (len(todo) - n - 1)))
+    timings["wall_s"] = time.perf_counter() - start
+    atomic_write_text(root / TIMINGS, json.dumps(timings, indent=1))
+    results = [r for cell in cells for r in rows[cell.id].get("rounds") or [rows[cell.id]]]
     add_win_rates(context, cells, results)
     if config.active:  # the rounds' rows are the points of the curve: their counts
         budgets = sorted({float(r["budget"]) for r in results})
@@ -444,12 +594,31 @@ def keep_rule(selector: SelectorEntry) -> Keep:
     return selector.keep or get_selector(selector.name).keep_for(selector.options)
 
 
+def cell_keep(context: StudyContext, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+    """(the selector's scores of the pool, the pool indices the cell keeps)."""
+    values = context.scores.of(cell.selector, cell.seed)
+    return values, keep_indices(values, cell.count, keep_rule(cell.selector), seed=cell.seed)
+
+
+def data_key(config: StudyConfig, train: TrainConfig) -> tuple:
+    """What a cell's shared data depends on: the model and its reference policy, the
+    lengths, the precision, and the batch (the chunks its reference log-probs and held-out
+    metrics are computed in: `Trainer.inference_batch`)."""
+    return (
+        config.model,
+        train.max_length,
+        train.truncation,
+        train.precision,
+        train.lora,
+        train.batch_size,
+    )
+
+
 def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     """Select the cell's subset, train on it, evaluate; write cell.json last."""
     config, pool = context.config, context.pool
     out = cell.directory(context.root)
-    values = context.scores.of(cell.selector, cell.seed)
-    keep = keep_indices(values, cell.count, keep_rule(cell.selector), seed=cell.seed)
+    values, keep = cell_keep(context, cell)
     subset = out / "subset.jsonl"
     atomic_write_jsonl(subset, [record_row(pool[i], source=False) for i in keep])
     if cell.method.online:
@@ -457,8 +626,7 @@ def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     else:
         train = cell_train_config(config, cell, out)
         train.validate()
-        key = (config.model, train.max_length, train.truncation, train.precision, train.lora)
-        result = CellTrainer(train, context, keep, key).run()
+        result = CellTrainer(train, context, keep, data_key(config, train)).run()
     row = {
         "id": cell.id,
         "method": cell.method.name,
@@ -587,14 +755,9 @@ def _finished(cell: Cell, config: StudyConfig, root: Path) -> dict[str, Any] | N
     return row if row.get("settings") == cell_settings(config, cell) else None
 
 
-def _progress_line(n: int, total: int, cell: Cell, row: dict, timings: list[float]) -> str:
+def _progress_line(n: int, total: int, cell: Cell, row: dict, eta_s: float | None) -> str:
     metrics = " ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row["metrics"].items()
     )
-    if timings:  # the first cell run also did the shared work: leave it out once others ran
-        recent = timings[1:] or timings
-        per_cell = sum(recent) / len(recent)
-        eta = f"{per_cell:.0f} s/cell, ETA {per_cell * (total - n) / 60:.1f} min"
-    else:
-        eta = "resumed"
+    eta = "resumed" if eta_s is None else f"ETA {eta_s / 60:.1f} min"
     return f"[{n}/{total}] {cell.id} ({row['count']} pairs): {metrics} | {eta}"

@@ -94,7 +94,8 @@ class Trainer:
     """Trains `config.method` on `config.data`; `run()` does the whole job.
 
     Subclasses (reward models: `alignkit.rewards.training`; online loops: `alignkit.online.loop`)
-    may override the hooks `build_scorer`, `step_loss`, `build_optimizer` and `save_extra`,
+    may override the hooks `build_tokenizer`, `build_scorer`, `step_loss`, `build_optimizer`
+    and `save_extra`,
     and may call the building blocks `make_scorer` (`build_scorer` + gradient checkpointing,
     on the device), `train_step` (one optimizer step over `grad_accum`
     micro-batches), `reset_batch_order` (after changing the training data), `log_metrics`,
@@ -221,7 +222,7 @@ class Trainer:
             return score_dataset(
                 scorer,
                 encoded,
-                batch_size=self.config.batch_size * 2,
+                batch_size=self.inference_batch(),
                 pad_id=pad_id,
                 device=self.device,
                 autocast=self.autocast,
@@ -231,6 +232,11 @@ class Trainer:
                 desc="reference log-probs",
                 k=k,
             )
+
+    def inference_batch(self) -> int:
+        """Examples per forward pass without gradients (reference log-probs, held-out
+        metrics): twice the training batch, in length-sorted chunks (`sorted_chunks`)."""
+        return self.config.batch_size * 2
 
     def prepare_eval(
         self, records: list, tokenizer, scorer: SequenceScorer, with_ref: bool | None = None
@@ -255,6 +261,10 @@ class Trainer:
         return prepared
 
     # ---------------------------------------------------------------- steps
+    def build_tokenizer(self):
+        """Hook: the model's tokenizer (a study keeps one for all its cells)."""
+        return load_tokenizer(self.config.model, self.config.trust_remote_code)
+
     def build_scorer(self, tokenizer) -> nn.Module:
         """The module trained: wraps the model (`.model`) and scores PackedBatches.
 
@@ -352,7 +362,7 @@ class Trainer:
         the policy reproduces the reference bit for bit (margins exactly 0). In lockstep:
         every rank makes the same number of forward calls, since a sharded model (FSDP,
         ZeRO-3) gathers its parameters collectively in each one."""
-        chunks = sorted_chunks([e.length for e in data.encoded], self.config.batch_size * 2)
+        chunks = sorted_chunks([e.length for e in data.encoded], self.inference_batch())
 
         def run(chunk: list[int]) -> tuple[int, Any]:
             batch = collate([data.encoded[i] for i in chunk], pad_id, data.k).to(self.device)
@@ -384,7 +394,7 @@ class Trainer:
         eval_records, eval_pair_records = (
             self.load_eval(cfg.eval_data) if cfg.eval_data else (None, [])
         )
-        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        tokenizer = self.build_tokenizer()
         if getattr(cfg, "q_diff", ""):  # a Q_diff of another tokenizer fails before any pass
             load_q_diff(cfg.q_diff).check_tokenizer(tokenizer, cfg.model)
         scorer = self.make_scorer(tokenizer)
