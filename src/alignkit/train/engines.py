@@ -1,5 +1,5 @@
 """The engines `accelerate launch` can hand the training loop: the `Accelerator` as the
-launcher configured it (DDP, FSDP2 — also over gloo on CPU — or DeepSpeed ZeRO), the FSDP2
+launcher configured it (DDP, FSDP2 or DeepSpeed ZeRO — all three also over gloo on CPU), the FSDP2
 settings alignkit cannot honour refused early, decoder layers as shard units, and DeepSpeed's
 batch settings filled from the run's options (configs in `configs/accelerate/`).
 """
@@ -160,3 +160,5 @@ def configure_deepspeed(acc: Accelerator, cfg: DataTrainingOptions) -> None:
     ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * acc.num_processes
     ds["gradient_clipping"] = float(cfg.max_grad_norm)  # the engine clips (0: off)
     acc.gradient_accumulation_steps = cfg.grad_accum
+    stage = ds.get("zero_optimization", {}).get("stage")
+    log.info("DeepSpeed: ZeRO stage %s on %d ranks", stage, acc.num_processes)
