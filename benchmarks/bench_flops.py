@@ -70,8 +70,14 @@ from alignkit.scoring.packing import PAD_SEGMENT  # noqa: E402
 from alignkit.train.trainer import Trainer  # noqa: E402
 
 # the shape of `--model tiny`: SmolLM2's architecture and tokenizer, 2 small layers
-TINY = {"num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 384,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32}  # fmt: skip
+TINY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+}
 
 
 # ------------------------------------------------------------------- FLOP accounting
@@ -303,15 +309,24 @@ def summarise(trainer: FlopsTrainer, params: dict, warmup: int) -> dict:
         raise SystemExit(f"no measured step: --steps must exceed --warmup ({warmup})")
     n = len(measured)
     batches = [b for s in measured for b in s["batches"]]
-    mean = {k: sum(s.get(k, 0.0) for s in measured) / n for k in
-            ("step_s", "data", "forward", "backward", "optimizer")}  # fmt: skip
+    mean = {
+        k: sum(s.get(k, 0.0) for s in measured) / n
+        for k in ("step_s", "data", "forward", "backward", "optimizer")
+    }
     tokens = sum(b["tokens"] for b in batches) / n
     predicted = sum(b["predicted"] for b in batches) / n
     flops = step_flops(params, int(tokens), int(predicted))
     cfg = trainer.accelerator.unwrap_model(trainer.scorer).model.config
-    q_width = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
-    attention = sum(attention_flops(b["rows"], b["length"], cfg.num_hidden_layers, q_width, True)
-                    for b in batches) / n  # fmt: skip
+    q_width = cfg.num_attention_heads * getattr(
+        cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads
+    )
+    attention = (
+        sum(
+            attention_flops(b["rows"], b["length"], cfg.num_hidden_layers, q_width, True)
+            for b in batches
+        )
+        / n
+    )
     unpacked = sum(b["unpacked_tokens"] for b in batches) / n
     return {
         "measured_steps": n,
@@ -341,8 +356,10 @@ def table(summary: dict, head: dict[str, float], peak: float, peak_name: str) ->
         ("other (schedule, metrics)", other, None),
         ("step", sec["step_s"], flops["forward"] + flops["backward"]),
     ]
-    lines = [f"{'stage':<26}{'s/step':>9}{'share':>7}{'GFLOP':>9}{'GFLOP/s':>9}"
-             f"{f'% of {peak_name} peak':>18}"]  # fmt: skip
+    lines = [
+        f"{'stage':<26}{'s/step':>9}{'share':>7}{'GFLOP':>9}{'GFLOP/s':>9}"
+        f"{f'% of {peak_name} peak':>18}"
+    ]
     for name, seconds, work in rows:
         share = f"{seconds / sec['step_s']:.0%}" if not name.startswith(" ") else ""
         if work is None:
@@ -350,8 +367,7 @@ def table(summary: dict, head: dict[str, float], peak: float, peak_name: str) ->
             continue
         rate = work / seconds / 1e9 if seconds > 0 else float("nan")
         lines.append(
-            f"{name:<26}{seconds:>9.3f}{share:>7}{work / 1e9:>9.2f}{rate:>9.1f}"
-            f"{rate / peak:>18.1%}"
+            f"{name:<26}{seconds:>9.3f}{share:>7}{work / 1e9:>9.2f}{rate:>9.1f}{rate / peak:>18.1%}"
         )
     return "\n".join(lines)
 
@@ -375,26 +391,51 @@ def tiny_model(workdir: Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="default",
-                    help="'default' (the embedded SmolLM2-135M-Instruct), 'tiny' (a random "
-                    "2-layer SmolLM2 with its tokenizer: a quick run), or a path / HF id")  # fmt: skip
+    ap.add_argument(
+        "--model",
+        default="default",
+        help="'default' (the embedded SmolLM2-135M-Instruct), 'tiny' (a random "
+        "2-layer SmolLM2 with its tokenizer: a quick run), or a path / HF id",
+    )
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per step (default 8)")
-    ap.add_argument("--steps", type=int, default=5, help="optimizer steps, warm-up included (default 5)")
-    ap.add_argument("--warmup", type=int, default=1, help="first steps left out of the means (default 1)")
-    ap.add_argument("--pairs", type=int, help="training pairs (default: batch size x steps, one epoch)")
-    ap.add_argument("--lora", action="store_true", help="train a LoRA adapter (alignkit's default recipe)")
-    ap.add_argument("--gradient-checkpointing", action="store_true",
-                    help="alignkit's --gradient-checkpointing (recomputes the forward: its FLOPs "
-                    "are not added to the count)")  # fmt: skip
-    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="training precision (default auto: bf16 autocast only with native bf16); "
-                    "%% of peak is taken against the peak of the dtype the step multiplies in")  # fmt: skip
+    ap.add_argument(
+        "--steps", type=int, default=5, help="optimizer steps, warm-up included (default 5)"
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=1, help="first steps left out of the means (default 1)"
+    )
+    ap.add_argument(
+        "--pairs", type=int, help="training pairs (default: batch size x steps, one epoch)"
+    )
+    ap.add_argument(
+        "--lora", action="store_true", help="train a LoRA adapter (alignkit's default recipe)"
+    )
+    ap.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="alignkit's --gradient-checkpointing (recomputes the forward: its FLOPs "
+        "are not added to the count)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="training precision (default auto: bf16 autocast only with native bf16); "
+        "%% of peak is taken against the peak of the dtype the step multiplies in",
+    )
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--peak-seconds", type=float, default=1.0, help="seconds per matmul shape (default 1)")
-    ap.add_argument("--square", type=int, help="size of the square matmul (default 1024 on CPU, 4096 on CUDA)")
-    ap.add_argument("--profile", action="store_true",
-                    help="print torch.profiler's top operators of the first measured step (that "
-                    "step is then left out of the means)")  # fmt: skip
+    ap.add_argument(
+        "--peak-seconds", type=float, default=1.0, help="seconds per matmul shape (default 1)"
+    )
+    ap.add_argument(
+        "--square", type=int, help="size of the square matmul (default 1024 on CPU, 4096 on CUDA)"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="print torch.profiler's top operators of the first measured step (that "
+        "step is then left out of the means)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically)")
     args = ap.parse_args(argv)
     for name in ("batch_size", "steps", "pairs", "threads", "square"):
@@ -418,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
         pairs = make_pairs(args.pairs or args.batch_size * args.steps, 112, 48)
         data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
         model = tiny_model(workdir) if args.model == "tiny" else args.model
-        spec = {"model": model, "data": str(data), "batch_size": args.batch_size,
-                "steps": args.steps, "max_length": 100_000, "precision": args.precision,
-                "lora": args.lora, "alignkit_gradient_checkpointing": args.gradient_checkpointing}  # fmt: skip
+        spec = {
+            "model": model,
+            "data": str(data),
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "max_length": 100_000,
+            "precision": args.precision,
+            "lora": args.lora,
+            "alignkit_gradient_checkpointing": args.gradient_checkpointing,
+        }
         trainer = FlopsTrainer(
             alignkit_config(spec, workdir / "run"), args.warmup if args.profile else None
         )
