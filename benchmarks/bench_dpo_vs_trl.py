@@ -174,8 +174,43 @@ def _machine(precision: str) -> dict:
     }
 
 
-def worker_alignkit(spec: dict) -> dict:
+def alignkit_config(spec: dict, out_dir: Path):
+    """The `TrainConfig` of alignkit's side of the comparison (also `bench_flops.py`'s run):
+    DPO, the spec's model, data, batch size, steps, precision and gradient checkpointing,
+    lr 5e-6 linear without warm-up, beta 0.1, clipping 1.0, no eval, nothing saved, prompts
+    as plain text (as TRL tokenizes string prompts); LoRA
+    (alignkit's default recipe) with `spec["lora"]`."""
     from alignkit.train.config import TrainConfig
+
+    cfg = TrainConfig(
+        method="dpo",
+        data=[spec["data"]],
+        data_format="trl-pair",
+        output=str(out_dir),
+        model=spec["model"],
+        beta=BETA,
+        batch_size=spec["batch_size"],
+        max_steps=spec["steps"],
+        lr=LR,
+        lr_scheduler="linear",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        gradient_checkpointing=bool(spec.get("alignkit_gradient_checkpointing")),
+        max_length=spec["max_length"],
+        precision=spec["precision"],
+        lora=bool(spec.get("lora")),
+        logging_steps=1,
+        save_model=False,
+        save_minutes=0,  # no periodic checkpoint: TRL runs with save_strategy="no"
+        chat=False,  # TRL's DPOTrainer tokenizes string prompts as they are
+        seed=SEED,
+    )
+    cfg.validate()
+    return cfg
+
+
+def worker_alignkit(spec: dict) -> dict:
     from alignkit.train.trainer import Trainer
 
     class TimedTrainer(Trainer):
@@ -198,29 +233,7 @@ def worker_alignkit(spec: dict) -> dict:
             return super().step_loss(scorer, batch, ref_table, q_diff)
 
     out_dir = Path(spec["workdir"]) / "alignkit-run"
-    cfg = TrainConfig(
-        method="dpo",
-        data=[spec["data"]],
-        data_format="trl-pair",
-        output=str(out_dir),
-        model=spec["model"],
-        beta=BETA,
-        batch_size=spec["batch_size"],
-        max_steps=spec["steps"],
-        lr=LR,
-        lr_scheduler="linear",
-        warmup_ratio=0.0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        gradient_checkpointing=bool(spec.get("alignkit_gradient_checkpointing")),
-        max_length=spec["max_length"],
-        precision=spec["precision"],
-        logging_steps=1,
-        save_model=False,
-        save_minutes=0,  # no periodic checkpoint: TRL runs with save_strategy="no"
-        seed=SEED,
-    )
-    cfg.validate()
+    cfg = alignkit_config(spec, out_dir)
     trainer = TimedTrainer(cfg)
     trainer.step_tokens = []
     result = trainer.run()

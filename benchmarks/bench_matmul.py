@@ -20,15 +20,18 @@ import torch
 from alignkit.commands.env import describe_machine
 
 
-def gflops(fn, flops: float, seconds: float) -> float:
-    """Best-of-rounds GFLOP/s of `fn` over about `seconds` after a warm-up."""
+def gflops(fn, flops: float, seconds: float, sync=lambda: None) -> float:
+    """Best-of-rounds GFLOP/s of `fn` over about `seconds` after a warm-up; `sync` waits for
+    the device (CUDA runs asynchronously: `torch.cuda.synchronize`)."""
     for _ in range(3):
         fn()
+    sync()
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
         for _ in range(5):
             fn()
+        sync()
         best = max(best, 5 * flops / (time.perf_counter() - start) / 1e9)
     return best
 

@@ -1,11 +1,8 @@
 """Scaling out with accelerate: FSDP2 over 2 gloo ranks on CPU equals one process (full
 fine-tuning and LoRA, reference log-probs precomputed, held-out metrics), resumes exactly after
-SIGKILL and saves a model `from_pretrained` loads; the shipped configs (`configs/accelerate/`)
+SIGKILL and saves a model `from_pretrained` loads; so do DeepSpeed ZeRO-2 and ZeRO-3 (its CPU
+accelerator, gloo) where deepspeed is installed; the shipped configs (`configs/accelerate/`)
 parse and configure what their comments say.
-
-DeepSpeed is not run: accelerate enables it only on an accelerator (`Accelerator(cpu=True)`,
-the only mode without CUDA, never does) and deepspeed is not installed here; its configs are
-checked down to the plugin accelerate builds from them.
 """
 
 from __future__ import annotations
@@ -35,6 +32,10 @@ needs_launcher = pytest.mark.skipif(
     importlib.util.find_spec("accelerate") is None or not ACCELERATE.exists(),
     reason="accelerate (and its `accelerate launch`) is not installed",
 )
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="deepspeed is not installed (pip install deepspeed): ZeRO-2/3 on CPU not run",
+)
 cpu_only = pytest.mark.skipif(
     torch.cuda.is_available(), reason="on a CUDA machine the ranks would go to the GPUs"
 )
@@ -58,8 +59,15 @@ def fsdp2(*args: str) -> list[str]:
     return [*launch, "--main_process_port", "0", "-m", "alignkit", *args]
 
 
-def launch(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+def zero(stage: int, *args: str) -> list[str]:
+    """`alignkit ARGS` on 2 gloo ranks with the shipped DeepSpeed ZeRO-`stage` config."""
+    config = str(CONFIGS / f"zero{stage}.yaml")
+    launch = [str(ACCELERATE), "launch", "--config_file", config, "--num_processes", "2"]
+    return [*launch, "--main_process_port", "0", "-m", "alignkit", *args]
+
+
+def launch(cmd: list[str], env: dict[str, str] = ENV) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
 
@@ -250,6 +258,40 @@ def test_two_machines_of_multi_node_config_equal_one_process(runs, tiny_model, d
     a, b = rows(out / "metrics.jsonl"), rows(one / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert max(metric_diff(x, y) for x, y in zip(a, b, strict=True)) < 1e-5
+
+
+# ------------------------------------------------------- DeepSpeed ZeRO on CPU
+
+
+@needs_launcher
+@needs_deepspeed
+@cpu_only
+@pytest.mark.parametrize(("stage", "kind"), [(2, "full"), (3, "full"), (3, "lora")])
+def test_zero_two_ranks_equal_one_process(runs, stage, kind, tiny_model, data, tmp_path):
+    """DeepSpeed ZeRO-2/3 (CPU accelerator, gloo) on 2 ranks with --batch-size 2: every logged
+    row equals 1 process with --batch-size 4 (as FSDP2 above), the checkpoints are DeepSpeed's
+    (so it really ran: accelerate used to fall back to DDP silently on CPU), and the saved
+    model gives the 1-process run's logits (ZeRO-3: gathered from the partitions)."""
+    from safetensors.torch import load_file
+
+    one = runs(kind).one
+    out = tmp_path / f"zero{stage}"
+    extra = ["--lora", "--lora-dropout", "0", "--lr", "1e-2"] if kind == "lora" else []
+    log = launch(
+        zero(stage, *train_args(tiny_model, data, out, 2, *extra)), {**ENV, "DS_ACCELERATOR": "cpu"}
+    )
+    assert f"DeepSpeed: ZeRO stage {stage} on 2 ranks" in log
+    ckpt = out / "checkpoints" / f"step-{STEPS - SAVE}"
+    assert (ckpt / "pytorch_model").is_dir() and (ckpt / "zero_to_fp32.py").exists()
+    a, b = rows(out / "metrics.jsonl"), rows(one / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert a[0]["eval/rewards/margins"] == 0.0  # the reference pass saw the full weights
+    assert max(metric_diff(x, y) for x, y in zip(a, b, strict=True)) < 1e-5
+    assert a[-1]["eval/rewards/margins"] > 0.01  # it trained
+    name = "model.safetensors" if kind == "full" else "adapter_model.safetensors"
+    w1, w2 = (load_file(run / "model" / name) for run in (out, one))
+    assert sorted(w1) == sorted(w2)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
 
 
 def kill_tree(pid: int) -> None:

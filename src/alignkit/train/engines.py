@@ -1,19 +1,25 @@
 """The engines `accelerate launch` can hand the training loop: the `Accelerator` as the
-launcher configured it (DDP, FSDP2 — also over gloo on CPU — or DeepSpeed ZeRO), the FSDP2
+launcher configured it (DDP, FSDP2 or DeepSpeed ZeRO — all three also over gloo on CPU), the FSDP2
 settings alignkit cannot honour refused early, decoder layers as shard units, and DeepSpeed's
 batch settings filled from the run's options (configs in `configs/accelerate/`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.tracking import TensorBoardTracker
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from accelerate.utils import (
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    InitProcessGroupKwargs,
+)
 from torch import nn
 
 from alignkit.errors import AlignkitError
@@ -43,11 +49,19 @@ def make_accelerator(tracking: TrackingOptions | None, output: str | None) -> Ac
     cpu=True without CUDA: that is what makes accelerate pick up torchrun's gloo ranks. On CPU
     accelerate then always takes DDP, even when the launcher asked for FSDP: torch's
     `fully_shard` runs over gloo as well, so the launcher's FSDP settings are applied here
-    (this is how `configs/accelerate/fsdp2.yaml` is tested on CPU).
+    (this is how `configs/accelerate/fsdp2.yaml` is tested on CPU). DeepSpeed on CPU (its CPU
+    accelerator) is the exception: with cpu=True accelerate would silently train DDP instead,
+    so a DeepSpeed launch without CUDA gets cpu=False and the gloo backend, which accelerate
+    hands to `deepspeed.comm` (without a backend it would count one process per rank).
     """
     log_with = tracker_setup(tracking, output or ".")[0] if tracking else []
     cpu = not torch.cuda.is_available()
-    acc = Accelerator(log_with=log_with or None, project_dir=output or None, cpu=cpu)
+    handlers = []
+    if cpu and _launched_with_deepspeed():
+        cpu, handlers = False, [InitProcessGroupKwargs(backend="gloo")]
+    acc = Accelerator(
+        log_with=log_with or None, project_dir=output or None, cpu=cpu, kwargs_handlers=handlers
+    )
     if acc.distributed_type == DistributedType.MULTI_CPU and _env_true("ACCELERATE_USE_FSDP"):
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # read from the launcher's env
         # both shared states: accelerate rebuilds AcceleratorState from PartialState's later
@@ -66,6 +80,11 @@ def make_accelerator(tracking: TrackingOptions | None, output: str | None) -> Ac
             "zero3_init_flag: false (as configs/accelerate/zero3.yaml does)"
         )
     return acc
+
+
+def _launched_with_deepspeed() -> bool:
+    """`accelerate launch --use_deepspeed` (or a DeepSpeed config) started this rank."""
+    return _env_true("ACCELERATE_USE_DEEPSPEED") and int(os.environ.get("LOCAL_RANK", -1)) != -1
 
 
 def _env_true(name: str) -> bool:
@@ -112,6 +131,26 @@ def fsdp_layers_to_wrap(plugin: FullyShardedDataParallelPlugin, model: nn.Module
     log.info("FSDP2: one shard unit per %s", ", ".join(plugin.transformer_cls_names_to_wrap))
 
 
+@contextlib.contextmanager
+def full_weights_loading(acc: Accelerator) -> Iterator[None]:
+    """Around loading the trained model: every rank loads the full weights. Under DeepSpeed
+    accelerate registers its config with transformers whatever zero3_init_flag says (its
+    `zero3_init_context_manager(enable=False)` does nothing when the flag is already false),
+    and `from_pretrained` then partitions a ZeRO-3 model while loading (zero.Init): the
+    reference pass before `prepare` would fail on the empty tensors ("Padding_idx must be
+    within num_embeddings"). alignkit refuses zero3_init_flag: true (`make_accelerator`)."""
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        acc.state.deepspeed_plugin.set_deepspeed_weakref()  # as accelerate left it
+
+
 def configure_deepspeed(acc: Accelerator, cfg: DataTrainingOptions) -> None:
     """Fill the DeepSpeed config from the run's options before `prepare`: accelerate takes the
     micro-batch size from a dataloader, and alignkit batches by hand (no dataloader)."""
@@ -121,3 +160,5 @@ def configure_deepspeed(acc: Accelerator, cfg: DataTrainingOptions) -> None:
     ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * acc.num_processes
     ds["gradient_clipping"] = float(cfg.max_grad_norm)  # the engine clips (0: off)
     acc.gradient_accumulation_steps = cfg.grad_accum
+    stage = ds.get("zero_optimization", {}).get("stage")
+    log.info("DeepSpeed: ZeRO stage %s on %d ranks", stage, acc.num_processes)

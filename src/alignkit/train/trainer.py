@@ -74,6 +74,7 @@ from alignkit.train.config import DataTrainingOptions
 from alignkit.train.engines import (
     configure_deepspeed,
     fsdp_layers_to_wrap,
+    full_weights_loading,
     make_accelerator,
     tracker_setup,
 )
@@ -285,7 +286,8 @@ class Trainer:
 
     def make_scorer(self, tokenizer) -> nn.Module:
         """`build_scorer`, with --gradient-checkpointing applied, on the training device."""
-        scorer = self.build_scorer(tokenizer)
+        with full_weights_loading(self.accelerator):  # never partitioned while loading
+            scorer = self.build_scorer(tokenizer)
         if self.config.gradient_checkpointing:
             enable_gradient_checkpointing(scorer.model)
         return scorer.to(self.device)
