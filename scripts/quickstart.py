@@ -46,11 +46,11 @@ README_PORT = "8000"
 
 # verb (and sub-verb) -> flags appended with --tiny; the longest matching key wins
 TINY_FLAGS: dict[str, list[str]] = {
-    "demo": ["--train-pairs", "8", "--max-steps", "2", "--max-new-tokens", "8"],
-    "select": ["--count", "8"],
-    "train": ["--max-steps", "2"],
-    "eval": ["--num-prompts", "2", "--max-new-tokens", "8"],
-    "serve": ["--max-new-tokens", "8"],
+    "demo": "--train-pairs 8 --max-steps 2 --max-new-tokens 8 --max-length 64".split(),
+    "select": "--count 8".split(),
+    "train": "--max-steps 2".split(),
+    "eval": "--num-prompts 2 --max-new-tokens 8".split(),
+    "serve": "--max-new-tokens 8".split(),
 }
 # verbs the README may show before they exist; a line of one is skipped until the CLI has it
 PLANNED_VERBS = {"export"}
@@ -82,7 +82,9 @@ def quickstart_block(markdown: str) -> str:
     inside = markdown.split(BEGIN, 1)[1].split(END, 1)[0]
     blocks = code_blocks(inside)
     if len(blocks) != 1:
-        raise SystemExit(f"expected one bash block between the quick-start markers, got {len(blocks)}")
+        raise SystemExit(
+            f"expected one bash block between the quick-start markers, got {len(blocks)}"
+        )
     return blocks[0]
 
 
@@ -90,8 +92,9 @@ def logical_lines(block: str) -> list[str]:
     """Shell lines with backslash continuations joined; blank and comment-only lines dropped."""
     lines, pending = [], ""
     for raw in block.splitlines():
-        if raw.rstrip().endswith("\\"):
-            pending += raw.rstrip()[:-1] + " "
+        raw = raw.strip() if pending else raw.rstrip()
+        if raw.endswith("\\"):
+            pending += raw[:-1].rstrip() + " "
             continue
         line = (pending + raw).strip()
         pending = ""
@@ -178,9 +181,11 @@ def rewrite(block: str, data_dir: Path, port: int, tiny: bool) -> str:
             continue
         elif argv is not None and tiny:
             line = with_flags(line, tiny_flags(argv))
-        out.append(line.replace(f":{README_PORT}", f":{port}").replace(
-            f"--port {README_PORT}", f"--port {port}"
-        ))
+        out.append(
+            line.replace(f":{README_PORT}", f":{port}").replace(
+                f"--port {README_PORT}", f"--port {port}"
+            )
+        )
     return "\n".join(out) + "\n"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from alignkit.cli import main
-from alignkit.commands.demo import _report, is_refusal
+from alignkit.commands.demo import _report, is_refusal, next_steps
 
 
 def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
@@ -32,6 +32,8 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     printed = capsys.readouterr().out
     assert "held-out implicit-reward accuracy: 0.000 ->" in printed
     assert "refusal rate on held-out harmful prompts" in printed
+    assert printed.rstrip().endswith(next_steps(out).rstrip())  # the output ends on what next
+    assert f"alignkit serve --model {out}" in printed
 
 
 def test_demo_rejects_an_unknown_method_before_any_work(tmp_path, tiny_model, capsys):

@@ -150,7 +150,20 @@ def run(args: DemoConfig) -> int:
     report["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(output / "demo_report.json", json.dumps(report, indent=2))
     _print(report)
+    print(next_steps(output))
     return 0
+
+
+def next_steps(output: Path) -> str:
+    """What to do after the demo: chat with the run, then the README's quick start."""
+    return (
+        f"\n== next\n"
+        f"  report:       {output / 'demo_report.json'}\n"
+        f"  chat with it: alignkit serve --model {output}   (OpenAI-compatible API on "
+        f"http://127.0.0.1:8000/v1)\n"
+        f"  your own run: the README's quick start trains, evaluates and serves a model on the "
+        f"shipped data"
+    )
 
 
 def _training_subset(output: Path, n: int, seed: int) -> str:
