@@ -235,6 +235,7 @@ def run(script: str, workdir: Path, env: dict[str, str], timeout: float | None) 
     path = workdir / "quickstart.sh"
     path.write_text(PRELUDE + script)
     proc = subprocess.Popen(["bash", str(path)], cwd=workdir, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: `finally` still runs
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
