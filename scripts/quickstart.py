@@ -46,7 +46,7 @@ README_PORT = "8000"
 
 # verb (and sub-verb) -> flags appended with --tiny; the longest matching key wins
 TINY_FLAGS: dict[str, list[str]] = {
-    "demo": "--train-pairs 8 --max-steps 2 --max-new-tokens 8 --max-length 64".split(),
+    "demo": "--train-pairs 8 --heldout-pairs 8 --max-steps 2 --max-new-tokens 8 --max-length 64".split(),
     "select": "--count 8".split(),
     "train": "--max-steps 2".split(),
     "eval": "--num-prompts 2 --max-new-tokens 8".split(),

@@ -12,6 +12,7 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--model", tiny_model, "--output", str(out), "--train-pairs", "16"]
     args += ["--max-steps", "2", "--max-new-tokens", "4", "--method", "ulma"]
+    args += ["--heldout-pairs", "5"]
     assert main(args) == 0
     report = json.loads((out / "demo_report.json").read_text())
     assert [a["category"] for a in report["answers"]] == ["harmful"] * 6 + ["benign"] * 6
@@ -29,6 +30,10 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     assert report["heldout_margin"]["before"] == 0.0
     assert report["heldout_margin"]["after"] != 0.0
     assert len((out / "demo_train.jsonl").read_text().splitlines()) == 16
+    heldout = (out / "demo_heldout_pairs.jsonl").read_text().splitlines()
+    assert len(heldout) == 5  # --heldout-pairs: the held-out metrics come from these 5
+    config = json.loads((out / "config.json").read_text())
+    assert config["eval_data"] == [str(out / "demo_heldout_pairs.jsonl")]
     printed = capsys.readouterr().out
     assert "held-out implicit-reward accuracy: 0.000 ->" in printed
     assert "refusal rate on held-out harmful prompts" in printed
