@@ -36,7 +36,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/bench_dpo_vs_trl.py
 
-# two methods trained on the embedded data, compared with every evaluation tool (~25 min)
+# two methods trained on the embedded data, compared with every evaluation tool (~20 min)
 compare: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/compare_methods.sh
 

@@ -1872,7 +1872,7 @@ def _readme(data: dict) -> bytes:
     text = f"""# alignkit demo data
 
 A small harmlessness + helpfulness preference dataset used by `alignkit demo`, which aligns
-SmolLM2-135M-Instruct with DPO on CPU in a few minutes and shows that it refuses held-out
+SmolLM2-135M-Instruct with ULMA on CPU in a few minutes and shows that it refuses held-out
 harmful requests more often while still answering held-out benign ones.
 
 The data was written for alignkit by its authors: the topic lists, prompt templates, refusals,

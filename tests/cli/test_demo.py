@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 from alignkit.cli import main
-from alignkit.commands.demo import _report, is_refusal
+from alignkit.commands.demo import _report, is_refusal, next_steps
 
 
 def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--model", tiny_model, "--output", str(out), "--train-pairs", "16"]
     args += ["--max-steps", "2", "--max-new-tokens", "4", "--method", "ulma"]
+    args += ["--heldout-pairs", "5"]
     assert main(args) == 0
     report = json.loads((out / "demo_report.json").read_text())
     assert [a["category"] for a in report["answers"]] == ["harmful"] * 6 + ["benign"] * 6
@@ -29,9 +30,15 @@ def test_demo_writes_report_with_before_after(tmp_path, tiny_model, capsys):
     assert report["heldout_margin"]["before"] == 0.0
     assert report["heldout_margin"]["after"] != 0.0
     assert len((out / "demo_train.jsonl").read_text().splitlines()) == 16
+    heldout = (out / "demo_heldout_pairs.jsonl").read_text().splitlines()
+    assert len(heldout) == 5  # --heldout-pairs: the held-out metrics come from these 5
+    config = json.loads((out / "config.json").read_text())
+    assert config["eval_data"] == [str(out / "demo_heldout_pairs.jsonl")]
     printed = capsys.readouterr().out
     assert "held-out implicit-reward accuracy: 0.000 ->" in printed
     assert "refusal rate on held-out harmful prompts" in printed
+    assert printed.rstrip().endswith(next_steps(out).rstrip())  # the output ends on what next
+    assert f"alignkit serve --model {out}" in printed
 
 
 def test_demo_rejects_an_unknown_method_before_any_work(tmp_path, tiny_model, capsys):

@@ -58,6 +58,11 @@ class DemoConfig:
         0,
         "train on a seeded sample of this many of the 262 embedded pairs (default: 0 = all)",
     )
+    heldout_pairs: int = opt(
+        0,
+        "measure the held-out implicit reward on a seeded sample of this many of the 44 "
+        "held-out pairs, for a quicker check (default: 0 = all)",
+    )
     lora: bool = opt(
         True,
         "train a LoRA adapter on all linear layers (default) or, with --no-lora, all weights",
@@ -110,11 +115,12 @@ def run(args: DemoConfig) -> int:
     output = Path(args.output)
     prompts = read_jsonl(demo_file("heldout_prompts.jsonl"))
     base = resolve_model(args.model)
-    train_file = _training_subset(output, args.train_pairs, args.seed)
+    train_file = _sample(output, "train.jsonl", args.train_pairs, args.seed)
+    heldout_file = _sample(output, "heldout_pairs.jsonl", args.heldout_pairs, args.seed)
     config = TrainConfig(
         method=args.method,
         data=[train_file],
-        eval_data=[demo_file("heldout_pairs.jsonl")],
+        eval_data=[heldout_file],
         output=str(output),
         model=args.model,
         beta=args.beta,
@@ -150,16 +156,30 @@ def run(args: DemoConfig) -> int:
     report["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(output / "demo_report.json", json.dumps(report, indent=2))
     _print(report)
+    print(next_steps(output))
     return 0
 
 
-def _training_subset(output: Path, n: int, seed: int) -> str:
-    """The embedded training pairs, or a seeded sample of `n` of them written into the run."""
-    rows = read_jsonl(demo_file("train.jsonl"))
+def next_steps(output: Path) -> str:
+    """What to do after the demo: chat with the run, then the README's quick start."""
+    return (
+        f"\n== next\n"
+        f"  report:       {output / 'demo_report.json'}\n"
+        f"  chat with it: alignkit serve --model {output}   (OpenAI-compatible API on "
+        f"http://127.0.0.1:8000/v1)\n"
+        f"  your own run: the README's quick start trains, evaluates and serves a model on the "
+        f"shipped data"
+    )
+
+
+def _sample(output: Path, name: str, n: int, seed: int) -> str:
+    """The embedded file `name`, or a seeded sample of `n` of its records written into the run
+    as `demo_<name>` (train.jsonl -> demo_train.jsonl)."""
+    rows = read_jsonl(demo_file(name))
     if n <= 0 or n >= len(rows):
-        return demo_file("train.jsonl")
+        return demo_file(name)
     sample = random.Random(seed).sample(rows, n)
-    path = output / "demo_train.jsonl"
+    path = output / f"demo_{name}"
     if not _holds(path, sample):
         atomic_write_jsonl(path, sample)  # an unchanged file keeps the data cache
     return str(path)
