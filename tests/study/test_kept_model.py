@@ -55,14 +55,18 @@ def test_a_study_loads_its_model_once_and_each_cell_equals_the_cell_run_alone(
     pool = write_jsonl(tmp_path / "pool.jsonl", pair_rows(12))
     held = write_jsonl(tmp_path / "held.jsonl", pair_rows(6, seed=5))
     loads: list[str] = []
-    for module in (kept_model, trainer_module):  # the kept model, and a per-cell load
-        original = module.load_causal_lm
+    # the kept model, and a per-cell load (the trainer's)
+    for module, attribute in (
+        (kept_model, "load_causal_lm"),
+        (trainer_module, "load_training_model"),
+    ):
+        original = getattr(module, attribute)
 
         def counting(name, *args, _original=original, **kwargs):
             loads.append(name)
             return _original(name, *args, **kwargs)
 
-        monkeypatch.setattr(module, "load_causal_lm", counting)
+        monkeypatch.setattr(module, attribute, counting)
     config = parse_study(study_raw(pool, held, tmp_path / "together", tiny_model))
     report = study_run.run_study(config, progress=lambda line: None)
     ids = [c["id"] for c in report["cells"]]
