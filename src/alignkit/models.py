@@ -9,6 +9,7 @@ the cache directory (`$ALIGNKIT_CACHE`, default `~/.cache/alignkit`) and loaded 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import functools
 import importlib.util
@@ -313,7 +314,8 @@ def load_causal_lm(
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        with torch.random.fork_rng(devices=[]):  # peft initializes the layers it then loads
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         if lora is None:
             return model
         # a new adapter on a model that is itself base + adapter: start from the merged model
@@ -361,13 +363,10 @@ def load_training_model(
     spec = resolve_model_spec(name)
     if not spec.adapter or lora is not None:
         return load_causal_lm(name, lora=lora, trust_remote_code=trust_remote_code)
-    import copy
-
     from peft import get_peft_model
 
     saved = load_causal_lm(name, trust_remote_code=trust_remote_code)
-    settings = copy.deepcopy(saved.peft_config[saved.active_adapter])
-    settings.inference_mode = False
+    settings = saved_adapter_settings(saved)
     log.info(
         "%s is a LoRA adapter: merged into its base; a fresh adapter of the same shape is "
         "trained on top, so that the reference (the adapter disabled) is the model given",
@@ -376,16 +375,26 @@ def load_training_model(
     return get_peft_model(saved.merge_and_unload(), settings)
 
 
-def with_new_adapter(model: nn.Module, lora: LoraSettings) -> nn.Module:
-    """`model` with a fresh LoRA adapter (peft's `default`), its initial weights drawn from
-    torch's global generator. A peft model's adapter is removed first, unmerged (`unload`):
-    the base weights are as loaded, so a new adapter on a kept model is the adapter a fresh
+def saved_adapter_settings(model: nn.Module) -> Any:
+    """The peft config of `model`'s active (saved) adapter, trainable: what a fresh adapter
+    of the same shape is made with (`load_training_model`)."""
+    settings = copy.deepcopy(model.peft_config[model.active_adapter])  # type: ignore[index]
+    settings.inference_mode = False
+    return settings
+
+
+def with_new_adapter(model: nn.Module, lora: Any) -> nn.Module:
+    """`model` with a fresh LoRA adapter (peft's `default`) of `lora` (LoraSettings, or a
+    peft config: `saved_adapter_settings`), its initial weights drawn from torch's global
+    generator. A peft model's adapter is removed first, unmerged (`unload`): the base weights
+    are as loaded, so a new adapter on a kept model is the adapter a fresh
     `load_causal_lm(lora=...)` makes after the same seed."""
     from peft import get_peft_model
 
     if is_peft(model):
         model = model.unload()  # type: ignore[operator]
-    return get_peft_model(model, lora.peft_config("CAUSAL_LM"))
+    config = lora.peft_config("CAUSAL_LM") if isinstance(lora, LoraSettings) else lora
+    return get_peft_model(model, config)
 
 
 @dataclass

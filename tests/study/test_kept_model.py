@@ -116,3 +116,44 @@ def test_the_kept_model_is_handed_over_as_loaded(tiny_model, lora) -> None:
                 if p.requires_grad:
                     p.add_(1.0)
         model.train()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_kept_adapter_is_handed_over_as_load_training_model_gives_it(sft_adapter, lora) -> None:
+    """A study model that is a saved adapter: each cell gets what `load_training_model` gives
+    a separate run, a fresh adapter (of the saved shape without `lora`) on the merged model,
+    never the merged model's own weights to train."""
+    import torch
+
+    from alignkit.models import LoraSettings, load_training_model
+
+    settings = LoraSettings(r=4) if lora else None
+    torch.manual_seed(5)
+    loaded = load_training_model(sft_adapter, lora=settings)
+    kept = kept_model.KeptModel(sft_adapter)
+    for _ in range(2):
+        torch.manual_seed(5)
+        model = kept.fresh(settings)
+        expected = loaded.state_dict()
+        assert list(model.state_dict()) == list(expected)
+        assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+        grads = {n: p.requires_grad for n, p in loaded.named_parameters()}
+        assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+
+
+def test_the_kept_model_turns_dropout_off_as_train_does_and_back_on(tiny_model) -> None:
+    """Dropout off unless the cell keeps it (`Trainer.build_scorer`); a cell that keeps it
+    after one that turned it off gets the rates as loaded."""
+    from torch import nn
+
+    from alignkit.models import LoraSettings
+
+    def rates(model) -> list[float]:
+        return [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    kept = kept_model.KeptModel(tiny_model)
+    settings = LoraSettings(r=4, dropout=0.1)
+    on = rates(kept.fresh(settings, keep_dropout=True))
+    assert on and max(on) == 0.1
+    assert set(rates(kept.fresh(settings, keep_dropout=False))) == {0.0}
+    assert rates(kept.fresh(settings, keep_dropout=True)) == on

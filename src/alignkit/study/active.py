@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from alignkit.data.formats import record_row
+from alignkit.data.prompts import chat_records
 from alignkit.data.records import Pair
 from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.io import atomic_write_jsonl, atomic_write_text
@@ -163,8 +164,8 @@ class CandidateScorer:
     pair and shared by the cells (`SharedData`): with the adapter disabled for a LoRA model,
     else with the study model loaded once per process (`StudyContext.frozen_model`)."""
 
-    def __init__(self, context: StudyContext, key: tuple, cell: Cell) -> None:
-        self.context, self.key, self.cell = context, key, cell
+    def __init__(self, context: StudyContext, key: tuple, cell: Cell, chat: bool) -> None:
+        self.context, self.key, self.cell, self.chat = context, key, cell, chat
         self.config: StudyConfig = context.config
         self.canonical = [canonical(p) for p in context.pool]
 
@@ -188,7 +189,12 @@ class CandidateScorer:
         if "logps" in needs:
             full = self.context.shared.get(
                 ("acquire", *self.key),
-                lambda: _prepared(self.canonical, tokenizer, max_length, truncation),
+                lambda: _prepared(
+                    chat_records(self.canonical, tokenizer, self.chat),
+                    tokenizer,
+                    max_length,
+                    truncation,
+                ),
             )
             rows = subset_rows(full, candidates)
             positions = full.records or [e.index for e in full.encoded]
@@ -253,7 +259,7 @@ def run_active_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     settings = cell_settings(config, cell)
     first = cell_train_config(config, cell, out)
     key = data_key(config, first)
-    scorer = CandidateScorer(context, key, cell)
+    scorer = CandidateScorer(context, key, cell, bool(first.chat))  # the prompts as trained
     labelled = np.zeros(0, dtype=np.int64)
     model, tokenizer, state = None, None, None
     rows: list[dict[str, Any]] = []

@@ -48,6 +48,7 @@ from alignkit.inference.generators import HFGenerator
 from alignkit.io import atomic_write, atomic_write_jsonl, atomic_write_text
 from alignkit.models import (
     generation_dtype,
+    is_peft,
     load_inference_model,
     load_scoring_model,
     load_tokenizer,
@@ -218,13 +219,16 @@ class CellTrainer(Trainer):
     def build_scorer(self, tokenizer) -> nn.Module:
         """The study's kept model (`StudyContext.kept_model`), as a fresh load gives it: a
         new adapter drawn from the cell's seed (set by `run` before), or the weights as
-        loaded. Under a launcher (several processes, FSDP, DeepSpeed) the model is loaded
+        loaded; dropout off unless the cell keeps it. Under a launcher (several processes, FSDP, DeepSpeed) the model is loaded
         per cell: those wrap and shard it in place."""
         if self.accelerator.distributed_type != DistributedType.NO:
             return super().build_scorer(tokenizer)
         cfg = self.config
         kept = self.context.kept_model(cfg.model, cfg.trust_remote_code)
-        return SequenceScorer(kept.fresh(cfg.lora_settings(), cfg.gradient_checkpointing))
+        keep_dropout = bool(cfg.keep_dropout)  # off unless --keep-dropout, as `train`
+        return SequenceScorer(
+            kept.fresh(cfg.lora_settings(), cfg.gradient_checkpointing, keep_dropout)
+        )
 
     def prepare_train(self, records: list, tokenizer, scorer) -> Prepared:
         if self.method.kind != "pair":  # point / multi views of a pair differ per method
@@ -390,7 +394,12 @@ class StudyContext:
         active cell's first round acquires with, and a full fine-tuning run's reference
         while the kept model trains."""
         if self._frozen is None:
-            self._frozen = load_scoring_model(self.config.model)
+            spec = self.config.model
+            trust = bool(self.config.train.get("trust_remote_code", False))
+            model, tokenizer = load_scoring_model(spec, trust_remote_code=trust)
+            if is_peft(model):  # a saved adapter: the model it gives, not its base
+                model = model.merge_and_unload()  # type: ignore[operator]
+            self._frozen = (model, tokenizer)
         return self._frozen
 
     def release(self) -> None:
