@@ -18,6 +18,7 @@ from conftest import make_tiny_model, make_tokenizer, pair_rows, write_jsonl
 import alignkit.rewards.selection  # noqa: F401  (registers rm-margin)
 from alignkit.cli import main
 from alignkit.data import Pair, Point, load_records
+from alignkit.data.prompts import chat_records
 from alignkit.data.tokenize import encode_records
 from alignkit.errors import AlignkitError
 from alignkit.models import load_causal_lm, load_tokenizer
@@ -64,9 +65,11 @@ def request(records, model: str = "default", **kwargs) -> ScoreRequest:
 
 
 def table_of(model_spec: str, records, tokenizer, k: int | None = None) -> np.ndarray:
-    """(n, K) summed log-probs by score_dataset (the hand computation's log-probs)."""
+    """(n, K) summed log-probs by score_dataset (the hand computation's log-probs), the
+    prompts in the chat template as the selectors render them for a model without a recorded
+    format (`runs.chat_format`)."""
     model = load_causal_lm(model_spec).eval()
-    encoded, _ = encode_records(records, tokenizer, 512, "truncate")
+    encoded, _ = encode_records(chat_records(records, tokenizer, True), tokenizer, 512, "truncate")
     if k == 1:
         encoded = [dataclasses.replace(e, responses=e.responses[:1]) for e in encoded]
     table = score_dataset(
@@ -244,7 +247,9 @@ def test_perplexity_by_hand(pairs, tiny_model):
     _, records = pairs
     tokenizer = load_tokenizer(tiny_model)
     model = load_causal_lm(tiny_model).eval()
-    encoded, _ = encode_records(records, tokenizer, 512, "truncate")
+    # the prompts as training renders them: the chat template (tiny_model has one)
+    encoded, _ = encode_records(chat_records(records, tokenizer, True), tokenizer, 512, "truncate")
+    assert encoded[0].prompt != encode_records(records, tokenizer, 512, "truncate")[0][0].prompt
     want = []
     with torch.no_grad():
         for e in encoded:

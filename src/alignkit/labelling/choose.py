@@ -323,7 +323,7 @@ def _apl_logps(
         trust_remote_code=config.trust_remote_code,
     )
     model, tokenizer = load_scoring_model(config.model, trust_remote_code=config.trust_remote_code)
-    encoded = encode_all(points, tokenizer, config.max_length)
+    encoded = encode_all(points, tokenizer, config.max_length, config.model)
     policy, ref = policy_and_reference(model, tokenizer, encoded, request, config.ref)
 
     def per_prompt(table) -> list[list[float]]:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignkit.data.prompts import chat_records
 from alignkit.data.records import Pair, Point
 from alignkit.data.tokenize import Encoded, encode_records
 from alignkit.distributed import distributed_state
@@ -44,7 +45,7 @@ from alignkit.models import (
     load_tokenizer,
     reference_context,
 )
-from alignkit.runs import ModelSpec, resolve_model_spec
+from alignkit.runs import ModelSpec, chat_format, resolve_model_spec
 from alignkit.scoring.dataset import score_dataset
 from alignkit.scoring.forward import SequenceScorer
 from alignkit.select.common import ScoreRequest
@@ -102,9 +103,13 @@ def length_scores(request: ScoreRequest) -> np.ndarray:
 # ------------------------------------------------------------------ with a causal LM
 
 
-def encode_all(records: Sequence[Any], tokenizer: Any, max_length: int) -> list[Encoded]:
-    """Every record encoded as training encodes it (over-long examples truncated, none
-    dropped), in record order."""
+def encode_all(
+    records: Sequence[Any], tokenizer: Any, max_length: int, model: str
+) -> list[Encoded]:
+    """Every record encoded as training encodes it for the model spec `model`: plain-text
+    prompts in the prompt format of `runs.chat_format` (the run's recorded one, else the chat
+    template), over-long examples truncated, none dropped, in record order."""
+    records = chat_records(list(records), tokenizer, chat_format(None, model))
     encoded, _ = encode_records(records, tokenizer, max_length, "truncate")
     if [e.index for e in encoded] != list(range(len(records))):
         raise AlignkitError("internal: encoding dropped or reordered records")
@@ -147,7 +152,10 @@ def perplexity_scores(request: ScoreRequest) -> np.ndarray:
     model, tokenizer = load_scoring_model(
         request.model, trust_remote_code=request.trust_remote_code
     )
-    encoded = [chosen_only(e) for e in encode_all(request.records, tokenizer, request.max_length)]
+    encoded = [
+        chosen_only(e)
+        for e in encode_all(request.records, tokenizer, request.max_length, request.model)
+    ]
     sums = sequence_logps(model, encoded, tokenizer.pad_token_id, request)[:, 0]
     tokens = np.array([len(e.responses[0]) for e in encoded], dtype=np.float64)
     return np.exp(-sums / tokens)
@@ -198,7 +206,7 @@ def reward_gap_scores(request: ScoreRequest) -> np.ndarray:
     model, tokenizer = load_scoring_model(
         request.model, trust_remote_code=request.trust_remote_code
     )
-    encoded = encode_all(request.records, tokenizer, request.max_length)
+    encoded = encode_all(request.records, tokenizer, request.max_length, request.model)
     policy, ref_table = policy_and_reference(model, tokenizer, encoded, request, ref)
     gap = policy[:, 0] - policy[:, 1]
     if ref_table is not None:
