@@ -55,6 +55,7 @@ from alignkit.study.run import (
     subset_rows,
 )
 from alignkit.train.checkpoint import Prepared
+from alignkit.train.config import TrainConfig
 
 ROUNDS_FILE = "rounds.json"
 
@@ -164,8 +165,9 @@ class CandidateScorer:
     pair and shared by the cells (`SharedData`): with the adapter disabled for a LoRA model,
     else with the study model loaded once per process (`StudyContext.frozen_model`)."""
 
-    def __init__(self, context: StudyContext, key: tuple, cell: Cell, chat: bool) -> None:
-        self.context, self.key, self.cell, self.chat = context, key, cell, chat
+    def __init__(self, context: StudyContext, key: tuple, cell: Cell, train: TrainConfig) -> None:
+        # `train`: the cell's training options, so candidates are encoded as the cell trains
+        self.context, self.key, self.cell, self.train = context, key, cell, train
         self.config: StudyConfig = context.config
         self.canonical = [canonical(p) for p in context.pool]
 
@@ -179,10 +181,8 @@ class CandidateScorer:
     ) -> tuple[np.ndarray, CandidateScores]:
         """(the candidates that could be encoded, their scores) for the cell's acquisition."""
         needs = get_acquisition(self.cell.selector.name).needs
-        train = self.config.train
-        max_length = int(train.get("max_length", 512))
-        truncation = str(train.get("truncation", "truncate"))
-        precision = str(train.get("precision", "auto"))
+        max_length, truncation = self.train.max_length, self.train.truncation
+        precision = self.train.precision
         device = next(model.parameters()).device
         autocast = autocast_dtype(precision, device)  # type: ignore[arg-type]
         out = CandidateScores(n=len(candidates))
@@ -190,7 +190,7 @@ class CandidateScorer:
             full = self.context.shared.get(
                 ("acquire", *self.key),
                 lambda: _prepared(
-                    chat_records(self.canonical, tokenizer, self.chat),
+                    chat_records(self.canonical, tokenizer, bool(self.train.chat)),
                     tokenizer,
                     max_length,
                     truncation,
@@ -199,7 +199,7 @@ class CandidateScorer:
             rows = subset_rows(full, candidates)
             positions = full.records or [e.index for e in full.encoded]
             candidates = np.array([positions[r] for r in rows], dtype=np.int64)
-            batch = int(train.get("batch_size", 8)) * 2
+            batch = self.train.batch_size * 2
 
             def logps(scoring_model, encoded: list[Encoded]) -> torch.Tensor:
                 return score_dataset(
@@ -259,7 +259,7 @@ def run_active_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     settings = cell_settings(config, cell)
     first = cell_train_config(config, cell, out)
     key = data_key(config, first)
-    scorer = CandidateScorer(context, key, cell, bool(first.chat))  # the prompts as trained
+    scorer = CandidateScorer(context, key, cell, first)  # encoded as the cell trains
     labelled = np.zeros(0, dtype=np.int64)
     model, tokenizer, state = None, None, None
     rows: list[dict[str, Any]] = []
