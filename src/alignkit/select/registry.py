@@ -99,7 +99,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when a built-in score changes its definition (invalidates caches)
+CACHE_VERSION = 2  # bump when a built-in score changes its definition (invalidates caches)
 REQUEST_INPUTS = ("model", "seed", "max_length", "precision")
 KeepRule = Keep | Callable[[Mapping[str, Any]], Keep]
 SelectHook = Callable[[list, Any], "Selection"]
