@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from alignkit.data.formats import parse_prompt
-from alignkit.data.prompts import distinct_prompts
+from alignkit.data.prompts import as_prompt, distinct_prompts, hh_messages
 from alignkit.data.queries import parse_query
 from alignkit.data.records import Pair, Point
 from alignkit.errors import DataError
@@ -75,3 +75,24 @@ def test_distinct_prompts_in_first_seen_order():
     assert [prompt for prompt, _ in groups] == ["a", chat, "b"]  # text "a" != chat "a"
     assert [[records.index(r) for r in group] for _, group in groups] == [[0, 3], [1, 4], [2]]
     assert distinct_prompts([]) == []
+
+
+def test_an_hh_transcript_becomes_its_chat_turns():
+    """With the chat template on (every verb's default), an HH-RLHF prompt is rendered as its
+    turns, not as one user message holding the whole transcript."""
+    text = "\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: bye?\n\nAssistant:"
+    assert as_prompt(text, True) == (
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye?"},
+    )
+    assert as_prompt(text, False) == text  # --no-chat: the text as it is
+    assert as_prompt("plain question", True) == ({"role": "user", "content": "plain question"},)
+    # not a transcript: no final "Assistant:", an answer already there, turns out of order
+    for other in (
+        "\n\nHuman: q",
+        "\n\nHuman: q\n\nAssistant: a",
+        "\n\nAssistant: a\n\nHuman: q\n\nAssistant:",
+        "intro\n\nHuman: q\n\nAssistant:",
+    ):
+        assert hh_messages(other) is None, other

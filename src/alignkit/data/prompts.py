@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,10 +28,32 @@ from alignkit.errors import AlignkitError
 # ------------------------------------------------------------------ building prompts
 
 
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def hh_messages(text: str) -> Prompt | None:
+    """An Anthropic HH-RLHF transcript prompt ("\\n\\nHuman: q\\n\\nAssistant: a ...
+    \\n\\nHuman: q2\\n\\nAssistant:") as its chat turns (user, assistant, ..., user),
+    the final empty "Assistant:" being the generation prompt; None for any other text."""
+    parts = HH_TURN.split(text)
+    if len(parts) < 5 or parts[0].strip() or parts[-2] != "Assistant" or parts[-1].strip():
+        return None
+    roles, contents = parts[1:-2:2], parts[2:-2:2]
+    if any(role != ("Human", "Assistant")[i % 2] for i, role in enumerate(roles)):
+        return None
+    return tuple(
+        {"role": HH_ROLES[role], "content": content.strip()}
+        for role, content in zip(roles, contents, strict=True)
+    )
+
+
 def as_prompt(text_or_messages: Prompt | str, chat: bool) -> Prompt:
-    """A user query as a prompt: wrapped as a chat message when `chat` is True."""
+    """A user query as a prompt: wrapped as a chat message when `chat` is True (an HH-RLHF
+    transcript becomes its turns, `hh_messages`)."""
     if chat and isinstance(text_or_messages, str):
-        return ({"role": "user", "content": text_or_messages},)
+        turns = hh_messages(text_or_messages)
+        return turns or ({"role": "user", "content": text_or_messages},)
     return text_or_messages
 
 
