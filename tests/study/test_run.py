@@ -148,10 +148,20 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
         return original(self, records, tokenizer, scorer, with_ref)
 
     monkeypatch.setattr(Trainer, "prepare", counting)
+    passes: list[int] = []
+    original_map = Trainer._eval_map
+
+    def counting_map(self, data, pad_id, work):
+        passes.append(len(data.encoded))
+        return original_map(self, data, pad_id, work)
+
+    monkeypatch.setattr(Trainer, "_eval_map", counting_map)
     assert main(["study", "--config", str(cfg)]) == 0
     # 2 selectors x 2 budgets x 2 seeds = 8 cells, but the pool (12 pairs) and the held-out
     # pairs (6) are tokenized and scored by the reference once each
     assert sorted(prepared) == [6, 12]
+    # one pass over the 6 held-out pairs per cell gives both its metrics and its outcomes
+    assert passes == [6] * 8
     report = json.loads((out / "study.json").read_text())
     assert len(report["cells"]) == 8 and report["pool_size"] == 12
     counts = {(c["selector"], c["budget"]): c["count"] for c in report["cells"]}

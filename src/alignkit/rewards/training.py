@@ -61,11 +61,13 @@ class RewardTrainer(Trainer):
             )
         return RewardScorer(model)
 
-    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[Tensor, dict]:
+    def policy_scores(self, scorer, batch: PackedBatch, q_diff) -> SeqLogps:
+        """The reward model's (B, 2) scores of a micro-batch of pairs, as sequence scores."""
+        return SeqLogps(sum=scorer(batch, autocast=self.autocast), count=batch.counts)
+
+    def batch_loss(self, batch: PackedBatch, policy: SeqLogps, ref_table) -> tuple[Tensor, dict]:
         """Bradley–Terry loss and metrics of one micro-batch of pairs (K=2)."""
-        rewards = scorer(batch, autocast=self.autocast)  # (B, 2)
-        scores = SeqLogps(sum=rewards, count=batch.counts)
-        return compute_loss(self.method, batch.objective_batch("pair", scores), self.objective)
+        return compute_loss(self.method, batch.objective_batch("pair", policy), self.objective)
 
     def save_extra(self, model_dir: Path) -> None:
         marker = {

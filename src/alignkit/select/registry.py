@@ -188,6 +188,7 @@ class Selector:
             + (f" or {named}" if named else "")
             + f", got {keep!r}"
         )
+
     def reads_labels_for(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether this selector, with these options, reads the pool's preference labels."""
         rule = self.reads_labels

@@ -211,6 +211,7 @@ class CellTrainer(Trainer):
         self.shared, self.pool = context.shared, context.pool
         self.heldout: Prepared | None = None  # the held-out pairs, with reference log-probs
         self.heldout_pairs: list = []
+        self.outcome_parts: list = []  # `held_out_scores` of the last pass over `heldout`
 
     def build_tokenizer(self):
         cfg = self.config
@@ -281,28 +282,29 @@ class CellTrainer(Trainer):
             self.heldout = prepared
         return prepared
 
-    def write_outcomes(self, scorer, pad_id: int) -> None:
-        """`heldout_outcomes.jsonl`: per held-out pair (`index` in the held-out data, `id` of
-        its content), the implicit-reward difference of the trained policy as the cell's
-        metrics compute it (`margin` = beta * [(log pi - log pi_ref)(chosen) - (...)(rejected)],
-        `margin_unscaled` without beta), `correct` (margin > 0) and `dpo_loss`; a pair method
-        with its reduction of the token log-probs, the held-out pairs of other methods summed
-        (as `pair_eval_metrics`)."""
-        data = self.heldout
-        if data is None or data.ref is None:
-            return
+    def held_out_scores(self, data: Prepared, batch, policy) -> Any:
+        """Per held-out pair of the batch: its row, the policy's and the reference's log-probs
+        (a pair method's reduction of the token log-probs; other methods' held-out pairs
+        summed, as `pair_eval_metrics`)."""
+        if data is not self.heldout or data.ref is None:
+            return None
         reduction = self.objective.reduction if self.method.kind == "pair" else "sum"
+        ref = reference_for(batch, data.ref).reduced(reduction)
+        rows = batch.index.cpu()
+        return rows, policy.reduced(reduction).detach().double().cpu(), ref.double().cpu()
 
-        def work(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            policy = scorer(batch, autocast=self.autocast).reduced(reduction)
-            ref = reference_for(batch, data.ref).reduced(reduction)
-            return batch.index.cpu(), policy.double().cpu(), ref.double().cpu()
+    def held_out_pass(self, data: Prepared, kept: list) -> None:
+        if data is self.heldout and kept and all(part is not None for part in kept):
+            self.outcome_parts = kept
 
-        scorer.eval()
-        with torch.no_grad():
-            parts = [part for _, part in self._eval_map(data, pad_id, work)]
-        scorer.train()
-        if not parts or not self.accelerator.is_main_process:
+    def write_outcomes(self) -> None:
+        """`heldout_outcomes.jsonl`: per held-out pair (`index` in the held-out data, `id` of
+        its content), the implicit-reward difference of the trained policy, from the forward
+        pass of the last evaluation (the one that gave the metrics): `margin` = beta *
+        [(log pi - log pi_ref)(chosen) - (...)(rejected)], `margin_unscaled` without beta,
+        `correct` (margin > 0) and `dpo_loss`."""
+        data, parts = self.heldout, self.outcome_parts
+        if data is None or not parts or not self.accelerator.is_main_process:
             return
         rows, policy, ref = (torch.cat([p[j] for p in parts]) for j in range(3))
         beta = self.objective.beta
@@ -327,7 +329,7 @@ class CellTrainer(Trainer):
         """With a reward model or a judge: greedy answers to the held-out prompts
         (`eval/generations.jsonl`), and their mean reward. First, the per-pair held-out
         outcomes (`write_outcomes`)."""
-        self.write_outcomes(scorer, tokenizer.pad_token_id)
+        self.write_outcomes()
         config = self.context.config
         if not config.generates:
             return {}

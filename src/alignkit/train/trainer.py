@@ -53,7 +53,7 @@ from alignkit.models import (
     precision_choice,
     reference_context,
 )
-from alignkit.objectives import ObjectiveConfig, compute_loss, get_method
+from alignkit.objectives import ObjectiveConfig, SeqLogps, compute_loss, get_method
 from alignkit.objectives.metrics import pair_eval_metrics
 from alignkit.objectives.registry import Method
 from alignkit.options import to_dict
@@ -314,19 +314,28 @@ class Trainer:
         )
         return optimizer, scheduler
 
-    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
-        """Loss and metrics of one micro-batch: the packed forward pass of the policy, then
-        the objective (subclasses may replace both)."""
-        policy = scorer(
+    def policy_scores(self, scorer, batch: PackedBatch, q_diff) -> SeqLogps:
+        """The packed forward pass of the policy over one micro-batch (subclasses may replace
+        it: a reward model's scores)."""
+        return scorer(
             batch,
             q_diff=q_diff,
             with_tokens=self.method.needs_tokens(self.objective),
             autocast=self.autocast,
         )
+
+    def batch_loss(
+        self, batch: PackedBatch, policy: SeqLogps, ref_table
+    ) -> tuple[torch.Tensor, dict]:
+        """The objective's loss and metrics of one micro-batch from the policy's scores."""
         ref = reference_for(batch, ref_table) if ref_table is not None else None
         return compute_loss(
             self.method, batch.objective_batch(self.method.kind, policy, ref), self.objective
         )
+
+    def step_loss(self, scorer, batch: PackedBatch, ref_table, q_diff) -> tuple[torch.Tensor, dict]:
+        """Loss and metrics of one micro-batch: `policy_scores`, then `batch_loss`."""
+        return self.batch_loss(batch, self.policy_scores(scorer, batch, q_diff), ref_table)
 
     def evaluate(
         self, scorer, data: Prepared, pad_id: int, q_diff, pairs: Prepared | None = None
@@ -346,17 +355,29 @@ class Trainer:
             )
         scorer.train()
         totals: dict[str, float] = {}
-        for size, metrics in parts:
+        for size, (metrics, _) in parts:
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + value * size
         count = sum(size for size, _ in parts)
         out = {f"eval/{k}": v / max(count, 1) for k, v in totals.items()}
+        self.held_out_pass(data, [kept for _, (_, kept) in parts])
         if pairs is not None:
             policy, ref = (
                 torch.cat([torch.zeros(0, 2), *(p[j] for _, p in logps)]) for j in (0, 1)
             )
             out.update(pair_eval_metrics(policy, ref, self.objective.beta))
+            self.held_out_pass(pairs, [p[2] for _, p in logps])
         return out
+
+    def held_out_scores(self, data: Prepared, batch: PackedBatch, policy: SeqLogps) -> Any:
+        """Hook: what to keep of the policy's scores of one batch of held-out `data` (None:
+        nothing). `evaluate` gathers the kept values over ranks and hands them, in chunk
+        order, to `held_out_pass`: a study cell keeps its per-pair outcomes from the same
+        forward pass that gives its metrics."""
+        return None
+
+    def held_out_pass(self, data: Prepared, kept: list) -> None:
+        """Hook: the values `held_out_scores` kept during one evaluation pass over `data`."""
 
     def _eval_map(self, data: Prepared, pad_id: int, work) -> list[tuple[int, Any]]:
         """`(examples, work(batch))` of every length-sorted chunk of `data`, in chunk order, on
@@ -372,19 +393,22 @@ class Trainer:
 
         return shard_map(chunks, run, self.accelerator, lockstep=True)
 
-    def _metrics(self, scorer, batch: PackedBatch, data: Prepared, q_diff) -> dict[str, float]:
-        """The objective's metrics of one held-out batch."""
-        _, metrics = self.step_loss(scorer, batch, data.ref, q_diff)
-        return {name: float(value) for name, value in metrics.items()}
+    def _metrics(self, scorer, batch: PackedBatch, data: Prepared, q_diff) -> tuple[dict, Any]:
+        """The objective's metrics of one held-out batch, and what `held_out_scores` keeps."""
+        policy = self.policy_scores(scorer, batch, q_diff)
+        _, metrics = self.batch_loss(batch, policy, data.ref)
+        values = {name: float(value) for name, value in metrics.items()}
+        return values, self.held_out_scores(data, batch, policy)
 
     def _pair_logps(
         self, scorer, batch: PackedBatch, pairs: Prepared
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(size, 2) policy and reference log-probs (sums over response tokens, as DPO) of a
-        batch of held-out (chosen, rejected) pairs."""
+        batch of held-out (chosen, rejected) pairs, and what `held_out_scores` keeps."""
         assert pairs.ref is not None  # held-out pairs are always prepared with_ref
-        policy = scorer(batch, autocast=self.autocast).sum.float().cpu()
-        return policy, reference_for(batch, pairs.ref).sum.float().cpu()
+        scores = scorer(batch, autocast=self.autocast)
+        ref = reference_for(batch, pairs.ref).sum.float().cpu()
+        return scores.sum.float().cpu(), ref, self.held_out_scores(pairs, batch, scores)
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
