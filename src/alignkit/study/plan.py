@@ -6,16 +6,19 @@ through the reference forward pass and a few training steps of the first method,
 a cell runs them: tokens per second of a forward pass and of a training step. Then
 (`plan_study`, pure arithmetic on a `Calibration`):
 
-- a cell: model load + training tokens / train tok/s + held-out forward tokens / forward
-  tok/s, where training tokens = steps x pairs per step x tokens per pair (steps as the
+- a cell: its set-up (the kept model handed over fresh: `KeptModel.fresh`, timed) +
+  training tokens / train tok/s + held-out forward tokens / forward tok/s, where training tokens = steps x pairs per step x tokens per pair (steps as the
   trainer counts them: ceil(count / batch_size) // grad_accum per epoch, or max_steps) and
   the held-out forward is eval_limit (or all) pairs x tokens per held-out pair;
-- an active cell: that per round (a load, the round's training: the new pairs, or all so far
+- an active cell: that per round (a set-up, the round's training: the new pairs, or all so far
   with `retrain`), plus each round's acquisition forward over its candidates;
-- shared, once: the reference log-probs of the pool rows the cells train on (nested subsets:
+- shared, once: the model load (the process keeps it for every cell), the reference log-probs of the pool rows the cells train on (nested subsets:
   the largest budget per selector, per seed for the random control and for active cells),
   of the held-out pairs, and of the acquisition candidates; and one pass over the pool per
-  model-based selector (its scores are cached on disk afterwards).
+  model-based selector (its scores are cached on disk afterwards), at the rate the selector
+  itself showed on two disjoint samples of the pool (its fixed cost and its seconds per
+  record: a REAL pass embeds each response text alone, once, and a second REAL selector
+  reads the first one's embeddings).
 
 Not estimated: generation (`reward_model:`, `judge:`, online methods) and the report.
 """
@@ -42,13 +45,18 @@ class Calibration:
 
     forward_tps, train_tps: tokens per second (packed pair tokens: prompt + both responses);
     load_s: seconds to load the model; pair_tokens, eval_tokens: mean tokens of a pool pair
-    and of a held-out pair at the study's max_length."""
+    and of a held-out pair at the study's max_length (in the prompt format the cells use);
+    fresh_s: a cell's set-up (the kept model with a new adapter, or its weights restored);
+    selector_passes: per model-based selector (its label): (fixed seconds, seconds per
+    pool record) of its pass over the pool."""
 
     forward_tps: float
     train_tps: float
     load_s: float
     pair_tokens: float
     eval_tokens: float
+    fresh_s: float = 0.0
+    selector_passes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,9 +112,9 @@ def plan_study(config: StudyConfig, pool_size: int, eval_size: int, cal: Calibra
             steps = train_steps(cell.count, options)
             train_tokens = training_pairs(cell.count, options) * cal.pair_tokens
             tokens = int(train_tokens + eval_tokens)
-            seconds = cal.load_s + train_tokens / cal.train_tps + eval_tokens / cal.forward_tps
+            seconds = cal.fresh_s + train_tokens / cal.train_tps + eval_tokens / cal.forward_tps
         estimates.append(CellEstimate(cell.id, steps, tokens, seconds))
-    shared = []
+    shared = [("load the model (kept for every cell)", 0, cal.load_s)]
     rows = min(pool_size, _reference_rows(config, cells))
     shared.append(_forward(f"reference log-probs of {rows} pool pairs", rows, cal.pair_tokens, cal))
     shared.append(
@@ -122,18 +130,28 @@ def plan_study(config: StudyConfig, pool_size: int, eval_size: int, cal: Calibra
             )
         )
     if not config.active:
-        scored = {
-            (s.name, str(sorted(s.options.items())))
-            for s in config.selectors
-            if get_selector(s.name).needs_model
-        }
-        for name, _ in sorted(scored):
-            shared.append(
-                _forward(f"{name} scores of the pool (cached)", pool_size, cal.pair_tokens, cal)
-            )
+        for selector in model_selectors(config):
+            what = f"{selector.label} scores of the pool (cached)"
+            if selector.label in cal.selector_passes:
+                fixed, per_record = cal.selector_passes[selector.label]
+                shared.append((what, 0, fixed + per_record * pool_size))
+            else:
+                shared.append(_forward(what, pool_size, cal.pair_tokens, cal))
     if config.generates or any(m.online for m in config.methods):
         notes.append("generation (reward_model, judge, online methods) is not estimated")
     return Plan(estimates, shared, notes)
+
+
+def model_selectors(config: StudyConfig) -> list:
+    """The study's selectors that run a model over the pool, one per distinct name and
+    options (in the grid's order)."""
+    seen, out = set(), []
+    for selector in config.selectors:
+        key = (selector.name, str(sorted(selector.options.items())))
+        if get_selector(selector.name).needs_model and key not in seen:
+            seen.add(key)
+            out.append(selector)
+    return out
 
 
 def _forward(what: str, pairs: int, per_pair: float, cal: Calibration) -> tuple[str, int, float]:
@@ -174,9 +192,9 @@ def _active_cell(
         steps += train_steps(trained, options)
         train_tokens = training_pairs(trained, options) * cal.pair_tokens
         tokens += train_tokens
-        seconds += cal.load_s + train_tokens / cal.train_tps
+        seconds += cal.fresh_s + train_tokens / cal.train_tps
     if needs:
-        seconds += cal.load_s  # the study model for round 1's acquisition
+        seconds += cal.load_s  # the frozen study model that scores round 1's candidates
     return steps, int(tokens), seconds, rows
 
 
@@ -185,12 +203,20 @@ def plan_markdown(plan: Plan, cal: Calibration) -> str:
     lines = [
         f"calibration: forward {cal.forward_tps:,.0f} tok/s, training step "
         f"{cal.train_tps:,.0f} tok/s, model load {cal.load_s:.1f} s, "
-        f"{cal.pair_tokens:.0f} tokens per pool pair, {cal.eval_tokens:.0f} per held-out pair",
+        f"{cal.pair_tokens:.0f} tokens per pool pair, {cal.eval_tokens:.0f} per held-out pair, "
+        f"cell set-up {cal.fresh_s:.1f} s"
+        + "".join(
+            f", {label}: {fixed:.1f} s + {1000 * rate:.0f} ms per record"
+            for label, (fixed, rate) in cal.selector_passes.items()
+        ),
         "",
         "shared work (once):",
         markdown_table(
             ("work", "tokens", "est. seconds"),
-            [(what, f"{tokens:,}", f"{sec:.0f}") for what, tokens, sec in plan.shared],
+            [
+                (what, f"{tokens:,}" if tokens else "", f"{sec:.0f}")
+                for what, tokens, sec in plan.shared
+            ],
         ),
         "",
         markdown_table(
@@ -214,13 +240,17 @@ def plan_markdown(plan: Plan, cal: Calibration) -> str:
 
 
 def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3) -> Calibration:
-    """Measure the study's model on this machine: load time, then the reference forward of
-    `batches` training batches drawn from the pool and `batches` training steps on them,
-    through the trainer's own code (the first pair method's options)."""
+    """Measure the study's model on this machine: the load, a cell's set-up (the kept model
+    handed over fresh), the reference forward of `batches` training batches drawn from the
+    pool and `batches` training steps on them, through the trainer's own code (the first
+    pair method's options); then each model-based selector's pass (`selector_passes`)."""
     import random
 
+    from alignkit.data.prompts import chat_records
     from alignkit.data.tokenize import encode_records
-    from alignkit.models import load_tokenizer
+    from alignkit.models import enable_gradient_checkpointing, load_tokenizer
+    from alignkit.scoring.forward import SequenceScorer
+    from alignkit.study.kept_model import KeptModel
     from alignkit.train.trainer import Trainer
 
     method = next((m for m in config.methods if not m.online), config.methods[0])
@@ -229,8 +259,21 @@ def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3)
         trainer = Trainer(train)
         tokenizer = load_tokenizer(train.model, train.trust_remote_code)
         start = time.perf_counter()
-        scorer = trainer.make_scorer(tokenizer)
+        kept = KeptModel(train.model, train.trust_remote_code)
         load_s = time.perf_counter() - start
+
+        def fresh() -> SequenceScorer:
+            model = kept.fresh(
+                train.lora_settings(), train.gradient_checkpointing, bool(train.keep_dropout)
+            )
+            if train.gradient_checkpointing:
+                enable_gradient_checkpointing(model)
+            return SequenceScorer(model).to(trainer.device)
+
+        fresh()  # the first cell's; later cells also drop the previous cell's adapter
+        start = time.perf_counter()
+        scorer = fresh()
+        fresh_s = time.perf_counter() - start
         size = min(len(pool), batches * train.batch_size * train.grad_accum)
         sample = random.Random(0).sample(pool, size)
         trainer.prepare(sample[: train.batch_size], tokenizer, scorer)  # warm-up, same shapes
@@ -246,11 +289,45 @@ def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3)
             _, n = trainer.train_step(scorer, optimizer, scheduler, prepared, step, pad, None)
             trained += n
         train_s = time.perf_counter() - start
-        held, _ = encode_records(held_out[:64], tokenizer, train.max_length, train.truncation)
+        shown = chat_records(held_out[:64], tokenizer, train.chat)  # as the cells see them
+        held, _ = encode_records(shown, tokenizer, train.max_length, train.truncation)
     return Calibration(
         forward_tps=tokens / forward_s,
         train_tps=trained / train_s,
         load_s=load_s,
         pair_tokens=tokens / len(prepared.encoded),
         eval_tokens=sum(e.length for e in held) / max(1, len(held)),
+        fresh_s=fresh_s,
+        selector_passes={} if config.active else selector_passes(config, pool),
     )
+
+
+def selector_passes(config: StudyConfig, pool: list) -> dict[str, tuple[float, float]]:
+    """(fixed seconds, seconds per record) of each model-based selector's pass over the pool,
+    from its time on two disjoint random samples (one and three of its batches), each with
+    its own cache that the selectors share as they do in the study."""
+    import random
+
+    from alignkit.select.registry import score_records
+    from alignkit.study.run import score_request
+
+    batch = int(config.selection.get("batch_size", 8))
+    small = min(batch, len(pool) // 4)
+    large = min(3 * batch, len(pool) - small)
+    selectors = model_selectors(config)
+    if not selectors or large <= small:
+        return {}
+    order = random.Random(1).sample(range(len(pool)), small + large)
+    samples = ([pool[i] for i in order[:small]], [pool[i] for i in order[small:]])
+    seconds: dict[str, list[float]] = {s.label: [] for s in selectors}
+    for sample in samples:
+        with tempfile.TemporaryDirectory() as cache:
+            for selector in selectors:
+                start = time.perf_counter()
+                score_records(selector.name, score_request(config, selector, sample, 0, cache))
+                seconds[selector.label].append(time.perf_counter() - start)
+    out = {}
+    for label, (t_small, t_large) in seconds.items():
+        per_record = max(0.0, (t_large - t_small) / (large - small))
+        out[label] = (max(0.0, t_small - per_record * small), per_record)
+    return out

@@ -585,19 +585,28 @@ class Scores:
         seeded = selector.name == "random"
         key = (selector.label, seed if seeded else None)
         if key not in self._memory:
-            opts = self.config.selection
-            request = ScoreRequest(
-                records=self.pool,
-                options=dict(selector.options),
-                model=str(opts.get("model", self.config.model)),
-                seed=seed if seeded else 0,
-                batch_size=int(opts.get("batch_size", 8)),
-                max_length=int(opts.get("max_length", 512)),
-                precision=str(opts.get("precision", "auto")),
-                cache_dir=str(self.cache),
-            )
+            seed = seed if seeded else 0
+            request = score_request(self.config, selector, self.pool, seed, str(self.cache))
             self._memory[key] = score_records(selector.name, request)
         return self._memory[key]
+
+
+def score_request(
+    config: StudyConfig, selector: SelectorEntry, records: list, seed: int, cache_dir: str | None
+) -> ScoreRequest:
+    """What the study asks `selector` to score `records` with (the `selection:` options);
+    scores (and REAL's embeddings) cached under `cache_dir`."""
+    opts = config.selection
+    return ScoreRequest(
+        records=records,
+        options=dict(selector.options),
+        model=str(opts.get("model", config.model)),
+        seed=seed,
+        batch_size=int(opts.get("batch_size", 8)),
+        max_length=int(opts.get("max_length", 512)),
+        precision=str(opts.get("precision", "auto")),
+        cache_dir=cache_dir,
+    )
 
 
 def keep_rule(selector: SelectorEntry) -> Keep:
