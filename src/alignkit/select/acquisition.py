@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from alignkit.errors import AlignkitError
-from alignkit.select.common import keep_order
+from alignkit.select.common import keep_order, resolve_options
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,7 @@ class Acquisition:
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or value."""
-        given = dict(options or {})
-        unknown = sorted(set(given) - set(self.options))
-        if unknown:
-            valid = ", ".join(sorted(self.options)) or "none"
-            raise AlignkitError(
-                f"acquisition {self.name}: unknown option(s) {', '.join(unknown)}; valid: {valid}"
-            )
-        merged = {**self.options, **given}
-        for name, allowed in self.choices.items():
-            if merged[name] not in allowed:
-                raise AlignkitError(
-                    f"acquisition {self.name}: option {name} is {merged[name]!r}; choose "
-                    + ", ".join(map(str, allowed))
-                )
+        merged = resolve_options(f"acquisition {self.name}", self.options, self.choices, options)
         keep = merged.get("entropy_keep")
         if keep is not None and not float(keep) >= 1:
             raise AlignkitError(f"acquisition {self.name}: entropy_keep must be >= 1, got {keep}")

@@ -4,6 +4,7 @@ request a selector scores (`alignkit.select.registry`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,28 @@ def fraction_count(n: int, fraction: float, option: str) -> int:
     if not 0 < fraction <= 1:
         raise AlignkitError(f"{option} must be in (0, 1], got {fraction}")
     return max(1, math.floor(fraction * n + 0.5))
+
+
+def resolve_options(
+    what: str,
+    defaults: Mapping[str, Any],
+    choices: Mapping[str, Sequence[Any]],
+    options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """`defaults` updated with `options`; an error naming `what` (e.g. "selector real") for
+    an unknown option or a value outside its `choices`."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        valid = ", ".join(sorted(defaults)) or "none"
+        raise AlignkitError(f"{what}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+    merged = {**defaults, **given}
+    for name, allowed in choices.items():
+        if merged[name] not in allowed:
+            raise AlignkitError(
+                f"{what}: option {name} is {merged[name]!r}; choose " + ", ".join(map(str, allowed))
+            )
+    return merged
 
 
 def rejected_path(output: str, skip_invalid: bool, state: Any) -> Path | None:

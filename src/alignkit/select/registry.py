@@ -69,6 +69,7 @@ from alignkit.select.common import (
     budget_count,
     keep_indices,
     keep_order,
+    resolve_options,
 )
 from alignkit.select.configs import (
     DeftSelectConfig,
@@ -154,21 +155,7 @@ class Selector:
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
         outside its choices."""
-        given = dict(options or {})
-        unknown = sorted(set(given) - set(self.options))
-        if unknown:
-            valid = ", ".join(sorted(self.options)) or "none"
-            raise AlignkitError(
-                f"selector {self.name}: unknown option(s) {', '.join(unknown)}; valid: {valid}"
-            )
-        merged = {**self.options, **given}
-        for name, allowed in self.choices.items():
-            if merged[name] not in allowed:
-                raise AlignkitError(
-                    f"selector {self.name}: option {name} is {merged[name]!r}; choose "
-                    + ", ".join(map(str, allowed))
-                )
-        return merged
+        return resolve_options(f"selector {self.name}", self.options, self.choices, options)
 
     def keep_for(self, options: Mapping[str, Any] | None = None) -> Keep:
         """The default keep rule for these options."""
