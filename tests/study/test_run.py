@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -347,3 +348,33 @@ def test_judge_win_rate_against_the_baseline_cell_of_the_same_seed(tiny_model, t
     bad = {**raw, "baseline": {"method": "ppo"}}
     with pytest.raises(AlignkitError, match="baseline method"):
         parse_study(bad)
+
+
+def test_a_changed_default_runs_the_cell_again(tmp_path, monkeypatch) -> None:
+    """A cell's digest holds its selector's options and keep rule with the defaults filled
+    in: a default that changes (here `length`'s keep rule, highest -> lowest) gives another
+    digest (the finished cell is run again), while writing the default out gives the same."""
+    data = write_jsonl(tmp_path / "pool.jsonl", pair_rows(8))
+    raw = {
+        "data": data,
+        "eval_data": data,
+        "output": "out",
+        "model": "m",
+        "selectors": [{"name": "random"}, {"name": "length"}],
+        "budgets": [4],
+        "seeds": [0],
+        "methods": [{"name": "dpo", "method": "dpo"}],
+    }
+    config = parse_study(raw)
+    (cell,) = [c for c in study_run.plan_cells(config, 8) if c.selector.name == "length"]
+    before = study_run.cell_settings(config, cell)
+    length = study_run.get_selector("length")
+    assert study_run.keep_rule(cell.selector) == "highest"
+    spelled = parse_study(
+        {**raw, "selectors": [{"name": "random"}, {"name": "length", "keep": "highest"}]}
+    )
+    (same,) = [c for c in study_run.plan_cells(spelled, 8) if c.selector.name == "length"]
+    assert study_run.cell_settings(spelled, same) == before
+    changed = dataclasses.replace(length, default_keep="lowest")
+    monkeypatch.setattr(study_run, "get_selector", lambda name: changed)
+    assert study_run.cell_settings(config, cell) != before

@@ -62,6 +62,7 @@ from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
 from alignkit.scoring.dataset import reference_for
 from alignkit.scoring.forward import SequenceScorer
+from alignkit.select.acquisition import get_acquisition
 from alignkit.select.registry import (
     ScoreRequest,
     budget_count,
@@ -757,7 +758,7 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
         "train": train,
         "eval_limit": config.eval_limit,
         "reward": [config.reward_model, config.reward_prompts, config.reward_max_new_tokens],
-        "selector": [cell.selector.name, cell.selector.options, cell.selector.keep],
+        "selector": selector_identity(config, cell.selector),
         "budget": cell.budget,
         "selection": config.selection,
         "files": [source_identity(p) for p in [*config.data, *config.eval_data]],
@@ -765,6 +766,17 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
     if config.active:
         parts["rounds"] = [config.rounds, config.retrain, config.flip_rate, config.candidates]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def selector_identity(config: StudyConfig, selector: SelectorEntry) -> list:
+    """The selector as a cell computes it: its options with the defaults filled in, and the
+    keep rule it applies (its default too), so a default that changes between alignkit
+    versions runs the cell again instead of reporting the old rule's result."""
+    if config.active:
+        options = get_acquisition(selector.name).resolve_options(selector.options)
+        return [selector.name, options, None]
+    options = get_selector(selector.name).resolve_options(selector.options)
+    return [selector.name, options, keep_rule(selector)]
 
 
 def _finished(cell: Cell, config: StudyConfig, root: Path) -> dict[str, Any] | None:
