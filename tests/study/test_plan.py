@@ -19,6 +19,7 @@ CAL = study_plan.Calibration(
     pair_tokens=50.0,
     eval_tokens=40.0,
     fresh_s=0.5,
+    tokenize_s=0.01,
 )
 
 
@@ -42,9 +43,11 @@ def test_one_shot_cells_and_shared_work_by_hand(tmp_path) -> None:
     """b10: ceil(10/4) = 3 steps per epoch x 2 = 6 steps of 4 pairs = 24 x 50 = 1200 training
     tokens (12 s at 100 tok/s), 20 held-out pairs x 40 = 800 forward tokens (0.8 s), and a
     0.5 s set-up: 13.3 s. b20: 10 steps, 40 pairs, 2000 tokens: 0.5 + 20 + 0.8 = 21.3 s.
-    Shared: the model load, 2 s; the reference of 20 + 20 (random, per seed) + 20 (length)
-    = 60 pool pairs = 3000 tokens, 3 s; of 20 held-out pairs, 0.8 s. Total 4 x 13.3 +
-    4 x 21.3 + 5.8 = 144.2 s."""
+    Shared: the model load, 2 s; the pool's 100 pairs tokenized, 1 s; the reference of
+    20 + 20 (random, per seed) + 20 (length) = 60 pool pairs, in whole chunks of 8 of the
+    length-sorted pool: 13 chunks, 13 (1 - (12/13)^60) = 12.9 of them touched, 103 pairs,
+    at most the pool's 100 = 5000 tokens, 5 s; of 20 held-out pairs, 0.8 s. Total
+    4 x 13.3 + 4 x 21.3 + 8.8 = 147.2 s."""
     data = write_jsonl(tmp_path / "d.jsonl", pair_rows(4))
     config = parse_study(_raw(data))
     plan = study_plan.plan_study(config, pool_size=100, eval_size=40, cal=CAL)
@@ -54,10 +57,10 @@ def test_one_shot_cells_and_shared_work_by_hand(tmp_path) -> None:
     assert (b10.steps, b10.tokens, b10.seconds) == (6, 2000, pytest.approx(13.3))
     assert (b20.steps, b20.tokens, b20.seconds) == (10, 2800, pytest.approx(21.3))
     shared = [(t, s) for _, t, s in plan.shared]
-    assert shared == [(0, 2.0), (3000, pytest.approx(3.0)), (800, 0.8)]
-    assert plan.total_seconds == pytest.approx(144.2)
+    assert shared == [(0, 2.0), (0, 1.0), (5000, pytest.approx(5.0)), (800, 0.8)]
+    assert plan.total_seconds == pytest.approx(147.2)
     text = study_plan.plan_markdown(plan, CAL)
-    assert "| dpo/random/b10/s0 | 6 | 2,000 | 13 |" in text and "144 (2.4 min)" in text
+    assert "| dpo/random/b10/s0 | 6 | 2,000 | 13 |" in text and "147 (2.5 min)" in text
 
 
 def test_a_selector_pass_costs_what_it_showed_on_its_samples(tmp_path) -> None:
@@ -133,7 +136,19 @@ def test_dry_run_calibrates_and_prints_the_plan(tiny_model, tmp_path, capsys) ->
     printed = capsys.readouterr().out
     assert "calibration: forward" in printed and "| dpo/length/b20/s1 |" in printed
     assert "**total**" in printed and "nothing was run" in printed
+    assert "| tokenize the 24 pool pairs |  |" in printed
     # REAL's pass over the pool at the rate it showed on the calibration's samples
     assert ", real: " in printed and "ms per record" in printed
     assert "| real scores of the pool (cached) |  |" in printed
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "pool", "chunk", "computed"),
+    [(64, 1600, 16, 759), (1, 1600, 16, 16), (0, 100, 8, 0), (100, 100, 8, 100), (3, 4, 8, 4)],
+)
+def test_the_reference_scores_whole_chunks(rows, pool, chunk, computed) -> None:
+    """64 rows spread over the 100 chunks of 16 of a 1,600-pair pool touch
+    100 (1 - 0.99^64) = 47.4 chunks: 759 pairs scored; one row, its chunk (16); never more
+    than the pool."""
+    assert study_plan.chunked_rows(rows, pool, chunk) == computed

@@ -12,9 +12,10 @@ a cell runs them: tokens per second of a forward pass and of a training step. Th
   the held-out forward is eval_limit (or all) pairs x tokens per held-out pair;
 - an active cell: that per round (a set-up, the round's training: the new pairs, or all so far
   with `retrain`), plus each round's acquisition forward over its candidates;
-- shared, once: the model load (the process keeps it for every cell), the reference log-probs of the pool rows the cells train on (nested subsets:
-  the largest budget per selector, per seed for the random control and for active cells),
-  of the held-out pairs, and of the acquisition candidates; and one pass over the pool per
+- shared, once: the model load (the process keeps it for every cell), the pool's tokens, the
+  reference log-probs of the pool rows the cells train on (nested subsets: the largest
+  budget per selector, per seed for the random control and for active cells; scored in whole
+  length-sorted chunks of the pool, `chunked_rows`), of the held-out pairs, and of the acquisition candidates; and one pass over the pool per
   model-based selector (its scores are cached on disk afterwards), at the rate the selector
   itself showed on two disjoint samples of the pool (its fixed cost and its seconds per
   record: a REAL pass embeds each response text alone, once, and a second REAL selector
@@ -47,6 +48,7 @@ class Calibration:
     load_s: seconds to load the model; pair_tokens, eval_tokens: mean tokens of a pool pair
     and of a held-out pair at the study's max_length (in the prompt format the cells use);
     fresh_s: a cell's set-up (the kept model with a new adapter, or its weights restored);
+    tokenize_s: seconds to tokenize one pool pair (in the cells' prompt format);
     selector_passes: per model-based selector (its label): (fixed seconds, seconds per
     pool record) of its pass over the pool."""
 
@@ -56,6 +58,7 @@ class Calibration:
     pair_tokens: float
     eval_tokens: float
     fresh_s: float = 0.0
+    tokenize_s: float = 0.0
     selector_passes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -115,8 +118,11 @@ def plan_study(config: StudyConfig, pool_size: int, eval_size: int, cal: Calibra
             seconds = cal.fresh_s + train_tokens / cal.train_tps + eval_tokens / cal.forward_tps
         estimates.append(CellEstimate(cell.id, steps, tokens, seconds))
     shared = [("load the model (kept for every cell)", 0, cal.load_s)]
+    shared.append((f"tokenize the {pool_size} pool pairs", 0, pool_size * cal.tokenize_s))
     rows = min(pool_size, _reference_rows(config, cells))
-    shared.append(_forward(f"reference log-probs of {rows} pool pairs", rows, cal.pair_tokens, cal))
+    computed = chunked_rows(rows, pool_size, 2 * int(config.train.get("batch_size", 8)))
+    what = f"reference log-probs of {rows} pool pairs (~{computed} with their chunks)"
+    shared.append(_forward(what, computed, cal.pair_tokens, cal))
     shared.append(
         _forward(
             f"reference log-probs of {eval_pairs} held-out pairs", eval_pairs, cal.eval_tokens, cal
@@ -152,6 +158,19 @@ def model_selectors(config: StudyConfig) -> list:
             seen.add(key)
             out.append(selector)
     return out
+
+
+def chunked_rows(rows: int, pool_size: int, chunk: int) -> int:
+    """Pool pairs the reference actually scores to give `rows` of them: whole chunks of the
+    length-sorted pool (`SharedData.with_reference`, `chunk` = the inference batch, twice the
+    training batch), so a row's values never depend on which cells asked first. With the
+    rows spread over the C = ceil(pool / chunk) chunks, C (1 - (1 - 1/C)^rows) of them are
+    touched (64 rows of a 1,600-pair pool in chunks of 16: 47 chunks, ~750 pairs)."""
+    if rows <= 0:
+        return 0
+    count = math.ceil(pool_size / chunk)
+    touched = count * (1 - (1 - 1 / count) ** rows)
+    return min(pool_size, max(rows, round(touched * chunk)))
 
 
 def _forward(what: str, pairs: int, per_pair: float, cal: Calibration) -> tuple[str, int, float]:
@@ -241,8 +260,8 @@ def plan_markdown(plan: Plan, cal: Calibration) -> str:
 
 def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3) -> Calibration:
     """Measure the study's model on this machine: the load, a cell's set-up (the kept model
-    handed over fresh), the reference forward of `batches` training batches drawn from the
-    pool and `batches` training steps on them, through the trainer's own code (the first
+    handed over fresh), the reference forward of 4 inference batches drawn from the pool
+    (at least `batches` training batches) and `batches` training steps on them, through the trainer's own code (the first
     pair method's options); then each model-based selector's pass (`selector_passes`)."""
     import random
 
@@ -274,12 +293,17 @@ def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3)
         start = time.perf_counter()
         scorer = fresh()
         fresh_s = time.perf_counter() - start
-        size = min(len(pool), batches * train.batch_size * train.grad_accum)
+        # the reference pass as the study runs it: in chunks of the inference batch (4 here)
+        size = batches * train.batch_size * train.grad_accum
+        size = min(len(pool), max(size, 4 * trainer.inference_batch()))
         sample = random.Random(0).sample(pool, size)
         trainer.prepare(sample[: train.batch_size], tokenizer, scorer)  # warm-up, same shapes
         start = time.perf_counter()
+        trainer.prepare(sample, tokenizer, scorer, with_ref=False)
+        tokenize_s = time.perf_counter() - start
+        start = time.perf_counter()
         prepared = trainer.prepare(sample, tokenizer, scorer, with_ref=True)
-        forward_s = time.perf_counter() - start
+        forward_s = max(1e-6, time.perf_counter() - start - tokenize_s)
         tokens = sum(e.length for e in prepared.encoded)
         scorer, optimizer, scheduler, _ = trainer.start(scorer, batches + 1)
         pad = tokenizer.pad_token_id
@@ -298,6 +322,7 @@ def calibrate(config: StudyConfig, pool: list, held_out: list, batches: int = 3)
         pair_tokens=tokens / len(prepared.encoded),
         eval_tokens=sum(e.length for e in held) / max(1, len(held)),
         fresh_s=fresh_s,
+        tokenize_s=tokenize_s / len(sample),
         selector_passes={} if config.active else selector_passes(config, pool),
     )
 
