@@ -199,6 +199,8 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
         margin = sum(r["margin"] for r in rows) / 6
         assert margin == pytest.approx(cell["metrics"]["margin"], abs=1e-4)
         assert all(r["correct"] == (r["margin"] > 0) for r in rows)
+        row = json.loads((path.parent / "cell.json").read_text())
+        assert row["eval_s"] > 0  # the held-out pass, timed apart from the cell's set-up
     assert (out / "dpo_accuracy.png").stat().st_size > 1000
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[")]
     assert len(lines) == 8 and "ETA" in lines[-1]

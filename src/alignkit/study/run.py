@@ -213,6 +213,13 @@ class CellTrainer(Trainer):
         self.heldout: Prepared | None = None  # the held-out pairs, with reference log-probs
         self.heldout_pairs: list = []
         self.outcome_parts: list = []  # `held_out_scores` of the last pass over `heldout`
+        self.eval_s = 0.0  # seconds in held-out evaluation (cell.json: the cell's own work)
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        start = time.perf_counter()
+        out = super().evaluate(*args, **kwargs)
+        self.eval_s += time.perf_counter() - start
+        return out
 
     def build_tokenizer(self):
         cfg = self.config
@@ -647,7 +654,8 @@ def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
     else:
         train = cell_train_config(config, cell, out)
         train.validate()
-        result = CellTrainer(train, context, keep, data_key(config, train)).run()
+        trainer = CellTrainer(train, context, keep, data_key(config, train))
+        result = trainer.run()
     row = {
         "id": cell.id,
         "method": cell.method.name,
@@ -661,6 +669,8 @@ def run_cell(context: StudyContext, cell: Cell) -> dict[str, Any]:
         "steps": result.steps,
         "settings": cell_settings(config, cell),
     }
+    if not cell.method.online:
+        row["eval_s"] = round(trainer.eval_s, 3)
     atomic_write_text(out / CELL_FILE, json.dumps(row, indent=2))
     return row
 
