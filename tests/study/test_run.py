@@ -92,6 +92,10 @@ def test_reference_log_probs_are_computed_once_per_row_and_only_when_needed() ->
             {"selectors": [{"name": "random"}, {"name": "length", "keep": "misranked"}]},
             "keep must be lowest, highest, near-zero, got 'misranked'",
         ),
+        (  # the tiny model has no base to be the reference: refused before any pass
+            {"selectors": [{"name": "random"}, {"name": "length"}, {"name": "reward-gap"}]},
+            "selector reward-gap: reward-gap: .* has no base model",
+        ),
     ],
 )
 def test_bad_study_configs_are_refused(change, message, tiny_model, tmp_path) -> None:

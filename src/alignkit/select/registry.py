@@ -128,6 +128,9 @@ class Selector:
     a function of the options giving one; None = undeclared, refused by `register`);
     `label_use`: why, in one sentence (the study report prints it).
 
+    `check`: `(model, options) -> None`, raising `AlignkitError` for a model the selector
+    cannot score with (a study runs it when it reads its grid, before any work).
+
     `select`: the hook of a selector whose CLI run shows more than one score per record:
     `(records, config) -> Selection` (`alignkit.select.outputs`: the rows of subset.jsonl,
     scores.jsonl and dropped.jsonl, the report and its own files), called on every process
@@ -151,6 +154,7 @@ class Selector:
     keep_names: Mapping[str, Keep] = field(default_factory=dict)
     reads_labels: bool | Callable[[Mapping[str, Any]], bool] | None = None
     label_use: str = ""
+    check: Callable[[str, Mapping[str, Any]], None] | None = None
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated with `options`; an error for an unknown name or a value
@@ -453,6 +457,7 @@ _BUILT_IN = (
         options={"ref": ""},
         depends_on=("model", "max_length", "precision"),
         config=RewardGapConfig,
+        check=_later(_SCORERS, "check_reward_gap"),
         keep_names=MARGIN_KEEPS,
         reads_labels=True,
         label_use=(

@@ -25,7 +25,7 @@ draw over all records and is not split.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,11 @@ def reward_gap_reference(spec: ModelSpec, ref: str) -> str:
         "Give --ref MODEL (the model it was trained from; in a study: options: {ref: MODEL}), "
         "or --ref none to score that difference anyway"
     )
+
+
+def check_reward_gap(model: str, options: Mapping[str, Any]) -> None:
+    """The reward-gap selector's check: `model` has a reference (`reward_gap_reference`)."""
+    reward_gap_reference(resolve_model_spec(model), str(options.get("ref") or ""))
 
 
 def reward_gap_scores(request: ScoreRequest) -> np.ndarray:

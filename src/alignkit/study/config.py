@@ -386,6 +386,15 @@ def validate_study(config: StudyConfig, where: str) -> None:
             config.train_config(method, data=config.data, output=config.output).validate()
     if config.active:
         _check_active(config, where)
+    else:  # a selector's model and options, before any other selector's pass has run
+        model = str(config.selection.get("model", config.model))
+        for selector in config.selectors:
+            check = get_selector(selector.name).check
+            try:
+                if check is not None:
+                    check(model, selector.options)
+            except AlignkitError as exc:
+                raise AlignkitError(f"{where}: selector {selector.label}: {exc}") from None
     if not any(s.name == "random" for s in config.selectors):
         raise AlignkitError(
             f"{where}: add the control `- {{name: random}}` to selectors: labels saved are "
