@@ -3,6 +3,7 @@ hierarchical bootstrap's null calibration, power, win_rate's tie, non-finite see
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -187,3 +188,68 @@ def test_report_flags_non_finite_seeds_and_says_what_each_selector_saves(tmp_pat
     power = {(p["selector"], p["budget"]): p for p in report["power"]}
     assert power[("longest", 32.0)]["seeds_observed"] == 2  # every seed 0.2 above: sd 0
     assert power[("longest", 128.0)]["seeds_observed"] is None  # no difference to detect
+
+
+def test_compare_gives_the_paired_difference_of_two_methods() -> None:
+    """Method A's per-item outcomes per seed [[1, 0], [1, 1], [0, 0]] (seed means 0.5, 1, 0),
+    method B's [[0, 0], [1, 0], [0, 0]] (0, 0.5, 0): per-seed differences 0.5, 0.5, 0, mean
+    1/3, sd sqrt(1/12) = 0.2887, t half-width t(0.975, 2) 0.2887 / sqrt 3 = 4.303 x 0.1667 =
+    0.717. A method against itself: 0 with the interval [0, 0]."""
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    b = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    cells = {("A", "random", 8.0): a, ("B", "random", 8.0): b, ("C", "random", 8.0): b.copy()}
+    pairs = [
+        (("A", "random", 8.0), ("B", "random", 8.0)),
+        (("C", "random", 8.0), ("B", "random", 8.0)),
+    ]
+    out = st.compare(cells, pairs, replicates=2000)
+    diff = out[("A", "random", 8.0)]
+    assert diff["estimate"] == pytest.approx(1 / 3) and diff["per_seed"] == [0.5, 0.5, 0.0]
+    assert diff["t"]["std"] == pytest.approx(math.sqrt(1 / 12))
+    assert diff["t"]["ci95_high"] - 1 / 3 == pytest.approx(
+        4.303 * math.sqrt(1 / 12) / 3**0.5, abs=1e-3
+    )
+    assert -0.5 <= diff["ci95_low"] <= 1 / 3 <= diff["ci95_high"] <= 1.0 and diff["n"] == 3
+    same = out[("C", "random", 8.0)]
+    assert (same["estimate"], same["ci95_low"], same["ci95_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_the_report_compares_methods_cell_by_cell(tmp_path) -> None:
+    """Two methods on the same subsets and held-out pairs: `dpo+guidance` minus `dpo` per seed
+    and budget, read from the cells' per-pair outcomes (4 held-out pairs: guidance gets one
+    more right in every cell: +0.25)."""
+    config = _config(tmp_path, ["accuracy"])
+    config.methods = [MethodEntry("dpo", "dpo"), MethodEntry("dpo+guidance", "dpo")]
+    rows = []
+    for method, right in (("dpo", 2), ("dpo+guidance", 3)):
+        for sel in ("random", "real-easy", "longest"):
+            for b in (32, 64, 128):
+                for s in range(3):
+                    cell = f"{method}/{sel}/b{b}/s{s}"
+                    folder = tmp_path / "cells" / cell.replace("/", "__")
+                    folder.mkdir(parents=True)
+                    outcomes = [
+                        {"index": i, "id": f"p{i}", "correct": i < right, "margin": 0.1}
+                        for i in range(4)
+                    ]
+                    text = "\n".join(json.dumps(o) for o in outcomes) + "\n"
+                    (folder / "heldout_outcomes.jsonl").write_text(text)
+                    rows.append(
+                        {"id": cell, "method": method, "selector": sel, "budget": float(b),
+                         "count": b, "seed": s, "metrics": {"accuracy": right / 4}}
+                    )  # fmt: skip
+    report = write_report(config, rows, tmp_path, 128)
+    between = report["methods_paired"]
+    assert len(between) == 9 and {p["against"] for p in between} == {"dpo"}
+    assert all(
+        p["method"] == "dpo+guidance" and p["estimate"] == pytest.approx(0.25) for p in between
+    )
+    assert all(p["per_seed"] == [0.25] * 3 for p in between)
+    md = (tmp_path / "study.md").read_text()
+    assert "## Paired differences between methods (to `dpo`, same subset and seed)" in md
+    # the seeds agree (t-interval [0.25, 0.25]) but the one held-out pair guidance gets
+    # right may be drawn 0 to 4 times of 4: the bootstrap interval holds that noise
+    assert (
+        "| dpo+guidance | accuracy | real-easy | 64 | +0.250 [0.000, 0.500] | +0.250 [0.250, 0.250] | 3 |"
+        in md
+    )

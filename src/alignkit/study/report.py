@@ -181,6 +181,40 @@ def study_statistics(
     return out
 
 
+def method_differences(
+    config: StudyConfig, results: list[dict[str, Any]], root: Path
+) -> list[dict[str, Any]]:
+    """Each method against the grid's first method, cell by cell (same selector, budget and
+    seed: the same subset; the same held-out pairs), as paired differences under one
+    hierarchical bootstrap per metric (`statistics.compare`). Empty with one method."""
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    if len(methods) < 2:
+        return []
+    reference = next((m.name for m in config.methods if m.name in methods), methods[0])
+    seeds = sorted({r["seed"] for r in results})
+    out = []
+    for metric in config.metrics:
+        arrays: dict[tuple, np.ndarray] = {}
+        for method in methods:
+            rows = [r for r in results if r["method"] == method]
+            if all(r["metrics"].get(metric) is None for r in rows):
+                continue
+            for key, values in outcome_arrays(root, rows, metric, seeds)[0].items():
+                arrays[(method, *key)] = values
+        shapes = {v.shape for v in arrays.values()}
+        if len(shapes) != 1:  # some methods without per-item outcomes: not comparable by item
+            continue
+        pairs = [
+            (key, (reference, *key[1:]))
+            for key in arrays
+            if key[0] != reference and (reference, *key[1:]) in arrays
+        ]
+        for (method, selector, budget), entry in statistics.compare(arrays, pairs).items():
+            row = {"method": method, "against": reference, "metric": metric}
+            out.append({**row, "selector": selector, "budget": budget, **entry})
+    return out
+
+
 def _keyed(key: statistics.Key, value: dict[str, Any]) -> dict[str, Any]:
     return {"selector": key[0], "budget": key[1], **value}
 
@@ -264,6 +298,7 @@ def write_report(
         "table": table,
         "statistics": stats,
         "labels_saved": labels_saved(stats, needs),
+        "methods_paired": method_differences(config, tied, root),
         "power": power_rows(stats, config.detect),
         "detect": config.detect or None,
         "before_training": {
@@ -435,19 +470,23 @@ def _paired_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     rows = []
     for group in report["statistics"]:
         for p in sorted(group["paired"], key=lambda r: (r["selector"], r["budget"])):
-            t = p["t"]
-            rows.append(
-                (
-                    group["method"],
-                    group["metric"],
-                    p["selector"],
-                    f"{p['budget']:g}",
-                    _ci(p, signed=True),
-                    _ci(t, signed=True) if t["ci95_low"] is not None else "–",
-                    str(p["n"]),
-                )
-            )
+            rows.append(_diff_row({**p, "method": group["method"], "metric": group["metric"]}))
     return rows
+
+
+def _diff_row(p: dict[str, Any]) -> tuple[str, ...]:
+    """A paired difference as a table row: method, metric, selector, budget, the bootstrap
+    interval, the t-interval over seeds, n."""
+    t = p["t"]
+    return (
+        p["method"],
+        p["metric"],
+        p["selector"],
+        f"{p['budget']:g}",
+        _ci(p, signed=True),
+        _ci(t, signed=True) if t["ci95_low"] is not None else "–",
+        str(p["n"]),
+    )
 
 
 def _saved_row(s: dict[str, Any]) -> tuple[str, ...]:
@@ -569,6 +608,23 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
                 ("method", "metric", "selector", "budget", "Δ [bootstrap 95%]")
                 + ("Δ [t 95%, seeds]", "n"),
                 paired,
+            ),
+        ]
+    between = report.get("methods_paired") or []
+    if between:
+        reference = between[0]["against"]
+        lines += [
+            "",
+            f"## Paired differences between methods (to `{reference}`, same subset and seed)",
+            "",
+            f"Per seed, the cell minus the `{reference}` cell with the same selector and budget "
+            "(the same training pairs, the same held-out pairs); mean over seeds [95% bootstrap "
+            "interval] and the t-interval over seeds.",
+            "",
+            markdown_table(
+                ("method", "metric", "selector", "budget", "Δ [bootstrap 95%]")
+                + ("Δ [t 95%, seeds]", "n"),
+                [_diff_row(p) for p in between],
             ),
         ]
     if len(report["budgets"]) < 2:  # nothing to save against: a method comparison

@@ -183,12 +183,7 @@ def analyse(
         base = (control, key[1])
         if key[0] == control or base not in cells:
             continue
-        diffs = point[key] - point[base]
-        entry = percentile_interval(float(over_seeds(diffs)), over_seeds(reps[key] - reps[base]))
-        entry["t"] = interval([float(d) for d in diffs if math.isfinite(d)])
-        entry["per_seed"] = [_num(d) for d in diffs]
-        entry["n"] = int(np.isfinite(diffs).sum())
-        out["paired"][key] = entry
+        out["paired"][key] = paired_entry(point[key], point[base], reps[key], reps[base])
     budgets = sorted(b for s, b in cells if s == control)
     if len(budgets) < 2:
         return out
@@ -216,6 +211,41 @@ def analyse(
         entry["reached_at"] = (1 - estimate) * ladder[-1] if reached else None
         out["saved"][selector] = entry
     return out
+
+
+def paired_entry(
+    point: np.ndarray, base: np.ndarray, reps: np.ndarray, base_reps: np.ndarray
+) -> dict[str, Any]:
+    """A paired difference: per-seed means (S,) of a cell and of its base, and their (R, S)
+    bootstrap replicates under the same draws. The mean per-seed difference (seeds where
+    both are finite) with its bootstrap interval, its t-interval over seeds (`t`, n - 1
+    degrees of freedom), the per-seed differences (`per_seed`) and `n`."""
+    diffs = point - base
+    entry = percentile_interval(float(over_seeds(diffs)), over_seeds(reps - base_reps))
+    entry["t"] = interval([float(d) for d in diffs if math.isfinite(d)])
+    entry["per_seed"] = [_num(d) for d in diffs]
+    entry["n"] = int(np.isfinite(diffs).sum())
+    return entry
+
+
+def compare(
+    cells: Mapping[Any, np.ndarray],
+    pairs: Sequence[tuple[Any, Any]],
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> dict[Any, dict[str, Any]]:
+    """`paired_entry` of each (key, base) of `pairs`, for cells of (S, n) outcomes with one
+    seed order and one item order (e.g. two methods trained on the same subsets and
+    evaluated on the same held-out pairs), under one hierarchical bootstrap."""
+    if not pairs:
+        return {}
+    n_seeds, n_items = next(iter(cells.values())).shape
+    boot = draws(n_seeds, n_items, replicates, seed)
+    point = {key: seed_means(v) for key, v in cells.items()}
+    reps = {key: seed_means(v, boot) for key, v in cells.items()}
+    return {
+        key: paired_entry(point[key], point[base], reps[key], reps[base]) for key, base in pairs
+    }
 
 
 def _with_not_reached(estimate: float, values: np.ndarray, level: float = LEVEL) -> dict:
