@@ -357,14 +357,14 @@ def test_judge_win_rate_against_the_baseline_cell_of_the_same_seed(tiny_model, t
 
 
 def test_a_changed_default_runs_the_cell_again(tmp_path, monkeypatch) -> None:
-    """A cell's digest holds its selector's options and keep rule with the defaults filled
-    in: a default that changes (here `length`'s keep rule, highest -> lowest) gives another
-    digest (the finished cell is run again), while writing the default out gives the same."""
+    """A finished cell is reused only if it applied the keep rule its selector has now: a
+    default that changes (here `length`'s, highest -> lowest) runs it again (as does a keep
+    written into the grid: other settings)."""
     data = write_jsonl(tmp_path / "pool.jsonl", pair_rows(8))
     raw = {
         "data": data,
         "eval_data": data,
-        "output": "out",
+        "output": str(tmp_path / "out"),
         "model": "m",
         "selectors": [{"name": "random"}, {"name": "length"}],
         "budgets": [4],
@@ -373,14 +373,15 @@ def test_a_changed_default_runs_the_cell_again(tmp_path, monkeypatch) -> None:
     }
     config = parse_study(raw)
     (cell,) = [c for c in study_run.plan_cells(config, 8) if c.selector.name == "length"]
-    before = study_run.cell_settings(config, cell)
-    length = study_run.get_selector("length")
-    assert study_run.keep_rule(cell.selector) == "highest"
-    spelled = parse_study(
-        {**raw, "selectors": [{"name": "random"}, {"name": "length", "keep": "highest"}]}
-    )
+    folder = cell.directory(Path(config.output))
+    folder.mkdir(parents=True)
+    row = {"id": cell.id, "keep": "highest", "settings": study_run.cell_settings(config, cell)}
+    (folder / study_run.CELL_FILE).write_text(json.dumps(row))
+    assert study_run._finished(cell, config, Path(config.output)) == row
+    selectors = [{"name": "random"}, {"name": "length", "keep": "highest"}]
+    spelled = parse_study({**raw, "selectors": selectors})
     (same,) = [c for c in study_run.plan_cells(spelled, 8) if c.selector.name == "length"]
-    assert study_run.cell_settings(spelled, same) == before
-    changed = dataclasses.replace(length, default_keep="lowest")
+    assert study_run._finished(same, spelled, Path(config.output)) is None  # other settings
+    changed = dataclasses.replace(study_run.get_selector("length"), default_keep="lowest")
     monkeypatch.setattr(study_run, "get_selector", lambda name: changed)
-    assert study_run.cell_settings(config, cell) != before
+    assert study_run._finished(cell, config, Path(config.output)) is None

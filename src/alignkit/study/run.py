@@ -62,7 +62,6 @@ from alignkit.rewards.loading import RewardModel, load_reward_model
 from alignkit.rewards.training import RewardTrainer
 from alignkit.scoring.dataset import reference_for
 from alignkit.scoring.forward import SequenceScorer
-from alignkit.select.acquisition import get_acquisition
 from alignkit.select.registry import (
     ScoreRequest,
     budget_count,
@@ -768,7 +767,7 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
         "train": train,
         "eval_limit": config.eval_limit,
         "reward": [config.reward_model, config.reward_prompts, config.reward_max_new_tokens],
-        "selector": selector_identity(config, cell.selector),
+        "selector": [cell.selector.name, cell.selector.options, cell.selector.keep],
         "budget": cell.budget,
         "selection": config.selection,
         "files": [source_identity(p) for p in [*config.data, *config.eval_data]],
@@ -778,23 +777,17 @@ def cell_settings(config: StudyConfig, cell: Cell) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def selector_identity(config: StudyConfig, selector: SelectorEntry) -> list:
-    """The selector as a cell computes it: its options with the defaults filled in, and the
-    keep rule it applies (its default too), so a default that changes between alignkit
-    versions runs the cell again instead of reporting the old rule's result."""
-    if config.active:
-        options = get_acquisition(selector.name).resolve_options(selector.options)
-        return [selector.name, options, None]
-    options = get_selector(selector.name).resolve_options(selector.options)
-    return [selector.name, options, keep_rule(selector)]
-
-
 def _finished(cell: Cell, config: StudyConfig, root: Path) -> dict[str, Any] | None:
     path = cell.directory(root) / CELL_FILE
     if not path.is_file():
         return None
     row = json.loads(path.read_text())
-    return row if row.get("settings") == cell_settings(config, cell) else None
+    if row.get("settings") != cell_settings(config, cell):
+        return None
+    # the keep rule the cell applied: a selector's default that changed since runs it again
+    if not config.active and row.get("keep") != keep_rule(cell.selector):
+        return None
+    return row
 
 
 def _progress_line(n: int, total: int, cell: Cell, row: dict, eta_s: float | None) -> str:
