@@ -532,6 +532,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     metrics = [k for k in METRICS if report["table"] and k in report["table"][0]]
     stats = {(g["method"], g["metric"]): g for g in report.get("statistics", [])}
     control = report["control"]
+    order = list(dict.fromkeys(r["method"] for r in report["table"]))  # the grid's order
     lines = [
         "# Study",
         "",
@@ -564,7 +565,8 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             [
                 _table_row(row, metrics, stats)
                 for row in sorted(
-                    report["table"], key=lambda r: (r["method"], r["selector"], r["count"])
+                    report["table"],
+                    key=lambda r: (order.index(r["method"]), r["selector"], r["count"]),
                 )
             ],
         ),
