@@ -128,7 +128,11 @@ def test_an_active_study_runs_in_rounds_and_reports_every_round(tiny_model, tmp_
         i = next(k for k, r in enumerate(rows) if r["prompt"] == got["prompt"])
         want = by_prompt[got["prompt"]]
         assert (got["chosen"] == want["rejected"]) == bool(flips[i])
-    assert "random" in (out / "study.md").read_text()
+    md = (out / "study.md").read_text()
+    assert "random" in md
+    # every round's per-pair held-out outcomes feed the bootstrap (its own folder)
+    assert "no per-item outcomes" not in md
+    assert all(not group["means_only"] for group in report["statistics"])
 
 
 @pytest.mark.parametrize("name", ["apl", "real", "dopt"])

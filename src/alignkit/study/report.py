@@ -63,6 +63,11 @@ TIE = 0.5  # win_rate of the baseline cell against itself
 
 
 def cell_dir(root: Path, row: dict[str, Any]) -> Path:
+    """The folder of a cell's files; a round of an active cell (id `CELL/rR`) has its own
+    inside the cell's, `round-R`."""
+    if row.get("round"):
+        cell = row["id"].rsplit("/r", 1)[0]
+        return root / "cells" / cell.replace("/", "__") / f"round-{row['round']}"
     return root / "cells" / row["id"].replace("/", "__")
 
 
