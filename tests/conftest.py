@@ -11,7 +11,10 @@ import argparse
 import json
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -50,6 +53,65 @@ WORDS = (
     "explain water fire safe danger please thanks code python list sort answer question "
     "I you we it can will not good bad kind rude"
 ).split()
+
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def two_ranks(launcher: str) -> list[str]:
+    """The command that starts a program on 2 gloo ranks on this CPU with `launcher`
+    ("torchrun" or "accelerate"; skips the test where it is not installed), meeting on a free
+    port: never the default 29500, where a rank left over from another run could answer.
+    accelerate's `--cpu` always takes its single-process launcher; `--multi_gpu` starts the
+    ranks with torch's elastic launcher, and on a machine without CUDA they join over gloo."""
+    if launcher == "accelerate" and torch.cuda.is_available():
+        pytest.skip("on a CUDA machine --multi_gpu would put the ranks on GPUs")
+    port = str(free_port())
+    cmd = {
+        "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", port],
+        "accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                       "--main_process_port", port],
+    }[launcher]  # fmt: skip
+    if not Path(cmd[0]).exists():
+        pytest.skip(f"{launcher} is not installed")
+    return cmd
+
+
+def run_launched(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300.0, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run `cmd` (a launcher and the processes it starts, in a process group of their own)
+    to the end. Past `timeout` seconds the whole group is killed and the test fails with
+    the end of its output: a rank waiting forever fails one test, not the whole suite."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)}\nran past {timeout:.0f} s; its output ended with:\n"
+                    f"{out[-2000:]}\n{err[-4000:]}")  # fmt: skip
+    except BaseException:  # pytest-timeout's alarm, Ctrl-C: no rank outlives its test
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}:\n{err[-4000:]}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def make_tokenizer(path: Path):

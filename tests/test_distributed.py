@@ -1,9 +1,15 @@
 """alignkit.distributed.shard_map: one process, and two fake processes (two threads whose
-gather meets at a barrier), give the same list in item order."""
+gather meets at a barrier), give the same list in item order; and the tests' own launcher
+guard, `conftest.run_launched`."""
 
 from __future__ import annotations
 
-from conftest import FakeProcesses
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FakeProcesses, run_launched
 
 from alignkit.distributed import Processes, shard_map
 
@@ -62,3 +68,35 @@ def test_a_process_without_items_still_gathers_once():
         lambda rank: shard_map([7], str, Processes(rank, 2), gather=fake.gather_object)
     )
     assert results == [["7"], ["7"]] and fake.calls == [1, 1]
+
+
+def test_a_launch_past_its_timeout_fails_and_leaves_no_process(tmp_path):
+    """conftest.run_launched, which every 2-rank test uses: a launcher whose child never ends
+    fails its test after `timeout` seconds, and the child (a stand-in rank) is killed too."""
+    pid_file = tmp_path / "rank.pid"
+    rank = "import time; time.sleep(120)"
+    launcher = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {rank!r}])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('rank started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="ran past 3 s(.|\n)*rank started"):
+        run_launched([sys.executable, "-c", launcher], timeout=3)
+    assert time.monotonic() - start < 30
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -12,18 +12,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import pair_rows, write_jsonl
+from conftest import BIN, pair_rows, run_launched, write_jsonl
 
 from alignkit.package_data import ACCELERATE_CONFIGS_DIR
 
-BIN = Path(sys.executable).parent
 CONFIGS = ACCELERATE_CONFIGS_DIR  # shipped in the package (configs/ at the root links to it)
 ACCELERATE = BIN / "accelerate"
 STEPS, SAVE = 12, 4
@@ -67,9 +65,8 @@ def zero(stage: int, *args: str) -> list[str]:
 
 
 def launch(cmd: list[str], env: dict[str, str] = ENV) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stderr
+    """Run `cmd` (a launcher and its ranks) to success; its stderr."""
+    return run_launched(cmd, env).stderr
 
 
 @pytest.fixture(scope="module")

@@ -20,27 +20,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_model, pair_rows, write_jsonl
+from conftest import make_tiny_model, pair_rows, run_launched, two_ranks, write_jsonl
 
 from alignkit.cli import main
 
-BIN = Path(sys.executable).parent
-# torchrun really starts two gloo ranks on CPU; `accelerate launch --multi_gpu` does too (it
-# uses torch's elastic launcher), `accelerate launch --cpu` would start only one.
-LAUNCHERS = {
-    "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2"],
-    "accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"],
-}
 N = 9  # records / prompts: uneven shares over 2 processes
 
 
 def launcher() -> list[str]:
-    for name, cmd in LAUNCHERS.items():
-        if name == "accelerate" and torch.cuda.is_available():
-            continue  # --multi_gpu would put the ranks on GPUs
-        if Path(cmd[0]).exists():
-            return cmd
-    pytest.skip("neither torchrun nor accelerate is installed")
+    """torchrun's 2 ranks, or accelerate's where torchrun is missing."""
+    try:
+        return two_ranks("torchrun")
+    except pytest.skip.Exception:
+        return two_ranks("accelerate")
 
 
 # `alignkit ARGS...` that also writes how many processes ran it (main process) to a file
@@ -68,11 +60,7 @@ def launch_cli(tmp_path: Path, *args: str) -> None:
 def launch(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     """Run `args` (a script and its arguments) under the launcher with 2 processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [*launcher(), *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+    return run_launched([*launcher(), *args], env, timeout=timeout)
 
 
 @pytest.fixture(autouse=True)

@@ -5,25 +5,17 @@ report, usage errors and the help of `serve` and `judge`."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTED, _url, write_gens
+from conftest import SCRIPTED, _url, free_port, write_gens
 
 from alignkit.cli import main
 from alignkit.evaluation.judges import (
     KNOWN_CRITERIA,
     HttpJudge,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 # ------------------------------------------------------------------ judge: against a real server
 

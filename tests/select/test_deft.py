@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +13,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TransparentLM, make_tiny_model, make_tokenizer, pair_rows, write_jsonl
+from conftest import (
+    TransparentLM,
+    make_tiny_model,
+    make_tokenizer,
+    pair_rows,
+    run_launched,
+    two_ranks,
+    write_jsonl,
+)
 
 from alignkit.cli import main
 from alignkit.data import Pair, Point
@@ -277,12 +283,10 @@ def test_two_processes_give_the_single_process_result(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(11))
     single, double = tmp_path / "one", tmp_path / "two"
     assert main(_deft_args(data, tiny_model, single, "--keep-fraction", "0.5")) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "alignkit",
+    cmd = [*two_ranks("torchrun"), "-m", "alignkit",
            *_deft_args(data, tiny_model, double, "--keep-fraction", "0.5")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_launched(cmd, env)
     assert proc.stdout.count("kept 6 of 11") == 1  # only the main process reports
     one = [json.loads(x) for x in (single / "scores.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (double / "scores.jsonl").read_text().splitlines()]

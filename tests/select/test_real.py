@@ -8,15 +8,20 @@ import itertools
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_model, make_tokenizer, pair_rows, write_jsonl
+from conftest import (
+    make_tiny_model,
+    make_tokenizer,
+    pair_rows,
+    run_launched,
+    two_ranks,
+    write_jsonl,
+)
 
 from alignkit.cli import main
 from alignkit.data import Multi, Pair, Point
@@ -389,12 +394,10 @@ def test_two_processes_give_the_single_process_result(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "pairs.jsonl", _varied_pairs(9))
     single, double = tmp_path / "one", tmp_path / "two"
     assert main(_real_args(data, tiny_model, single, tmp_path / "c1")) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "alignkit",
+    cmd = [*two_ranks("torchrun"), "-m", "alignkit",
            *_real_args(data, tiny_model, double, tmp_path / "c2")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_launched(cmd, env)
     assert proc.stdout.count("selected 5 pairs") == 1
     one, two = _lines(single / "scores.jsonl"), _lines(double / "scores.jsonl")
     assert np.allclose([r["similarity"] for r in one], [r["similarity"] for r in two], atol=1e-5)
