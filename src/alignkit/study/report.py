@@ -694,9 +694,14 @@ def _plot(table: list[dict[str, Any]], method: str, metric: str, root: Path) -> 
         ]
         style = "--" if selector == CONTROL else "-"
         ax.errorbar(xs, means, yerr=err, label=selector, marker="o", linestyle=style, capsize=3)
-    ax.set_xlabel("labelled pairs (budget)")
+    counts = sorted({r["count"] for r in rows})
+    if counts and counts[0] > 0:  # log budget, the scale labels saved are interpolated on
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+    ax.set_xlabel("labelled pairs (budget, log scale)")
     ax.set_ylabel(f"held-out {metric}")
-    ax.set_title(f"{method}: {metric} vs budget (95% intervals over seeds)")
+    ax.set_title(f"{method}: {metric} vs budget (95% t-intervals over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

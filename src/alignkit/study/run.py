@@ -560,9 +560,9 @@ def run_study(
             progress(_progress_line(len(rows), len(cells), cell, row, None))
     todo = [cell for cell in cells if cell.id not in rows]
     execution = config.execution()
-    start = time.perf_counter()
+    began = time.perf_counter()
     context.prepare(todo, save=execution.in_processes(len(todo)))
-    timings: dict[str, Any] = {"shared_s": time.perf_counter() - start, "cells_s": {}}
+    timings: dict[str, Any] = {"shared_s": time.perf_counter() - began, "cells_s": {}}
     start = time.perf_counter()
     done = run_cells(context, todo, runner or run_cell, execution)
     for n, (cell, row, seconds) in enumerate(done):
@@ -570,7 +570,9 @@ def run_study(
         timings["cells_s"][cell.id] = seconds
         rate = (time.perf_counter() - start) / (n + 1)  # wall seconds per cell, all executors
         progress(_progress_line(len(rows), len(cells), cell, row, rate * (len(todo) - n - 1)))
-    timings["wall_s"] = time.perf_counter() - start
+    # cells_wall_s: the cells, all executors together; wall_s: shared work and cells
+    timings["cells_wall_s"] = time.perf_counter() - start
+    timings["wall_s"] = time.perf_counter() - began
     atomic_write_text(root / TIMINGS, json.dumps(timings, indent=1))
     results = [r for cell in cells for r in rows[cell.id].get("rounds") or [rows[cell.id]]]
     add_win_rates(context, cells, results)
