@@ -220,8 +220,21 @@ def test_a_study_runs_shares_work_resumes_and_reports(tiny_model, tmp_path, monk
         return original_cell(config, cell, *args)
 
     monkeypatch.setattr(study_run, "run_cell", recording)
+    first = json.loads((out / "timings.json").read_text())
+    assert len(first["cells_s"]) == 8 and [r["cells"] for r in first["runs"]] == [8]
     assert main(["study", "--config", str(cfg)]) == 0
     assert ran == [report["cells"][3]["id"]]
+    # the timings keep the first run's cells and add the resumed one's; a run with nothing
+    # left to do leaves them as they are
+    timings = json.loads((out / "timings.json").read_text())
+    assert [r["cells"] for r in timings["runs"]] == [8, 1] and len(timings["cells_s"]) == 8
+    assert timings["cells_s"][ran[0]] <= timings["runs"][1]["cells_wall_s"]
+    assert all(
+        timings["cells_s"][c] == first["cells_s"][c] for c in first["cells_s"] if c not in ran
+    )
+    assert timings["wall_s"] >= timings["cells_wall_s"] and timings["shared_s"] >= 0
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert json.loads((out / "timings.json").read_text()) == timings
     # a finished cell whose settings changed (another lr in the YAML) is not reported as is
     config = parse_study(_raw(pool, held, out, tiny_model))
     changed = parse_study({**_raw(pool, held, out, tiny_model), "train": {"lr": 1e-4}})

@@ -80,7 +80,9 @@ from alignkit.train.trainer import Trainer, TrainResult
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 SHARED_CACHE = "cache/shared.pt"  # the shared work, for cell processes (`StudyContext.open`)
-TIMINGS = "timings.json"  # this invocation's seconds: shared work, each cell run, all cells
+# seconds of the invocations that ran cells: each cell's run, and per invocation its shared
+# work and cells (`record_timings`)
+TIMINGS = "timings.json"
 GENERATIONS = "eval/generations.jsonl"  # a cell's greedy answers to the held-out prompts
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a judged prompt's points (unparseable: None)
 
@@ -573,13 +575,33 @@ def run_study(
     # cells_wall_s: the cells, all executors together; wall_s: shared work and cells
     timings["cells_wall_s"] = time.perf_counter() - start
     timings["wall_s"] = time.perf_counter() - began
-    atomic_write_text(root / TIMINGS, json.dumps(timings, indent=1))
+    if todo:
+        record_timings(root / TIMINGS, timings)
     results = [r for cell in cells for r in rows[cell.id].get("rounds") or [rows[cell.id]]]
     add_win_rates(context, cells, results)
     if config.active:  # the rounds' rows are the points of the curve: their counts
         budgets = sorted({float(r["budget"]) for r in results})
         config = dataclasses.replace(config, budgets=budgets)
     return write_report(config, results, root, len(pool), context.before_training())
+
+
+def record_timings(path: Path, timings: dict[str, Any]) -> None:
+    """Add one invocation's `timings` (shared_s, cells_s, cells_wall_s, wall_s) to the study's
+    timings file: `cells_s` keeps every cell's seconds from the invocation that ran it (a
+    resumed study adds its cells to those of the first), `runs` lists each invocation's
+    totals, and the top-level shared_s / cells_wall_s / wall_s are the latest invocation's."""
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = {}
+    this = {k: timings[k] for k in ("shared_s", "cells_wall_s", "wall_s")}
+    this["cells"] = len(timings["cells_s"])
+    merged = {
+        **this,
+        "cells_s": {**before.get("cells_s", {}), **timings["cells_s"]},
+        "runs": [*before.get("runs", []), this],
+    }
+    atomic_write_text(path, json.dumps(merged, indent=1))
 
 
 class Scores:
