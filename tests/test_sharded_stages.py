@@ -57,7 +57,7 @@ def launch_cli(tmp_path: Path, *args: str) -> None:
     assert world.read_text() == "2"
 
 
-def launch(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+def launch(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `args` (a script and its arguments) under the launcher with 2 processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return run_launched([*launcher(), *args], env, timeout=timeout)
