@@ -85,11 +85,12 @@ def two_ranks(launcher: str) -> list[str]:
 
 
 def run_launched(
-    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300.0, check: bool = True
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300.0
 ) -> subprocess.CompletedProcess:
     """Run `cmd` (a launcher and the processes it starts, in a process group of their own)
-    to the end. Past `timeout` seconds the whole group is killed and the test fails with
-    the end of its output: a rank waiting forever fails one test, not the whole suite."""
+    to a zero exit (else the test fails with its stderr). Past `timeout` seconds the whole
+    group is killed and the test fails with the end of its output: a rank waiting forever
+    fails one test, not the whole suite."""
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -109,9 +110,15 @@ def run_launched(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
-    if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}:\n{err[-4000:]}"
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}:\n{err[-4000:]}"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def alignkit_on_two_ranks(launcher: str, *args: str) -> subprocess.CompletedProcess:
+    """`alignkit ARGS` on 2 gloo ranks started by `launcher` (`two_ranks`), one thread each,
+    to a zero exit (`run_launched`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return run_launched([*two_ranks(launcher), "-m", "alignkit", *args], env)
 
 
 def make_tokenizer(path: Path):

@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import BIN, pair_rows, run_launched, write_jsonl
+from conftest import BIN, free_port, pair_rows, run_launched, write_jsonl
 
 from alignkit.package_data import ACCELERATE_CONFIGS_DIR
 
@@ -215,43 +216,22 @@ def test_two_machines_of_multi_node_config_equal_one_process(runs, tiny_model, d
     """multi_node.yaml's launch, as two machines on localhost (one rank each, the same line
     with --machine_rank 0 and 1, meeting at 127.0.0.1): the ranks find each other and train
     as the 1-process run does."""
-    import socket
-
     one = runs("full").one
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = str(free_port())
     out = one.parent / "two-machines"
     config = str(CONFIGS / "multi_node.yaml")
-    procs = [
-        subprocess.Popen(
-            [
-                str(ACCELERATE),
-                "launch",
-                "--config_file",
-                config,
-                "--machine_rank",
-                str(rank),
-                "--num_processes",
-                "2",
-                "--main_process_ip",
-                "127.0.0.1",
-                "--main_process_port",
-                str(port),
-                "-m",
-                "alignkit",
-                *train_args(tiny_model, data, out, 2),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
+
+    def machine(rank: int) -> subprocess.CompletedProcess:
+        return run_launched(
+            [str(ACCELERATE), "launch", "--config_file", config, "--machine_rank", str(rank),
+             "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+             "--main_process_port", port, "-m", "alignkit",
+             *train_args(tiny_model, data, out, 2)],
+            ENV,
         )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+
+    with ThreadPoolExecutor(2) as machines:  # both at once: each waits for the other
+        list(machines.map(machine, (0, 1)))
     a, b = rows(out / "metrics.jsonl"), rows(one / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert max(metric_diff(x, y) for x, y in zip(a, b, strict=True)) < 1e-5

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     TransparentLM,
+    alignkit_on_two_ranks,
     make_tiny_model,
     make_tokenizer,
     pair_rows,
-    run_launched,
-    two_ranks,
     write_jsonl,
 )
 
@@ -283,10 +281,8 @@ def test_two_processes_give_the_single_process_result(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(11))
     single, double = tmp_path / "one", tmp_path / "two"
     assert main(_deft_args(data, tiny_model, single, "--keep-fraction", "0.5")) == 0
-    cmd = [*two_ranks("torchrun"), "-m", "alignkit",
-           *_deft_args(data, tiny_model, double, "--keep-fraction", "0.5")]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = run_launched(cmd, env)
+    args = _deft_args(data, tiny_model, double, "--keep-fraction", "0.5")
+    proc = alignkit_on_two_ranks("torchrun", *args)
     assert proc.stdout.count("kept 6 of 11") == 1  # only the main process reports
     one = [json.loads(x) for x in (single / "scores.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (double / "scores.jsonl").read_text().splitlines()]

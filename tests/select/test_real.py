@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 from pathlib import Path
 
@@ -14,14 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
-    make_tiny_model,
-    make_tokenizer,
-    pair_rows,
-    run_launched,
-    two_ranks,
-    write_jsonl,
-)
+from conftest import alignkit_on_two_ranks, make_tiny_model, make_tokenizer, pair_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data import Multi, Pair, Point
@@ -394,10 +386,7 @@ def test_two_processes_give_the_single_process_result(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "pairs.jsonl", _varied_pairs(9))
     single, double = tmp_path / "one", tmp_path / "two"
     assert main(_real_args(data, tiny_model, single, tmp_path / "c1")) == 0
-    cmd = [*two_ranks("torchrun"), "-m", "alignkit",
-           *_real_args(data, tiny_model, double, tmp_path / "c2")]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = run_launched(cmd, env)
+    proc = alignkit_on_two_ranks("torchrun", *_real_args(data, tiny_model, double, tmp_path / "c2"))
     assert proc.stdout.count("selected 5 pairs") == 1
     one, two = _lines(single / "scores.jsonl"), _lines(double / "scores.jsonl")
     assert np.allclose([r["similarity"] for r in one], [r["similarity"] for r in two], atol=1e-5)

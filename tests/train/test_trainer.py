@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, pair_rows, run_launched, two_ranks, write_jsonl
+from conftest import BIN, alignkit_on_two_ranks, pair_rows, run_launched, write_jsonl
 from safetensors.torch import load_file
 
 from alignkit.cli import main
@@ -336,11 +336,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model, pa
 
 @pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
 def test_two_processes_match_one_with_same_global_batch(tmp_path, tiny_model, pairs_file, launcher):
-    common = ["-m", "alignkit", "train", *dpo_args(pairs_file, tiny_model, steps=4, lr=1e-3)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["train", *dpo_args(pairs_file, tiny_model, steps=4, lr=1e-3)]
     two, one = tmp_path / "two", tmp_path / "one"
-    run_launched([*two_ranks(launcher), *common, "--batch-size", "2", "--output", str(two)], env)
-    run_launched([sys.executable, *common, "--batch-size", "4", "--output", str(one)], env)
+    alignkit_on_two_ranks(launcher, *common, "--batch-size", "2", "--output", str(two))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the ranks' thread count: the same sums
+    run_launched([sys.executable, "-m", "alignkit", *common, "--batch-size", "4", "--output",
+                  str(one)], env)  # fmt: skip
     a, b = _weights(two), _weights(one)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     last2, last1 = rows(two / "metrics.jsonl")[-1], rows(one / "metrics.jsonl")[-1]
